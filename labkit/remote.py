@@ -1,0 +1,236 @@
+"""An SSH connection to one host, in the style of fabric's ``Connection``.
+
+It opens on first use, is a context manager, runs commands returning a small
+:class:`Result`, and keeps one SFTP channel for file transfers. Host keys are
+always checked: either against a ``known_hosts`` file (unknown hosts are
+rejected, never added) or against keys pinned when the machine was created
+(e.g. read from GCE guest attributes). Failed commands raise
+:class:`~labkit.errors.CommandError` naming host, command, exit code and stderr.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import logging
+import os
+import socket
+import threading
+import time
+
+from .errors import BackendError, CommandError, MissingToolError
+
+log = logging.getLogger("labkit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a remote command left: its exit code and decoded output."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def _paramiko():
+    try:
+        import paramiko
+    except ImportError:  # pragma: no cover - paramiko is a core dependency
+        raise MissingToolError("paramiko is missing: pip install 'labkit[ssh]' (or pip install paramiko)") from None
+    return paramiko
+
+
+def parse_host_key(key):
+    """Turn ``"ssh-ed25519 AAAA... [comment]"`` (or a paramiko ``PKey``) into a ``PKey``."""
+    paramiko = _paramiko()
+    if isinstance(key, paramiko.PKey):
+        return key
+    parts = str(key).split()
+    if len(parts) < 2:
+        raise BackendError(f"cannot read host key {key!r}: expected 'TYPE BASE64'")
+    try:
+        return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+    except Exception as e:  # noqa: BLE001 - paramiko raises several types here
+        raise BackendError(f"cannot read host key of type {parts[0]!r}: {e}") from None
+
+
+class Connection:
+    """An SSH connection to ``user@host:port`` that opens on first use.
+
+    Give ``known_hosts`` (a file in OpenSSH format) or ``host_key`` (one key or
+    a list of keys: ``PKey`` objects or ``"TYPE BASE64"`` strings) to say which
+    host key to trust. With neither, the user's ``~/.ssh/known_hosts`` is used.
+    """
+
+    def __init__(self, host: str, user: str, port: int = 22, key_filename: str | None = None,
+                 known_hosts: str | None = None, host_key=None, connect_timeout: float = 15.0):
+        self.host, self.user, self.port = host, user, int(port)
+        self.key_filename = key_filename
+        self.known_hosts = known_hosts
+        if host_key is not None and not isinstance(host_key, (list, tuple)):
+            host_key = [host_key]
+        self.host_keys = [parse_host_key(k) for k in host_key] if host_key else []
+        self.connect_timeout = connect_timeout
+        self._client = None
+        self._sftp = None
+        self._lock = threading.RLock()
+
+    def __repr__(self):
+        return f"Connection({self.user}@{self.host}:{self.port})"
+
+    @property
+    def hostkey_name(self) -> str:
+        """The name the host is known by in known_hosts (``[host]:port`` unless port 22)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    @property
+    def is_connected(self) -> bool:
+        t = self._client.get_transport() if self._client else None
+        return bool(t and t.is_active())
+
+    def open(self):
+        """Connect and authenticate (done for you by the first ``run``/``put``/``get``)."""
+        with self._lock:
+            if self.is_connected:
+                return self._client
+            self.close()
+            paramiko = _paramiko()
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            if self.host_keys:
+                for key in self.host_keys:
+                    client.get_host_keys().add(self.hostkey_name, key.get_name(), key)
+            else:
+                path = self.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+                if os.path.exists(path):
+                    client.load_host_keys(path)
+                elif self.known_hosts:
+                    raise BackendError(f"known_hosts file {path} does not exist")
+            try:
+                client.connect(self.host, port=self.port, username=self.user, key_filename=self.key_filename,
+                               timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                               auth_timeout=self.connect_timeout, allow_agent=self.key_filename is None,
+                               look_for_keys=self.key_filename is None)
+            except paramiko.BadHostKeyException as e:
+                client.close()
+                raise BackendError(
+                    f"{self.hostkey_name}: host key mismatch: the server offered {e.key.get_name()} "
+                    f"{e.key.fingerprint}, but {e.expected_key.fingerprint} is the trusted key. "
+                    "Refusing to connect (the machine was replaced, or someone is in the middle)."
+                ) from None
+            except paramiko.SSHException as e:
+                client.close()
+                if "not found in known_hosts" in str(e):
+                    raise BackendError(
+                        f"{self.hostkey_name}: unknown host key; refusing to connect. Add the host's key to "
+                        f"{self.known_hosts or '~/.ssh/known_hosts'} (ssh-keyscan, checked out of band) or pin it."
+                    ) from None
+                raise BackendError(f"{self.hostkey_name}: SSH failed: {e}") from None
+            except (OSError, socket.timeout) as e:
+                client.close()
+                raise BackendError(f"{self.hostkey_name}: cannot connect: {e}") from None
+            log.debug("ssh connected to %s@%s", self.user, self.hostkey_name)
+            self._client = client
+            return client
+
+    def run(self, cmd: str, check: bool = True, timeout: float | None = None, stdin: bytes | None = None) -> Result:
+        """Run ``cmd`` with the remote user's shell; raise CommandError on a non-zero exit if ``check``."""
+        client = self.open()
+        log.debug("%s$ %s", self.host, cmd)
+        chan = client.get_transport().open_session()
+        try:
+            chan.exec_command(cmd)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = io.BytesIO(), io.BytesIO()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            chan.settimeout(0.2)
+            while True:
+                got = False
+                while chan.recv_ready():
+                    out.write(chan.recv(65536))
+                    got = True
+                while chan.recv_stderr_ready():
+                    err.write(chan.recv_stderr(65536))
+                    got = True
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise CommandError(self.host, cmd, -1, err.getvalue().decode(errors="replace")
+                                       + f"\ntimed out after {timeout} s")
+                if not got:
+                    time.sleep(0.01)
+            code = chan.recv_exit_status()
+        finally:
+            chan.close()
+        result = Result(code, out.getvalue().decode(errors="replace"), err.getvalue().decode(errors="replace"))
+        if check and code != 0:
+            raise CommandError(self.host, cmd, code, result.stderr)
+        return result
+
+    def sftp(self):
+        """The connection's one SFTP channel, opened on first use."""
+        with self._lock:
+            if self._sftp is None or self._sftp.sock.closed:
+                self._sftp = self.open().open_sftp()
+            return self._sftp
+
+    def put(self, data, remote: str, mode: int | None = None) -> None:
+        """Write ``data`` (bytes, or a local file path) to ``remote``."""
+        sftp = self.sftp()
+        if isinstance(data, (bytes, bytearray)):
+            with sftp.open(remote, "wb") as f:
+                f.write(bytes(data))
+        else:
+            sftp.put(os.fspath(data), remote)
+        if mode is not None:
+            sftp.chmod(remote, mode)
+
+    def get_bytes(self, remote: str) -> bytes:
+        with self.sftp().open(remote, "rb") as f:
+            return f.read()
+
+    def get_text(self, remote: str) -> str:
+        """Read the remote file ``remote`` as UTF-8 text."""
+        return self.get_bytes(remote).decode()
+
+    def exists(self, remote: str) -> bool:
+        try:
+            self.sftp().stat(remote)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            if getattr(e, "errno", None) == 2:
+                return False
+            raise
+
+    def close(self) -> None:
+        """Close the SFTP channel and the connection. Safe to call more than once."""
+        with self._lock:
+            sftp, client, self._sftp, self._client = self._sftp, self._client, None, None
+        for thing in (sftp, client):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # noqa: BLE001 - closing must never raise
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
