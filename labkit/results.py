@@ -8,8 +8,18 @@ without knowing how it was made.
 from __future__ import annotations
 
 import csv
+import glob as _glob
+import logging
 import os
+import re
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ResultsError
+
+log = logging.getLogger("labkit")
 
 PERCENTILES = (50, 66, 75, 80, 90, 95, 98, 99)
 
@@ -48,3 +58,217 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return repr(round(value, 3))
     return str(value)
+
+
+# --------------------------------------------------------------------------
+# Loading (design §7): strict, typed, nothing guessed.
+# --------------------------------------------------------------------------
+
+#: Text columns (empty cell -> <NA>).
+STR_COLUMNS = ("run_id", "backend", "machine_type", "server")
+#: Integer columns that must always hold a value (dtype int64).
+REQUIRED_INT_COLUMNS = ("nodes", "concurrency", "attempts")
+#: Integer columns that may be empty (dtype Int64); see ``_NEEDED_UNLESS_ABORTED``.
+OPTIONAL_INT_COLUMNS = ("workers", "requests", "complete", "failed", "non_2xx")
+#: Float columns (empty cell -> NaN); aborted rows leave the latency ones empty.
+FLOAT_COLUMNS = (
+    "time_taken_s", "rps", "mean_ms", "ab_mean_ms",
+    *(f"p{p}_ms" for p in PERCENTILES), "max_ms", "connect_mean_ms",
+)
+#: A row ab completed must carry these: they decide whether it meets an SLA.
+_NEEDED_UNLESS_ABORTED = (
+    "complete", "failed", "non_2xx", "rps", "mean_ms",
+    *(f"p{p}_ms" for p in PERCENTILES), "max_ms",
+)
+_MIN_VALUE = {"nodes": 1, "concurrency": 1, "attempts": 1}
+_INT_RE = r"[+-]?\d+"
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def load_results(paths_or_glob) -> pd.DataFrame:
+    """Load one or many results CSVs (design §7) into one typed DataFrame.
+
+    ``paths_or_glob`` is a path (``str`` or ``Path``), a glob pattern such as
+    ``"runs/*.csv"``, or a list of those; files are read in the given order
+    (a glob's matches sorted by name) and concatenated.
+
+    Types: text columns as pandas ``string``; ``nodes``, ``concurrency`` and
+    ``attempts`` as ``int64`` (they must be present); the other counts as
+    nullable ``Int64``; timings as ``float64`` (NaN when empty, e.g. on
+    aborted rows); ``aborted`` as ``bool`` (``true``/``false``, any case);
+    ``started_at`` as UTC ``datetime64`` (a time without an offset is read as
+    UTC, which is what the contract says it is). Columns after the §7 ones are
+    kept as text.
+
+    Why strict: the SLA answers are only as good as the data, so a missing
+    column, an unreadable or mistyped value, or a completed row lacking a
+    number the SLA needs raises :class:`~labkit.errors.ResultsError` naming the
+    file, the 1-based data row and the column, instead of being guessed.
+    """
+    files = _expand(paths_or_glob)
+    frames = [_load_one(f) for f in files]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    extras = [c for c in df.columns if c not in COLUMNS]
+    df = df[list(COLUMNS) + extras]
+    log.debug("loaded %d rows from %d file(s)", len(df), len(files))
+    return df
+
+
+def _expand(spec) -> list[Path]:
+    """Turn a path, glob or list of them into existing files, in order."""
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not items:
+        raise ResultsError("<no paths>", None, None, "no results files given")
+    files: list[Path] = []
+    for item in items:
+        if isinstance(item, str) and _GLOB_CHARS.search(item) and not Path(item).exists():
+            matches = sorted(_glob.glob(item, recursive=True))
+            if not matches:
+                raise ResultsError(item, None, None, "no files match this pattern")
+            files.extend(Path(m) for m in matches)
+        else:
+            path = Path(item)
+            if not path.is_file():
+                raise ResultsError(str(path), None, None, "no such file")
+            files.append(path)
+    return files
+
+
+def _load_one(path: Path) -> pd.DataFrame:
+    """Read and type one CSV; see :func:`load_results`."""
+    name = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ResultsError(name, None, None, f"cannot read: {exc}") from exc
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise ResultsError(name, None, None, "empty file (no header row)")
+    header = [h.strip() for h in rows[0]]
+    seen: set[str] = set()
+    for h in header:
+        if h in seen:
+            raise ResultsError(name, None, h, "column appears twice in the header")
+        seen.add(h)
+    for col in COLUMNS:
+        if col not in seen:
+            raise ResultsError(name, None, col, "missing column")
+    data = rows[1:]
+    # A trailing blank line is harmless; any other length mismatch is not.
+    while data and data[-1] == []:
+        data.pop()
+    width = len(header)
+    for i, r in enumerate(data, start=1):
+        if len(r) != width:
+            raise ResultsError(name, i, None, f"has {len(r)} fields, the header has {width}")
+    raw = pd.DataFrame(data, columns=header, dtype=object) if data else pd.DataFrame(
+        {h: pd.Series([], dtype=object) for h in header})
+    raw = raw.apply(lambda s: s.str.strip()) if len(raw) else raw
+    out: dict[str, pd.Series] = {}
+    for col in header:
+        s = raw[col]
+        if col in STR_COLUMNS or col not in COLUMNS:
+            out[col] = s.where(s != "", None).astype("string")
+        elif col == "started_at":
+            out[col] = _to_datetime(name, s)
+        elif col == "aborted":
+            out[col] = _to_bool(name, s)
+        elif col in REQUIRED_INT_COLUMNS:
+            out[col] = _to_int(name, col, s, required=True)
+        elif col in OPTIONAL_INT_COLUMNS:
+            out[col] = _to_int(name, col, s, required=False)
+        else:
+            out[col] = _to_float(name, col, s)
+    df = pd.DataFrame(out)
+    done = ~df["aborted"]
+    for col in _NEEDED_UNLESS_ABORTED:
+        missing = done & df[col].isna()
+        if missing.any():
+            raise ResultsError(name, _first(missing), col,
+                               "empty, but the row is not aborted (ab reports it for a completed run)")
+    return df
+
+
+def _first(mask: pd.Series) -> int:
+    """1-based data row of the first True in ``mask``."""
+    return int(np.flatnonzero(mask.to_numpy())[0]) + 1
+
+
+def _to_int(name: str, col: str, s: pd.Series, required: bool) -> pd.Series:
+    empty = s == ""
+    if required and empty.any():
+        raise ResultsError(name, _first(empty), col, "empty, but a value is required")
+    bad = ~empty & ~s.str.fullmatch(_INT_RE).astype(bool)
+    if bad.any():
+        row = _first(bad)
+        raise ResultsError(name, row, col, f"expected an integer, got {s.iloc[row - 1]!r}")
+    values = pd.to_numeric(s.where(~empty, None)).astype("Int64")
+    low = _MIN_VALUE.get(col, 0)
+    small = (values < low).fillna(False)
+    if small.any():
+        row = _first(small)
+        raise ResultsError(name, row, col, f"must be >= {low}, got {s.iloc[row - 1]}")
+    return values.astype("int64") if required else values
+
+
+def _to_float(name: str, col: str, s: pd.Series) -> pd.Series:
+    empty = s == ""
+    values = pd.to_numeric(s.where(~empty, None), errors="coerce").astype("float64")
+    bad = ~empty & (values.isna() | ~np.isfinite(values.fillna(0.0)))
+    if bad.any():
+        row = _first(bad)
+        raise ResultsError(name, row, col, f"expected a number, got {s.iloc[row - 1]!r}")
+    neg = (values < 0).fillna(False)
+    if neg.any():
+        row = _first(neg)
+        raise ResultsError(name, row, col, f"must be >= 0, got {s.iloc[row - 1]}")
+    return values
+
+
+def _to_bool(name: str, s: pd.Series) -> pd.Series:
+    low = s.str.lower()
+    bad = ~low.isin(["true", "false"])
+    if bad.any():
+        row = _first(bad)
+        raise ResultsError(name, row, "aborted", f"expected true or false, got {s.iloc[row - 1]!r}")
+    return (low == "true").astype(bool)
+
+
+def _to_datetime(name: str, s: pd.Series) -> pd.Series:
+    empty = s == ""
+    values = pd.to_datetime(s.where(~empty, None), errors="coerce", utc=True, format="ISO8601")
+    bad = ~empty & values.isna()
+    if bad.any():
+        row = _first(bad)
+        raise ResultsError(name, row, "started_at",
+                           f"expected an ISO 8601 time, got {s.iloc[row - 1]!r}")
+    return values
+
+
+#: The handout's table headings (Lab 02, "Fill out the following table").
+HANDOUT_COLUMNS = ("Concurrency", "Mean Request Time (ms)", "Longest request (ms)", "98 percentile (ms)")
+
+
+def handout_table(df: pd.DataFrame, nodes: int) -> pd.DataFrame:
+    """The handout's table for one node count: one row per tested concurrency.
+
+    "Mean Request Time" is ``mean_ms`` (the mean time of one request, the
+    quantity the SLA's ``mean`` clause bounds), not ab's ``c·T/n``. Repeats of a
+    level are averaged over the rows ab completed; a level whose every row was
+    aborted stays in the table with empty (NaN) values, so a gap is visible
+    rather than silently dropped.
+    """
+    sub = df[df["nodes"] == nodes]
+    if sub.empty:
+        return pd.DataFrame({c: pd.Series([], dtype="float64") for c in HANDOUT_COLUMNS}).astype(
+            {"Concurrency": "int64"})
+    levels = np.sort(sub["concurrency"].unique())
+    done = sub[~sub["aborted"]]
+    agg = done.groupby("concurrency")[["mean_ms", "max_ms", "p98_ms"]].mean().reindex(levels)
+    table = pd.DataFrame({
+        "Concurrency": levels.astype("int64"),
+        "Mean Request Time (ms)": agg["mean_ms"].to_numpy(),
+        "Longest request (ms)": agg["max_ms"].to_numpy(),
+        "98 percentile (ms)": agg["p98_ms"].to_numpy(),
+    })
+    return table
