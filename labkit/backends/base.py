@@ -70,6 +70,11 @@ class Backend(abc.ABC):
         """Machines, addresses, pids/instances, and each server's ``/status``."""
 
     @property
+    def spec(self) -> ClusterSpec | None:
+        """The cluster shape now running, or None when nothing is up."""
+        return getattr(self, "_spec", None)
+
+    @property
     @abc.abstractmethod
     def url(self) -> str:
         """Base URL the tester benchmarks: the balancer, or the single server."""

@@ -1,0 +1,69 @@
+# labkit: `make lab` runs the whole lab headless; `make test` runs the test suite.
+# Both set up what they need first: a .venv with the package and its extras, and the
+# system tools (apt-get when missing and permitted; otherwise the exact command to run).
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+PROFILE  ?= quick
+STAMP    := $(VENV)/.labkit-installed
+# Keep google-auth from probing the GCE metadata server (design §10).
+export NO_GCE_CHECK := true
+export GCE_METADATA_HOST := 127.0.0.1:9
+export GCE_METADATA_IP := 127.0.0.1:9
+
+LAB_TOOLS  := nginx:nginx ab:apache2-utils
+TEST_TOOLS := sshd:openssh-server chromium:chromium
+
+.PHONY: setup setup-test lab test jupyter release dashboard bench clean
+
+# ensure(bin:package ...): install the Debian packages whose binaries are missing.
+define ensure
+	@missing=""; for pair in $(1); do bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || [ -x /usr/bin/$$bin ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "labkit needs:$$missing (no apt-get here: install them with your package manager)" >&2; exit 1; \
+	  elif [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  elif sudo -n true 2>/dev/null; then \
+	    echo "installing$$missing with sudo apt-get"; \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "labkit needs:$$missing. Run: sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+endef
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "labkit needs Python >= 3.11 (set PYTHON=python3.11 or newer)")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[all]'
+	@touch $@
+
+setup: $(STAMP)
+	$(call ensure,$(LAB_TOOLS))
+
+setup-test: setup
+	$(call ensure,$(TEST_TOOLS))
+
+lab: setup
+	$(BIN)/labkit lab --profile $(PROFILE)
+
+test: setup-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+jupyter: setup
+	$(BIN)/jupyter lab notebooks/
+
+release: setup
+	$(BIN)/labkit release --out release
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	$(BIN)/labkit down || true
+	rm -rf reports release

@@ -1,0 +1,332 @@
+"""The local backend: the whole lab as processes on this machine.
+
+Each "machine" gets its own loopback address and a cgroup with its machine
+type's CPU quota and memory limit (see :mod:`labkit.cgroups`):
+
+==================  ===================  ======================================
+role                address (net=127.0.1)  process
+==================  ===================  ======================================
+restserver-N        127.0.1.(10+N)         the Flask service (dev server or gunicorn)
+loadbalancer-0      127.0.1.2              nginx from a generated, validated config
+tester-0            127.0.1.3 (nominal)    ab, with its open-file limit raised
+==================  ===================  ======================================
+
+ab has no option to pick its source address, so the tester's address only
+names it; its CPU limit is real. With one node the tester talks to the server
+directly (the handout's first part); with more, to the balancer.
+
+Everything started is recorded in ``.labkit/local.json`` as soon as it is
+started, so :meth:`LocalBackend.down` - from this object or from any other
+shell via ``labkit down`` - stops every process, removes every cgroup and
+deletes the run's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from .. import cgroups as cg
+from .. import machine_types, processes, state
+from ..errors import BackendError, ConfigError, MissingToolError
+from ..loadbalancer import LocalNginx
+from ..service import service_command, wait_until_up
+from .base import AbRun, Backend, ClusterSpec
+
+log = logging.getLogger("labkit")
+
+STATE_NAME = "local"
+AB_NOFILE = 10000  # the handout's `ulimit -n 10000`
+
+
+def _ab_binary() -> str:
+    found = shutil.which("ab")
+    if not found:
+        raise MissingToolError("ab is not installed: run `sudo apt-get install -y apache2-utils` (or `make setup`)")
+    return found
+
+
+class LocalBackend(Backend):
+    """Servers, balancer and tester as cgroup-limited processes on loopback addresses."""
+
+    name = "local"
+
+    def __init__(self, net: str | None = None, balancer_machine_type: str = "f1-micro",
+                 tester_machine_type: str = "f1-micro"):
+        saved = state.load(STATE_NAME)
+        if saved:  # attach to the running lab (e.g. `labkit status` from another shell)
+            self._state = saved
+        else:
+            net = net or os.environ.get("LABKIT_LOCAL_NET", "127.0.1")
+            parts = net.split(".")
+            if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256 for p in parts):
+                raise ConfigError(f"local network must be a loopback /24 prefix like 127.0.1, not {net!r}")
+            machine_types.get(balancer_machine_type)
+            machine_types.get(tester_machine_type)
+            run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            self._state = {
+                "backend": "local", "run_id": run_id, "net": net,
+                "run_dir": str(state.state_dir() / f"local-{run_id}"),
+                "spec": None, "cgroups": None, "cgroup_dirs": [], "processes": {},
+                "balancer_machine_type": balancer_machine_type,
+                "tester_machine_type": tester_machine_type,
+            }
+        self._cgroups: cg.Cgroups | None = None
+        self._popen: dict[str, subprocess.Popen] = {}
+
+    # -- addresses and bookkeeping -------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self._state["run_id"]
+
+    @property
+    def spec(self) -> ClusterSpec | None:
+        s = self._state["spec"]
+        return ClusterSpec(**s) if s else None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self._state["run_dir"])
+
+    def address(self, role: str) -> str:
+        net = self._state["net"]
+        if role.startswith("restserver-"):
+            return f"{net}.{10 + int(role.split('-')[1])}"
+        return {"loadbalancer-0": f"{net}.2", "tester-0": f"{net}.3"}[role]
+
+    @property
+    def url(self) -> str:
+        spec = self.spec
+        if spec is None:
+            raise BackendError("the local lab is not up: run `labkit up` first")
+        role = "restserver-0" if spec.nodes == 1 else "loadbalancer-0"
+        return f"http://{self.address(role)}:{spec.port}"
+
+    @property
+    def cpu_limited(self) -> bool:
+        return self._state["cgroups"] not in (None, "unlimited")
+
+    def _save(self) -> None:
+        state.save(STATE_NAME, self._state)
+
+    def _groups(self) -> cg.Cgroups:
+        if self._cgroups is None:
+            self._cgroups = cg.detect()
+            self._state["cgroups"] = self._cgroups.version
+        return self._cgroups
+
+    def _group(self, role: str, machine_type: str) -> str:
+        rel = f"labkit/{self.run_id}/{role}"
+        mt = machine_types.get(machine_type)
+        made = self._groups().create(rel, cg.Limits(mt.vcpu, mt.memory_bytes))
+        self._state["cgroup_dirs"] = sorted(set(self._state["cgroup_dirs"]) | set(made))
+        return rel
+
+    def _start(self, role: str, argv: list[str], env: dict, machine_type: str) -> None:
+        rel = self._group(role, machine_type)
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        proc, record = processes.spawn(role, argv, env=env, log_path=logs / f"{role}.log",
+                                       preexec=self._groups().join_preexec(rel))
+        self._popen[role] = proc
+        self._state["processes"][role] = dataclasses.asdict(record)
+        self._save()
+
+    def _stop(self, role: str) -> None:
+        rec = self._state["processes"].pop(role, None)
+        if rec:
+            processes.terminate(processes.ProcessRecord(**rec))
+            self._popen.pop(role, None)
+            self._save()
+
+    def _record(self, role: str) -> processes.ProcessRecord | None:
+        rec = self._state["processes"].get(role)
+        return processes.ProcessRecord(**rec) if rec else None
+
+    # -- the Backend API ---------------------------------------------------------
+    def up(self, spec: ClusterSpec) -> None:
+        machine_types.get(spec.machine_type)
+        old = self.spec
+        if old and dataclasses.replace(old, nodes=spec.nodes) != spec:
+            log.info("server configuration changed; restarting the servers")
+            for role in [r for r in self._state["processes"] if r.startswith("restserver-")]:
+                self._stop(role)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._state["spec"] = dataclasses.asdict(spec)
+        self._save()
+        for i in range(spec.nodes):
+            role = f"restserver-{i}"
+            rec = self._record(role)
+            if rec and rec.alive():
+                continue
+            host = self.address(role)
+            argv, env = service_command(spec.server, host, spec.port, spec.workers, python=sys.executable)
+            env = {**os.environ, **env, "LABKIT_NODE": role, "LABKIT_FIB_MAX": str(spec.fib_max)}
+            self._start(role, argv, env, spec.machine_type)
+        for role in [r for r in list(self._state["processes"]) if r.startswith("restserver-")]:
+            if int(role.split("-")[1]) >= spec.nodes:
+                self._stop(role)
+        for i in range(spec.nodes):
+            role = f"restserver-{i}"
+            try:
+                wait_until_up(f"http://{self.address(role)}:{spec.port}", timeout=30)
+            except Exception as exc:
+                raise BackendError(f"{role} did not start: {exc}; {self._log_tail(role)}") from exc
+        self._configure_balancer(spec)
+        log.info("local lab up: %d x %s (%s, %d workers) at %s, cgroups %s", spec.nodes,
+                 spec.machine_type, spec.server, spec.workers, self.url, self._state["cgroups"])
+
+    def _configure_balancer(self, spec: ClusterSpec) -> None:
+        role = "loadbalancer-0"
+        if spec.nodes == 1:
+            self._stop(role)
+            return
+        nginx = LocalNginx(self.run_dir / "nginx", self.address(role), spec.port)
+        upstreams = [(self.address(f"restserver-{i}"), spec.port) for i in range(spec.nodes)]
+        changed = nginx.apply(upstreams)
+        rec = self._record(role)
+        if rec and rec.alive():
+            if changed:
+                nginx.reload(rec.pid)
+        else:
+            self._start(role, nginx.argv(), dict(os.environ), self._state["balancer_machine_type"])
+            nginx.wait_listening()
+        self._wait_round_robin(spec)
+
+    def _wait_round_robin(self, spec: ClusterSpec, timeout: float = 15.0) -> None:
+        """Wait until the balancer answers from exactly the expected nodes (a reload is asynchronous)."""
+        want = {f"restserver-{i}" for i in range(spec.nodes)}
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            seen = {self._get_status(self.url)["node"] for _ in range(2 * spec.nodes)}
+            if seen == want:
+                return
+            time.sleep(0.1)
+        raise BackendError(f"the balancer answers from {sorted(seen)}, expected {sorted(want)}")
+
+    @staticmethod
+    def _get_status(base: str) -> dict:
+        with urllib.request.urlopen(f"{base}/status", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def _log_tail(self, role: str) -> str:
+        path = self.run_dir / "logs" / f"{role}.log"
+        return path.read_text()[-400:].strip() if path.exists() else "(no log)"
+
+    def scale(self, nodes: int) -> None:
+        spec = self.spec
+        if spec is None:
+            raise BackendError("the local lab is not up: run `labkit up` first")
+        self.up(dataclasses.replace(spec, nodes=nodes))
+
+    def run_ab(self, argv: list[str], payload: bytes, timeout: float) -> AbRun:
+        role = "tester-0"
+        workdir = self.run_dir / "ab" / uuid.uuid4().hex[:8]
+        workdir.mkdir(parents=True)
+        files = {"payload": workdir / "payload.json", "percentiles": workdir / "percentiles.csv",
+                 "gnuplot": workdir / "gnuplot.tsv"}
+        files["payload"].write_bytes(payload)
+        real = [a.format(**{k: str(v) for k, v in files.items()}) if "{" in a else a for a in argv]
+        if real and real[0] == "ab":
+            real[0] = _ab_binary()
+        rel = self._group(role, self._state["tester_machine_type"])
+        join = self._groups().join_preexec(rel)
+
+        def preexec():
+            join()
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            want = AB_NOFILE if hard == resource.RLIM_INFINITY else min(AB_NOFILE, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+        proc = subprocess.Popen(real, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=preexec, cwd=workdir)
+        self._state["processes"][role] = dataclasses.asdict(processes.ProcessRecord(
+            role, proc.pid, processes.start_time_of(proc.pid) or 0, real))
+        self._save()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            processes.terminate(self._record(role), grace=1)
+            out, err = proc.communicate()
+            code = -9
+            err += f"\nlabkit: ab did not finish within {timeout:.0f} s and was stopped".encode()
+        finally:
+            if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): stop ab too
+                processes.terminate(self._record(role), grace=1)
+            self._state["processes"].pop(role, None)
+            self._save()
+
+        def read(key):
+            path = files[key]
+            return path.read_text() if path.exists() and path.stat().st_size else None
+
+        run = AbRun(tuple(real), code, out.decode(errors="replace"), err.decode(errors="replace"),
+                    read("percentiles"), read("gnuplot"))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return run
+
+    def status(self) -> dict:
+        spec = self.spec
+        machines = []
+        for role, rec in sorted(self._state["processes"].items()):
+            record = processes.ProcessRecord(**rec)
+            mtype = (spec.machine_type if role.startswith("restserver-") and spec else
+                     self._state["balancer_machine_type"] if role.startswith("loadbalancer") else
+                     self._state["tester_machine_type"])
+            entry = {"role": role, "address": self.address(role), "pid": record.pid,
+                     "alive": record.alive(), "machine_type": mtype}
+            if self._state["cgroups"] not in (None, "unlimited"):
+                try:
+                    entry["cpu_seconds"] = self._groups().cpu_seconds(f"labkit/{self.run_id}/{role}")
+                except OSError as exc:
+                    entry["cpu_seconds"] = None
+                    log.debug("no cpu accounting for %s: %s", role, exc)
+            if role.startswith("restserver-") and entry["alive"] and spec:
+                try:
+                    entry["service"] = self._get_status(f"http://{entry['address']}:{spec.port}")
+                except OSError as exc:
+                    entry["service"] = {"error": str(exc)}
+            machines.append(entry)
+        return {"backend": "local", "run_id": self.run_id, "up": spec is not None,
+                "spec": dataclasses.asdict(spec) if spec else None,
+                "url": self.url if spec else None, "cgroups": self._state["cgroups"],
+                "machines": machines}
+
+    def cpu_seconds(self, role: str) -> float | None:
+        """CPU time used by ``role``'s cgroup (None when unlimited): for efficiency benchmarks."""
+        if not self.cpu_limited:
+            return None
+        return self._groups().cpu_seconds(f"labkit/{self.run_id}/{role}")
+
+    def down(self) -> dict:
+        """Stop every recorded process, remove the cgroups and the run folder, forget the state."""
+        stopped = []
+        for role in list(self._state["processes"]):
+            rec = processes.ProcessRecord(**self._state["processes"][role])
+            if processes.terminate(rec):
+                stopped.append(role)
+            self._state["processes"].pop(role)
+            self._popen.pop(role, None)
+        left = cg.remove(self._state["cgroup_dirs"])
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if left:
+            self._state["cgroup_dirs"] = left
+            self._save()
+            raise BackendError(f"could not remove cgroups: {', '.join(left)}")
+        state.clear(STATE_NAME)
+        self._state["spec"] = None
+        self._state["cgroup_dirs"] = []
+        log.info("local lab down: stopped %s", ", ".join(stopped) or "nothing")
+        return {"stopped": stopped, "cgroups_removed": True}

@@ -1,0 +1,200 @@
+"""The ``labkit`` command line: the same operations the notebooks call.
+
+Every expected failure (a :class:`~labkit.errors.LabkitError`) ends as one line
+on stderr and exit status 2; Ctrl-C ends with 130 after tearing down whatever
+the command itself brought up. ``--help`` on each command lists its flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import profiles
+from .errors import ConfigError, LabkitError
+
+log = logging.getLogger("labkit")
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, like 1,2,3 (got {text!r})") from None
+    if not values:
+        raise ConfigError(f"{what} must list at least one integer")
+    return values
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """labkit: run Lab No. 02 (Scaling) - deploy, benchmark, scale and answer the SLA questions."""
+    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+
+
+# -- cluster life cycle -------------------------------------------------------------------
+def _backend(name: str):
+    from .backends import get_backend
+
+    return get_backend(name)
+
+
+def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
+    from .backends.base import ClusterSpec
+
+    return ClusterSpec(nodes=nodes, machine_type=machine_type, server=server, workers=workers, port=port)
+
+
+backend_option = click.option("--backend", default="local", show_default=True,
+                              type=click.Choice(["local", "ssh", "gcp"]), help="Where the machines are.")
+machine_option = click.option("--machine-type", default="f1-micro", show_default=True,
+                              help="Server machine type (see machine_types.py).")
+server_option = click.option("--server", default="flask", show_default=True,
+                             type=click.Choice(["flask", "gunicorn"]), help="Flask dev server or gunicorn.")
+workers_option = click.option("--workers", default=1, show_default=True, help="gunicorn workers per node.")
+port_option = click.option("--port", default=8080, show_default=True, help="Port of servers and balancer.")
+
+
+@cli.command()
+@backend_option
+@click.option("--nodes", default=1, show_default=True, help="Servers behind the balancer.")
+@machine_option
+@server_option
+@workers_option
+@port_option
+def up(backend, nodes, machine_type, server, workers, port):
+    """Start the servers (and the balancer when nodes > 1)."""
+    b = _backend(backend)
+    b.up(_spec(nodes, machine_type, server, workers, port))
+    _echo_json({"url": b.url, "nodes": nodes, "cpu_limited": b.cpu_limited})
+
+
+@cli.command()
+@backend_option
+@click.argument("nodes", type=int)
+def scale(backend, nodes):
+    """Change the number of servers behind the balancer."""
+    b = _backend(backend)
+    b.scale(nodes)
+    _echo_json({"url": b.url, "nodes": nodes})
+
+
+@cli.command()
+@backend_option
+def status(backend):
+    """What is running: machines, addresses, pids, each server's /status."""
+    _echo_json(_backend(backend).status())
+
+
+@cli.command()
+@backend_option
+def down(backend):
+    """Stop everything the lab started (processes, cgroups, temp files, cloud resources)."""
+    _echo_json(_backend(backend).down())
+
+
+# -- measuring ------------------------------------------------------------------------------
+@cli.command()
+@backend_option
+@click.option("-c", "--concurrency", default=10, show_default=True, help="ab -c")
+@click.option("-n", "--requests", default=100, show_default=True, help="ab -n")
+@click.option("-s", "--timeout", "timeout_s", default=10, show_default=True, help="ab -s")
+@click.option("--retries", default=2, show_default=True, help="Re-runs after an early exit.")
+def bench(backend, concurrency, requests, timeout_s, retries):
+    """Run one ab benchmark against the running lab and print its row as JSON."""
+    from .ab import AbCommand
+    from .measure import measure
+
+    b = _backend(backend)
+    if b.spec is None:
+        raise ConfigError("nothing is up: run `labkit up` first")
+    _echo_json(measure(b, AbCommand(b.url, concurrency, requests, timeout_s=timeout_s), retries=retries))
+
+
+@cli.command()
+@backend_option
+@click.option("--profile", default=None, type=click.Choice(list(profiles.PROFILES)),
+              help="Take nodes, levels, requests from a profile (flags still override).")
+@click.option("--nodes", default=None, help="Node counts, e.g. 1,2,3,4,5.")
+@click.option("--concurrency", default=None, help="Concurrency levels, e.g. 10,100,1000.")
+@click.option("--requests", default=None, type=int, help="ab -n per point.")
+@click.option("--timeout", "timeout_s", default=None, type=int, help="ab -s per request.")
+@machine_option
+@server_option
+@workers_option
+@port_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results CSV.")
+@click.option("--resume", is_flag=True, help="Measure only the points --out does not hold yet.")
+@click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
+def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
+          out, resume, keep_up):
+    """Measure a grid of node counts x concurrency levels into a results CSV."""
+    from .sweep import Grid, run_sweep
+
+    prof = profiles.get(profile or "quick")
+    grid = Grid(
+        spec=_spec(1, machine_type, server, workers, port),
+        nodes=_ints(nodes, "--nodes") if nodes else prof.nodes,
+        concurrency=_ints(concurrency, "--concurrency") if concurrency else prof.concurrency,
+        requests=requests or prof.requests, timeout_s=timeout_s or prof.timeout_s, retries=prof.retries,
+    )
+    b = _backend(backend)
+    was_up = b.spec is not None
+    try:
+        run_sweep(b, grid, out, resume=resume)
+    finally:
+        if not was_up and not keep_up:
+            b.down()
+    click.echo(f"wrote {out}", err=True)
+
+
+@cli.command("parse-ab")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--percentiles", type=click.Path(exists=True, dir_okay=False), help="ab's -e CSV file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is key: value lines).")
+def parse_ab(file, percentiles, as_json):
+    """Parse a saved ab report into the results-CSV fields."""
+    from .ab import parse_file
+
+    fields = parse_file(file, percentiles)
+    if as_json:
+        _echo_json(fields)
+    else:
+        for key, value in fields.items():
+            click.echo(f"{key}: {value}")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning LabkitErrors into one line and exit 2."""
+    try:
+        rc = cli.main(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("labkit: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("labkit: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LabkitError as exc:
+        click.echo(f"labkit: error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

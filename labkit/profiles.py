@@ -1,0 +1,55 @@
+"""Sweep profiles: how much of the handout's grid to measure.
+
+``full`` is the handout exactly (10,000 requests per level, all 13 concurrency
+levels, 1-5 nodes, ``-s 10``). ``quick`` keeps the shape of every chart and
+both SLA answers meaningful while the whole lab (all notebooks) finishes in
+about five minutes on a 2-core machine. ``tiny`` exists for the test suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .errors import ConfigError
+
+HANDOUT_CONCURRENCY = (10, 20, 50, 100, 200, 500, 700, 1000, 1200, 1500, 2000, 2500, 3000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A sweep grid plus ab settings. ``vertical`` lists (machine type, server, workers) for notebook 03."""
+
+    name: str
+    requests: int
+    concurrency: tuple[int, ...]
+    nodes: tuple[int, ...]
+    timeout_s: int = 10
+    retries: int = 2
+    vertical_concurrency: tuple[int, ...] = (10, 100)
+    vertical: tuple[tuple[str, str, int], ...] = ()
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile("full", 10000, HANDOUT_CONCURRENCY, (1, 2, 3, 4, 5),
+                vertical_concurrency=(10, 50, 100, 200, 500),
+                vertical=(("f1-micro", "flask", 1), ("e2-small", "flask", 1), ("e2-medium", "flask", 1),
+                          ("e2-standard-2", "flask", 1), ("e2-small", "gunicorn", 2),
+                          ("e2-medium", "gunicorn", 3), ("e2-standard-2", "gunicorn", 5))),
+        Profile("quick", 400, (10, 50, 100, 200, 400), (1, 2, 3, 4, 5), retries=1,
+                vertical_concurrency=(10, 100),
+                vertical=(("f1-micro", "flask", 1), ("e2-medium", "flask", 1),
+                          ("e2-medium", "gunicorn", 3))),
+        Profile("tiny", 100, (10, 50), (1, 2), retries=1, vertical_concurrency=(10,),
+                vertical=(("f1-micro", "flask", 1), ("e2-medium", "gunicorn", 3))),
+    ]
+}
+
+
+def get(name: str) -> Profile:
+    """The profile called ``name``; a clear error lists the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None

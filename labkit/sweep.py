@@ -1,0 +1,131 @@
+"""Sweeps: a grid of node counts x concurrency levels, one CSV row per point.
+
+Each point's row is appended (and fsync'ed) to the results CSV the moment it
+is measured, so an interrupted sweep - Ctrl-C, a notebook interrupt, a crash -
+keeps every point it finished, and ``resume=True`` measures only the points
+the CSV does not hold yet. A lock file beside the CSV keeps two sweeps from
+writing into the same file at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .ab import AbCommand
+from .backends.base import Backend, ClusterSpec
+from .errors import ConfigError, LockError
+from .measure import measure
+from .results import append_row
+
+log = logging.getLogger("labkit")
+
+POINT_KEY = ("machine_type", "server", "workers", "nodes", "concurrency", "requests")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """What to measure: node counts x concurrency levels, ``requests`` each, on ``spec``'s machines."""
+
+    spec: ClusterSpec
+    nodes: tuple[int, ...]
+    concurrency: tuple[int, ...]
+    requests: int
+    timeout_s: int = 10
+    retries: int = 2
+
+    def __post_init__(self):
+        if not self.nodes or not self.concurrency:
+            raise ConfigError("a sweep needs at least one node count and one concurrency level")
+        bad = [c for c in self.concurrency if c < 1 or c > self.requests]
+        if bad:
+            raise ConfigError(f"concurrency levels {bad} must be between 1 and --requests ({self.requests})")
+        if any(n < 1 for n in self.nodes):
+            raise ConfigError("node counts must be at least 1")
+
+    def points(self) -> list[dict]:
+        """The grid in measuring order: node counts outer (one scale step each), levels inner."""
+        return [
+            {"machine_type": self.spec.machine_type, "server": self.spec.server, "workers": self.spec.workers,
+             "nodes": n, "concurrency": c, "requests": self.requests}
+            for n in sorted(set(self.nodes)) for c in sorted(set(self.concurrency))
+        ]
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold an exclusive lock on ``out`` for the duration; refuse at once if another sweep has it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.with_name(f".{out.name}.lock")
+    fh = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise LockError(f"{out} is being written by another sweep ({holder}); wait for it or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+        lock_path.unlink(missing_ok=True)
+    finally:
+        fh.close()
+
+
+def _measured(out: Path) -> set[tuple]:
+    """Keys of the points ``out`` already holds (read strictly: a corrupt CSV is an error)."""
+    if not out.exists() or out.stat().st_size == 0:
+        return set()
+    from .results import load_results
+
+    df = load_results(out)
+    return {tuple(int(v) if k not in ("machine_type", "server") else str(v) for k, v in zip(POINT_KEY, row))
+            for row in df[list(POINT_KEY)].itertuples(index=False)}
+
+
+def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: bool = False,
+              run_id: str | None = None, progress: bool = True) -> Path:
+    """Measure every point of ``grid`` on ``backend`` (already up), appending rows to ``out``.
+
+    Without ``resume`` an existing, non-empty ``out`` is refused (nothing is
+    overwritten); with it, points already in ``out`` are skipped.
+    """
+    out = Path(out)
+    with locked(out):
+        if out.exists() and out.stat().st_size and not resume:
+            raise ConfigError(f"{out} already holds results; pass --resume to complete it, or choose another --out")
+        done = _measured(out) if resume else set()
+        todo = [p for p in grid.points() if tuple(p[k] for k in POINT_KEY) not in done]
+        if done:
+            log.info("resuming %s: %d points already measured, %d to go", out, len(done), len(todo))
+        run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+        bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress)
+        try:
+            for point in todo:
+                if backend.spec is None or backend.spec.nodes != point["nodes"]:
+                    backend.up(dataclasses.replace(grid.spec, nodes=point["nodes"]))
+                bar.set_postfix(nodes=point["nodes"], c=point["concurrency"])
+                started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+                command = AbCommand(backend.url, point["concurrency"], point["requests"], timeout_s=grid.timeout_s)
+                fields = measure(backend, command, retries=grid.retries)
+                row = {"run_id": run_id, "started_at": started, "backend": backend.name, **point, **fields,
+                       "cpu_limited": backend.cpu_limited}
+                append_row(out, row)
+                if row.get("aborted"):
+                    log.warning("nodes=%d c=%d aborted after %d attempts: %s", point["nodes"],
+                                point["concurrency"], row.get("attempts"), row.get("abort_reason"))
+                bar.update(1)
+        finally:
+            bar.close()
+    return out
