@@ -56,7 +56,7 @@ def _cell(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(round(value, 3))
+        return repr(round(float(value), 3))  # float(): numpy floats repr as np.float64(...)
     return str(value)
 
 

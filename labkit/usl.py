@@ -56,7 +56,7 @@ class UslFit:
         """JSON-ready: infinities become ``None``."""
         fin = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
         return {"sigma": float(self.sigma), "kappa": float(self.kappa), "lambda": float(self.lam),
-                "peak_nodes": fin(self.peak_n), "peak_throughput": fin(self.peak_x),
+                "peak_n": fin(self.peak_n), "peak_throughput": fin(self.peak_x),
                 "r2": float(self.r2), "points": int(self.n_points)}
 
 

@@ -1,0 +1,173 @@
+"""The SLA report: the handout's questions answered from a results DataFrame.
+
+:func:`build_report` returns a JSON-ready dict (what ``labkit report --json``
+prints and ``summary.json`` stores); :func:`format_report` turns the same dict
+into plain-text tables for a terminal. Keeping both on one dict means the
+human and machine answers cannot disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from .errors import ConfigError
+from .sla import as_sla, _check_users, point_table
+from .usl import EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, predict_nodes
+
+log = logging.getLogger("labkit")
+
+
+def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
+    """Answer the SLA questions for ``df`` (design §8).
+
+    Keys: ``sla`` (canonical text), ``users``, ``max_concurrency`` (node count
+    as a string -> int or ``None``), ``nodes_needed`` (int or ``None``; ``None``
+    also when ``users`` is not given), ``extrapolation`` (only when ``users`` is
+    given and no tested node count suffices: a dict whose ``label`` starts
+    with ``"extrapolation (USL fit)"``, with ``nodes`` and the ``method``, or a
+    ``refused`` reason), ``usl`` (fit of peak throughput vs nodes, or ``None``
+    with the reason in ``notes``), ``usl_concurrency`` (fit of throughput vs
+    concurrency at the smallest node count, or ``None``), ``tested`` (node
+    counts and concurrency levels), ``points`` (per nodes × concurrency:
+    ``meets`` and ``reason``) and ``notes``.
+    """
+    sla = as_sla(sla)
+    if users is not None:
+        users = _check_users(users)
+    if df.empty:
+        raise ConfigError("no results rows to report on")
+    table = point_table(df, sla)
+    mc = _max_concurrency_from(table)
+    notes: list[str] = []
+
+    needed = None
+    if users is not None:
+        needed = next((n for n, c in sorted(mc.items()) if c is not None and c >= users), None)
+
+    usl_fit, usl_error = None, ""
+    try:
+        usl_fit = fit_nodes(df)
+    except ConfigError as exc:
+        usl_error = str(exc)
+        notes.append(f"no USL fit of throughput vs nodes: {exc}")
+    usl_conc = None
+    n0 = int(table["nodes"].min())
+    try:
+        usl_conc = {"nodes": n0, **fit_concurrency(df, n0).to_dict()}
+    except ConfigError as exc:
+        notes.append(f"no USL fit of throughput vs concurrency at {n0} node(s): {exc}")
+
+    extrapolation = None
+    if users is not None and needed is None:
+        refused = usl_error
+        if usl_fit is not None:
+            try:
+                extrapolation = predict_nodes(df, sla, users, fit=usl_fit).to_dict()
+            except ConfigError as exc:
+                refused = str(exc)
+        if extrapolation is None:
+            extrapolation = {"label": EXTRAPOLATION_LABEL, "nodes": None, "users": users,
+                             "refused": refused}
+
+    points = [
+        {"nodes": int(r.nodes), "concurrency": int(r.concurrency), "runs": int(r.runs),
+         "meets": bool(r.meets), "reason": r.reason}
+        for r in table.itertuples(index=False)
+    ]
+    report = {
+        "sla": str(sla),
+        "users": users,
+        "max_concurrency": {str(n): c for n, c in mc.items()},
+        "nodes_needed": needed,
+        "extrapolation": extrapolation,
+        "usl": usl_fit.to_dict() if usl_fit else None,
+        "usl_concurrency": usl_conc,
+        "tested": {"nodes": sorted(int(n) for n in table["nodes"].unique()),
+                   "concurrency": sorted(int(c) for c in table["concurrency"].unique())},
+        "points": points,
+        "notes": notes,
+    }
+    log.info("report: sla=%s users=%s max_concurrency=%s nodes_needed=%s",
+             report["sla"], users, report["max_concurrency"], needed)
+    return report
+
+
+def _max_concurrency_from(table: pd.DataFrame) -> dict[int, int | None]:
+    """:func:`labkit.sla.max_concurrency` from an already computed point table."""
+    out: dict[int, int | None] = {}
+    for n, group in table.groupby("nodes", sort=True):
+        best = None
+        for c, ok in zip(group["concurrency"], group["meets"]):
+            if not ok:
+                break
+            best = int(c)
+        out[int(n)] = best
+    return out
+
+
+def format_report(report: dict) -> str:
+    """Plain-text tables of a :func:`build_report` dict, for a terminal or a log."""
+    lines = [f"SLA: {report['sla']}"]
+    if report.get("users") is not None:
+        lines.append(f"Users: {report['users']}")
+    lines += ["", "Maximum concurrency within the SLA (every tested level up to it meets)"]
+    mc = report["max_concurrency"]
+    width = max([5, *(len(k) for k in mc)])
+    lines.append(f"  {'nodes':>{width}}  max concurrency")
+    for n, c in mc.items():
+        lines.append(f"  {n:>{width}}  {c if c is not None else 'none (lowest level fails)'}")
+
+    if report.get("users") is not None:
+        lines.append("")
+        if report["nodes_needed"] is not None:
+            lines.append(f"Nodes needed for {report['users']} users: {report['nodes_needed']}")
+        else:
+            tested = ", ".join(mc)
+            lines.append(f"Nodes needed for {report['users']} users: none of the tested node counts ({tested})")
+        ex = report.get("extrapolation")
+        if ex:
+            if ex.get("refused"):
+                lines.append(f"  {ex['label']}: refused — {ex['refused']}")
+            else:
+                answer = f"{ex['nodes']} nodes" if ex["nodes"] is not None else "not reachable by adding nodes"
+                lines.append(f"  {ex['label']}: {answer}")
+                lines.append(f"    method: {ex['method']}")
+                if ex.get("note"):
+                    lines.append(f"    {ex['note']}")
+
+    fit = report.get("usl")
+    if fit:
+        lines += ["", "USL fit of peak throughput vs nodes"]
+        lines.append(_fit_line(fit, "nodes"))
+    fc = report.get("usl_concurrency")
+    if fc:
+        lines += ["", f"USL fit of throughput vs concurrency ({fc['nodes']} node(s))"]
+        lines.append(_fit_line(fc, "concurrency"))
+
+    points = report.get("points") or []
+    if points:
+        grid = pd.DataFrame(points).pivot(index="nodes", columns="concurrency", values="meets")
+        shown = grid.apply(lambda col: col.map(lambda v: "-" if pd.isna(v) else ("pass" if v else "FAIL")))
+        shown.index.name = "nodes \\ c"
+        lines += ["", "SLA per tested point (pass / FAIL / - not tested)"]
+        lines += ["  " + ln for ln in shown.to_string().splitlines()]
+        first_fail: dict[int, dict] = {}
+        for p in points:
+            if not p["meets"]:
+                first_fail.setdefault(p["nodes"], p)
+        if first_fail:
+            lines += ["", "Where each node count first fails"]
+            lines += [f"  nodes={p['nodes']:<3} c={p['concurrency']:<6} {p['reason']}"
+                      for p in first_fail.values()]
+    for note in report.get("notes") or []:
+        lines.append(f"note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _fit_line(fit: dict, what: str) -> str:
+    peak = ("no peak (κ = 0)" if fit["peak_n"] is None
+            else f"peak at {what} ≈ {fit['peak_n']:.1f} ({fit['peak_throughput']:.0f} req/s)")
+    return (f"  σ={fit['sigma']:.4g}  κ={fit['kappa']:.4g}  λ={fit['lambda']:.4g} req/s  "
+            f"R²={fit['r2']:.3f}  {peak}  [{fit['points']} points]")
