@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,7 +58,9 @@ class LocalNginx:
             capture_output=True, text=True,
         )
         if res.returncode != 0:
-            reason = " ".join(line for line in res.stderr.splitlines() if "emerg" in line or "error" in line)
+            # "2026/11/28 13:09:53 [emerg] 14578#14578: invalid number ..." -> "invalid number ..."
+            reason = " ".join(re.sub(r"^.*?\[(emerg|error|crit|alert)\] \d+#\d+: ", "", line)
+                              for line in res.stderr.splitlines() if re.search(r"\[(emerg|error|crit|alert)\]", line))
             raise NginxConfigError(
                 f"nginx rejected the new configuration ({reason or res.stderr.strip()}); "
                 "the running balancer was left unchanged"

@@ -1,0 +1,42 @@
+"""Fixtures for the local backend: an isolated state folder and loopback network per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+_nets = itertools.count(40)
+
+
+@pytest.fixture
+def local_env(tmp_path, monkeypatch):
+    """Point labkit's state at ``tmp_path/.labkit`` and give the test its own 127.0.N.0/24.
+
+    Whatever the test leaves up is torn down afterwards, so one failing test
+    cannot leak processes or cgroups into the next.
+    """
+    net = f"127.0.{next(_nets)}"
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
+    monkeypatch.setenv("LABKIT_LOCAL_NET", net)
+    monkeypatch.chdir(tmp_path)
+    yield {"net": net, "state_dir": tmp_path / ".labkit", "tmp": tmp_path}
+    from labkit import state
+    from labkit.backends.local import LocalBackend
+
+    if state.load("local"):
+        LocalBackend().down()
+
+
+def labkit_cgroups() -> list[str]:
+    """Every labkit cgroup directory that exists below this process's cgroups (v1 or v2)."""
+    from labkit import cgroups
+
+    found = []
+    for controller in (None, *cgroups.V1_CONTROLLERS):
+        base = cgroups.CGROUP_ROOT / (controller or "") / cgroups._own_path(controller)
+        root = base / "labkit"
+        if root.is_dir():
+            found += [os.path.join(d, n) for d, dirs, _ in os.walk(root) for n in dirs]
+    return found

@@ -1,0 +1,112 @@
+"""The local backend with real processes: Flask servers, nginx, cgroups, state, down."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from labkit import cgroups, processes, state
+from labkit.backends.base import ClusterSpec
+from labkit.backends.local import LocalBackend
+from labkit.errors import ConfigError, NginxConfigError
+from labkit.loadbalancer import LocalNginx
+
+from tests.fixtures_local import labkit_cgroups
+
+
+def _status(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/status", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _pids(backend: LocalBackend) -> list[processes.ProcessRecord]:
+    return [processes.ProcessRecord(**r) for r in state.load("local")["processes"].values()]
+
+
+def test_up_gives_each_machine_its_address_and_cgroup_limits(local_env):
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=2, machine_type="f1-micro"))
+    net = local_env["net"]
+    assert b.url == f"http://{net}.2:8080"
+    assert _status(f"http://{net}.10:8080")["node"] == "restserver-0"
+    assert _status(f"http://{net}.11:8080")["node"] == "restserver-1"
+    groups = cgroups.detect()
+    assert groups.version in ("v1", "v2"), "this machine's cgroups are writable; the test expects limits"
+    assert b.cpu_limited
+    rel = f"labkit/{b.run_id}/restserver-0"
+    pid = str(_pids(b)[[r.role for r in _pids(b)].index("restserver-0")].pid)
+    if groups.version == "v1":
+        cpu = groups.bases["cpu"] / rel
+        assert (cpu / "cpu.cfs_quota_us").read_text().strip() == str(int(0.2 * cgroups.CFS_PERIOD_US))
+        assert int((groups.bases["memory"] / rel / "memory.limit_in_bytes").read_text()) == int(0.6 * 1024**3) // 4096 * 4096
+        assert pid in (cpu / "cgroup.procs").read_text().split()
+    else:
+        assert (groups.base / rel / "cpu.max").read_text().split() == [str(int(0.2 * cgroups.CFS_PERIOD_US)), str(cgroups.CFS_PERIOD_US)]
+        assert pid in (groups.base / rel / "cgroup.procs").read_text().split()
+    b.down()
+
+
+def test_balancer_round_robins_and_scales(local_env):
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=2))
+    seen = [_status(b.url)["node"] for _ in range(6)]
+    assert sorted(set(seen)) == ["restserver-0", "restserver-1"]
+    b.scale(3)
+    seen = {_status(b.url)["node"] for _ in range(9)}
+    assert seen == {"restserver-0", "restserver-1", "restserver-2"}
+    b.scale(1)  # the handout's single server: no balancer, the server directly
+    roles = {r.role for r in _pids(b)}
+    assert roles == {"restserver-0"}
+    assert b.url.endswith(f"{local_env['net']}.10:8080")
+    b.down()
+
+
+def test_down_from_another_shell_leaves_nothing(local_env):
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=2, server="gunicorn", workers=2))
+    records = _pids(b)
+    assert len(records) == 3 and all(r.alive() for r in records)
+    run_dir = b.run_dir
+    assert run_dir.is_dir()
+    res = subprocess.run([sys.executable, "-m", "labkit.cli", "down"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["stopped"] == ["restserver-0", "restserver-1", "loadbalancer-0"]
+    assert not any(r.alive() for r in records)
+    assert labkit_cgroups() == []
+    assert not run_dir.exists()
+    assert state.load("local") is None
+
+
+def test_invalid_balancer_config_keeps_the_old_one_serving(local_env):
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=2))
+    nginx = LocalNginx(b.run_dir / "nginx", b.address("loadbalancer-0"), 8080)
+    before = nginx.conf.read_text()
+    bad = before.replace("worker_connections 4096;", "worker_connections four;")
+    with pytest.raises(NginxConfigError, match=r'rejected the new configuration \(invalid number "four" in .*nginx.conf.new:\d+\)'):
+        nginx.apply(text=bad)
+    assert nginx.conf.read_text() == before
+    assert _status(b.url)["node"].startswith("restserver-")
+    b.down()
+
+
+def test_bad_network_prefix_is_a_clear_error(local_env, monkeypatch):
+    monkeypatch.setenv("LABKIT_LOCAL_NET", "10.0.0")
+    with pytest.raises(ConfigError, match="loopback"):
+        LocalBackend()
+    assert state.load("local") is None
+
+
+def test_without_cgroups_runs_unlimited_and_records_it(local_env, monkeypatch):
+    monkeypatch.setenv("LABKIT_CGROUPS", "off")
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=1))
+    assert b.cpu_limited is False
+    assert b.status()["cgroups"] == "unlimited"
+    assert _status(b.url)["node"] == "restserver-0"
+    b.down()
