@@ -175,6 +175,68 @@ def parse_ab(file, percentiles, as_json):
             click.echo(f"{key}: {value}")
 
 
+@cli.command()
+@click.argument("csv", nargs=-1, required=True)
+@click.option("--sla", "sla_text", required=True, help='SLA clauses, e.g. "max<=1500 mean<200 p98<=300".')
+@click.option("--users", type=int, default=None, help="Expected concurrent users (for nodes_needed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
+@click.option("--charts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the PNG charts into this folder.")
+def report(csv, sla_text, users, as_json, charts):
+    """Answer the SLA questions from results CSVs (files or globs)."""
+    from .report import build_report, format_report
+    from .results import load_results
+    from .sla import Sla
+
+    sla = Sla.parse(sla_text)
+    df = load_results(list(csv))
+    answers = build_report(df, sla, users)
+    if charts:
+        from .plots import save_all
+
+        answers["charts"] = [str(p) for p in save_all(df, sla, charts)]
+    if as_json:
+        _echo_json(answers)
+    else:
+        click.echo(format_report(answers))
+
+
+@cli.command()
+@click.option("--backend", default="gcp", show_default=True, type=click.Choice(["gcp"]))
+@click.option("--project", required=True, help="GCP project id.")
+@click.option("--zone", default="us-central1-a", show_default=True)
+@click.option("--nodes", default=5, show_default=True, help="Servers to create.")
+@machine_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(backend, project, zone, nodes, machine_type, as_json):
+    """What a cloud run would create and cost per hour - without touching the cloud."""
+    from .gcp_requests import plan as make_plan
+
+    result = make_plan(project=project, zone=zone, nodes=nodes, machine_type=machine_type)
+    if as_json:
+        _echo_json(result)
+    else:
+        for key, value in result.items():
+            click.echo(f"{key}: {json.dumps(value, default=str)}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json):
+    """Check this machine: tools, cgroups, limits, packages, credentials - and how to fix what is missing."""
+    from .doctor import healthy, run_checks
+
+    checks = run_checks()
+    if as_json:
+        _echo_json([dataclasses.asdict(c) for c in checks])
+    else:
+        for c in checks:
+            mark = "ok " if c.ok else ("MISSING" if c.required else "optional")
+            click.echo(f"{mark:8} {c.name:28} {c.detail}" + (f"   -> {c.fix}" if c.fix and not c.ok else ""))
+    if not healthy(checks):
+        raise ConfigError("required tools are missing (see above); `make setup` installs them")
+
+
 def main() -> None:
     """Entry point: run the CLI, turning LabkitErrors into one line and exit 2."""
     try:

@@ -1,0 +1,77 @@
+"""``labkit doctor``: what this machine has, what is missing, and the command that fixes it.
+
+Every check is local and offline (no cloud call): tools on PATH, cgroups,
+open-file limits, optional Python packages, and whether cloud credentials are
+configured at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import resource
+import shutil
+import sys
+from pathlib import Path
+
+from . import cgroups
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One line of the doctor's report; ``fix`` is the command to run when ``ok`` is False."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _tool(name: str, package: str, required: bool = True, paths: tuple[str, ...] = ()) -> Check:
+    found = shutil.which(name) or next((p for p in paths if os.access(p, os.X_OK)), None)
+    return Check(name, bool(found), found or "not found",
+                 "" if found else f"sudo apt-get install -y {package}", required)
+
+
+def _module(name: str, extra: str, required: bool = False) -> Check:
+    ok = importlib.util.find_spec(name) is not None
+    return Check(f"python: {name}", ok, "installed" if ok else "missing",
+                 "" if ok else f"pip install -e '.[{extra}]'", required)
+
+
+def run_checks() -> list[Check]:
+    """All checks, required ones first."""
+    checks = [
+        Check("python >= 3.11", sys.version_info >= (3, 11), sys.version.split()[0], "install Python 3.11 or newer"),
+        _tool("nginx", "nginx", paths=("/usr/sbin/nginx",)),
+        _tool("ab", "apache2-utils"),
+    ]
+    groups = cgroups.detect()
+    checks.append(Check("cgroups", groups.version != "unlimited", groups.version,
+                        "" if groups.version != "unlimited" else
+                        "run as root (or delegate a cgroup v2 subtree to your user) for real CPU limits",
+                        required=False))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    checks.append(Check("open files (hard limit)", hard == resource.RLIM_INFINITY or hard >= 10000, str(hard),
+                        "raise the hard nofile limit to 10000 (limits.conf) for c >= 1000", required=False))
+    checks += [
+        _tool("sshd", "openssh-server", required=False, paths=("/usr/sbin/sshd",)),
+        _module("paramiko", "remote"),
+        _module("google.cloud.compute_v1", "remote"),
+        _module("papermill", "notebooks"),
+        _module("nbgrader", "notebooks"),
+    ]
+    adc = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or str(
+        Path.home() / ".config/gcloud/application_default_credentials.json")
+    has_adc = Path(adc).exists()
+    checks.append(Check("gcp credentials", has_adc, adc if has_adc else "none configured",
+                        "" if has_adc else "gcloud auth application-default login (only for --backend gcp)",
+                        required=False))
+    return checks
+
+
+def healthy(checks: list[Check]) -> bool:
+    """True when every required check passed."""
+    return all(c.ok for c in checks if c.required)
