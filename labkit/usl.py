@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,7 @@ def fit_usl(n, x) -> UslFit:
     if distinct < MIN_POINTS:
         raise ConfigError(f"USL fit needs throughput at {MIN_POINTS} or more distinct sizes "
                           f"(node counts or concurrency levels); got {distinct}")
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     scale = float(x.max()) or 1.0
     y = x / scale
@@ -89,9 +90,11 @@ def fit_usl(n, x) -> UslFit:
     # magnitude between node counts (~1e-2) and concurrency levels (~1e-6).
     for kappa0 in (1e-1, 1e-3, 1e-5, 1e-7):
         try:
-            params, _ = curve_fit(usl, n, y, p0=(0.05, kappa0, lam0),
-                                  bounds=([0.0, 0.0, 1e-12], [1.0, np.inf, np.inf]),
-                                  method="trf", maxfev=20000)
+            with warnings.catch_warnings():  # covariance is unused; its warning is noise
+                warnings.simplefilter("ignore", OptimizeWarning)
+                params, _ = curve_fit(usl, n, y, p0=(0.05, kappa0, lam0),
+                                      bounds=([0.0, 0.0, 1e-12], [1.0, np.inf, np.inf]),
+                                      method="trf", maxfev=20000)
         except (RuntimeError, ValueError) as exc:  # no convergence from this start
             log.debug("USL fit from kappa0=%g failed: %s", kappa0, exc)
             continue
