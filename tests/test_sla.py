@@ -1,0 +1,146 @@
+"""SLA clauses and the two answers (design §8), on hand-made tables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from analysis_data import grid_rows, make_row, write_csv
+from labkit.errors import ConfigError, SlaSyntaxError
+from labkit.results import load_results
+from labkit.sla import Clause, Sla, max_concurrency, nodes_needed, point_table
+
+PART1 = "max<=1500 mean<200 p98<=300"
+
+
+def load(tmp_path, rows):
+    return load_results(write_csv(tmp_path / "r.csv", rows))
+
+
+def test_parse_and_str_roundtrip():
+    sla = Sla.parse(PART1)
+    assert sla.clauses == (Clause("max", "<=", 1500.0), Clause("mean", "<", 200.0), Clause("p98", "<=", 300.0))
+    assert str(sla) == PART1
+    assert Sla.parse(str(sla)) == sla
+    assert str(Sla.parse(" p98 <= 300ms,  MEAN<199.5 ")) == "p98<=300 mean<199.5"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sla.clauses = ()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("", "empty SLA"),
+    ("max>1500", "operator '>'"),
+    ("max=1500", "operator '='"),
+    ("latency<5", "unknown metric 'latency'"),
+    ("p97<5", "unknown metric 'p97'"),
+    ("p98<=", "malformed SLA clause 'p98<='"),
+    ("mean<abc", "malformed SLA clause 'mean<abc'"),
+    ("max<=1 500", "malformed SLA clause '500'"),
+    ("max<=1 max<2", "more than one clause"),
+    ("p98<=-1", "negative bound"),
+])
+def test_malformed_clauses(text, needle):
+    with pytest.raises(SlaSyntaxError) as exc:
+        Sla.parse(text)
+    assert needle in str(exc.value)
+
+
+def test_strict_and_non_strict_bounds(tmp_path):
+    # mean exactly 200 and p98 exactly 300, max exactly 1500
+    df = load(tmp_path, [make_row(1, 10, mean=200.0, p98=300.0, max_ms=1500.0)])
+    assert Sla.parse("max<=1500 p98<=300 mean<=200").meets(df).tolist() == [True]
+    assert Sla.parse("mean<200").meets(df).tolist() == [False]
+    assert Sla.parse("p98<300").meets(df).tolist() == [False]
+    assert Sla.parse("max<1500").meets(df).tolist() == [False]
+    assert Sla.parse("max<1500.001").meets(df).tolist() == [True]
+
+
+def test_failed_non2xx_and_aborted_rows_never_meet(tmp_path):
+    rows = [make_row(1, 10), make_row(1, 20, failed=3), make_row(1, 50, non_2xx=1),
+            make_row(1, 100, aborted=True)]
+    df = load(tmp_path, rows)
+    assert Sla.parse("max<=100000").meets(df).tolist() == [True, False, False, False]
+    table = point_table(df, "max<=100000")
+    assert table["reason"].tolist() == ["", "3 failed requests", "1 non-2xx responses", "aborted"]
+
+
+def test_max_concurrency_stops_at_first_failure_non_monotone(tmp_path):
+    # mean at 10, 20, 50, 100, 200: 100, 150, 250 (fail), 150 (pass again), 180
+    means = {10: 100.0, 20: 150.0, 50: 250.0, 100: 150.0, 200: 180.0}
+    rows = [make_row(1, c, mean=m, p98=m, max_ms=m) for c, m in means.items()]
+    df = load(tmp_path, rows)
+    assert max_concurrency(df, "mean<200") == {1: 20}
+    assert point_table(df, "mean<200")["meets"].tolist() == [True, True, False, True, True]
+
+
+def test_lowest_level_failing_gives_none(tmp_path):
+    rows = [make_row(1, 10, mean=300.0), make_row(1, 20, mean=100.0), make_row(2, 10, mean=100.0)]
+    df = load(tmp_path, rows)
+    assert max_concurrency(df, "mean<200") == {1: None, 2: 10}
+
+
+def test_repeats_must_all_pass(tmp_path):
+    rows = [make_row(1, 10, mean=100.0), make_row(1, 20, mean=100.0), make_row(1, 20, mean=250.0),
+            make_row(1, 50, mean=100.0), make_row(1, 50, mean=120.0)]
+    df = load(tmp_path, rows)
+    table = point_table(df, "mean<200")
+    assert table[["concurrency", "runs", "passing", "meets"]].values.tolist() == [
+        [10, 1, 1, True], [20, 2, 1, False], [50, 2, 2, True]]
+    assert table["mean_ms"].tolist() == [100.0, 250.0, 120.0]  # worst repeat
+    assert max_concurrency(df, "mean<200") == {1: 10}
+
+
+def test_aborted_repeat_fails_the_point(tmp_path):
+    rows = [make_row(1, 10, mean=100.0), make_row(1, 20, mean=100.0), make_row(1, 20, aborted=True)]
+    df = load(tmp_path, rows)
+    assert max_concurrency(df, "mean<200") == {1: 10}
+    assert point_table(df, "mean<200")["reason"].tolist() == ["", "aborted (1/2 runs)"]
+
+
+def _handout_like(tmp_path):
+    # latency ~ c / n: node n meets mean<200 up to c = 100n (levels 10..1000)
+    rows = grid_rows(lambda n, c: (c / n, 1.4 * c / n, 3 * c / n),
+                     nodes=(1, 2, 3), levels=(10, 20, 50, 100, 200, 500, 1000))
+    return load(tmp_path, rows)
+
+
+def test_nodes_needed(tmp_path):
+    df = _handout_like(tmp_path)
+    sla = Sla.parse("max<=1500 mean<200 p98<=300")
+    # mean < 200 and p98 = 1.4 c/n <= 300 -> c/n <= 214; max = 3c/n <= 1500 -> c/n <= 500
+    assert max_concurrency(df, sla) == {1: 100, 2: 200, 3: 500}
+    assert nodes_needed(df, sla, 50) == 1
+    assert nodes_needed(df, sla, 100) == 1
+    assert nodes_needed(df, sla, 200) == 2
+    assert nodes_needed(df, sla, 500) == 3
+
+
+def test_untested_user_count_needs_a_tested_level_at_or_above(tmp_path):
+    df = _handout_like(tmp_path)
+    sla = "max<=1500 mean<200 p98<=300"
+    # 150 users: node 1 passes only up to 100 (200 fails) -> 150 is not shown -> 2 nodes
+    assert nodes_needed(df, sla, 150) == 2
+    # 300 users: node 2 stops at 200, node 3 passes 500 -> 3
+    assert nodes_needed(df, sla, 300) == 3
+
+
+def test_no_node_count_passes(tmp_path):
+    df = _handout_like(tmp_path)
+    assert nodes_needed(df, "max<=1500 mean<200 p98<=300", 2000) is None
+    assert nodes_needed(df, "mean<1", 10) is None
+    assert max_concurrency(df, "mean<1") == {1: None, 2: None, 3: None}
+
+
+@pytest.mark.parametrize("users", [0, -5, 2.5, True, "100"])
+def test_users_must_be_positive_int(tmp_path, users):
+    df = _handout_like(tmp_path)
+    with pytest.raises(ConfigError, match="users must be a positive integer"):
+        nodes_needed(df, PART1, users)
+
+
+def test_mixed_configurations_are_warned(tmp_path, caplog):
+    df = load(tmp_path, [make_row(1, 10), make_row(1, 10, machine_type="e2-small")])
+    with caplog.at_level("WARNING", logger="labkit"):
+        point_table(df, PART1)
+    assert "mix several configurations" in caplog.text
