@@ -1,0 +1,118 @@
+"""USL fit against synthetic data from known σ, κ, λ; the labelled nodes extrapolation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis_data import make_row, write_csv
+from labkit.errors import ConfigError
+from labkit.results import load_results
+from labkit.usl import (EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, fit_usl, predict_nodes,
+                        throughput_by_nodes, usl)
+
+
+def test_recovers_known_parameters_nodes():
+    n = np.arange(1, 6)
+    fit = fit_usl(n, usl(n, 0.05, 0.02, 1000.0))
+    assert fit.sigma == pytest.approx(0.05, abs=1e-4)
+    assert fit.kappa == pytest.approx(0.02, abs=1e-4)
+    assert fit.lam == pytest.approx(1000.0, rel=1e-4)
+    assert fit.peak_n == pytest.approx(math.sqrt(0.95 / 0.02), rel=1e-3)  # 6.89
+    assert fit.peak_x == pytest.approx(usl(fit.peak_n, 0.05, 0.02, 1000.0), rel=1e-3)
+    assert fit.r2 == pytest.approx(1.0, abs=1e-9)
+    assert fit.predict(8) == pytest.approx(usl(8, 0.05, 0.02, 1000.0), rel=1e-3)
+
+
+def test_recovers_known_parameters_concurrency_with_noise_and_repeats():
+    c = np.array([10, 20, 50, 100, 200, 500, 700, 1000, 1200, 1500, 2000, 2500, 3000])
+    rng = np.random.default_rng(42)
+    x = np.repeat(usl(c, 0.02, 1e-5, 20.0), 3) * (1 + 0.01 * rng.standard_normal(3 * c.size))
+    fit = fit_usl(np.repeat(c, 3), x)
+    assert fit.sigma == pytest.approx(0.02, rel=0.1)
+    assert fit.kappa == pytest.approx(1e-5, rel=0.1)
+    assert fit.lam == pytest.approx(20.0, rel=0.05)
+    assert fit.r2 > 0.99
+    assert fit.n_points == 39
+
+
+def test_linear_contention_only_has_no_peak():
+    n = np.arange(1, 6)
+    fit = fit_usl(n, usl(n, 0.1, 0.0, 500.0))
+    assert fit.sigma == pytest.approx(0.1, abs=1e-4)
+    assert fit.kappa == pytest.approx(0.0, abs=1e-6)
+    assert math.isinf(fit.peak_n)
+    assert fit.peak_x == pytest.approx(5000.0, rel=1e-2)  # λ/σ asymptote
+    assert fit.to_dict()["peak_n"] is None
+
+
+@pytest.mark.parametrize("n,x", [([1, 2], [100, 190]), ([1, 1, 2, 2], [100, 101, 190, 191]), ([], [])])
+def test_refuses_too_few_distinct_points(n, x):
+    with pytest.raises(ConfigError, match="3 or more distinct sizes"):
+        fit_usl(n, x)
+
+
+def _sweep(tmp_path, nodes, sigma=0.05, kappa=0.02, lam=1000.0, base_max=200):
+    """Rows whose peak rps follows USL(nodes) and whose SLA limit scales with it."""
+    rows = []
+    for n in nodes:
+        x = float(usl(n, sigma, kappa, lam))
+        limit = base_max * x / lam  # concurrency at which mean reaches 100 ms
+        for c in (50, 100, 200, 400, 800, 1600):
+            mean = 100.0 * c / limit
+            rows.append(make_row(n, c, mean=mean, p98=mean, max_ms=mean, rps=x * min(1.0, c / 100)))
+    rows.append(make_row(1, 1600, failed=5, rps=999999.0))  # errors: ignored for throughput
+    return load_results(write_csv(tmp_path / "r.csv", rows))
+
+
+def test_throughput_by_nodes_uses_clean_peak(tmp_path):
+    df = _sweep(tmp_path, (1, 2, 3))
+    t = throughput_by_nodes(df)
+    assert t["nodes"].tolist() == [1, 2, 3]
+    assert t["rps"].tolist() == pytest.approx([usl(n, 0.05, 0.02, 1000.0) for n in (1, 2, 3)], rel=1e-3)
+    fit = fit_nodes(df)
+    assert fit.sigma == pytest.approx(0.05, abs=1e-3) and fit.kappa == pytest.approx(0.02, abs=1e-3)
+
+
+def test_fit_concurrency_on_one_node(tmp_path):
+    levels = (10, 20, 50, 100, 200, 500, 1000, 2000)
+    rows = [make_row(1, c, rps=float(usl(c, 0.02, 1e-5, 20.0))) for c in levels]
+    rows += [make_row(2, c, rps=1.0) for c in levels]  # other node counts are not mixed in
+    rows.append(make_row(1, 3000, aborted=True))
+    fit = fit_concurrency(load_results(write_csv(tmp_path / "c.csv", rows)), nodes=1)
+    assert fit.n_points == len(levels)
+    assert fit.sigma == pytest.approx(0.02, rel=1e-2)
+    assert fit.kappa == pytest.approx(1e-5, rel=1e-2)
+    assert fit.lam == pytest.approx(20.0, rel=1e-2)
+
+
+def test_predict_nodes_extrapolates_and_is_labelled(tmp_path):
+    # No contention/coherency: X(N) = 1000 N. Limit: mean<=100 up to c = 200 N (levels x2).
+    df = _sweep(tmp_path, (1, 2, 3), sigma=0.0, kappa=0.0)
+    sla = "mean<=100"
+    from labkit.sla import max_concurrency
+    assert max_concurrency(df, sla) == {1: 200, 2: 400, 3: 400}
+    ex = predict_nodes(df, sla, 1000)
+    # reference: 3 nodes at 400 -> 400·N/3 >= 1000 -> N = 8
+    assert ex.nodes == 8
+    assert (ex.reference_nodes, ex.reference_max_concurrency) == (3, 400)
+    assert ex.label == EXTRAPOLATION_LABEL and ex.label.startswith("extrapolation (USL fit)")
+    assert ex.to_dict()["nodes"] == 8 and "X(N)/X(3)" in ex.method
+
+
+def test_predict_nodes_unreachable_past_the_peak(tmp_path):
+    df = _sweep(tmp_path, (1, 2, 3, 4, 5))
+    ex = predict_nodes(df, "mean<=100", 100000)
+    assert ex.nodes is None
+    assert "peaks at about 6.9 nodes" in ex.note
+
+
+def test_predict_nodes_refusals(tmp_path):
+    two = _sweep(tmp_path, (1, 2))
+    with pytest.raises(ConfigError, match="3 or more distinct sizes"):
+        predict_nodes(two, "mean<=100", 5000)
+    three = _sweep(tmp_path, (1, 2, 3))
+    with pytest.raises(ConfigError, match="no tested node count meets the SLA"):
+        predict_nodes(three, "mean<1", 5000)
