@@ -1,0 +1,115 @@
+"""build_report keys and values (design §8), and the human-readable tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analysis_data import make_row, write_csv
+from labkit.errors import ConfigError, SlaSyntaxError
+from labkit.report import build_report, format_report
+from labkit.results import load_results
+from labkit.usl import usl
+
+PART2 = "max<=1000 mean<300 p98<400"
+
+
+def _lab(tmp_path, nodes=(1, 2, 3, 4, 5)):
+    """Throughput follows USL(σ=0.05, κ=0.02, λ=1000); latency = c / X(N) seconds."""
+    rows = []
+    for n in nodes:
+        x = float(usl(n, 0.05, 0.02, 1000.0))
+        for c in (10, 100, 200, 500, 700, 1000, 2000, 3000):
+            mean = 1000.0 * c / x
+            rows.append(make_row(n, c, mean=mean, p98=1.2 * mean, max_ms=2 * mean, rps=x))
+    return load_results(write_csv(tmp_path / "r.csv", rows))
+
+
+def test_report_answers_and_keys(tmp_path):
+    df = _lab(tmp_path)
+    report = build_report(df, PART2, users=500)
+    # mean = 1000 c / X < 300 -> c < 0.3 X (p98 < 400 -> c < X / 3, max <= 1000 -> c <= X / 2)
+    # X: 1000, 1826.1, 2459.0, 2877.7, 3125.0 -> limits 300, 548, 738, 863, 938
+    assert report["sla"] == PART2
+    assert report["users"] == 500
+    assert report["max_concurrency"] == {"1": 200, "2": 500, "3": 700, "4": 700, "5": 700}
+    assert report["nodes_needed"] == 2
+    assert report["extrapolation"] is None
+    assert report["usl"]["sigma"] == pytest.approx(0.05, abs=1e-3)
+    assert report["usl"]["kappa"] == pytest.approx(0.02, abs=1e-3)
+    assert report["usl"]["lambda"] == pytest.approx(1000.0, rel=1e-3)
+    assert report["tested"] == {"nodes": [1, 2, 3, 4, 5],
+                                "concurrency": [10, 100, 200, 500, 700, 1000, 2000, 3000]}
+    json.loads(json.dumps(report))  # JSON-ready
+
+
+def test_users_never_reached_gives_labelled_extrapolation(tmp_path):
+    df = _lab(tmp_path)
+    report = build_report(df, PART2, users=2000)
+    assert report["nodes_needed"] is None
+    ex = report["extrapolation"]
+    assert ex["label"].startswith("extrapolation (USL fit)")
+    # the fitted throughput peaks at ~3271 req/s (6.9 nodes): 700·X(N)/X(5) never reaches 2000
+    assert ex["nodes"] is None and "peaks at about 6.9 nodes" in ex["note"]
+    text = format_report(report)
+    assert "Nodes needed for 2000 users: none of the tested node counts (1, 2, 3, 4, 5)" in text
+    assert "extrapolation (USL fit) — not measured: not reachable by adding nodes" in text
+
+
+def test_extrapolation_refused_with_two_node_counts(tmp_path):
+    df = _lab(tmp_path, nodes=(1, 2))
+    report = build_report(df, PART2, users=2000)
+    assert report["usl"] is None
+    assert report["extrapolation"]["nodes"] is None
+    assert "3 or more distinct sizes" in report["extrapolation"]["refused"]
+    assert any("no USL fit of throughput vs nodes" in n for n in report["notes"])
+    assert "refused — USL fit needs throughput at 3 or more" in format_report(report)
+
+
+def test_without_users(tmp_path):
+    report = build_report(_lab(tmp_path, nodes=(1,)), "mean<300")
+    assert report["users"] is None and report["nodes_needed"] is None and report["extrapolation"] is None
+    assert report["max_concurrency"] == {"1": 200}
+
+
+def test_lowest_level_failing_is_null(tmp_path):
+    df = load_results(write_csv(tmp_path / "r.csv", [make_row(1, 10, mean=500.0), make_row(2, 10, mean=5.0)]))
+    report = build_report(df, "mean<300", users=10)
+    assert report["max_concurrency"] == {"1": None, "2": 10}
+    assert report["nodes_needed"] == 2
+    assert '"1": null' in json.dumps(report)
+
+
+def test_format_report_tables(tmp_path):
+    text = format_report(build_report(_lab(tmp_path, nodes=(1, 2)), PART2, users=500))
+    lines = text.splitlines()
+    assert lines[0] == f"SLA: {PART2}"
+    assert "      1  200" in lines and "      2  500" in lines
+    assert "Nodes needed for 500 users: 2" in text
+    grid = [ln for ln in lines if ln.strip().startswith("1 ") and "pass" in ln][0]
+    assert grid.split()[1:] == ["pass", "pass", "pass", "FAIL", "FAIL", "FAIL", "FAIL", "FAIL"]
+    assert "nodes=1   c=500    max 1000 > 1000" not in text  # max 1000 <= 1000 holds
+    assert "nodes=1   c=500    mean 500 >= 300" in text
+
+
+def test_bad_inputs(tmp_path):
+    df = _lab(tmp_path, nodes=(1,))
+    with pytest.raises(SlaSyntaxError):
+        build_report(df, "mean>3")
+    with pytest.raises(ConfigError):
+        build_report(df, "mean<3", users=0)
+    with pytest.raises(ConfigError, match="no results rows"):
+        build_report(df.iloc[0:0], "mean<3")
+
+
+def test_extrapolation_gives_a_node_count(tmp_path):
+    df = _lab(tmp_path, nodes=(1, 2, 3))
+    report = build_report(df, PART2, users=900)
+    assert report["max_concurrency"] == {"1": 200, "2": 500, "3": 700}
+    assert report["nodes_needed"] is None
+    ex = report["extrapolation"]
+    # 700·X(N)/X(3): X(5)=3125 -> 889 < 900, X(6)=3243 -> 923 >= 900
+    assert ex["nodes"] == 6
+    assert (ex["reference_nodes"], ex["reference_max_concurrency"]) == (3, 700)
+    assert "extrapolation (USL fit) — not measured: 6 nodes" in format_report(report)
