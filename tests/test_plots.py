@@ -1,0 +1,103 @@
+"""Charts: real PNGs of the expected size, log concurrency axes, SLA lines, USL curve."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from analysis_data import make_row, write_csv
+from labkit import plots
+from labkit.results import load_results
+from labkit.usl import usl
+
+SLA = "max<=1500 mean<200 p98<=300"
+
+
+@pytest.fixture
+def df(tmp_path):
+    rows = []
+    for n in (1, 2, 3):
+        x = float(usl(n, 0.05, 0.02, 1000.0))
+        for c in (10, 50, 100, 500, 1000):
+            mean = 1000.0 * c / x
+            rows.append(make_row(n, c, mean=mean, p98=1.5 * mean, max_ms=3 * mean, rps=x))
+    rows.append(make_row(1, 2000, aborted=True))
+    return load_results(write_csv(tmp_path / "r.csv", rows))
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def _hlines(ax) -> dict[str, float]:
+    return {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_label().startswith("SLA ")}
+
+
+def test_mean_latency_chart(df):
+    fig = plots.mean_latency_chart(df, SLA)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert "(ms)" in ax.get_ylabel()
+    assert _hlines(ax) == {"SLA mean<200 ms": 200.0}
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:3] == ["1 node", "2 nodes", "3 nodes"]
+    assert "1 aborted run not plotted" in ax.get_title()
+    # the 1-node line holds the measured means at the tested levels
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [10, 50, 100, 500, 1000]
+    assert np.allclose(line.get_ydata(), [10.0, 50.0, 100.0, 500.0, 1000.0])
+
+
+def test_percentiles_chart_single_and_panels(df):
+    fig = plots.percentiles_chart(df, SLA, nodes=1)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"  # 10 .. 3000 ms spans > 50x
+    assert _hlines(ax) == {"SLA max<=1500 ms": 1500.0, "SLA mean<200 ms": 200.0, "SLA p98<=300 ms": 300.0}
+    assert ax.get_title() == "Latency vs concurrency, 1 node"
+    panels = plots.percentiles_chart(df, SLA)
+    assert [a.get_title() for a in panels.axes if a.get_visible()] == [
+        "Latency vs concurrency, 1 node", "Latency vs concurrency, 2 nodes", "Latency vs concurrency, 3 nodes"]
+    assert plots.percentiles_chart(df, None, nodes=2, logy=False).axes[0].get_yscale() == "linear"
+
+
+def test_sla_heatmap_cells(df):
+    fig = plots.sla_heatmap(df, SLA)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    # 1 node: mean = c ms -> 10, 50, 100 pass; 500, 1000 and the aborted 2000 fail
+    assert texts[:6] == ["pass", "pass", "pass", "FAIL", "FAIL", "FAIL"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1 (max 100)", "2 (max 100)", "3 (max 100)"]
+
+
+def test_throughput_chart_with_and_without_fit(df):
+    fig = plots.throughput_chart(df)
+    ax = fig.axes[0]
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert any(lbl.startswith("USL fit σ=0.05 κ=0.02") for lbl in labels)
+    assert "extrapolation (USL fit)" in labels
+    two = df[df["nodes"] <= 2]
+    ax2 = plots.throughput_chart(two).axes[0]
+    assert any("USL fit needs throughput at 3 or more" in t.get_text() for t in ax2.texts)
+
+
+def test_save_all_writes_real_pngs(df, tmp_path):
+    paths = plots.save_all(df, SLA, tmp_path / "charts")
+    assert [p.name for p in paths] == ["mean_latency.png", "sla_heatmap.png", "percentiles.png",
+                                       "throughput.png"]
+    for p in paths:
+        assert p.stat().st_size > 10_000
+    assert png_size(paths[0]) == (800, 500)
+    assert png_size(paths[1]) == (800, 500)
+    assert png_size(paths[2]) == (int(4.5 * 100 * 3), int(3.5 * 100))
+    assert png_size(paths[3]) == (800, 500)
+
+
+def test_figure_renders_in_notebooks(df):
+    png = plots.mean_latency_chart(df)._repr_png_()
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000
