@@ -1,0 +1,71 @@
+"""SlaExplorer: set widget values as a student would, read the recomputed answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis_data import grid_rows, write_csv
+from labkit.results import load_results
+from labkit.widgets import SlaExplorer
+
+
+@pytest.fixture
+def df(tmp_path):
+    # latency ~ c / n: mean = c/n, p98 = 1.4 c/n, max = 3 c/n
+    rows = grid_rows(lambda n, c: (c / n, 1.4 * c / n, 3 * c / n),
+                     nodes=(1, 2, 3), levels=(10, 20, 50, 100, 200, 500, 1000))
+    return load_results(write_csv(tmp_path / "r.csv", rows))
+
+
+def test_initial_answers(df):
+    ex = SlaExplorer(df, "max<=1500 mean<200 p98<=300", users=300)
+    assert ex.max_concurrency == {1: 100, 2: 200, 3: 500}
+    assert ex.nodes_needed == 3
+    assert ex.answers_text.splitlines() == [
+        "Max concurrency within the SLA: 1 node: 100, 2 nodes: 200, 3 nodes: 500",
+        "Nodes needed for 300 users: 3",
+    ]
+    assert ex.heatmap.value[:4] == b"\x89PNG"
+    assert ex.table.value.count("class='pass'") == 15 and ex.table.value.count("class='fail'") == 6
+    assert ex.table.value.count("pass ← max") == 3
+
+
+def test_changing_bounds_operator_and_users(df):
+    ex = SlaExplorer(df, "max<=1500 mean<200 p98<=300", users=300, show_heatmap=False)
+    ex.bounds["mean"].value = 1000       # now p98 <= 300 binds: c/n <= 214
+    assert ex.max_concurrency == {1: 200, 2: 200, 3: 500}
+    ex.enabled["p98"].value = False       # now max <= 1500 binds: c/n <= 500
+    assert ex.max_concurrency == {1: 500, 2: 1000, 3: 1000}
+    assert str(ex.sla) == "max<=1500 mean<1000"
+    ex.ops["max"].value = "<"             # 3c/n == 1500 (n=1, c=500; n=2, c=1000) now fails
+    assert ex.max_concurrency == {1: 200, 2: 500, 3: 1000}
+    ex.users.value = 700
+    assert ex.nodes_needed == 3
+    assert ex.answers_text.splitlines()[1] == "Nodes needed for 700 users: 3"
+    assert "SLA max&lt;1500 mean&lt;1000" in ex.answers.value  # HTML-escaped
+
+
+def test_users_beyond_every_node_count_shows_labelled_extrapolation(df):
+    ex = SlaExplorer(df, "max<=1500 mean<200 p98<=300", users=5000, show_heatmap=False)
+    lines = ex.answers_text.splitlines()
+    assert lines[1] == "Nodes needed for 5000 users: none of the tested node counts (1, 2, 3)"
+    # every row has the same rps, so the throughput fit cannot scale capacity up
+    assert lines[2].startswith("extrapolation (USL fit) — not measured: not reachable by adding nodes")
+
+
+def test_no_clause_enabled_is_reported_not_raised(df):
+    ex = SlaExplorer(df, "mean<200", users=100, show_heatmap=False)
+    assert [ex.enabled[m].value for m in ("max", "mean", "p98")] == [False, True, False]
+    ex.enabled["mean"].value = False
+    assert ex.answers_text.startswith("Invalid SLA: an SLA needs at least one clause")
+    assert ex.table.value == "" and ex.nodes_needed is None
+    ex.enabled["mean"].value = True
+    assert ex.max_concurrency == {1: 100, 2: 200, 3: 500}
+
+
+def test_fixed_clause_kept(df):
+    ex = SlaExplorer(df, "p50<=5", users=10, show_heatmap=False)
+    # p50 = 0.8 mean = 0.8 c / n <= 5: only c = 10 with n >= 2 (and n = 1: 8 > 5 fails)
+    assert str(ex.sla) == "p50<=5"
+    assert ex.max_concurrency == {1: None, 2: 10, 3: 10}
+    assert ex.nodes_needed == 2
