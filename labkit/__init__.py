@@ -13,3 +13,8 @@ __version__ = "0.1.0"
 logging.getLogger("labkit").addHandler(logging.NullHandler())
 
 __all__ = ["LabkitError", "__version__"]
+
+from .results import load_results  # noqa: E402
+from .sla import Sla, max_concurrency, nodes_needed  # noqa: E402
+
+__all__ += ["load_results", "Sla", "max_concurrency", "nodes_needed"]
