@@ -34,6 +34,7 @@ from .base import AbRun, Backend, ClusterSpec
 
 log = logging.getLogger("labkit")
 
+POLL_MAX = 1.0  # seconds between operation polls, at most
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 QUOTA_MARKERS = ("QUOTA_EXCEEDED", "quotaExceeded", "Quota '", "quota exceeded")
 STOCKOUT_MARKERS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "does not have enough resources")
@@ -66,6 +67,15 @@ class Compute:
         self.instances = compute_v1.InstancesClient(**kw)
         self.images = compute_v1.ImagesClient(**kw)
         self.firewalls = compute_v1.FirewallsClient(**kw)
+        # The clients poll their operations through operations clients they build themselves,
+        # without our client_options (so a stub endpoint would be bypassed). Hand them ones
+        # built like the others; with default options this changes nothing.
+        ops = {"zone_operations": compute_v1.ZoneOperationsClient(**kw),
+               "global_operations": compute_v1.GlobalOperationsClient(**kw)}
+        for client in (self.instances, self.images, self.firewalls):
+            services = getattr(client._transport, "_extended_operations_services", None)
+            if isinstance(services, dict):
+                services.update(ops)
 
 
 # -- errors and waiting -------------------------------------------------------------
@@ -100,7 +110,8 @@ def wait(operation, what: str, timeout: float = 300.0, zone: str | None = None):
     from google.api_core import exceptions as gexc
     from google.api_core.future import polling
 
-    fast = polling.DEFAULT_POLLING.with_delay(initial=0.25, maximum=5.0, multiplier=1.5).with_timeout(timeout)
+    # poll at most POLL_MAX apart (the default backs off to 20 s, with jitter)
+    fast = polling.DEFAULT_POLLING.with_delay(initial=0.25, maximum=POLL_MAX, multiplier=1.5).with_timeout(timeout)
     try:
         return operation.result(timeout=timeout, polling=fast)
     except (gexc.GoogleAPICallError, gexc.RetryError) as e:
@@ -109,13 +120,13 @@ def wait(operation, what: str, timeout: float = 300.0, zone: str | None = None):
         raise CloudError(f"{what}: not done after {timeout:g} s") from None
 
 
-def _call(fn, what: str, zone: str | None = None, **kw):
+def _call(fn, what: str, where: str | None = None, /, **kw):
     from google.api_core import exceptions as gexc
 
     try:
         return fn(**kw)
     except gexc.GoogleAPICallError as e:
-        raise translate(e, what, zone) from e
+        raise translate(e, what, where) from e
 
 
 # -- one function per operation -------------------------------------------------------
@@ -157,8 +168,9 @@ def list_labkit_instances(c: Compute, project: str) -> list[tuple[str, object]]:
 
 def host_keys(c: Compute, project: str, zone: str, name: str) -> list[str]:
     """The instance's SSH host keys (``"TYPE BASE64"``) from its guest attributes."""
-    attrs = _call(c.instances.get_guest_attributes, f"read host keys of {name}", zone, project=project,
-                  zone=zone, instance=name, query_path="hostkeys/")
+    request = _compute_v1().GetGuestAttributesInstanceRequest(project=project, zone=zone, instance=name,
+                                                              query_path="hostkeys/")
+    attrs = _call(c.instances.get_guest_attributes, f"read host keys of {name}", zone, request=request)
     return [f"{i.key} {i.value}" for i in attrs.query_value.items if i.namespace == "hostkeys"]
 
 
@@ -243,8 +255,6 @@ def gc(project: str, now: float | None = None, compute: Compute | None = None, t
     for zone, inst in list_labkit_instances(c, project):
         if expired(inst.labels.get(req.LABEL_EXPIRES)):
             ops.append((delete_instance(c, project, zone, inst.name), f"instance {inst.name}", zone))
-    for r, _, _ in ops:
-        pass
     for r, what, zone in ops:
         wait(r, f"delete {what}", timeout, zone)
         deleted.append(what)
@@ -302,7 +312,7 @@ class GcpBackend(Backend):
         self.ssh = None
         self._spec = None
         self._old_handlers: dict = {}
-        self._down_lock = threading.Lock()
+        self._down_lock = threading.RLock()  # a signal may arrive during down()
 
     @property
     def compute(self) -> Compute:

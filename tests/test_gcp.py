@@ -1,0 +1,170 @@
+"""The gcp backend with the real google-cloud-compute client against a local Compute stub."""
+
+import json
+import time
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+
+from labkit import gcp_requests as req
+from labkit.backends import gcp
+from labkit.backends.base import ClusterSpec
+from labkit.errors import ConfigError, QuotaError, StockoutError
+from tests.compute_stub import ComputeStub
+
+PROJECT, ZONE = "lab-project", "us-central1-a"
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def _compute(stub):
+    return gcp.Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
+
+
+@pytest.fixture
+def stub():
+    with ComputeStub() as s:
+        yield s
+
+
+def _backend(stub, **kw):
+    return gcp.GcpBackend(PROJECT, kw.pop("zones", [ZONE]), run_id="run1", compute=_compute(stub), timeout=30, **kw)
+
+
+def test_instance_request_body(stub):
+    b = _backend(stub)
+    zones = b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB),
+                      "tester-0": b._maker("tester-0", "tester", "f1-micro", PUB)})
+    assert zones == {"restserver-0": ZONE, "tester-0": ZONE}
+    posted = {r["body"]["name"]: r for r in stub.requests if r["method"] == "POST"}
+    server = posted["restserver-0"]
+    assert server["path"] == f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances"
+    body = server["body"]
+    assert body["machineType"] == f"zones/{ZONE}/machineTypes/f1-micro"
+    disk = body["disks"][0]
+    assert disk["boot"] and disk["autoDelete"]
+    assert disk["initializeParams"]["sourceImage"] == "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+    assert disk["initializeParams"]["diskSizeGb"] == "10"
+    assert disk["initializeParams"]["diskType"] == f"zones/{ZONE}/diskTypes/pd-standard"
+    assert body["networkInterfaces"][0]["accessConfigs"] == [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}]
+    assert body["tags"] == {"items": ["labkit-server"]}
+    assert body["labels"]["labkit-run"] == "run1"
+    assert abs(int(body["labels"]["labkit-expires"]) - (time.time() + 4 * 3600)) < 60
+    meta = {i["key"]: i["value"] for i in body["metadata"]["items"]}
+    assert meta == {"ssh-keys": f"labkit:{PUB} labkit", "enable-guest-attributes": "TRUE"}
+    assert posted["tester-0"]["body"]["tags"] == {"items": ["labkit-tester"]}  # no HTTP to the tester
+
+
+def test_quota_error_becomes_advice(stub):
+    stub.fail[("restserver-0", "*")] = "quota"
+    b = _backend(stub)
+    with pytest.raises(QuotaError) as info:
+        b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB)})
+    msg = str(info.value)
+    assert "quota" in msg and "CPUS" in msg and "labkit gc" in msg and "request more quota" in msg
+
+
+def test_stockout_tries_next_zone(stub):
+    stub.fail[("restserver-0", "us-central1-a")] = "stockout"
+    b = _backend(stub, zones=["us-central1-a", "us-central1-b"])
+    assert b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB)}) == \
+        {"restserver-0": "us-central1-b"}
+    tried = [r["path"].split("/")[6] for r in stub.requests if r["method"] == "POST"]
+    assert tried == ["us-central1-a", "us-central1-b"]
+    body_b = [r["body"] for r in stub.requests if r["method"] == "POST"][1]
+    assert body_b["machineType"] == "zones/us-central1-b/machineTypes/f1-micro"
+
+
+def test_stockout_everywhere(stub):
+    stub.fail[("restserver-0", "*")] = "stockout"
+    b = _backend(stub, zones=["us-central1-a", "us-central1-b"])
+    with pytest.raises(StockoutError, match="no capacity in any of us-central1-a, us-central1-b"):
+        b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB)})
+
+
+def test_five_instances_created_in_parallel():
+    with ComputeStub(delay=2.0) as stub:
+        b = _backend(stub)
+        t0 = time.monotonic()
+        b.create({f"restserver-{i}": b._maker(f"restserver-{i}", "server", "f1-micro", PUB) for i in range(5)})
+        elapsed = time.monotonic() - t0
+        print(f"5 instances with 2 s operations: {elapsed:.2f} s")
+        assert 2.0 <= elapsed < 4.0
+        assert sorted(stub.instances) == [f"restserver-{i}" for i in range(5)]
+
+
+def test_up_without_deploy_creates_handout_resources_and_down_deletes_them(stub, tmp_path):
+    b = _backend(stub, key_dir=str(tmp_path / "keys"), deploy=False)
+    b.up(ClusterSpec(nodes=2, port=80))
+    assert sorted(stub.instances) == ["loadbalancer-0", "restserver-0", "restserver-1", "tester-0"]
+    assert list(stub.images) == ["lab02-restserver"]
+    assert stub.images["lab02-restserver"]["sourceDisk"] == f"zones/{ZONE}/disks/restserver-0"
+    assert stub.instances["restserver-1"]["disks"][0]["initializeParams"]["sourceImage"] == \
+        f"projects/{PROJECT}/global/images/lab02-restserver"
+    assert stub.instances["loadbalancer-0"]["tags"]["items"] == ["http-server", "labkit-balancer"]
+    stops = [r["path"] for r in stub.requests if r["path"].endswith("/stop")]
+    assert stops == [f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances/restserver-0/stop"]
+    fw = stub.firewalls
+    assert sorted(fw) == ["labkit-run1-http", "labkit-run1-servers", "labkit-run1-ssh"]
+    assert fw["labkit-run1-http"]["targetTags"] == ["http-server"]
+    assert fw["labkit-run1-servers"]["sourceTags"] == ["labkit-balancer", "labkit-tester"]
+    assert fw["labkit-run1-servers"]["targetTags"] == ["labkit-server"]
+    assert fw["labkit-run1-servers"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["80"]}]
+    # SSH goes to the external IP with the host key from guest attributes pinned
+    assert b.ssh.servers[1].host_key == tuple(stub.host_keys)
+    assert b.ssh.servers[1].address.startswith("10.128.0.")
+    assert any(r["query"].get("queryPath") == "hostkeys/" for r in stub.requests)
+    b.down()
+    assert stub.instances == {} and stub.images == {} and stub.firewalls == {}
+    b.down()  # safe twice
+
+
+def test_failed_up_deletes_what_it_created(stub, tmp_path):
+    stub.fail[("tester-0", "*")] = "quota"
+    b = _backend(stub, key_dir=str(tmp_path / "keys"), deploy=False)
+    with pytest.raises(QuotaError):
+        b.up(ClusterSpec(nodes=2, port=80))
+    assert stub.instances == {} and stub.firewalls == {}
+    assert any(r["method"] == "DELETE" and r["path"].endswith("/restserver-0") for r in stub.requests)
+
+
+def test_gc_deletes_only_expired(stub):
+    c = _compute(stub)
+    now = time.time()
+    for name, expires in (("old", now - 10), ("fresh", now + 3600)):
+        body = req.instance_body(name, ZONE, "f1-micro", "run" + name, str(int(expires)), "server")
+        gcp.wait(gcp.insert_instance(c, PROJECT, ZONE, body), "create")
+        gcp.wait(gcp.insert_firewall(c, PROJECT, req.firewall_bodies("run" + name, str(int(expires)))[0]), "fw")
+        gcp.wait(gcp.insert_image(c, PROJECT, req.image_body(ZONE, name, "run" + name, str(int(expires)),
+                                                              name=f"img-{name}")), "img")
+    gcp.wait(gcp.insert_instance(c, PROJECT, ZONE, {"name": "not-ours", "machineType": "x", "labels": {},
+                                                     "networkInterfaces": []}), "create")
+    deleted = gcp.gc(PROJECT, now=now, compute=c)
+    assert sorted(deleted) == ["firewall labkit-runold-http", "image img-old", "instance old"]
+    assert sorted(stub.instances) == ["fresh", "not-ours"]
+    assert list(stub.images) == ["img-fresh"] and list(stub.firewalls) == ["labkit-runfresh-http"]
+
+
+def test_plan_is_offline_and_complete():
+    p = req.plan(PROJECT, ZONE, 3, "e2-small", run_id="abc", now=1_800_000_000)
+    assert set(p) >= {"project", "zone", "run_id", "expires", "instances", "image", "firewalls", "requests", "cost"}
+    assert p["instances"] == ["restserver-0", "restserver-1", "restserver-2", "loadbalancer-0", "tester-0"]
+    assert p["expires"] == str(1_800_000_000 + 4 * 3600)
+    methods = [r["method"] for r in p["requests"]]
+    assert methods.count("instances.insert") == 5 and methods.count("firewalls.insert") == 3
+    assert methods.index("instances.stop") < methods.index("images.insert") < methods.index("instances.start")
+    clone = p["requests"][-1]["body"]
+    assert clone["disks"][0]["initializeParams"]["sourceImage"] == f"projects/{PROJECT}/global/images/lab02-restserver"
+    assert clone["labels"] == {"labkit-run": "abc", "labkit-expires": p["expires"]}
+    # 4 e2-small + 1 e2-small tester at 0.01675/h, plus 5 x 10 GB pd-standard
+    assert p["cost"]["instances_per_hour"] == pytest.approx(5 * 0.01675)
+    assert p["cost"]["disks_per_hour"] == pytest.approx(5 * 10 * 0.04 / 730, rel=1e-3)
+    json.dumps(p)  # JSON-serialisable as is
+    single = req.plan(PROJECT, ZONE, 1, run_id="abc")
+    assert single["instances"] == ["restserver-0", "tester-0"] and single["image"] is None
+
+
+def test_plan_rejects_bad_input():
+    with pytest.raises(ConfigError, match="unknown machine type"):
+        req.plan(PROJECT, ZONE, 2, "n9-huge")
+    with pytest.raises(ConfigError, match="run id"):
+        req.plan(PROJECT, ZONE, 2, run_id="Bad Id")
