@@ -55,8 +55,15 @@ def _figure(figsize=FIGSIZE, axes: bool = True) -> tuple[LabFigure, object]:
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    fig = LabFigure(figsize=figsize, dpi=DPI, layout="constrained")
+    fig = LabFigure(figsize=figsize, dpi=DPI)
     return fig, (fig.add_subplot() if axes else None)
+
+
+def _margins(fig: Figure, left=0.95, right=0.25, bottom=1.0, top=0.45, wspace=0.0, hspace=0.0) -> None:
+    """Fixed margins in inches (faster and more predictable than constrained layout)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h,
+                        wspace=wspace, hspace=hspace)
 
 
 def _completed_means(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -116,6 +123,7 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
         title += f" ({n_aborted} aborted run{'s' if n_aborted != 1 else ''} not plotted)"
     ax.set_title(title)
     ax.legend(title=None)
+    _margins(fig)
     return fig
 
 
@@ -141,6 +149,7 @@ def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
     ax.set_ylabel("nodes (max concurrency within SLA)")
     ax.set_xlabel("concurrent users (ab -c)")
     ax.set_title(f"SLA {sla}: pass / FAIL per point")
+    _margins(fig, left=1.9, bottom=0.8)
     return fig
 
 
@@ -199,6 +208,12 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
             ax.legend(title=None, fontsize=8)
         elif ax.get_legend() is not None:
             ax.get_legend().remove()
+        if ax is not axes[0] and len(panels) > 1 and ax.get_subplotspec().colspan.start > 0:
+            ax.set_ylabel("")
+    if len(panels) == 1:
+        _margins(fig)
+    else:
+        _margins(fig, left=0.95, bottom=1.0, top=0.4, wspace=0.08, hspace=0.55)
     return fig
 
 
@@ -238,6 +253,7 @@ def throughput_chart(df: pd.DataFrame) -> Figure:
     ax.set_ylim(bottom=0)
     ax.set_title("Throughput vs nodes (Universal Scalability Law)")
     ax.legend(loc="lower right", fontsize=8)
+    _margins(fig, bottom=0.75)
     return fig
 
 

@@ -70,6 +70,12 @@ class Clause:
         ok = v < self.ms if self.strict else v <= self.ms
         return ok & v.notna()
 
+    def holds_value(self, value: float) -> bool:
+        """The bound for one number (missing -> False)."""
+        if value is None or pd.isna(value):
+            return False
+        return value < self.ms if self.strict else value <= self.ms
+
     def __str__(self) -> str:
         return f"{self.metric}{self.op}{self.ms:g}"
 
@@ -189,7 +195,7 @@ def _reason(row, sla: Sla) -> str:
         v = values[c.column]
         if pd.isna(v):
             continue
-        if not bool(c.holds(pd.Series([v])).iloc[0]):
+        if not c.holds_value(v):
             parts.append(f"{c.metric} {v:g} {'>=' if c.strict else '>'} {c.ms:g}")
     return "; ".join(parts) or "fails"
 
