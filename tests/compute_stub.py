@@ -46,7 +46,10 @@ class ComputeStub:
                 query = dict(urllib.parse.parse_qsl(url.query))
                 with stub._lock:
                     stub.requests.append({"method": self.command, "path": url.path, "query": query, "body": body})
-                    code, payload = stub.route(self.command, url.path, query, body)
+                    try:
+                        code, payload = stub.route(self.command, url.path, query, body)
+                    except Exception as e:  # a stub bug shows up as a 500 naming it, not a hang-up
+                        code, payload = 500, {"error": {"code": 500, "message": f"stub: {e!r}"}}
                 data = json.dumps(payload).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -145,7 +148,7 @@ class ComputeStub:
             n = next(self._ids)
             inst = dict(body, zone=zone, status="RUNNING", id=str(n))
             inst["networkInterfaces"] = [dict(nic, networkIP=f"10.128.0.{n}", accessConfigs=[
-                dict(ac, natIP="127.0.0.1") for ac in nic.get("accessConfigs", [])]) for nic in body["networkInterfaces"]]
+                dict(ac, natIP="127.0.0.1") for ac in nic.get("accessConfigs", [])]) for nic in body.get("networkInterfaces", [])]
             self.instances[body["name"]] = inst
             return self._op(project, zone, body["name"])
         if name is None:

@@ -156,8 +156,8 @@ def delete_instance(c: Compute, project: str, zone: str, name: str):
 
 def list_labkit_instances(c: Compute, project: str) -> list[tuple[str, object]]:
     """(zone, instance) for every instance with a labkit-run label, in all zones."""
-    pager = _call(c.instances.aggregated_list, "list instances", project=project,
-                  filter=f"labels.{req.LABEL_RUN}:*")
+    request = _compute_v1().AggregatedListInstancesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
+    pager = _call(c.instances.aggregated_list, "list instances", request=request)
     out = []
     for scope, scoped in pager:
         for inst in scoped.instances:
@@ -184,7 +184,8 @@ def delete_image(c: Compute, project: str, name: str):
 
 
 def list_labkit_images(c: Compute, project: str):
-    return [i for i in _call(c.images.list, "list images", project=project, filter=f"labels.{req.LABEL_RUN}:*")
+    request = _compute_v1().ListImagesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
+    return [i for i in _call(c.images.list, "list images", request=request)
             if req.LABEL_RUN in i.labels]
 
 
