@@ -89,7 +89,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
         "points": points,
         "notes": notes,
     }
-    log.info("report: sla=%s users=%s max_concurrency=%s nodes_needed=%s",
+    log.debug("report: sla=%s users=%s max_concurrency=%s nodes_needed=%s",
              report["sla"], users, report["max_concurrency"], needed)
     return report
 
