@@ -1,0 +1,198 @@
+"""``labkit lab``: run the five notebooks headless with papermill into ``reports/<timestamp>/``.
+
+The executed notebooks are the lab write-up; a headless run is how an
+instructor (or CI) checks the whole lab still works, and how ``make lab``
+produces its report. Every notebook gets the same parameters (backend,
+profile, machine type, and a results CSV and charts folder inside the report
+folder), so notebooks 01-03 append to one CSV and 04 re-analyses it. When the
+notebooks are done, the report answers are recomputed from that CSV into
+``summary.json`` — the same function the notebooks' autograder cells use — and
+whatever the run brought up is taken down, even when a notebook failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from . import profiles, state
+from .errors import LabkitError, MissingToolError
+
+log = logging.getLogger("labkit")
+
+NOTEBOOKS = ("00_setup", "01_single_server", "02_load_balancer", "03_vertical_scaling", "04_reanalysis")
+#: The notebooks shipped with the project (``notebooks/`` beside the package).
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+PART1_QUESTION = ("Maximum number of concurrent users one server supports with max response <= 1.5 s, "
+                  "mean < 200 ms and 98% within 300 ms")
+PART2_QUESTION = ("Nodes needed for 2000 concurrent users with max response <= 1 s, mean < 300 ms "
+                  "and 98% < 400 ms")
+
+
+class NotebookError(LabkitError):
+    """A notebook failed while the lab ran. ``notebook`` names it, ``output`` is the executed copy."""
+
+    def __init__(self, notebook: str, output: Path, detail: str):
+        self.notebook, self.output = notebook, output
+        super().__init__(f"notebook {notebook} failed: {detail} (executed copy: {output})")
+
+
+def _report_dir(out_root: Path) -> Path:
+    """A new ``out_root/<timestamp>`` folder (a suffix keeps two runs in one second apart)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1, 100):
+        path = out_root / (stamp if i == 1 else f"{stamp}-{i}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise LabkitError(f"cannot create a report folder in {out_root}")
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    """Set environment variables (inherited by the notebook kernels) for the duration."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def notebook_parameters(name: str, report: Path, profile: str, backend: str, machine_type: str) -> dict:
+    """The papermill parameters for notebook ``name`` in a run writing into ``report``."""
+    params = {"backend": backend, "profile": profile, "machine_type": machine_type,
+              "results_csv": str(report / "results.csv"), "charts_dir": str(report)}
+    if name == "04_reanalysis":
+        params["csv"] = str(report / "results.csv")
+    return params
+
+
+def _execute(src: Path, dst: Path, params: dict, cwd: Path, cell_timeout: int | None) -> None:
+    try:
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+    except ImportError:
+        raise MissingToolError("papermill is not installed: pip install -e '.[notebooks]'") from None
+    log.info("running %s", src.name)
+    started = time.monotonic()
+    try:
+        papermill.execute_notebook(str(src), str(dst), parameters=params, cwd=str(cwd), kernel_name="python3",
+                                   progress_bar=False, log_output=False, execution_timeout=cell_timeout)
+    except PapermillExecutionError as exc:
+        raise NotebookError(src.stem, dst, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from None
+    log.info("%s done in %.0f s", src.name, time.monotonic() - started)
+
+
+def _bring_down(backend: str) -> None:
+    """Stop whatever the notebooks left running on ``backend`` (notebook 03 normally has)."""
+    from .backends import get_backend
+
+    try:
+        b = get_backend(backend)
+        if b.spec is not None:
+            log.info("bringing the %s lab down", backend)
+            b.down()
+    except LabkitError as exc:
+        log.error("could not bring the %s lab down: %s (run `labkit down --backend %s`)", backend, exc, backend)
+
+
+def run_lab(profile: str = "quick", backend: str = "local", out_root="reports", notebooks_dir=None,
+            machine_type: str = "f1-micro", cell_timeout: int | None = None) -> Path:
+    """Run the five notebooks with papermill; return the report folder.
+
+    The folder ``out_root/<timestamp>/`` gets the executed notebooks, the PNG
+    charts the notebooks saved, ``results.csv`` and ``summary.json`` (see
+    :func:`summarize`). A failing notebook stops the run with
+    :class:`NotebookError` (its executed copy, error included, is kept); the lab
+    is brought down in every case.
+    """
+    profiles.get(profile)  # an unknown profile fails before anything starts
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+    missing = [n for n in NOTEBOOKS if not (notebooks_dir / f"{n}.ipynb").is_file()]
+    if missing:
+        raise LabkitError(f"notebooks missing from {notebooks_dir}: {', '.join(missing)}")
+    report = _report_dir(Path(out_root)).resolve()
+    started = dt.datetime.now(dt.timezone.utc)
+    log.info("lab: profile %s on %s into %s", profile, backend, report)
+    # The kernels run in notebooks_dir; they must find the same .labkit state as this process
+    # so that the final down() stops what they started.
+    with _environ(LABKIT_STATE_DIR=str(state.state_dir().resolve()), MPLBACKEND="Agg"):
+        try:
+            for name in NOTEBOOKS:
+                _execute(notebooks_dir / f"{name}.ipynb", report / f"{name}.ipynb",
+                         notebook_parameters(name, report, profile, backend, machine_type),
+                         notebooks_dir, cell_timeout)
+        finally:
+            _bring_down(backend)
+    summary = summarize(report, profile=profile, backend=backend, machine_type=machine_type, started=started)
+    (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (report / "summary.txt").write_text(format_summary(report, summary))
+    log.info("lab finished in %.0f s: %s", summary["duration_s"], report)
+    return report
+
+
+def summarize(report: Path, profile: str, backend: str, machine_type: str, started: dt.datetime) -> dict:
+    """``summary.json``: the run's configuration, its files and both SLA answers.
+
+    ``part1.max_concurrency`` and ``part2.nodes_needed`` are exactly what
+    :func:`labkit.report.build_report` gives for the handout's rows of
+    ``results.csv``; ``part2.answer`` is ``nodes_needed``, or the USL
+    extrapolation's node count (``answer_source`` says which) when no tested
+    node count meets the SLA.
+    """
+    from . import workbook
+
+    a = workbook.answers(report / "results.csv", machine_type)
+    df = workbook.load_handout(report / "results.csv", machine_type)
+    r1, r2 = a["report1"], a["report2"]
+    finished = dt.datetime.now(dt.timezone.utc)
+    return {
+        "profile": profile, "backend": backend, "machine_type": machine_type, "server": workbook.HANDOUT_SERVER,
+        "started_at": started.isoformat(timespec="seconds"), "finished_at": finished.isoformat(timespec="seconds"),
+        "duration_s": round((finished - started).total_seconds(), 1),
+        "notebooks": [f"{n}.ipynb" for n in NOTEBOOKS],
+        "charts": sorted(p.name for p in report.glob("*.png")),
+        "results_csv": "results.csv",
+        "part1": {"question": PART1_QUESTION, "sla": r1["sla"], "nodes": 1,
+                  "max_concurrency": a["part1"], "max_concurrency_by_nodes": r1["max_concurrency"],
+                  "justification": workbook.justify_part1(df, a["part1"])},
+        "part2": {"question": PART2_QUESTION, "sla": r2["sla"], "users": r2["users"],
+                  "nodes_needed": r2["nodes_needed"], "answer": a["part2"], "answer_source": a["part2_source"],
+                  "max_concurrency": r2["max_concurrency"], "extrapolation": r2["extrapolation"],
+                  "justification": workbook.justify_part2(r2)},
+    }
+
+
+def format_summary(report: Path, summary: dict) -> str:
+    """The handout's tables (one per node count) and both answers, as text for a terminal."""
+    from . import workbook
+
+    df = workbook.load_handout(report / "results.csv", summary["machine_type"])
+    lines = [f"Lab 02 report: {report}", f"profile {summary['profile']}, backend {summary['backend']}, "
+             f"{summary['machine_type']} servers, {summary['duration_s']:.0f} s", ""]
+    for n, table in workbook.tables_by_nodes(df).items():
+        lines.append(f"{n} node(s)")
+        lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        lines.append("")
+    p1, p2 = summary["part1"], summary["part2"]
+    lines.append(f"Part 1 ({p1['sla']}): one server supports {p1['max_concurrency']} concurrent users")
+    lines.append(f"  {p1['justification']}")
+    if p2["answer"] is None:
+        lines.append(f"Part 2 ({p2['sla']}, {p2['users']} users): no answer from these results")
+    else:
+        lines.append(f"Part 2 ({p2['sla']}, {p2['users']} users): {p2['answer']} nodes [{p2['answer_source']}]")
+    lines.append(f"  {p2['justification']}")
+    lines.append(f"Charts: {', '.join(summary['charts'])}")
+    return "\n".join(lines) + "\n"

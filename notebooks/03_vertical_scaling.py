@@ -1,0 +1,99 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lab 02 · Scaling — 03 Vertical scaling
+#
+# Instead of more servers, a **bigger** server: the same single node on machine types with more
+# CPU, running either the Flask development server (what the handout uses) or gunicorn with
+# several worker processes. The question: when does a bigger machine make the service faster?
+
+# %% tags=["parameters"]
+backend = "local"  # where the machines are: local | ssh | gcp
+profile = "quick"  # how much of the handout's grid to measure: full | quick | tiny
+machine_type = "f1-micro"  # the servers' machine type (the handout's micro instance)
+nodes = None  # node counts for the load-balancer sweeps, e.g. [1, 2, 3, 4, 5], or None for the profile's
+concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
+requests = None  # requests per level (ab -n), or None for the profile's
+results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
+charts_dir = "../runs/charts"  # where the PNG charts are saved
+
+# %%
+from labkit import profiles, workbook
+from labkit.backends import get_backend
+from labkit.results import load_results
+
+# %% [markdown]
+# ## What is compared
+#
+# The profile lists (machine type, server, workers) configurations, each measured on one node
+# at a few concurrency levels. On the local backend every machine type's CPU share is enforced
+# by a cgroup: an `f1-micro` gets 0.2 of a CPU, an `e2-medium` 1, an `e2-standard-2` 2.
+
+# %%
+grids = workbook.vertical_grids(profile, requests)
+[(g.spec.machine_type, g.spec.server, g.spec.workers) for g in grids]
+
+# %% [markdown]
+# ## Measure each configuration
+#
+# The server is redeployed on each machine type and server, and each point is appended to the
+# same `results_csv` (the configuration is part of every row, so nothing is mixed up and a
+# re-run measures only what is missing).
+
+# %%
+lab = get_backend(backend)
+workbook.run_vertical(lab, grids, results_csv)
+
+# %% [markdown]
+# ## Results
+#
+# Throughput (`rps@C`, requests per second) and mean request time (`mean_ms@C`) per
+# configuration, at each concurrency level C, ordered by the machine's vCPUs.
+
+# %%
+results = load_results(results_csv)
+workbook.vertical_table(results, concurrency=profiles.get(profile).vertical_concurrency)
+
+# %%
+fig = workbook.vertical_chart(results, concurrency=profiles.get(profile).vertical_concurrency)
+workbook.save_chart(fig, charts_dir, "03_vertical_scaling.png")
+fig
+
+# %% [markdown]
+# ## Why a bigger machine does not help a single-process server
+#
+# The Flask development server is **one Python process**. Its threads share one interpreter,
+# and CPython's global interpreter lock lets only one thread run Python code at a time — so
+# however many cores the machine has, the server computes on at most one of them. Going from a
+# fifth of a CPU (`f1-micro`) to a whole one helps, because the process was starved of that one
+# core; going beyond one vCPU leaves the extra cores idle, and throughput stays flat.
+#
+# gunicorn starts several **worker processes**, each with its own interpreter and lock, and the
+# operating system spreads them over the cores: on a machine with more than one vCPU its
+# throughput grows with the machine, until the CPU (or the tester, or the network) is the limit.
+# On the same machine, gunicorn with more workers than cores gains little.
+#
+# So vertical scaling only pays when the software can use what the bigger machine adds; otherwise
+# scale horizontally (notebook 02) — or change the server.
+
+# %% [markdown]
+# ## Clean up
+#
+# Stop every server, the balancer and the tester, and release their resources (on `gcp` this
+# deletes the VMs — they cost money while they exist).
+
+# %%
+lab.down()
