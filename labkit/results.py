@@ -30,22 +30,32 @@ COLUMNS: tuple[str, ...] = (
     *(f"p{p}_ms" for p in PERCENTILES),
     "max_ms", "connect_mean_ms",
 )
+#: Written after the §7 columns: whether CPU limits were enforced, and why a point aborted.
+EXTRA_COLUMNS: tuple[str, ...] = ("cpu_limited", "abort_reason")
 
 
 def append_row(path: str | os.PathLike, row: dict) -> None:
     """Append one measured point to ``path`` (header written when the file is new).
 
     The row is flushed and fsync'ed before returning, so an interrupted sweep
-    keeps every point it measured. Keys beyond :data:`COLUMNS` are ignored.
+    keeps every point it measured. The columns are :data:`COLUMNS` then
+    :data:`EXTRA_COLUMNS` (or, when appending, the file's own header); other keys are ignored.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
+    fieldnames = COLUMNS + EXTRA_COLUMNS
+    if not new:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), None)
+        if not header or tuple(header[: len(COLUMNS)]) != COLUMNS:
+            raise ResultsError(str(path), None, None, "its header is not a labkit results header; not appending")
+        fieldnames = tuple(header)
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerow({c: _cell(row.get(c)) for c in COLUMNS})
+        writer.writerow({c: _cell(row.get(c)) for c in fieldnames})
         fh.flush()
         os.fsync(fh.fileno())
 

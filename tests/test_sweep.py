@@ -1,0 +1,120 @@
+"""Sweeps on the real local backend: the CSV contract, scaling, aborts, resume, the lock."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from labkit import processes, results, state
+from labkit.backends.base import ClusterSpec
+from labkit.backends.local import LocalBackend
+from labkit.errors import ConfigError, LockError
+from labkit.sweep import Grid, locked, run_sweep
+from tests.data.capture import silent_listener
+from tests.fixtures_local import labkit_cgroups
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cli_sweep_two_nodes_scale_and_nothing_is_left(local_env):
+    """The design's check: 4 rows with the §7 columns; 2 nodes >= 1.6x one node at c=100."""
+    out = local_env["tmp"] / "runs" / "x.csv"
+    res = subprocess.run(
+        [sys.executable, "-m", "labkit.cli", "sweep", "--backend", "local", "--nodes", "1,2",
+         "--concurrency", "10,100", "--requests", "400", "--machine-type", "f1-micro", "--out", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert res.returncode == 0, res.stderr
+    with open(out, newline="") as fh:
+        header = next(csv.reader(fh))
+    assert tuple(header[: len(results.COLUMNS)]) == results.COLUMNS
+    rows = _rows(out)
+    assert [(r["nodes"], r["concurrency"]) for r in rows] == [("1", "10"), ("1", "100"), ("2", "10"), ("2", "100")]
+    assert all(r["complete"] == "400" and r["failed"] == "0" and r["aborted"] == "false" for r in rows)
+    assert all(r["backend"] == "local" and r["machine_type"] == "f1-micro" and r["cpu_limited"] == "true" for r in rows)
+    rps = {int(r["nodes"]): float(r["rps"]) for r in rows if r["concurrency"] == "100"}
+    assert rps[2] >= 1.6 * rps[1], rps
+    # the lab came up for the sweep, so it went down after it: nothing left
+    assert state.load("local") is None
+    assert labkit_cgroups() == []
+    df = results.load_results(out)
+    assert len(df) == 4 and df["p98_ms"].notna().all()
+
+
+class HangingAtOneNode(LocalBackend):
+    """The real local backend, except that with one node ab talks to a server that never answers."""
+
+    hang_url = None
+
+    @property
+    def url(self) -> str:
+        if self.spec and self.spec.nodes == 1:
+            return self.hang_url
+        return super().url
+
+
+def test_a_70007_abort_is_recorded_and_the_sweep_goes_on(local_env):
+    hang, stop = silent_listener()
+    try:
+        b = HangingAtOneNode()
+        b.hang_url = hang
+        grid = Grid(ClusterSpec(), nodes=(1, 2), concurrency=(10,), requests=50, timeout_s=1, retries=1)
+        out = local_env["tmp"] / "abort.csv"
+        run_sweep(b, grid, out, progress=False)
+        b.down()
+    finally:
+        stop()
+    rows = _rows(out)
+    assert [r["nodes"] for r in rows] == ["1", "2"]
+    assert rows[0]["aborted"] == "true" and rows[0]["attempts"] == "2"
+    assert "70007" in rows[0]["abort_reason"]
+    assert rows[0]["mean_ms"] == "" and rows[0]["p98_ms"] == ""
+    assert rows[1]["aborted"] == "false" and rows[1]["complete"] == "50"
+    df = results.load_results(out)
+    assert df["aborted"].tolist() == [True, False]
+
+
+def test_resume_measures_only_the_missing_points(local_env):
+    b = LocalBackend()
+    out = local_env["tmp"] / "r.csv"
+    spec = ClusterSpec()
+    run_sweep(b, Grid(spec, nodes=(1,), concurrency=(10, 20), requests=60), out, progress=False)
+    first = _rows(out)
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(b, Grid(spec, nodes=(1,), concurrency=(10, 20, 30), requests=60), out, progress=False)
+    assert _rows(out) == first  # refused without touching the file
+    run_sweep(b, Grid(spec, nodes=(1,), concurrency=(10, 20, 30), requests=60), out, resume=True, progress=False)
+    rows = _rows(out)
+    assert rows[:2] == first
+    assert [r["concurrency"] for r in rows] == ["10", "20", "30"]
+    b.down()
+
+
+def test_a_second_sweep_on_the_same_file_is_refused(local_env):
+    out = local_env["tmp"] / "locked.csv"
+    with locked(out):
+        with pytest.raises(LockError, match="being written by another sweep"):
+            run_sweep(LocalBackend(), Grid(ClusterSpec(), nodes=(1,), concurrency=(10,), requests=20), out,
+                      progress=False)
+    assert not out.exists()
+    assert state.load("local") is None  # nothing was started
+
+
+def test_bad_grid_is_one_clear_error():
+    with pytest.raises(ConfigError, match="between 1 and --requests"):
+        Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 500), requests=100)
+
+
+def test_cli_errors_are_one_line(local_env):
+    res = subprocess.run([sys.executable, "-m", "labkit.cli", "sweep", "--nodes", "1,x", "--out", "y.csv"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["labkit: error: --nodes must be comma-separated integers, like 1,2,3 (got '1,x')"]
+    assert not (local_env["tmp"] / "y.csv").exists()
