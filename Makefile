@@ -61,6 +61,9 @@ jupyter: setup
 release: setup
 	$(BIN)/labkit release --out release
 
+dashboard: setup
+	$(BIN)/voila notebooks/04_reanalysis.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
+
 bench: setup
 	$(BIN)/python bench/run_all.py
 

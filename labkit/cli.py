@@ -237,6 +237,52 @@ def doctor(as_json):
         raise ConfigError("required tools are missing (see above); `make setup` installs them")
 
 
+# -- the notebooks ---------------------------------------------------------------------------
+@cli.command()
+@click.option("--profile", default="quick", show_default=True, type=click.Choice(list(profiles.PROFILES)),
+              help="How much of the handout's grid to measure.")
+@backend_option
+@machine_option
+@click.option("--out", "out_root", default="reports", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Reports folder (a <timestamp>/ is made in it).")
+@click.option("--notebooks", "notebooks_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder holding the five notebooks (default: the project's notebooks/).")
+def lab(profile, backend, machine_type, out_root, notebooks_dir):
+    """Run all five notebooks headless (papermill) into OUT/<timestamp>/ and print the SLA answers."""
+    from .lab import format_summary, run_lab
+
+    report_dir = run_lab(profile, backend=backend, out_root=out_root, notebooks_dir=notebooks_dir,
+                         machine_type=machine_type)
+    click.echo(format_summary(report_dir, json.loads((report_dir / "summary.json").read_text())))
+
+
+@cli.command()
+@click.option("--out", default="release", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the student versions (written to OUT/lab02/).")
+@click.option("--notebooks", "notebooks_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder holding the source notebooks (default: the project's notebooks/).")
+def release(out, notebooks_dir):
+    """Build the student notebooks with nbgrader (solutions removed, autograded checks locked)."""
+    from .release import build_release
+
+    for path in build_release(out, notebooks_dir=notebooks_dir):
+        click.echo(str(path))
+
+
+@cli.command()
+@click.option("--port", default=8866, show_default=True, help="Port Voila listens on (127.0.0.1).")
+def dashboard(port):
+    """Serve notebooks/04_reanalysis as a stand-alone Voila dashboard (code hidden)."""
+    import subprocess
+
+    from .lab import NOTEBOOKS_DIR
+
+    argv = [sys.executable, "-m", "voila", str(NOTEBOOKS_DIR / "04_reanalysis.ipynb"), f"--port={port}",
+            "--no-browser", "--Voila.ip=127.0.0.1"]
+    click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
+    sys.exit(subprocess.call(argv))
+
+
 def main() -> None:
     """Entry point: run the CLI, turning LabkitErrors into one line and exit 2."""
     try:

@@ -139,19 +139,17 @@ fig
 # The SLA is `max<=1000 mean<300 p98<400` for 2000 users: the answer is the smallest tested node
 # count whose maximum concurrency within the SLA reaches 2000. When no tested count does,
 # the report extrapolates with a USL fit of throughput against nodes — an estimate, labelled as such.
-
-# %%
-report = build_report(df, workbook.PART2_SLA, users=workbook.PART2_USERS)
-print(format_report(report))
-
-# %% [markdown]
+#
 # Set `part2_nodes` to your answer (an integer, or `None` when neither a measurement nor an
 # extrapolation gives one) and `part2_why` to a sentence saying where the number comes from.
+# `build_report` and `format_report` (in `labkit.report`) do the counting for you.
 
 # %% nbgrader={"grade": false, "grade_id": "part2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 part2_nodes = workbook.UNANSWERED
 part2_why = workbook.UNANSWERED
 ### BEGIN SOLUTION
+report = build_report(df, workbook.PART2_SLA, users=workbook.PART2_USERS)
+print(format_report(report))
 part2_nodes, part2_source = workbook.part2_from_report(report)
 part2_why = workbook.justify_part2(report)
 ### END SOLUTION
