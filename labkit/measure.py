@@ -48,7 +48,7 @@ def abort_of(run: AbRun) -> dict | None:
 
 
 def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: float | None = None,
-            retry_delay: float = 1.0) -> dict:
+            retry_delay: float = 1.0, progress=None) -> dict:
     """Run ``command`` on ``backend`` and return its results columns plus ``attempts``.
 
     Success: :func:`labkit.ab.fields` of the report, the ``-e`` percentiles and the ``-g``
@@ -58,6 +58,8 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
     aborted, an aborted row: ``aborted=True``, latency columns None, ``complete`` as ab
     reported it on the last attempt, ``attempts = retries + 1`` and ``abort_reason``.
     A run that outlives ``timeout`` (default :func:`default_timeout`) counts as an abort.
+
+    ``progress`` (optional) is passed to the backend to report ab's requests done.
 
     Never raises for an ab abort; raises :class:`~labkit.errors.AbParseError` only when a
     run that looked successful printed a report that cannot be read.
@@ -69,7 +71,8 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
     abort: dict = {}
     for attempt in range(1, retries + 2):
         try:
-            run = backend.run_ab(argv, command.payload, timeout)
+            extra = {"progress": progress} if progress is not None else {}
+            run = backend.run_ab(argv, command.payload, timeout, **extra)
         except (subprocess.TimeoutExpired, TimeoutError):
             abort = {"complete": 0, "reason": f"ab did not finish within {timeout:g}s", "kind": "hung"}
         else:

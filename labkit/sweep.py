@@ -111,6 +111,11 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             log.info("resuming %s: %d points already measured, %d to go", out, len(done), len(todo))
         run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
         bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress)
+        ab_bar = tqdm(total=grid.requests, desc="ab", unit="req", leave=False, disable=not progress)
+
+        def ab_progress(done: int) -> None:
+            ab_bar.update(done - ab_bar.n)
+
         try:
             for point in todo:
                 if backend.spec is None or backend.spec.nodes != point["nodes"]:
@@ -118,7 +123,8 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
                 bar.set_postfix(nodes=point["nodes"], c=point["concurrency"])
                 started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
                 command = AbCommand(backend.url, point["concurrency"], point["requests"], timeout_s=grid.timeout_s)
-                fields = measure(backend, command, retries=grid.retries)
+                ab_bar.reset(total=point["requests"])
+                fields = measure(backend, command, retries=grid.retries, progress=ab_progress if progress else None)
                 row = {"run_id": run_id, "started_at": started, "backend": backend.name, **point, **fields,
                        "cpu_limited": backend.cpu_limited}
                 append_row(out, row)
@@ -127,5 +133,6 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
                                 point["concurrency"], row.get("attempts"), row.get("abort_reason"))
                 bar.update(1)
         finally:
+            ab_bar.close()
             bar.close()
     return out

@@ -85,12 +85,14 @@ class Backend(abc.ABC):
         """False when the machine types are not really enforced (recorded in results)."""
 
     @abc.abstractmethod
-    def run_ab(self, argv: list[str], payload: bytes, timeout: float) -> AbRun:
+    def run_ab(self, argv: list[str], payload: bytes, timeout: float, progress=None) -> AbRun:
         """Run ab on the tester with its open-file limit raised.
 
         ``argv`` uses the placeholders ``{payload}``, ``{percentiles}`` and
         ``{gnuplot}`` for the files; the backend substitutes tester-side paths
-        and reads the files back.
+        and reads the files back. ``progress``, when given, is called with the
+        number of requests ab reports done ("Completed N requests") as it
+        goes; backends that cannot stream ab's output may ignore it.
         """
 
     @abc.abstractmethod

@@ -438,7 +438,7 @@ class GcpBackend(Backend):
     def cpu_limited(self) -> bool:
         return True
 
-    def run_ab(self, argv: list[str], payload: bytes, timeout: float) -> AbRun:
+    def run_ab(self, argv: list[str], payload: bytes, timeout: float, progress=None) -> AbRun:
         if self.ssh is None:
             raise BackendError("the cluster is not up")
         return self.ssh.run_ab(argv, payload, timeout)

@@ -27,10 +27,12 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -54,6 +56,31 @@ def _ab_binary() -> str:
     if not found:
         raise MissingToolError("ab is not installed: run `sudo apt-get install -y apache2-utils` (or `make setup`)")
     return found
+
+
+_COMPLETED = re.compile(rb"Completed (\d+) requests")
+
+
+def _communicate(proc: subprocess.Popen, timeout: float | None, progress) -> tuple[bytes, bytes]:
+    """Like ``proc.communicate`` but calls ``progress(n)`` for ab's "Completed n requests" lines."""
+    if progress is None:
+        return proc.communicate(timeout=timeout)
+    chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+
+    def pump(stream, key, watch):
+        for line in iter(stream.readline, b""):
+            chunks[key].append(line)
+            if watch and (m := _COMPLETED.search(line)):
+                progress(int(m.group(1)))
+
+    threads = [threading.Thread(target=pump, args=(proc.stdout, "out", False), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, "err", True), daemon=True)]
+    for t in threads:
+        t.start()
+    proc.wait(timeout=timeout)
+    for t in threads:
+        t.join()
+    return b"".join(chunks["out"]), b"".join(chunks["err"])
 
 
 class LocalBackend(Backend):
@@ -230,7 +257,7 @@ class LocalBackend(Backend):
             raise BackendError("the local lab is not up: run `labkit up` first")
         self.up(dataclasses.replace(spec, nodes=nodes))
 
-    def run_ab(self, argv: list[str], payload: bytes, timeout: float) -> AbRun:
+    def run_ab(self, argv: list[str], payload: bytes, timeout: float, progress=None) -> AbRun:
         role = "tester-0"
         workdir = self.run_dir / "ab" / uuid.uuid4().hex[:8]
         workdir.mkdir(parents=True)
@@ -255,11 +282,11 @@ class LocalBackend(Backend):
             role, proc.pid, processes.start_time_of(proc.pid) or 0, real))
         self._save()
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = _communicate(proc, timeout, progress)
             code = proc.returncode
         except subprocess.TimeoutExpired:
             processes.terminate(self._record(role), grace=1)
-            out, err = proc.communicate()
+            out, err = _communicate(proc, None, None)
             code = -9
             err += f"\nlabkit: ab did not finish within {timeout:.0f} s and was stopped".encode()
         finally:

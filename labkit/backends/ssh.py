@@ -393,7 +393,7 @@ class SshBackend(Backend):
                                "address": self.balancer.addr, "port": self.balancer_port, **self._nginx}
         return out
 
-    def run_ab(self, argv: list[str], payload: bytes, timeout: float) -> AbRun:
+    def run_ab(self, argv: list[str], payload: bytes, timeout: float, progress=None) -> AbRun:
         c = self.conn(self.tester)
         work = c.run("mktemp -d /tmp/labkit-ab.XXXXXX").stdout.strip()
         files = {"payload": f"{work}/payload.json", "percentiles": f"{work}/percentiles.csv",
