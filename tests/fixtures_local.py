@@ -29,8 +29,15 @@ def local_env(tmp_path, monkeypatch):
         LocalBackend().down()
 
 
-def labkit_cgroups() -> list[str]:
-    """Every labkit cgroup directory that exists below this process's cgroups (v1 or v2)."""
+def labkit_cgroups(state_dir=None) -> list[str]:
+    """Labkit cgroup directories below this process's cgroups (v1 or v2).
+
+    With ``state_dir``, only those of runs made from that ``.labkit`` folder
+    (other labs may be running on the same machine at the same time).
+    """
+    from labkit.backends.local import folder_tag
+
+    tag = folder_tag(state_dir) if state_dir else None
     from labkit import cgroups
 
     found = []
@@ -38,5 +45,6 @@ def labkit_cgroups() -> list[str]:
         base = cgroups.CGROUP_ROOT / (controller or "") / cgroups._own_path(controller)
         root = base / "labkit"
         if root.is_dir():
-            found += [os.path.join(d, n) for d, dirs, _ in os.walk(root) for n in dirs]
+            found += [os.path.join(d, n) for d, dirs, _ in os.walk(root) for n in dirs
+                      if tag is None or tag in os.path.relpath(os.path.join(d, n), root).split("/")[0]]
     return found

@@ -77,7 +77,7 @@ def test_down_from_another_shell_leaves_nothing(local_env):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["stopped"] == ["restserver-0", "restserver-1", "loadbalancer-0"]
     assert not any(r.alive() for r in records)
-    assert labkit_cgroups() == []
+    assert labkit_cgroups(local_env["state_dir"]) == []
     assert not run_dir.exists()
     assert state.load("local") is None
 

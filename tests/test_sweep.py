@@ -43,7 +43,7 @@ def test_cli_sweep_two_nodes_scale_and_nothing_is_left(local_env):
     assert rps[2] >= 1.6 * rps[1], rps
     # the lab came up for the sweep, so it went down after it: nothing left
     assert state.load("local") is None
-    assert labkit_cgroups() == []
+    assert labkit_cgroups(local_env["state_dir"]) == []
     df = results.load_results(out)
     assert len(df) == 4 and df["p98_ms"].notna().all()
 

@@ -24,6 +24,7 @@ deletes the run's folder.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,11 @@ def _ab_binary() -> str:
     if not found:
         raise MissingToolError("ab is not installed: run `sudo apt-get install -y apache2-utils` (or `make setup`)")
     return found
+
+
+def folder_tag(state_folder: Path) -> str:
+    """Six hex digits naming the project folder, so a cgroup's name says whose lab it is."""
+    return hashlib.sha1(str(Path(state_folder).resolve()).encode()).hexdigest()[:6]
 
 
 _COMPLETED = re.compile(rb"Completed (\d+) requests")
@@ -100,7 +106,7 @@ class LocalBackend(Backend):
                 raise ConfigError(f"local network must be a loopback /24 prefix like 127.0.1, not {net!r}")
             machine_types.get(balancer_machine_type)
             machine_types.get(tester_machine_type)
-            run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + folder_tag(state.state_dir())
             self._state = {
                 "backend": "local", "run_id": run_id, "net": net,
                 "run_dir": str(state.state_dir() / f"local-{run_id}"),
