@@ -7,13 +7,13 @@ import pytest
 
 from analysis_data import make_row, write_csv, write_text
 from labkit.errors import ResultsError
-from labkit.results import COLUMNS, handout_table, load_results
+from labkit.results import COLUMNS, EXTRA_COLUMNS, handout_table, load_results
 
 
 def test_types_and_values(tmp_path):
     path = write_csv(tmp_path / "r.csv", [make_row(1, 10, mean=50.0), make_row(1, 20, aborted=True)])
     df = load_results(path)
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == [*COLUMNS, *EXTRA_COLUMNS]
     assert str(df["nodes"].dtype) == "int64" and str(df["concurrency"].dtype) == "int64"
     assert str(df["failed"].dtype) == "Int64" and str(df["workers"].dtype) == "Int64"
     assert df["aborted"].dtype == bool and df["aborted"].tolist() == [False, True]
@@ -38,7 +38,7 @@ def test_many_files_glob_list_and_extra_columns(tmp_path):
     extra.write_text("\n".join([text[0] + ",note", text[1].replace(",1,1,10,", ",1,3,10,") + ",hello"]) + "\n")
     by_glob = load_results(str(tmp_path / "*.csv"))
     assert by_glob["nodes"].tolist() == [1, 2, 2, 3]
-    assert list(by_glob.columns) == [*COLUMNS, "note"]
+    assert list(by_glob.columns) == [*COLUMNS, *EXTRA_COLUMNS, "note"]
     assert by_glob["note"].isna().tolist() == [True, True, True, False]
     assert by_glob["note"].iloc[3] == "hello"
     by_list = load_results([tmp_path / "b.csv", str(tmp_path / "a.csv")])
@@ -104,7 +104,7 @@ def test_missing_column(tmp_path):
 def test_wrong_field_count_and_empty_file(tmp_path):
     path = write_csv(tmp_path / "r.csv", [make_row(), make_row()])
     write_text(path, path.read_text() + "x,y\n")
-    with pytest.raises(ResultsError, match="has 2 fields, the header has 28") as exc:
+    with pytest.raises(ResultsError, match=f"has 2 fields, the header has {len(COLUMNS) + len(EXTRA_COLUMNS)}") as exc:
         load_results(path)
     assert exc.value.row == 3
     empty = write_text(tmp_path / "e.csv", "")
