@@ -9,6 +9,12 @@ limit, ``upstream fibonacci`` + ``proxy_pass``), validated with ``nginx -t``
 before it replaces the running config. ab runs on the tester with
 ``ulimit -n 10000`` and its ``-e``/``-g`` files are read back by SFTP.
 
+Everything started is recorded as soon as it is started (the ``state`` hook:
+``.labkit/ssh.json`` for a lab made by :meth:`SshBackend.from_state_or_config`,
+the gcp backend's own state when it drives this class), so ``labkit down
+--backend ssh`` from any shell stops it. The hosts file (TOML, see
+:func:`load_hosts_file`) says which machines play which role.
+
 The gcp backend provisions machines and then hands them to this class, so there
 is one deploy path. All roles may share one host (tests put everything on
 127.0.0.1), so every server gets its own port when addresses collide.
@@ -19,11 +25,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import posixpath
 import shlex
 import threading
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+from .. import state
 from ..errors import BackendError, CommandError, ConfigError, NginxConfigError
 from ..nginx_conf import render_nginx_conf
 from ..remote import Connection
@@ -34,6 +44,8 @@ log = logging.getLogger("labkit")
 
 PATH_PREFIX = "PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin; "
 AB_ULIMIT = "ulimit -n 10000 2>/dev/null || ulimit -n $(ulimit -Hn) 2>/dev/null || true; "
+STATE_NAME = "ssh"
+HOSTS_ENV = "LABKIT_SSH_HOSTS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +70,118 @@ class HostSpec:
         return Connection(self.host, self.user, port=self.port, key_filename=self.key_filename,
                           known_hosts=self.known_hosts, host_key=hk)
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HostSpec:
+        d = dict(d)
+        if isinstance(d.get("host_key"), list):
+            d["host_key"] = tuple(d["host_key"])
+        return cls(**d)
+
+
+# -- the hosts file -----------------------------------------------------------------
+
+_HOST_KEYS = {"host": str, "user": str, "port": int, "key_filename": str, "known_hosts": str,
+              "host_key": (str, list), "address": str, "name": str}
+_DEFAULT_KEYS = {k: t for k, t in _HOST_KEYS.items() if k not in ("host", "address", "name")}
+_OPTION_KEYS = {"root": str, "python": str, "balancer_port": int, "use_systemd": bool, "system_nginx": bool,
+                "nginx_workers": (int, str), "cpu_limited": bool, "service_timeout": (int, float)}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings",
+               float: "a number"}
+
+
+def _check_table(path, where: str, table, known: dict) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {where} must be a table")
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{path}: {where}: unknown key {key!r} (known: {', '.join(known)})")
+        types = known[key] if isinstance(known[key], tuple) else (known[key],)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if isinstance(value, list):
+            ok = ok and all(isinstance(v, str) for v in value)
+        if not ok:
+            want = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise ConfigError(f"{path}: {where}: key {key!r} must be {want}, not {value!r}")
+    return dict(table)
+
+
+def load_hosts_file(path) -> dict:
+    """Read a hosts file into ``SshBackend`` arguments (``servers``, ``balancer``, ``tester``, options).
+
+    The file is TOML::
+
+        [defaults]                     # for every host; each host may override any of these
+        user = "ubuntu"                # SSH user (default root; others need password-less sudo)
+        key_filename = "~/.ssh/id_ed25519"
+        known_hosts = "~/.ssh/known_hosts"   # host keys are checked against it, never accepted blindly
+        port = 22
+
+        [[servers]]                    # one table per server, restserver-0, -1, ...
+        host = "10.0.0.11"             # where labkit connects
+        address = "192.168.0.11"       # optional: the address the balancer/tester use (default: host)
+
+        [balancer]
+        host = "10.0.0.10"
+        [tester]
+        host = "10.0.0.12"
+        host_key = "ssh-ed25519 AAAA..."     # optional: pin the key instead of known_hosts
+
+        [options]                      # all optional
+        root = "/opt/restserver"       # install folder on each server
+        python = "/usr/bin/python3"    # an interpreter with flask+gunicorn (default: a venv in root)
+        balancer_port = 80
+        use_systemd = true             # default: when the host runs systemd and root is /opt/restserver
+        nginx_workers = "auto"
+
+    ``key_filename`` and ``known_hosts`` may start with ``~`` or be relative to
+    the hosts file. Any mistake is one :class:`ConfigError` naming the file and
+    the key.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"hosts file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read hosts file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for key in data:
+        if key not in ("defaults", "servers", "balancer", "tester", "options"):
+            raise ConfigError(f"{path}: unknown key {key!r} (known: defaults, servers, balancer, tester, options)")
+    defaults = _check_table(path, "[defaults]", data.get("defaults", {}), _DEFAULT_KEYS)
+    options = _check_table(path, "[options]", data.get("options", {}), _OPTION_KEYS)
+    if isinstance(options.get("nginx_workers"), str) and options["nginx_workers"] != "auto":
+        raise ConfigError(f"{path}: [options]: key 'nginx_workers' must be an integer or \"auto\"")
+
+    def local_path(value: str) -> str:
+        p = Path(os.path.expanduser(value))
+        return str(p if p.is_absolute() else (path.parent / p).resolve())
+
+    def host(where: str, table) -> HostSpec:
+        t = {**defaults, **_check_table(path, where, table, _HOST_KEYS)}
+        if not t.get("host"):
+            raise ConfigError(f"{path}: {where}: missing key 'host'")
+        for key in ("key_filename", "known_hosts"):
+            if key in t:
+                t[key] = local_path(t[key])
+        if isinstance(t.get("host_key"), list):
+            t["host_key"] = tuple(t["host_key"])
+        return HostSpec(**t)
+
+    servers = data.get("servers")
+    if not isinstance(servers, list) or not servers:
+        raise ConfigError(f"{path}: missing key 'servers': list at least one [[servers]] table with a host")
+    for role in ("balancer", "tester"):
+        if role not in data:
+            raise ConfigError(f"{path}: missing key {role!r}: add a [{role}] table with a host")
+    return {"servers": [host(f"[[servers]] #{i + 1}", s) for i, s in enumerate(servers)],
+            "balancer": host("[balancer]", data["balancer"]), "tester": host("[tester]", data["tester"]),
+            **options}
+
 
 def _sudo(conn_user: str) -> str:
     return "" if conn_user == "root" else "sudo -n "
@@ -79,7 +203,8 @@ class SshBackend(Backend):
     def __init__(self, servers: list[HostSpec], balancer: HostSpec, tester: HostSpec, *,
                  root: str = "/opt/restserver", python: str | None = None, balancer_port: int = 80,
                  use_systemd: bool | None = None, system_nginx: bool | None = None,
-                 service_timeout: float = 30.0, cpu_limited: bool = True, nginx_workers: str | int = "auto"):
+                 service_timeout: float = 30.0, cpu_limited: bool = True, nginx_workers: str | int = "auto",
+                 state_name: str | None = None):
         if not servers:
             raise ConfigError("the ssh backend needs at least one server host")
         self.servers = [dataclasses.replace(s, name=s.name or f"restserver-{i}") for i, s in enumerate(servers)]
@@ -100,6 +225,67 @@ class SshBackend(Backend):
         self._lock = threading.Lock()
         self._deployed: set[tuple] = set()
         self._facts: dict[tuple, dict] = {}
+        self.state_name = state_name  # save to .labkit/<state_name>.json after every change
+        self.on_change = None  # or a callable, called after every change (the gcp backend saves its state)
+        self.hosts_file: str | None = None
+        self._state_lock = threading.Lock()
+
+    # -- state: what is running, so `labkit down` works from another shell ----------
+
+    def to_state(self) -> dict:
+        """Everything needed to attach to this lab later (JSON-serialisable)."""
+        return {
+            "backend": "ssh", "hosts_file": self.hosts_file,
+            "servers": [h.to_dict() for h in self.servers], "balancer": self.balancer.to_dict(),
+            "tester": self.tester.to_dict(),
+            "options": {"root": self.root, "python": self.python, "balancer_port": self.balancer_port,
+                        "use_systemd": self.use_systemd, "system_nginx": self.system_nginx,
+                        "service_timeout": self.service_timeout, "cpu_limited": self._cpu_limited,
+                        "nginx_workers": self.nginx_workers},
+            "spec": dataclasses.asdict(self._spec) if self._spec else None,
+            "running": {str(i): dict(info) for i, info in sorted(self._running.items())},
+            "nginx": dict(self._nginx) if self._nginx else None,
+        }
+
+    @classmethod
+    def from_state(cls, saved: dict, **overrides) -> SshBackend:
+        """A backend attached to the lab ``saved`` (from :meth:`to_state`) describes."""
+        b = cls([HostSpec.from_dict(h) for h in saved["servers"]], HostSpec.from_dict(saved["balancer"]),
+                HostSpec.from_dict(saved["tester"]), **{**saved.get("options", {}), **overrides})
+        b.hosts_file = saved.get("hosts_file")
+        b._spec = ClusterSpec(**saved["spec"]) if saved.get("spec") else None
+        b._running = {int(i): info for i, info in saved.get("running", {}).items()}
+        b._nginx = saved.get("nginx")
+        return b
+
+    @classmethod
+    def from_state_or_config(cls, hosts=None, **kw) -> SshBackend:
+        """Attach to the lab in ``.labkit/ssh.json``, or build a new one from the hosts file.
+
+        ``hosts`` defaults to ``$LABKIT_SSH_HOSTS``. A new backend writes its state
+        as soon as it starts anything, and forgets it once ``down()`` stopped everything.
+        """
+        hosts = hosts or os.environ.get(HOSTS_ENV) or None
+        saved = state.load(STATE_NAME)
+        if saved:
+            if hosts and saved.get("hosts_file") and str(Path(hosts).resolve()) != saved["hosts_file"]:
+                raise ConfigError(f"a lab from {saved['hosts_file']} is up; run `labkit down --backend ssh` "
+                                  f"before using {hosts}")
+            return cls.from_state(saved, state_name=STATE_NAME, **kw)
+        if not hosts:
+            raise ConfigError(f"the ssh backend needs a hosts file: --hosts FILE (or ${HOSTS_ENV}); "
+                              "see README 'Running on your own hosts (ssh)'")
+        b = cls(**{**load_hosts_file(hosts), **kw}, state_name=STATE_NAME)
+        b.hosts_file = str(Path(hosts).resolve())
+        return b
+
+    def _changed(self) -> None:
+        """Record the current state (called as soon as anything is started or stopped)."""
+        with self._state_lock:
+            if self.state_name:
+                state.save(self.state_name, self.to_state())
+            if self.on_change is not None:
+                self.on_change()
 
     # -- connections and host facts -------------------------------------------------
 
@@ -180,20 +366,23 @@ class SshBackend(Backend):
         if self._systemd(h):
             unit = f"{h.name}.service"
             c.put(self._unit_text(argv, env, i).encode(), f"{self.root}/run/{unit}")
+            info = {"unit": unit, "port": port}
+            self._running[i] = info  # recorded before it starts: a failed start is still stopped by down()
+            self._changed()
             c.run(f"{sudo}mv {self.root}/run/{unit} /etc/systemd/system/{unit} && {sudo}systemctl daemon-reload"
                   f" && {sudo}systemctl enable {unit} && {sudo}systemctl restart {unit}")
-            info = {"unit": unit}
         else:
             pidfile, logfile = f"{self.root}/run/{h.name}.pid", f"{self.root}/run/{h.name}.log"
             self._stop_pidfile(c, pidfile)
             envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+            info = {"pidfile": pidfile, "log": logfile, "port": port}
+            self._running[i] = info
+            self._changed()
             # `cd X && cmd &` would background a subshell and $! would not be the server's pid
             c.run(f"cd {shlex.quote(self.root)} || exit 1; {envs} exec nohup setsid {shlex.join(argv)} "
                   f"> {shlex.quote(logfile)} 2>&1 < /dev/null & echo $! > {shlex.quote(pidfile)}")
-            info = {"pidfile": pidfile, "log": logfile}
         info["pid"] = self._wait_up(h, port, info)
-        info["port"] = port
-        self._running[i] = info
+        self._changed()
         log.info("%s serving on %s:%d (pid %s)", h.name, h.addr, port, info["pid"])
 
     def _wait_up(self, h: HostSpec, port: int, info: dict) -> int | None:
@@ -234,7 +423,7 @@ class SshBackend(Backend):
               f"kill -KILL -- -$pid 2>/dev/null; rm -f {p}; fi; true")
 
     def _stop_server(self, i: int) -> None:
-        info = self._running.pop(i, None)
+        info = self._running.get(i)
         if info is None:
             return
         h = self.servers[i]
@@ -245,6 +434,8 @@ class SshBackend(Backend):
                   f"{sudo}systemctl daemon-reload", check=False)
         else:
             self._stop_pidfile(c, info["pidfile"])
+        self._running.pop(i, None)
+        self._changed()
         log.info("%s stopped", h.name)
 
     # -- balancer -------------------------------------------------------------------
@@ -282,9 +473,13 @@ class SshBackend(Backend):
         c.run(f"mv {shlex.quote(new)} {shlex.quote(conf)}")
         pid = f"{work}/nginx.pid"
         running = c.run(f"test -f {pid} && kill -0 $(cat {pid}) 2>/dev/null", check=False).exit_code == 0
+        if not running:
+            self._nginx = {"mode": "process", "work": work, "conf": conf, "pidfile": pid, "pid": None}
+            self._changed()
         c.run(f"{base} -c {shlex.quote(conf)}" + (" -s reload" if running else ""))
         self._nginx = {"mode": "process", "work": work, "conf": conf, "pidfile": pid,
                        "pid": self._read_pid(c, pid)}
+        self._changed()
 
     def _read_pid(self, c: Connection, pidfile: str, tries: int = 50) -> int:
         r = c.run(f"for n in $(seq {tries}); do [ -s {pidfile} ] && cat {pidfile} && exit 0; sleep 0.1; done; exit 1")
@@ -303,6 +498,9 @@ class SshBackend(Backend):
         if r.exit_code != 0:
             raise NginxConfigError(f"{self.balancer.name}: generated nginx config failed validation; "
                                    f"/etc/nginx/nginx.conf is untouched: {r.stderr.strip()}")
+        if self._nginx is None:
+            self._nginx = {"mode": "system", "pid": None}
+            self._changed()
         c.run(f"{sudo}cp {tmp} /etc/nginx/nginx.conf && rm -f {tmp}")
         dropin = "[Service]\nLimitNOFILE=65536\n"
         have = c.run("cat /etc/systemd/system/nginx.service.d/local.conf 2>/dev/null", check=False).stdout
@@ -313,9 +511,10 @@ class SshBackend(Backend):
         else:
             c.run(f"{sudo}systemctl reload-or-restart nginx")
         self._nginx = {"mode": "system", "pid": self._read_pid(c, "/run/nginx.pid")}
+        self._changed()
 
     def _stop_balancer(self) -> None:
-        info, self._nginx = self._nginx, None
+        info = self._nginx
         if info is None:
             return
         c, sudo = self.conn(self.balancer), _sudo(self.balancer.user)
@@ -325,8 +524,12 @@ class SshBackend(Backend):
         else:
             self._stop_pidfile(c, info["pidfile"])
             # nginx is not a session leader: stop the master by pid, it takes its workers along
-            c.run(f"kill -QUIT {info['pid']} 2>/dev/null; for n in $(seq 50); do kill -0 {info['pid']} 2>/dev/null"
-                  f" || exit 0; sleep 0.1; done; kill -KILL {info['pid']} 2>/dev/null; true")
+            if info.get("pid"):
+                pid = int(info["pid"])
+                c.run(f"kill -QUIT {pid} 2>/dev/null; for n in $(seq 50); do kill -0 {pid} 2>/dev/null"
+                      f" || exit 0; sleep 0.1; done; kill -KILL {pid} 2>/dev/null; true")
+        self._nginx = None
+        self._changed()
         log.info("%s stopped", self.balancer.name)
 
     # -- Backend --------------------------------------------------------------------
@@ -338,6 +541,7 @@ class SshBackend(Backend):
             for i in list(self._running):  # server kind/port/workers changed: restart them all
                 self._stop_server(i)
         self._spec = spec
+        self._changed()
         self._apply(spec.nodes)
 
     def _apply(self, nodes: int) -> None:
@@ -410,20 +614,30 @@ class SshBackend(Backend):
         finally:
             c.run(f"rm -rf {shlex.quote(work)}", check=False)
 
-    def down(self) -> None:
-        errors = []
-        for step in [lambda: self._stop_balancer()] + [lambda i=i: self._stop_server(i) for i in list(self._running)]:
+    def down(self) -> dict:
+        """Stop the balancer and every server this lab started; forget the state. Safe twice."""
+        errors, stopped = [], []
+        steps = [(self.balancer.name, self._stop_balancer)] if self._nginx else []
+        steps += [(self.servers[i].name, lambda i=i: self._stop_server(i)) for i in sorted(self._running)]
+        for name, step in steps:
             try:
                 step()
+                stopped.append(name)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 errors.append(e)
-                log.warning("while stopping: %s", e)
+                log.warning("while stopping %s: %s", name, e)
         with self._lock:
             conns, self._conns = list(self._conns.values()), {}
         for c in conns:
             c.close()
         self._deployed.clear()
         self._facts.clear()
-        self._spec = None
-        if errors:
+        if errors:  # keep the record of what is still running, so another `down` can retry
+            self._changed()
             raise BackendError(f"down() could not stop everything: {errors[0]}")
+        self._spec = None
+        if self.state_name:
+            state.clear(self.state_name)
+        if self.on_change is not None:
+            self.on_change()
+        return {"backend": self.name, "stopped": stopped}
