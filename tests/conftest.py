@@ -11,4 +11,5 @@ os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
 os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
 # Fixture modules contributed by each area of the suite.
-pytest_plugins: list[str] = ["tests.fixtures_sshd", "tests.fixtures_service", "tests.fixtures_local"]
+pytest_plugins: list[str] = ["tests.fixtures_sshd", "tests.fixtures_service", "tests.fixtures_local",
+                             "tests.fixtures_leftovers"]
