@@ -345,6 +345,14 @@ def reanalysis_csv(csv=None, fallback=None, root="..") -> Path:
                       + " — run the lab first, or pass csv=")
 
 
+def describe_results(df: pd.DataFrame, source) -> str:
+    """One line saying what a results DataFrame holds: file, rows, node counts, levels, configuration."""
+    nodes = ", ".join(str(int(n)) for n in sorted(df["nodes"].unique()))
+    levels = ", ".join(str(int(c)) for c in sorted(df["concurrency"].unique()))
+    configs = ", ".join(sorted({f"{m}/{s}" for m, s in zip(df["machine_type"], df["server"])}))
+    return f"{source}: {len(df)} rows of {configs}; node counts {nodes}; concurrency {levels}"
+
+
 def balancer_config(backend: Backend) -> str:
     """The nginx configuration the balancer runs (handout steps 5-11), when the backend keeps it locally.
 

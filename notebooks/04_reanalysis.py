@@ -47,9 +47,8 @@ from labkit.widgets import SlaExplorer
 
 # %%
 source = workbook.reanalysis_csv(csv, fallback=results_csv)
-print("results:", source)
 df = workbook.load_handout(source, machine_type)
-print(len(df), "rows;", "node counts:", sorted(df["nodes"].unique()))
+print(workbook.describe_results(df, source))
 
 # %% [markdown]
 # ## The SLA explorer
