@@ -12,23 +12,33 @@ restserver-0 over SSH, stops it and makes the ``lab02-restserver`` image from it
 disk, clones the other servers from it, pins every machine's SSH host key read
 from its guest attributes, and hands the machines to
 :class:`~labkit.backends.ssh.SshBackend` (one deploy path). Teardown is
-guaranteed: ``down()``, the context manager, SIGINT/SIGTERM handlers, and
-:func:`gc` for anything a crashed run left behind (every resource carries an
-expiry).
+guaranteed: ``down()``, the context manager, SIGINT/SIGTERM handlers,
+``.labkit/gcp.json`` (every resource is recorded the moment its insert is sent,
+so ``labkit down --backend gcp`` from any shell deletes it), and :func:`gc` for
+anything a crashed run left behind (every resource carries an expiry).
+
+``$LABKIT_GCP_API_ENDPOINT`` points the clients at another Compute endpoint;
+a plain-``http://`` one must be on loopback (an emulator or the tests' stub)
+and gets anonymous credentials, so no token is ever sent in clear text.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import gcp_requests as req
+from .. import state
 from ..errors import BackendError, CloudError, ConfigError, MissingToolError, QuotaError, StockoutError
 from .base import AbRun, Backend, ClusterSpec
 
@@ -38,6 +48,9 @@ POLL_MAX = 1.0  # seconds between operation polls, at most
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 QUOTA_MARKERS = ("QUOTA_EXCEEDED", "quotaExceeded", "Quota '", "quota exceeded")
 STOCKOUT_MARKERS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "does not have enough resources")
+STATE_NAME = "gcp"
+PROJECT_ENV, ZONE_ENV, ENDPOINT_ENV = "LABKIT_GCP_PROJECT", "LABKIT_GCP_ZONE", "LABKIT_GCP_API_ENDPOINT"
+DEFAULT_ZONES = ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f")  # tried in order on stock-outs
 
 
 def _compute_v1():
@@ -54,6 +67,14 @@ class Compute:
 
     def __init__(self, credentials=None, client_options=None, transport: str = "rest"):
         compute_v1 = _compute_v1()
+        endpoint = os.environ.get(ENDPOINT_ENV)
+        if client_options is None and endpoint:
+            client_options = {"api_endpoint": endpoint}
+            if credentials is None and endpoint.startswith("http://"):
+                _check_loopback(endpoint)
+                from google.auth.credentials import AnonymousCredentials
+
+                credentials = AnonymousCredentials()
         if credentials is None:
             import google.auth
 
@@ -76,6 +97,16 @@ class Compute:
             services = getattr(client._transport, "_extended_operations_services", None)
             if isinstance(services, dict):
                 services.update(ops)
+
+
+def _check_loopback(endpoint: str) -> None:
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"${ENDPOINT_ENV}={endpoint}: a plain-http endpoint must be on loopback; use https://")
 
 
 # -- errors and waiting -------------------------------------------------------------
@@ -206,11 +237,18 @@ def list_labkit_firewalls(c: Compute, project: str):
 # -- composite steps ------------------------------------------------------------------
 
 
-def create_instance(c: Compute, project: str, zones: list[str], make_body, timeout: float = 300.0) -> str:
-    """Create one instance, moving to the next zone on a stock-out; return the zone used."""
+def create_instance(c: Compute, project: str, zones: list[str], make_body, timeout: float = 300.0,
+                    on_insert=None) -> str:
+    """Create one instance, moving to the next zone on a stock-out; return the zone used.
+
+    ``on_insert(name, zone)`` is called just before each insert is sent, so the
+    caller can record the instance before it exists (and delete it if interrupted).
+    """
     last = None
     for zone in zones:
         body = make_body(zone)
+        if on_insert is not None:
+            on_insert(body["name"], zone)
         try:
             wait(insert_instance(c, project, zone, body), f"create {body['name']}", timeout, zone)
             log.info("created %s in %s", body["name"], zone)
@@ -221,12 +259,14 @@ def create_instance(c: Compute, project: str, zones: list[str], make_body, timeo
     raise StockoutError(f"no capacity in any of {', '.join(zones)}: {last}")
 
 
-def create_instances(c: Compute, project: str, zones: list[str], makers: dict, timeout: float = 300.0) -> dict:
+def create_instances(c: Compute, project: str, zones: list[str], makers: dict, timeout: float = 300.0,
+                     on_insert=None) -> dict:
     """Create several instances in parallel: ``makers`` maps name -> ``make_body(zone)``; returns name -> zone."""
     if not makers:
         return {}
     with ThreadPoolExecutor(max_workers=min(16, len(makers))) as pool:
-        futures = {name: pool.submit(create_instance, c, project, zones, mk, timeout) for name, mk in makers.items()}
+        futures = {name: pool.submit(create_instance, c, project, zones, mk, timeout, on_insert)
+                   for name, mk in makers.items()}
         out, errors = {}, []
         for name, f in futures.items():
             try:
@@ -241,8 +281,13 @@ def create_instances(c: Compute, project: str, zones: list[str], makers: dict, t
     return out
 
 
-def gc(project: str, now: float | None = None, compute: Compute | None = None, timeout: float = 300.0) -> list[str]:
-    """Delete every labkit-labelled instance, image and firewall rule whose expiry has passed."""
+def gc(project: str, now: float | None = None, compute: Compute | None = None, timeout: float = 300.0,
+       dry_run: bool = False) -> list[str]:
+    """Delete every labkit-labelled instance, image and firewall rule whose expiry has passed.
+
+    Returns what was deleted (``"instance NAME"``, ``"image NAME"``, ``"firewall NAME"``);
+    with ``dry_run`` only lists what would be, deleting nothing.
+    """
     now = time.time() if now is None else now
     c = compute or Compute()
 
@@ -253,6 +298,13 @@ def gc(project: str, now: float | None = None, compute: Compute | None = None, t
             return False
 
     deleted, ops = [], []
+    if dry_run:
+        found = [f"instance {i.name}" for _, i in list_labkit_instances(c, project)
+                 if expired(i.labels.get(req.LABEL_EXPIRES))]
+        found += [f"image {i.name}" for i in list_labkit_images(c, project) if expired(i.labels.get(req.LABEL_EXPIRES))]
+        found += [f"firewall {f.name}" for f in list_labkit_firewalls(c, project)
+                  if expired(req.parse_firewall_description(f.description).get(req.LABEL_EXPIRES))]
+        return found
     for zone, inst in list_labkit_instances(c, project):
         if expired(inst.labels.get(req.LABEL_EXPIRES)):
             ops.append((delete_instance(c, project, zone, inst.name), f"instance {inst.name}", zone))
@@ -287,7 +339,9 @@ class GcpBackend(Backend):
     """Compute Engine machines for the lab, deployed and driven by SshBackend.
 
     ``compute`` injects the API clients (tests pass ones pointed at a local stub).
-    ``zones`` are tried in order when a zone is out of capacity.
+    ``zones`` are tried in order when a zone is out of capacity. With
+    ``state_name`` (as :meth:`from_state_or_config` sets it), every resource is
+    recorded in ``.labkit/<state_name>.json`` the moment its insert is sent.
     """
 
     name = "gcp"
@@ -296,14 +350,15 @@ class GcpBackend(Backend):
                  compute: Compute | None = None, key_dir: str = ".labkit/gcp", ssh_user: str = "labkit",
                  ttl_hours: float = 4.0, timeout: float = 300.0, max_nodes: int | None = None,
                  tester_machine_type: str | None = None, ssh_source_ranges: list[str] | None = None,
-                 deploy: bool = True):
+                 deploy: bool = True, state_name: str | None = None):
         if not project:
             raise ConfigError("the gcp backend needs a project (--project or LABKIT_GCP_PROJECT)")
         self.project = project
         self.zones = [zones] if isinstance(zones, str) else list(zones)
         self.run_id = req.check_run_id(run_id or req.new_run_id())
         self._compute = compute
-        self.key_dir, self.ssh_user, self.ttl_hours, self.timeout = key_dir, ssh_user, ttl_hours, timeout
+        self.key_dir = os.path.abspath(key_dir)  # the state records key paths; any shell must find them
+        self.ssh_user, self.ttl_hours, self.timeout = ssh_user, ttl_hours, timeout
         self.max_nodes, self.tester_machine_type = max_nodes, tester_machine_type
         self.ssh_source_ranges, self.deploy = ssh_source_ranges, deploy
         self.expires = req.expires_at(None, ttl_hours)
@@ -314,6 +369,83 @@ class GcpBackend(Backend):
         self._spec = None
         self._old_handlers: dict = {}
         self._down_lock = threading.RLock()  # a signal may arrive during down()
+        self.state_name = state_name
+        self._save_lock = threading.RLock()  # re-entrant: a signal handler may save while saving
+
+    # -- state: what exists, so `labkit down` works from another shell ------------------
+
+    def to_state(self) -> dict:
+        return {
+            "backend": "gcp", "project": self.project, "zones": list(self.zones), "run_id": self.run_id,
+            "expires": self.expires, "key_dir": self.key_dir, "ssh_user": self.ssh_user,
+            "ttl_hours": self.ttl_hours, "timeout": self.timeout, "max_nodes": self.max_nodes,
+            "tester_machine_type": self.tester_machine_type, "ssh_source_ranges": self.ssh_source_ranges,
+            "deploy": self.deploy, "created": dict(self.created), "images": list(self.images),
+            "firewalls": list(self.firewalls),
+            "spec": dataclasses.asdict(self._spec) if self._spec else None,
+            "ssh": self.ssh.to_state() if self.ssh is not None else None,
+        }
+
+    @classmethod
+    def from_state(cls, saved: dict, *, compute: Compute | None = None, **overrides) -> GcpBackend:
+        """A backend attached to the run ``saved`` (from :meth:`to_state`) describes."""
+        from .ssh import SshBackend
+
+        keys = ("key_dir", "ssh_user", "ttl_hours", "timeout", "max_nodes", "tester_machine_type",
+                "ssh_source_ranges", "deploy")
+        kw = {**{k: saved[k] for k in keys if k in saved}, **overrides}
+        b = cls(saved["project"], saved["zones"], run_id=saved["run_id"], compute=compute, **kw)
+        b.expires = saved["expires"]
+        b.created = dict(saved.get("created", {}))
+        b.images = list(saved.get("images", []))
+        b.firewalls = list(saved.get("firewalls", []))
+        b._spec = ClusterSpec(**saved["spec"]) if saved.get("spec") else None
+        if saved.get("ssh"):
+            b.ssh = SshBackend.from_state(saved["ssh"])
+            b.ssh.on_change = b._save
+        return b
+
+    @classmethod
+    def from_state_or_config(cls, project: str | None = None, zone=None, **kw) -> GcpBackend:
+        """Attach to the run in ``.labkit/gcp.json``, or prepare a new one in ``project``.
+
+        ``project`` and ``zone`` default to ``$LABKIT_GCP_PROJECT`` / ``$LABKIT_GCP_ZONE``;
+        ``zone`` may be a comma-separated list, tried in order on stock-outs (default:
+        the us-central1 zones). Nothing is created (or saved) until ``up()``.
+        """
+        project = project or os.environ.get(PROJECT_ENV) or None
+        zone = zone or os.environ.get(ZONE_ENV) or None
+        saved = state.load(STATE_NAME)
+        if saved:
+            if project and project != saved["project"]:
+                raise ConfigError(f"run {saved['run_id']} in project {saved['project']} is up; run "
+                                  f"`labkit down --backend gcp` before using project {project}")
+            return cls.from_state(saved, state_name=STATE_NAME, **kw)
+        if not project:
+            raise ConfigError(f"the gcp backend needs a project: --project P (or ${PROJECT_ENV})")
+        zones = [z.strip() for z in zone.split(",") if z.strip()] if isinstance(zone, str) else list(zone or [])
+        if not zones:
+            zones = list(DEFAULT_ZONES)
+        kw.setdefault("key_dir", str(state.state_dir(create=False) / "gcp"))
+        return cls(project, zones, state_name=STATE_NAME, **kw)
+
+    def _has_resources(self) -> bool:
+        return bool(self.created or self.images or self.firewalls or self.ssh is not None)
+
+    def _save(self) -> None:
+        """Record what exists now (called the moment anything is created or deleted)."""
+        if not self.state_name:
+            return
+        with self._save_lock:
+            if self._has_resources() or self._spec is not None:
+                state.save(self.state_name, self.to_state())
+            else:
+                state.clear(self.state_name)
+
+    def _record_instance(self, name: str, zone: str) -> None:
+        with self._save_lock:
+            self.created[name] = zone
+            self._save()
 
     @property
     def compute(self) -> Compute:
@@ -329,19 +461,28 @@ class GcpBackend(Backend):
 
     def create_firewalls(self, service_port: int) -> None:
         bodies = req.firewall_bodies(self.run_id, self.expires, service_port, self.ssh_source_ranges)
+
+        def insert(body):
+            with self._save_lock:
+                self.firewalls.append(body["name"])
+                self._save()
+            return body["name"], insert_firewall(self.compute, self.project, body)
+
         with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-            ops = list(pool.map(lambda b: (b["name"], insert_firewall(self.compute, self.project, b)), bodies))
+            ops = list(pool.map(insert, bodies))
         for name, op in ops:
-            self.firewalls.append(name)
             wait(op, f"create firewall {name}", self.timeout)
 
     def create(self, makers: dict) -> dict:
         try:
-            zones = create_instances(self.compute, self.project, self.zones, makers, self.timeout)
+            zones = create_instances(self.compute, self.project, self.zones, makers, self.timeout,
+                                     on_insert=self._record_instance)
         except CloudError as e:
             self.created.update(getattr(e, "created", {}))
+            self._save()
             raise
         self.created.update(zones)
+        self._save()
         return zones
 
     def make_image(self, source: str = "restserver-0") -> str:
@@ -350,6 +491,7 @@ class GcpBackend(Backend):
         wait(stop_instance(self.compute, self.project, zone, source), f"stop {source}", self.timeout, zone)
         body = req.image_body(zone, source, self.run_id, self.expires)
         self.images.append(body["name"])
+        self._save()
         wait(insert_image(self.compute, self.project, body), f"create image {body['name']}", self.timeout)
         wait(start_instance(self.compute, self.project, zone, source), f"start {source}", self.timeout, zone)
         return f"projects/{self.project}/global/images/{body['name']}"
@@ -381,6 +523,7 @@ class GcpBackend(Backend):
         if self.ssh is not None:
             self.ssh.up(spec)
             self._spec = spec
+            self._save()
             return
         self._install_signal_handlers()
         nodes = max(spec.nodes, self.max_nodes or spec.nodes)
@@ -405,9 +548,12 @@ class GcpBackend(Backend):
                                                      for i in range(1, nodes)]
             balancer = specs.get("loadbalancer-0", servers[0])
             self.ssh = SshBackend(servers, balancer, specs["tester-0"], balancer_port=80)
+            self.ssh.on_change = self._save
+            self._save()
             if self.deploy:
                 self.ssh.up(spec)
             self._spec = spec
+            self._save()
         except BaseException:
             log.error("provisioning failed; deleting what run %s created", self.run_id)
             self.down()
@@ -420,6 +566,7 @@ class GcpBackend(Backend):
             raise ConfigError(f"this run has {len(self.ssh.servers)} servers; pass max_nodes to up() to create more")
         self.ssh.scale(nodes)
         self._spec = self.ssh._spec
+        self._save()
 
     def status(self) -> dict:
         out = {"backend": self.name, "project": self.project, "run_id": self.run_id, "expires": self.expires,
@@ -443,18 +590,20 @@ class GcpBackend(Backend):
             raise BackendError("the cluster is not up")
         return self.ssh.run_ab(argv, payload, timeout)
 
-    def down(self) -> None:
-        """Delete every instance, image and firewall rule of this run (in parallel). Safe twice."""
+    def down(self) -> dict:
+        """Delete every instance, image and firewall rule of this run (in parallel). Safe twice.
+
+        The services are not stopped first: they go with their machines. What
+        could not be deleted stays in the state (another ``down`` retries it) and
+        carries an expiry for ``labkit gc``.
+        """
         with self._down_lock:
             if self.ssh is not None:
-                try:
-                    self.ssh.down()
-                except Exception as e:  # noqa: BLE001 - the machines are deleted anyway
-                    log.warning("ssh teardown: %s", e)
+                self.ssh.close()
                 self.ssh = None
-            errors = []
+            errors, deleted = [], []
 
-            def delete(kind, name, zone=None):
+            def delete(kind, name, zone=None) -> bool:
                 try:
                     if kind == "instance":
                         op = delete_instance(self.compute, self.project, zone, name)
@@ -466,20 +615,28 @@ class GcpBackend(Backend):
                 except CloudError as e:
                     if "404" not in str(e) and "was not found" not in str(e):
                         errors.append(e)
+                        return False
+                deleted.append(f"{kind} {name}")
+                return True
 
-            jobs = [("instance", n, z) for n, z in self.created.items()]
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda j: delete(*j), jobs))
-            for name in self.images:
-                delete("image", name)
+                gone = list(pool.map(lambda j: delete("instance", *j), list(self.created.items())))
+            with self._save_lock:
+                self.created = {n: z for (n, z), ok in zip(list(self.created.items()), gone) if not ok}
+                self._save()
+            self.images = [n for n in list(self.images) if not delete("image", n)]
+            self._save()
             with ThreadPoolExecutor(max_workers=4) as pool:
-                list(pool.map(lambda n: delete("firewall", n), self.firewalls))
-            self.created, self.images, self.firewalls = {}, [], []
+                gone = list(pool.map(lambda n: delete("firewall", n), list(self.firewalls)))
+            self.firewalls = [n for n, ok in zip(list(self.firewalls), gone) if not ok]
             self._spec = None
+            self._save()
             self._restore_signal_handlers()
             if errors:
                 raise CloudError(f"could not delete everything of run {self.run_id} ({errors[0]}); "
-                                 f"`labkit gc` will retry after {self.expires}")
+                                 f"`labkit down --backend gcp` retries, `labkit gc` deletes it after {self.expires}")
+            shutil.rmtree(os.path.join(self.key_dir, self.run_id), ignore_errors=True)  # the run's SSH key
+            return {"backend": self.name, "run_id": self.run_id, "deleted": sorted(deleted)}
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread() or self._old_handlers:

@@ -614,6 +614,13 @@ class SshBackend(Backend):
         finally:
             c.run(f"rm -rf {shlex.quote(work)}", check=False)
 
+    def close(self) -> None:
+        """Close the SSH connections, stopping nothing (the gcp backend deletes the machines instead)."""
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for c in conns:
+            c.close()
+
     def down(self) -> dict:
         """Stop the balancer and every server this lab started; forget the state. Safe twice."""
         errors, stopped = [], []
@@ -626,10 +633,7 @@ class SshBackend(Backend):
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 errors.append(e)
                 log.warning("while stopping %s: %s", name, e)
-        with self._lock:
-            conns, self._conns = list(self._conns.values()), {}
-        for c in conns:
-            c.close()
+        self.close()
         self._deployed.clear()
         self._facts.clear()
         if errors:  # keep the record of what is still running, so another `down` can retry
