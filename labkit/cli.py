@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,10 +45,34 @@ def cli(verbose: int) -> None:
 
 
 # -- cluster life cycle -------------------------------------------------------------------
-def _backend(name: str):
+_OPTS_KEY = "labkit.backend_options"
+# where each backend option goes: the backend's keyword and the environment variable that
+# carries it to the notebooks `labkit lab` runs (and that stands in for the flag)
+_BACKEND_OPTS = {"hosts": ("ssh", "LABKIT_SSH_HOSTS"), "project": ("gcp", "LABKIT_GCP_PROJECT"),
+                 "zone": ("gcp", "LABKIT_GCP_ZONE")}
+
+
+def _remember(ctx, param, value):
+    """Keep --hosts/--project/--zone for _backend(); `labkit lab` hands them to its notebooks by env."""
+    if value:
+        if param.name == "hosts":
+            value = os.path.abspath(value)
+        ctx.meta.setdefault(_OPTS_KEY, {})[param.name] = value
+        if ctx.command.name == "lab":
+            os.environ[_BACKEND_OPTS[param.name][1]] = value
+    return value
+
+
+def _backend(name: str, attach_only: bool = False):
+    """The backend ``name`` with its --hosts/--project/--zone; None if ``attach_only`` and nothing is up."""
+    from . import state
     from .backends import get_backend
 
-    return get_backend(name)
+    if attach_only and name != "local" and state.load(name) is None:
+        return None
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(_OPTS_KEY, {}) if ctx else {}
+    return get_backend(name, **{k: v for k, v in given.items() if _BACKEND_OPTS[k][0] == name})
 
 
 def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
@@ -56,8 +81,23 @@ def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
     return ClusterSpec(nodes=nodes, machine_type=machine_type, server=server, workers=workers, port=port)
 
 
-backend_option = click.option("--backend", default="local", show_default=True,
-                              type=click.Choice(["local", "ssh", "gcp"]), help="Where the machines are.")
+_backend_choice = click.option("--backend", default="local", show_default=True,
+                               type=click.Choice(["local", "ssh", "gcp"]), help="Where the machines are.")
+_hosts_option = click.option("--hosts", type=click.Path(dir_okay=False), expose_value=False, callback=_remember,
+                             help="ssh: the hosts file (TOML; see README) [env LABKIT_SSH_HOSTS].")
+_project_option = click.option("--project", expose_value=False, callback=_remember,
+                               help="gcp: the project id [env LABKIT_GCP_PROJECT].")
+_zone_option = click.option("--zone", expose_value=False, callback=_remember,
+                            help="gcp: zone, or comma-separated zones tried in order on stock-outs "
+                                 "[env LABKIT_GCP_ZONE; default us-central1-a,-b,-c,-f].")
+
+
+def backend_option(f):
+    """--backend plus the options the ssh and gcp backends need."""
+    for option in (_zone_option, _project_option, _hosts_option, _backend_choice):
+        f = option(f)
+    return f
+
 machine_option = click.option("--machine-type", default="f1-micro", show_default=True,
                               help="Server machine type (see machine_types.py).")
 server_option = click.option("--server", default="flask", show_default=True,
@@ -94,14 +134,16 @@ def scale(backend, nodes):
 @backend_option
 def status(backend):
     """What is running: machines, addresses, pids, each server's /status."""
-    _echo_json(_backend(backend).status())
+    b = _backend(backend, attach_only=True)
+    _echo_json(b.status() if b else {"backend": backend, "up": False})
 
 
 @cli.command()
 @backend_option
 def down(backend):
     """Stop everything the lab started (processes, cgroups, temp files, cloud resources)."""
-    _echo_json(_backend(backend).down())
+    b = _backend(backend, attach_only=True)
+    _echo_json(b.down() if b else {"backend": backend, "down": "nothing was up"})
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -140,7 +182,7 @@ def bench(backend, concurrency, requests, timeout_s, retries):
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
           out, resume, keep_up):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
-    from .sweep import Grid, run_sweep
+    from .sweep import Grid, folder_locked, run_sweep
 
     prof = profiles.get(profile or "quick")
     grid = Grid(
@@ -149,13 +191,14 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
         concurrency=_ints(concurrency, "--concurrency") if concurrency else prof.concurrency,
         requests=requests or prof.requests, timeout_s=timeout_s or prof.timeout_s, retries=prof.retries,
     )
-    b = _backend(backend)
-    was_up = b.spec is not None
-    try:
-        run_sweep(b, grid, out, resume=resume)
-    finally:
-        if not was_up and not keep_up:
-            b.down()
+    with folder_locked():  # before attaching: a second sweep in this folder must not touch the lab
+        b = _backend(backend)
+        was_up = b.spec is not None
+        try:
+            run_sweep(b, grid, out, resume=resume)
+        finally:
+            if not was_up and not keep_up:
+                b.down()
     click.echo(f"wrote {out}", err=True)
 
 
@@ -203,8 +246,9 @@ def report(csv, sla_text, users, as_json, charts):
 
 @cli.command()
 @click.option("--backend", default="gcp", show_default=True, type=click.Choice(["gcp"]))
-@click.option("--project", required=True, help="GCP project id.")
-@click.option("--zone", default="us-central1-a", show_default=True)
+@click.option("--project", required=True, envvar="LABKIT_GCP_PROJECT", help="GCP project id [env LABKIT_GCP_PROJECT].")
+@click.option("--zone", default="us-central1-a", show_default=True, envvar="LABKIT_GCP_ZONE",
+              help="Zone (the first of a comma-separated list) [env LABKIT_GCP_ZONE].")
 @click.option("--nodes", default=5, show_default=True, help="Servers to create.")
 @machine_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
@@ -212,12 +256,32 @@ def plan(backend, project, zone, nodes, machine_type, as_json):
     """What a cloud run would create and cost per hour - without touching the cloud."""
     from .gcp_requests import plan as make_plan
 
+    zone = zone.split(",")[0].strip()
     result = make_plan(project=project, zone=zone, nodes=nodes, machine_type=machine_type)
     if as_json:
         _echo_json(result)
     else:
         for key, value in result.items():
             click.echo(f"{key}: {json.dumps(value, default=str)}")
+
+
+@cli.command()
+@click.option("--project", required=True, envvar="LABKIT_GCP_PROJECT", help="GCP project id [env LABKIT_GCP_PROJECT].")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def gc(project, dry_run, as_json):
+    """Delete every labkit-labelled instance, image and firewall rule whose expiry has passed (any run)."""
+    from .backends.gcp import gc as collect
+
+    found = collect(project, dry_run=dry_run)
+    if as_json:
+        _echo_json({"project": project, "dry_run": dry_run, "deleted": [] if dry_run else found,
+                    "would_delete": found if dry_run else []})
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        for what in found:
+            click.echo(f"{verb} {what}")
+        click.echo(f"{verb} {len(found)} expired resource(s) in {project}", err=True)
 
 
 @cli.command()
