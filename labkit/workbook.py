@@ -180,8 +180,9 @@ def justify_part2(report: dict) -> str:
     if source == "measured":
         return f"{nodes} nodes is the smallest tested count supporting {users} users (max concurrency per count: {mc})."
     if nodes is not None:
-        return (f"No tested node count supports {users} users ({mc}); the {source} says {nodes} nodes "
-                f"— a model's estimate, to confirm by measuring {nodes} nodes.")
+        return (f"No tested node count supports {users} users ({mc}); extrapolating peak throughput with "
+                f"a USL fit gives {nodes} nodes — an estimate, not a measurement, to confirm by measuring "
+                f"{nodes} nodes.")
     why = source.split(" (", 1)[1].rstrip(")") if " (" in source else "no fit"
     return (f"No tested node count supports {users} users ({mc}), and the USL extrapolation is refused: {why}; "
             "measure more node counts or higher concurrency levels.")
