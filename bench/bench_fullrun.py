@@ -1,0 +1,124 @@
+"""Benchmark 6 — whole-lab wall time against the physical minimum (ab's own time).
+
+Two figures:
+
+* **The handout's full sweep** (`labkit sweep --profile full`, 65 points of 10,000
+  requests): a full-profile run takes most of an hour on this machine, so it is not
+  re-run here; the script reads the one made for ``data/`` (``--ref-dir``, default
+  ``/tmp/ref``: ``done`` holds ``rc=… wall_s=…``, ``reference.csv`` the rows) and
+  compares its wall time with the sum of ab's ``Time taken for tests`` over its points.
+  ``make lab PROFILE=full`` = these sweeps plus the notebooks around them (part B's
+  overhead, which does not grow with the profile).
+* **`make lab` (`labkit lab --profile quick`)**, run ``--runs`` times: wall time of the
+  whole headless lab (5 notebooks executed by papermill) against the sum of ab's time
+  over every point in its ``results.csv``, plus each notebook's duration from
+  papermill's metadata.
+
+    .venv/bin/python bench/bench_fullrun.py [--runs 3] [--ref-dir /tmp/ref] [--skip-lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def ab_time(csv_paths) -> dict:
+    import pandas as pd
+
+    from labkit.results import load_results
+
+    df = load_results([str(p) for p in csv_paths])
+    return {"points": len(df), "ab_s": float(df["time_taken_s"].sum()), "aborted": int(df["aborted"].sum()),
+            "retried": int((df["attempts"] > 1).sum()), "extra_attempts": int((df["attempts"] - 1).sum()),
+            "requests": int(pd.to_numeric(df["complete"]).fillna(0).sum())}
+
+
+def reference(ref: Path) -> dict | None:
+    done = ref / "done"
+    if not done.exists():
+        return None
+    m = dict(re.findall(r"(\w+)=(\S+)", done.read_text()))
+    out = {"rc": int(m.get("rc", -1)), "wall_s": float(m["wall_s"])}
+    out.update(ab_time([ref / "reference.csv"]))
+    return out
+
+
+def one_lab(tmp: Path, i: int) -> dict:
+    work = tmp / f"lab{i}"
+    work.mkdir(parents=True)
+    env = {**C.setup_env(), "LABKIT_STATE_DIR": str(work / "state")}
+    t0 = time.perf_counter()
+    res = subprocess.run([C.LABKIT, "lab", "--profile", "quick", "--out", str(work / "reports")], cwd=work,
+                         capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    (work / "lab.log").write_text(res.stdout + res.stderr)
+    if res.returncode != 0:
+        raise SystemExit(f"labkit lab failed (rc {res.returncode}); see {work / 'lab.log'}")
+    report = next((work / "reports").iterdir())
+    out = {"wall_s": wall, **ab_time([report / "results.csv"])}
+    for nb in sorted(report.glob("*.ipynb")):
+        meta = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {})
+        out[nb.stem] = meta.get("duration")
+    print(f"lab run {i + 1}: " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in out.items()), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--ref-dir", type=Path, default=Path("/tmp/ref"))
+    ap.add_argument("--skip-lab", action="store_true")
+    ap.add_argument("--section", default="fullrun")
+    args = ap.parse_args()
+    C.setup_env()
+    lines = ["## 6. Whole-lab wall time vs ab's own time (the physical minimum)", ""]
+    ref = reference(args.ref_dir)
+    if ref:
+        over = ref["wall_s"] - ref["ab_s"]
+        lines += [
+            f"**Full profile** (`labkit sweep --backend local --profile full --machine-type f1-micro`, the run "
+            f"that produced the reference data; one run — a full sweep takes ~{ref['wall_s'] / 60:.0f} min, so it "
+            "was not repeated):", "",
+            C.table(["points", "requests completed", "wall s", "Σ ab time s", "wall / Σ ab", "overhead s",
+                     "overhead / point s", "aborted points", "points retried (extra ab runs)"],
+                    [[ref["points"], f"{ref['requests']:,}", ref["wall_s"], ref["ab_s"],
+                      f"**{ref['wall_s'] / ref['ab_s']:.3f}**", over, over / ref["points"], ref["aborted"],
+                      f"{ref['retried']} ({ref['extra_attempts']})"]]), "",
+            "Σ ab time counts only the attempt each row reports (aborted rows have no `time_taken_s`), so "
+            "time spent in retried and aborted ab runs, the retry pauses and the up/scale steps all show up as "
+            "overhead.", ""]
+    else:
+        lines += [f"Full profile: `{args.ref_dir}/done` does not exist yet (the reference sweep is still "
+                  "running), so there is no full-profile figure in this run.", ""]
+    if not args.skip_lab:
+        tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-lab-"))
+        runs = [one_lab(tmp, i) for i in range(args.runs)]
+        med = lambda k: C.median([r[k] for r in runs])  # noqa: E731
+        ratio = [r["wall_s"] / r["ab_s"] for r in runs]
+        nbs = [k for k in runs[0] if re.match(r"\d\d_", k)]
+        lines += [
+            f"**`make lab` (quick profile)** — `labkit lab --profile quick`, median of {args.runs} runs:", "",
+            C.table(["points", "wall s (min–max)", "Σ ab time s", "wall / Σ ab", "overhead s"],
+                    [[int(med("points")), f"{C.fmt(med('wall_s'))} ({C.spread([r['wall_s'] for r in runs])})",
+                      med("ab_s"), f"**{C.median(ratio):.2f}** ({C.spread(ratio)})", med("wall_s") - med("ab_s")]]),
+            "", "Per notebook (papermill's recorded duration, s, median):", "",
+            C.table(nbs, [[med(k) for k in nbs]]), ""]
+    lines += [f"Command: `{C.command_line()}`"]
+    body = "\n".join(lines)
+    print(body)
+    C.write_section(args.section, body)
+
+
+if __name__ == "__main__":
+    main()
