@@ -15,6 +15,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -61,7 +62,7 @@ class Grid:
 
 
 @contextlib.contextmanager
-def locked(out: Path):
+def locked(out: Path, refusal: str | None = None):
     """Hold an exclusive lock on ``out`` for the duration; refuse at once if another sweep has it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_path = out.with_name(f".{out.name}.lock")
@@ -72,7 +73,8 @@ def locked(out: Path):
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
-            raise LockError(f"{out} is being written by another sweep ({holder}); wait for it or use another --out") from None
+            raise LockError((refusal or f"{out} is being written by another sweep ({{holder}}); "
+                             "wait for it or use another --out").replace("{holder}", holder)) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}")
@@ -81,6 +83,39 @@ def locked(out: Path):
         lock_path.unlink(missing_ok=True)
     finally:
         fh.close()
+
+
+#: Backends whose running lab is recorded in the folder's ``.labkit/`` (one lab per folder).
+STATEFUL_BACKENDS = ("local", "ssh", "gcp")
+_folder = threading.local()
+
+
+@contextlib.contextmanager
+def folder_locked():
+    """One sweep at a time per lab folder (``.labkit/.sweep.lock``).
+
+    Two sweeps in the same folder would drive the same lab -- its state is per folder --
+    and scale it under each other, mixing their measurements even with different CSVs.
+    The second one is refused at once. Re-entrant within a thread, so the CLI can hold it
+    before it attaches to the lab and :func:`run_sweep` take it again inside.
+    """
+    if getattr(_folder, "depth", 0):
+        _folder.depth += 1
+        try:
+            yield
+        finally:
+            _folder.depth -= 1
+        return
+    from . import state
+
+    where = state.state_dir()
+    with locked(where / "sweep", f"another sweep is running in this folder ({{holder}}, lock in {where}); "
+                                 "wait for it to finish"):
+        _folder.depth = 1
+        try:
+            yield
+        finally:
+            _folder.depth = 0
 
 
 def _measured(out: Path) -> set[tuple]:
@@ -102,7 +137,8 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
     overwritten); with it, points already in ``out`` are skipped.
     """
     out = Path(out)
-    with locked(out):
+    folder = folder_locked() if backend.name in STATEFUL_BACKENDS else contextlib.nullcontext()
+    with folder, locked(out):
         if out.exists() and out.stat().st_size and not resume:
             raise ConfigError(f"{out} already holds results; pass --resume to complete it, or choose another --out")
         done = _measured(out) if resume else set()
