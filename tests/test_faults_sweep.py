@@ -1,0 +1,302 @@
+"""Fault injection during sweeps: a server killed mid-sweep, ab aborts, Ctrl-C, two sweeps at once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit import processes, results, state
+from labkit.backends.base import AbRun, Backend, ClusterSpec
+from labkit.backends.local import LocalBackend
+from labkit.errors import LockError
+from labkit.service import get_status
+from labkit.sweep import Grid, run_sweep
+from tests.data.capture import SubprocessAb
+from tests.fixtures_local import labkit_cgroups
+
+AB_DATA = Path(__file__).parent / "data" / "ab"
+
+
+def _rows(path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _wait_for_rows(path, n: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_rows(path)) < n:
+        assert time.monotonic() < deadline, f"{path} did not reach {n} rows in {timeout} s"
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep exited early ({proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.05)
+
+
+def _cli(*args, env=None, **kw):
+    return [sys.executable, "-m", "labkit.cli", *args]
+
+
+# -- a server killed in the middle of a sweep -----------------------------------------------
+
+def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_around(local_env):
+    b = LocalBackend()
+    out = local_env["tmp"] / "killed.csv"
+    grid = Grid(ClusterSpec(), nodes=(2,), concurrency=(10, 20, 30, 40), requests=400, retries=0)
+    killed: dict = {}
+
+    def killer():
+        _wait_for_rows(out, 1, 120)
+        rec = processes.ProcessRecord(**state.load("local")["processes"]["restserver-1"])
+        os.killpg(rec.pid, signal.SIGKILL)  # the whole "machine" dies at once
+        killed["at_row"] = len(_rows(out))
+        killed["record"] = rec
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    run_sweep(b, grid, out, progress=False)
+    thread.join(10)
+    try:
+        rows = _rows(out)
+        # the sweep finished: every point has its row
+        assert [int(r["concurrency"]) for r in rows] == [10, 20, 30, 40]
+        assert not killed["record"].alive()
+        before, after = rows[: killed["at_row"]], rows[killed["at_row"]:]
+        assert all(r["failed"] == "0" and r["non_2xx"] == "0" and r["complete"] == "400" for r in before)
+        # the row measured while the server died shows the requests it lost (502s from
+        # nginx for POSTs already sent to the dead server, which nginx will not resend)
+        # -- never more than were in flight -- and the rows after it are clean again
+        affected, later = after[0], after[1:]
+        assert affected["aborted"] == "false" and affected["complete"] == "400"
+        lost = int(affected["non_2xx"]) + int(affected["failed"])
+        assert lost <= int(affected["concurrency"]), affected
+        assert later and all(r["non_2xx"] == "0" and r["failed"] == "0" and r["complete"] == "400" for r in later)
+        # the balancer keeps serving, from the survivor only
+        assert {get_status(b.url)["node"] for _ in range(6)} == {"restserver-0"}
+        df = results.load_results(out)
+        assert len(df) == 4
+    finally:
+        b.down()
+    assert labkit_cgroups() == [] or all(b.run_id not in g for g in labkit_cgroups())
+
+
+# -- ab aborts: retried, recorded, and the sweep goes on --------------------------------------
+
+def _capture(name: str) -> AbRun:
+    def read(suffix):
+        p = AB_DATA / f"{name}{suffix}"
+        return p.read_text() if p.exists() else None
+    return AbRun(tuple(read(".argv").split()), int(read(".exit")), read(".stdout"), read(".stderr"),
+                 read(".e.csv"), read(".g.tsv"))
+
+
+class ScriptedBackend(Backend):
+    """A backend whose ab runs replay real captures (tests/data/ab), in order, per point."""
+
+    name = "scripted"
+    cpu_limited = False
+
+    def __init__(self, script: dict[int, list[str]]):
+        self.script = {c: list(v) for c, v in script.items()}
+        self._spec = None
+        self.calls: list[tuple[int, str]] = []
+
+    def up(self, spec):
+        self._spec = spec
+
+    def scale(self, nodes):
+        self._spec = ClusterSpec(nodes=nodes)
+
+    def status(self):
+        return {}
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:9"
+
+    def down(self):
+        self._spec = None
+
+    def run_ab(self, argv, payload, timeout):
+        c = int(argv[argv.index("-c") + 1])
+        name = self.script[c].pop(0)
+        self.calls.append((c, name))
+        return _capture(name)
+
+
+def test_ab_aborts_are_retried_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)  # no retry delay
+    backend = ScriptedBackend({
+        10: ["failures", "failures", "failures"],   # "Test aborted after 10 failures" every time
+        20: ["timeout", "success"],                # 70007 once, then fine: a retry saves the point
+        30: ["emfile", "emfile", "emfile"],        # socket: Too many open files (24)
+        40: ["recv_reset", "success"],
+    })
+    out = tmp_path / "aborts.csv"
+    run_sweep(backend, Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 20, 30, 40), requests=200, retries=2),
+              out, progress=False)
+    rows = {int(r["concurrency"]): r for r in _rows(out)}
+    assert sorted(rows) == [10, 20, 30, 40]
+    assert rows[10]["aborted"] == "true" and rows[10]["attempts"] == "3"
+    assert "Test aborted after 10 failures" in rows[10]["abort_reason"]
+    assert rows[10]["mean_ms"] == "" and rows[10]["p98_ms"] == ""
+    assert rows[20]["aborted"] == "false" and rows[20]["attempts"] == "2" and rows[20]["complete"] == "200"
+    assert rows[30]["aborted"] == "true" and rows[30]["attempts"] == "3"
+    assert "Too many open files" in rows[30]["abort_reason"]
+    assert rows[40]["aborted"] == "false" and rows[40]["attempts"] == "2"
+    assert [c for c, _ in backend.calls] == [10, 10, 10, 20, 20, 30, 30, 30, 40, 40]
+    assert results.load_results(out)["aborted"].tolist() == [True, False, True, False]
+
+
+class LowFileLimit(Backend):
+    """A tester whose open-file limit is too low (ab really runs, against the real service)."""
+
+    name = "lowfiles"
+    cpu_limited = False
+
+    def __init__(self, url, nofile):
+        self._url, self.ab, self._spec = url, SubprocessAb(nofile=nofile), None
+
+    def up(self, spec):
+        self._spec = spec
+
+    def scale(self, nodes):
+        pass
+
+    def status(self):
+        return {}
+
+    @property
+    def url(self):
+        return self._url
+
+    def down(self):
+        self._spec = None
+
+    def run_ab(self, argv, payload, timeout):
+        return self.ab.run_ab(argv, payload, timeout)
+
+
+def test_emfile_from_a_low_open_file_limit_is_recorded_and_the_sweep_goes_on(service_proc, tmp_path, monkeypatch):
+    monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)
+    url = service_proc("flask")
+    backend = LowFileLimit(url, nofile=16)
+    out = tmp_path / "emfile.csv"
+    run_sweep(backend, Grid(ClusterSpec(), nodes=(1, 2), concurrency=(2, 50), requests=100, retries=1),
+              out, progress=False)
+    rows = [(r["nodes"], r["concurrency"], r["aborted"], r["attempts"]) for r in _rows(out)]
+    assert rows == [("1", "2", "false", "1"), ("1", "50", "true", "2"),
+                    ("2", "2", "false", "1"), ("2", "50", "true", "2")]
+    aborted = [r for r in _rows(out) if r["aborted"] == "true"]
+    assert all("Too many open files" in r["abort_reason"] for r in aborted)
+    assert len(backend.ab.runs) == 6  # 2 clean points + 2 aborted points x 2 attempts
+
+
+def test_the_local_tester_raises_a_low_open_file_limit_like_ulimit_n_10000(local_env):
+    """The handout's `ulimit -n 10000`: a shell with a soft limit of 64 still measures c=200."""
+    import resource
+
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        out = local_env["tmp"] / "ulimit.csv"
+        run_sweep(b, Grid(ClusterSpec(), nodes=(1,), concurrency=(200,), requests=400), out, progress=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        b.down()
+    (row,) = _rows(out)
+    assert row["aborted"] == "false" and row["complete"] == "400" and row["attempts"] == "1"
+
+
+# -- Ctrl-C (a notebook interrupt) during a sweep -------------------------------------------
+
+def _env(local_env) -> dict:
+    return {**os.environ, "LABKIT_STATE_DIR": str(local_env["state_dir"]), "LABKIT_LOCAL_NET": local_env["net"]}
+
+
+def test_sigint_keeps_every_row_tears_down_and_resume_measures_only_the_rest(local_env):
+    out = local_env["tmp"] / "runs" / "int.csv"
+    args = ["sweep", "--nodes", "1,2", "--concurrency", "10,20,30", "--requests", "300", "--out", str(out)]
+    env = _env(local_env)
+    proc = subprocess.Popen(_cli(*args), env=env, cwd=local_env["tmp"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_rows(out, 1, 120, proc)
+        saved = state.load("local")
+        records = [processes.ProcessRecord(**r) for r in saved["processes"].values()]
+        run_id = saved["run_id"]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    measured = _rows(out)
+    assert 1 <= len(measured) < 6
+    df = results.load_results(out)  # every row intact and readable
+    assert len(df) == len(measured) and not df["aborted"].any()
+    # torn down: nothing up, no process, no cgroup, no run folder
+    status = subprocess.run(_cli("status"), env=env, cwd=local_env["tmp"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["up"] is False and json.loads(status.stdout)["machines"] == []
+    assert state.load("local") is None
+    assert records and not any(r.alive() for r in records)
+    assert not [g for g in labkit_cgroups() if run_id in g]
+    assert not list(local_env["state_dir"].glob("local-*"))
+    # --resume measures only the missing points
+    res = subprocess.run(_cli(*args, "--resume"), env=env, cwd=local_env["tmp"], capture_output=True, text=True,
+                         timeout=240)
+    assert res.returncode == 0, res.stderr
+    rows = _rows(out)
+    assert rows[: len(measured)] == measured
+    assert [(r["nodes"], r["concurrency"]) for r in rows] == [
+        ("1", "10"), ("1", "20"), ("1", "30"), ("2", "10"), ("2", "20"), ("2", "30")]
+    assert len({r["run_id"] for r in rows[len(measured):]}) == 1
+    assert state.load("local") is None
+
+
+# -- two sweeps at once in the same folder ----------------------------------------------------
+
+@pytest.mark.parametrize("same_out", [True, False], ids=["same-csv", "other-csv"])
+def test_a_second_sweep_in_the_same_folder_is_refused(local_env, same_out):
+    env = _env(local_env)
+    first_out = local_env["tmp"] / "a.csv"
+    second_out = first_out if same_out else local_env["tmp"] / "b.csv"
+    common = ["sweep", "--nodes", "1,2", "--concurrency", "10,20", "--requests", "200"]
+    first = subprocess.Popen(_cli(*common, "--out", str(first_out)), env=env, cwd=local_env["tmp"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_rows(first_out, 1, 120, first)
+        second = subprocess.run(_cli(*common, "--out", str(second_out)), env=env, cwd=local_env["tmp"],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "another sweep" in lines[0] and f"pid {first.pid}" in lines[0], second.stderr
+        assert first.poll() is None or first.returncode == 0  # the first was not disturbed
+        _, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, err
+    rows = _rows(first_out)
+    assert [(r["nodes"], r["concurrency"]) for r in rows] == [("1", "10"), ("1", "20"), ("2", "10"), ("2", "20")]
+    assert len({r["run_id"] for r in rows}) == 1  # nothing mixed in
+    assert all(r["failed"] == "0" and r["non_2xx"] == "0" for r in rows)
+    if not same_out:
+        assert not second_out.exists()
+    assert state.load("local") is None
