@@ -46,6 +46,7 @@ def append_row(path: str | os.PathLike, row: dict) -> None:
     new = not path.exists() or path.stat().st_size == 0
     fieldnames = COLUMNS + EXTRA_COLUMNS
     if not new:
+        check_line_end(path)
         with open(path, newline="") as fh:
             header = next(csv.reader(fh), None)
         if not header or tuple(header[: len(COLUMNS)]) != COLUMNS:
@@ -58,6 +59,26 @@ def append_row(path: str | os.PathLike, row: dict) -> None:
         writer.writerow({c: _cell(row.get(c)) for c in fieldnames})
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def check_line_end(path: str | os.PathLike) -> None:
+    """Refuse to append to ``path`` when it ends in the middle of a row (truncated by a crash or a copy).
+
+    Every row labkit writes ends with a line end; without one, the next row would be glued
+    onto the cut one. Raises :class:`ResultsError` naming the cut row.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        rows = sum(1 for _ in csv.reader(line.decode(errors="replace") for line in fh))
+    raise ResultsError(str(path), rows - 1 if rows > 1 else None, None,
+                       "ends in the middle of a row (no line end): the file was truncated; "
+                       "repair or remove that row before adding to it")
 
 
 def _cell(value) -> str:

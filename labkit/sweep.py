@@ -122,9 +122,10 @@ def _measured(out: Path) -> set[tuple]:
     """Keys of the points ``out`` already holds (read strictly: a corrupt CSV is an error)."""
     if not out.exists() or out.stat().st_size == 0:
         return set()
-    from .results import load_results
+    from .results import check_line_end, load_results
 
     df = load_results(out)
+    check_line_end(out)  # refuse before measuring, not when appending the first new row
     return {tuple(int(v) if k not in ("machine_type", "server") else str(v) for k, v in zip(POINT_KEY, row))
             for row in df[list(POINT_KEY)].itertuples(index=False)}
 
