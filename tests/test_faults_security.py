@@ -1,0 +1,202 @@
+"""Security faults: where servers listen, SSH keys, the GCP firewall, unknown host keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labkit import gcp_requests as req
+from labkit import state
+from labkit.backends.base import ClusterSpec
+from labkit.backends.local import LocalBackend
+from labkit.errors import BackendError
+from labkit.remote import Connection
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- the local backend: each machine listens on its own loopback address only --------------
+
+def _listening() -> dict[int, list[tuple[str, int]]]:
+    """socket inode -> (address, port) for every listening TCP socket (IPv4 and IPv6)."""
+    out: dict[int, list[tuple[str, int]]] = {}
+    for name in ("tcp", "tcp6"):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A":  # LISTEN
+                continue
+            hexaddr, hexport = f[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            if name == "tcp":
+                addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            else:
+                addr = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+            out.setdefault(int(f[9]), []).append((addr, int(hexport, 16)))
+    return out
+
+
+def _group_listeners(pgid: int) -> set[tuple[str, int]]:
+    """Every listening address of the processes in process group ``pgid`` (a server, nginx + workers)."""
+    listening = _listening()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            fds = list((entry / "fd").iterdir())
+        except (OSError, ProcessLookupError):
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                found.update(listening.get(int(target[8:-1]), []))
+    return found
+
+
+@pytest.mark.parametrize("server", ["flask", "gunicorn"])
+def test_local_machines_listen_only_on_their_own_loopback_address(local_env, server):
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=2, server=server, workers=2 if server == "gunicorn" else 1))
+    try:
+        procs = state.load("local")["processes"]
+        net = local_env["net"]
+        expected = {"restserver-0": {(f"{net}.10", 8080)}, "restserver-1": {(f"{net}.11", 8080)},
+                    "loadbalancer-0": {(f"{net}.2", 8080)}}
+        assert set(procs) == set(expected)
+        for role, want in expected.items():
+            got = _group_listeners(procs[role]["pid"])
+            assert got == want, (role, got)
+            assert not any(addr in ("0.0.0.0", "::") or not addr.startswith("127.") for addr, _ in got)
+    finally:
+        b.down()
+
+
+def test_the_remote_unit_listens_where_the_balancer_can_reach_it():
+    """On ssh/gcp machines the service listens on the VM's interfaces; the firewall
+    (below) is what keeps it reachable only from the balancer and the tester."""
+    from labkit.service import unit_text
+
+    text = unit_text("flask", 8080, node="restserver-0")
+    assert "--host 0.0.0.0 --port 8080" in text
+
+
+# -- the GCP firewall ------------------------------------------------------------------------
+
+def test_gcp_firewall_opens_http_only_on_the_balancer():
+    rules = {r["name"]: r for r in req.firewall_bodies("run1", "9999999999", service_port=8080,
+                                                       ssh_source_ranges=["203.0.113.7/32"])}
+    assert sorted(rules) == ["labkit-run1-http", "labkit-run1-servers", "labkit-run1-ssh"]
+    world = [r for r in rules.values() if "0.0.0.0/0" in r.get("sourceRanges", [])]
+    assert [r["name"] for r in world] == ["labkit-run1-http"]  # the only rule open to the internet
+    http = rules["labkit-run1-http"]
+    assert http["allowed"] == [{"IPProtocol": "tcp", "ports": ["80"]}] and http["targetTags"] == [req.TAG_HTTP]
+    servers = rules["labkit-run1-servers"]
+    assert servers["allowed"] == [{"IPProtocol": "tcp", "ports": ["8080"]}]
+    assert servers["sourceTags"] == [req.TAG_BALANCER, req.TAG_TESTER] and "sourceRanges" not in servers
+    assert servers["targetTags"] == [req.TAG_SERVER]
+    ssh = rules["labkit-run1-ssh"]
+    assert ssh["allowed"] == [{"IPProtocol": "tcp", "ports": ["22"]}] and ssh["sourceRanges"] == ["203.0.113.7/32"]
+    assert all(r["direction"] == "INGRESS" for r in rules.values())
+    # the HTTP tag is on the balancer only: servers and tester accept no HTTP from outside
+    assert req.role_tags("balancer") == [req.TAG_HTTP, req.TAG_BALANCER]
+    assert req.TAG_HTTP not in req.role_tags("server") and req.TAG_HTTP not in req.role_tags("tester")
+    bodies = {r["body"]["name"]: r["body"] for r in req.plan("p", "us-central1-a", 3)["requests"]
+              if "tags" in r.get("body", {})}
+    assert {"restserver-0", "loadbalancer-0", "tester-0"} <= set(bodies)
+    tagged_http = sorted(n for n, b in bodies.items() if req.TAG_HTTP in b["tags"]["items"])
+    assert tagged_http == ["loadbalancer-0"]
+
+
+# -- generated SSH keys: 0600, never in CSVs, notebooks, logs or state ------------------------
+
+def test_generated_ssh_keys_are_0600_and_never_written_anywhere_else(tmp_path, monkeypatch, caplog):
+    from google.auth.credentials import AnonymousCredentials
+
+    from labkit.backends import gcp
+    from labkit.results import append_row
+    from tests.compute_stub import ComputeStub
+
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
+    caplog.set_level(logging.DEBUG, logger="labkit")
+    with ComputeStub() as stub:
+        compute = gcp.Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
+        b = gcp.GcpBackend("lab-project", ["us-central1-a"], run_id="run1", compute=compute, timeout=30,
+                           key_dir=str(tmp_path / ".labkit" / "gcp"), deploy=False)
+        b.up(ClusterSpec(nodes=2, port=80))
+        try:
+            keys = list((tmp_path / ".labkit" / "gcp").rglob("id_ed25519"))
+            assert len(keys) == 1
+            key = keys[0]
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600
+            secret = key.read_text()
+            assert "PRIVATE KEY" in secret
+            body = "".join(line for line in secret.splitlines() if "PRIVATE KEY" not in line)
+            public = Path(str(key) + ".pub").read_text().split()[1]
+            # OpenSSH private key files embed the public key: look only for the other parts
+            chunks = [c for c in (body[i:i + 24] for i in range(0, len(body) - 24, 8)) if c not in public]
+            assert len(chunks) > 10
+            # the public half went to the instances' metadata; the private half nowhere
+            sent = json.dumps(stub.requests)
+            assert public in sent
+            status = json.dumps(b.status(), default=str)
+            csv_path = tmp_path / "rows.csv"
+            append_row(csv_path, {"run_id": b.run_id, "backend": "gcp", "nodes": 2, "concurrency": 1, "attempts": 1})
+            state_text = "".join(p.read_text() for p in (tmp_path / ".labkit").glob("*.json"))
+            for where, text in (("logs", caplog.text), ("Compute requests", sent), ("status", status),
+                                ("results CSV", csv_path.read_text()), ("state", state_text)):
+                assert "PRIVATE KEY" not in text, where
+                assert not any(c in text for c in chunks), where
+        finally:
+            b.down()
+
+
+def test_no_private_key_in_the_projects_notebooks_csvs_or_logs():
+    files = [p for pattern in ("notebooks/*.ipynb", "notebooks/*.py", "data/**/*.csv", "data/**/*.json",
+                               "**/*.log")
+             for p in REPO.glob(pattern) if ".venv" not in p.parts and ".labkit" not in p.parts]
+    assert any(p.suffix == ".ipynb" for p in files)
+    leaked = [str(p) for p in files if "PRIVATE KEY-----" in p.read_text(errors="replace")]
+    assert leaked == []
+    assert ".labkit/" in (REPO / ".gitignore").read_text().split()  # where generated keys live
+
+
+# -- unknown host keys are refused -------------------------------------------------------------
+
+def test_unknown_and_changed_host_keys_are_refused(sshd, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    marker = Path(sshd.dir) / "ran"
+    c = Connection(sshd.host, sshd.user, port=sshd.port, key_filename=sshd.key, known_hosts=str(empty))
+    with pytest.raises(BackendError, match="unknown host key; refusing to connect"):
+        c.run(f"touch {marker}")
+    assert not c.is_connected and not marker.exists()
+    # a machine whose key changed (replaced, or someone in the middle) is refused as well
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    c = Connection(sshd.host, sshd.user, port=sshd.port, key_filename=sshd.key, host_key=other)
+    with pytest.raises(BackendError, match="host key mismatch"):
+        c.run(f"touch {marker}")
+    assert not marker.exists()
+    # and the user's own ~/.ssh/known_hosts does not make an unknown key acceptable
+    c = Connection(sshd.host, sshd.user, port=sshd.port, key_filename=sshd.key)
+    if Path("~/.ssh/known_hosts").expanduser().exists() and \
+            sshd.host_key_line in Path("~/.ssh/known_hosts").expanduser().read_text():
+        pytest.skip("this user's known_hosts trusts the test sshd")
+    with pytest.raises(BackendError, match="unknown host key|SSH failed"):
+        c.run(f"touch {marker}")
+    assert not marker.exists()
