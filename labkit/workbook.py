@@ -141,14 +141,20 @@ def answers(csv, machine_type: str, server: str = HANDOUT_SERVER) -> dict:
 
 
 def part2_from_report(report: dict) -> tuple[int | None, str]:
-    """(nodes, where the number comes from) for a :func:`build_report` dict with users."""
+    """(nodes, where the number comes from) for a :func:`build_report` dict with users.
+
+    ``"measured"`` when a tested node count meets the SLA; else the
+    extrapolation's label with its node count; else None with the reason
+    (the fit says no number of nodes reaches the users, or no fit was possible).
+    """
     if report["nodes_needed"] is not None:
         return report["nodes_needed"], "measured"
     ex = report.get("extrapolation") or {}
-    if ex.get("nodes") is not None and not ex.get("refused"):
+    if ex.get("refused"):
+        return None, f"unanswered: no tested node count meets the SLA and the extrapolation is refused ({ex['refused']})"
+    if ex.get("nodes") is not None:
         return int(ex["nodes"]), ex.get("label", "extrapolation")
-    return None, "unanswered: no tested node count meets the SLA and no extrapolation is possible" + (
-        f" ({ex['refused']})" if ex.get("refused") else "")
+    return None, "unanswered: no tested node count meets the SLA and the extrapolation says no node count does"
 
 
 def justify_part1(df: pd.DataFrame, answer: int | None, sla=PART1_SLA) -> str:
@@ -177,15 +183,16 @@ def justify_part2(report: dict) -> str:
     nodes, source = part2_from_report(report)
     mc = ", ".join(f"{n} node(s): {c if c is not None else 'none'}" for n, c in report["max_concurrency"].items())
     users = report["users"]
+    ex = report.get("extrapolation") or {}
     if source == "measured":
         return f"{nodes} nodes is the smallest tested count supporting {users} users (max concurrency per count: {mc})."
+    head = f"No tested node count supports {users} users ({mc}); "
     if nodes is not None:
-        return (f"No tested node count supports {users} users ({mc}); extrapolating peak throughput with "
-                f"a USL fit gives {nodes} nodes — an estimate, not a measurement, to confirm by measuring "
-                f"{nodes} nodes.")
-    why = source.split(" (", 1)[1].rstrip(")") if " (" in source else "no fit"
-    return (f"No tested node count supports {users} users ({mc}), and the USL extrapolation is refused: {why}; "
-            "measure more node counts or higher concurrency levels.")
+        return head + (f"extrapolating peak throughput with a USL fit gives {nodes} nodes — an estimate, "
+                       f"not a measurement, to confirm by measuring {nodes} nodes.")
+    if ex.get("refused"):
+        return head + f"no extrapolation is possible ({ex['refused']}): measure more node counts or levels."
+    return head + f"a USL fit of throughput says adding nodes does not get there ({ex.get('note', 'no note')})."
 
 
 def tables_by_nodes(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
