@@ -193,3 +193,24 @@ def test_pair_check_detects_an_edit_on_either_side(tmp_path):
         assert len(diffs) == 1 and diffs[0].startswith("cell ") and diffs[0].endswith(" differs"), (side, diffs)
     (tmp_path / "n.py").unlink()
     assert pair_differences(tmp_path / "n.ipynb", tmp_path / "n.py") == ["n.py is missing"]
+
+
+def test_a_failing_notebook_stops_the_run_names_itself_and_the_lab_still_goes_down(tmp_path, monkeypatch):
+    from labkit.lab import NotebookError
+
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
+    monkeypatch.setenv("LABKIT_LOCAL_NET", "127.0.205")
+    monkeypatch.chdir(tmp_path)
+    broken = tmp_path / "notebooks"
+    broken.mkdir()
+    for name in NOTEBOOKS:
+        nb = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:  # fail right after the server is up (the curl step)
+            if "client.fibonacci(lab.url, 20)" in cell.source and name == "01_single_server":
+                cell.source = 'raise RuntimeError("boom")'
+        nbformat.write(nb, broken / f"{name}.ipynb")
+    with pytest.raises(NotebookError, match=r"notebook 01_single_server failed: cell \d+: RuntimeError: boom") as err:
+        run_lab("tiny", out_root=tmp_path / "reports", notebooks_dir=broken)
+    assert err.value.output.is_file() and err.value.output.name == "01_single_server.ipynb"
+    assert not (err.value.output.parent / "02_load_balancer.ipynb").exists()
+    assert state.load("local") is None, "the server 01 started was taken down"
