@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import AbParseError, ConfigError
-from .results import PERCENTILES
+from .columns import PERCENTILES
 
 DEFAULT_PAYLOAD = b'{"fibonacci_number": 20}\n'
 MAX_CONCURRENCY = 20000  # ab's compiled-in limit (MAX_CONCURRENCY in ab.c)

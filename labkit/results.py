@@ -17,21 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The column names live in labkit.columns (importable without pandas); re-exported here.
+from .columns import COLUMNS, EXTRA_COLUMNS, PERCENTILES  # noqa: F401
 from .errors import ResultsError
 
 log = logging.getLogger("labkit")
 
-PERCENTILES = (50, 66, 75, 80, 90, 95, 98, 99)
-
-COLUMNS: tuple[str, ...] = (
-    "run_id", "started_at", "backend", "machine_type", "server", "workers", "nodes",
-    "concurrency", "requests", "complete", "failed", "non_2xx", "aborted", "attempts",
-    "time_taken_s", "rps", "mean_ms", "ab_mean_ms",
-    *(f"p{p}_ms" for p in PERCENTILES),
-    "max_ms", "connect_mean_ms",
-)
-#: Written after the §7 columns: whether CPU limits were enforced, and why a point aborted.
-EXTRA_COLUMNS: tuple[str, ...] = ("cpu_limited", "abort_reason")
 
 
 def append_row(path: str | os.PathLike, row: dict) -> None:
