@@ -612,10 +612,12 @@ class GcpBackend(Backend):
                     else:
                         op = delete_firewall(self.compute, self.project, name)
                     wait(op, f"delete {kind} {name}", self.timeout, zone)
-                except CloudError as e:
-                    if "404" not in str(e) and "was not found" not in str(e):
-                        errors.append(e)
-                        return False
+                except Exception as e:  # noqa: BLE001 - keep deleting the rest; what failed stays recorded
+                    if isinstance(e, CloudError) and ("404" in str(e) or "was not found" in str(e)):
+                        return True  # already gone
+                    errors.append(e)
+                    log.warning("could not delete %s %s: %s", kind, name, e)
+                    return False
                 deleted.append(f"{kind} {name}")
                 return True
 
