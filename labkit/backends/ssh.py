@@ -597,8 +597,22 @@ class SshBackend(Backend):
                                "address": self.balancer.addr, "port": self.balancer_port, **self._nginx}
         return out
 
+    def _ensure_ab(self, c: Connection) -> None:
+        """Install apache2-utils on the tester when ab is missing (a fresh GCE image has none)."""
+        facts = self._facts.setdefault(("ab",) + self._key(self.tester), {})
+        if facts.get("ab"):
+            return
+        if c.run(PATH_PREFIX + "command -v ab", check=False).exit_code != 0:
+            sudo = _sudo(self.tester.user)
+            log.info("%s: installing apache2-utils (ab)", self.tester.name)
+            c.run(f"{sudo}apt-get update -q && {sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                  "apache2-utils", timeout=600)
+        facts["ab"] = True
+
     def run_ab(self, argv: list[str], payload: bytes, timeout: float, progress=None) -> AbRun:
         c = self.conn(self.tester)
+        if argv and argv[0] == "ab":
+            self._ensure_ab(c)
         work = c.run("mktemp -d /tmp/labkit-ab.XXXXXX").stdout.strip()
         files = {"payload": f"{work}/payload.json", "percentiles": f"{work}/percentiles.csv",
                  "gnuplot": f"{work}/gnuplot.tsv"}
