@@ -32,24 +32,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
-def ab_time(csv_paths) -> dict:
+def ab_time(csv_paths, df=None) -> dict:
     import pandas as pd
 
     from labkit.results import load_results
 
-    df = load_results([str(p) for p in csv_paths])
+    df = load_results([str(p) for p in csv_paths]) if df is None else df
     return {"points": len(df), "ab_s": float(df["time_taken_s"].sum()), "aborted": int(df["aborted"].sum()),
             "retried": int((df["attempts"] > 1).sum()), "extra_attempts": int((df["attempts"] - 1).sum()),
             "requests": int(pd.to_numeric(df["complete"]).fillna(0).sum())}
 
 
+def _elapsed(text: str) -> float:
+    parts = [int(x) for x in text.split(":")]
+    return float(sum(v * 60 ** i for i, v in enumerate(reversed(parts))))
+
+
+def _point_walls(log: Path) -> tuple[dict[int, float], int | None]:
+    """tqdm's elapsed time when each point k finished ("| k/65 [MM:SS<"), from the sweep's log."""
+    first_at: dict[int, float] = {}
+    total = None
+    for k, n, el in re.findall(r"\|\s*(\d+)/(\d+) \[([\d:]+)<", log.read_text(errors="replace")):
+        first_at.setdefault(int(k), _elapsed(el))
+        total = int(n)
+    return first_at, total
+
+
 def reference(ref: Path) -> dict | None:
-    done = ref / "done"
-    if not done.exists():
+    """The reference run (finished, or the part finished so far: ``partial``), with per-point walls."""
+    from labkit.results import load_results
+
+    done, log, csv = ref / "done", ref / "sweep.log", ref / "reference.csv"
+    if not csv.exists():
         return None
-    m = dict(re.findall(r"(\w+)=(\S+)", done.read_text()))
-    out = {"rc": int(m.get("rc", -1)), "wall_s": float(m["wall_s"])}
-    out.update(ab_time([ref / "reference.csv"]))
+    df = load_results(csv)  # one snapshot: the sweep may be appending
+    out = ab_time([csv], df)
+    first_at, total = _point_walls(log) if log.exists() else ({}, None)
+    if done.exists():
+        m = dict(re.findall(r"(\w+)=(\S+)", done.read_text()))
+        out.update(rc=int(m.get("rc", -1)), wall_s=float(m["wall_s"]), partial=False)
+    elif out["points"] in first_at:
+        out.update(wall_s=first_at[out["points"]], partial=True, rc=None)
+    else:
+        return None
+    out["total_points"] = total or out["points"]
+    # split the tqdm walls into completed and aborted points (rows are appended in measuring order)
+    walls = {k: first_at[k] - first_at.get(k - 1, 0.0) for k in first_at if k <= len(df)}
+    ok = [k for k in walls if not df["aborted"].iloc[k - 1]]
+    bad = [k for k in walls if df["aborted"].iloc[k - 1]]
+    out["ok_points"], out["ok_wall"] = len(ok), sum(walls[k] for k in ok)
+    out["ok_ab"] = float(sum(df["time_taken_s"].iloc[k - 1] for k in ok))
+    out["bad_points"], out["bad_wall"] = len(bad), sum(walls[k] for k in bad)
+    out["bad_attempts"] = int(sum(df["attempts"].iloc[k - 1] for k in bad))
     return out
 
 
@@ -86,10 +120,16 @@ def main() -> None:
     ref = reference(args.ref_dir)
     if ref:
         over = ref["wall_s"] - ref["ab_s"]
+        if ref["partial"]:
+            what = (f"**still running** when this was written: the figures cover the first {ref['points']} of its "
+                    f"{ref['total_points']} points (wall = tqdm's elapsed time when point {ref['points']} finished, "
+                    "from its log) — the low-concurrency single-node points first, the slow high-concurrency "
+                    "ones after")
+        else:
+            what = f"finished, rc={ref['rc']}; one run — a full sweep takes ~{ref['wall_s'] / 60:.0f} min, so it was not repeated"
         lines += [
-            f"**Full profile** (`labkit sweep --backend local --profile full --machine-type f1-micro`, the run "
-            f"that produced the reference data; one run — a full sweep takes ~{ref['wall_s'] / 60:.0f} min, so it "
-            "was not repeated):", "",
+            "**Full profile** (`labkit sweep --backend local --profile full --machine-type f1-micro`, another "
+            f"engineer's run producing the reference data in /tmp/ref; {what}):", "",
             C.table(["points", "requests completed", "wall s", "Σ ab time s", "wall / Σ ab", "overhead s",
                      "overhead / point s", "aborted points", "points retried (extra ab runs)"],
                     [[ref["points"], f"{ref['requests']:,}", ref["wall_s"], ref["ab_s"],
@@ -97,7 +137,13 @@ def main() -> None:
                       f"{ref['retried']} ({ref['extra_attempts']})"]]), "",
             "Σ ab time counts only the attempt each row reports (aborted rows have no `time_taken_s`), so "
             "time spent in retried and aborted ab runs, the retry pauses and the up/scale steps all show up as "
-            "overhead.", ""]
+            "overhead. Split by point, from the per-point wall times in the sweep's progress log:", "",
+            C.table(["points", "count", "wall s", "Σ ab time s", "wall / Σ ab", "overhead / point s"],
+                    [["completed (1 attempt or retried)", ref["ok_points"], ref["ok_wall"], ref["ok_ab"],
+                      f"**{ref['ok_wall'] / ref['ok_ab']:.3f}**" if ref["ok_ab"] else "-",
+                      (ref["ok_wall"] - ref["ok_ab"]) / max(ref["ok_points"], 1)],
+                     ["aborted (every attempt hit ab's 70007 timeout)", ref["bad_points"], ref["bad_wall"],
+                      f"– ({ref['bad_attempts']} ab runs)", "-", "-"]]), ""]
     else:
         lines += [f"Full profile: `{args.ref_dir}/done` does not exist yet (the reference sweep is still "
                   "running), so there is no full-profile figure in this run.", ""]
