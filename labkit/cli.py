@@ -42,6 +42,8 @@ def cli(verbose: int) -> None:
     """labkit: run Lab No. 02 (Scaling) - deploy, benchmark, scale and answer the SLA questions."""
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if verbose < 2:  # paramiko logs every connection at INFO; keep errors one line
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
 # -- cluster life cycle -------------------------------------------------------------------

@@ -159,6 +159,21 @@ def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_pat
     assert not _alive(pid) and not Path(pidfile).exists() and state.load("ssh") is None
 
 
+def test_unknown_host_key_is_refused_and_a_fixed_hosts_file_wins(sshd, state_dir, tmp_path):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", _free_ports(1)[0])
+    hosts.write_text(hosts.read_text().replace(sshd.known_hosts, str(empty)))
+    rc, out, err = labkit("up", "--backend", "ssh", "--hosts", str(hosts), "--port", str(_free_ports(1)[0]))
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert f"[127.0.0.1]:{sshd.port}: unknown host key; refusing to connect" in err
+    assert state.load("ssh")["running"] == {}  # nothing started
+    hosts.write_text(hosts.read_text().replace(str(empty), sshd.known_hosts))
+    b = SshBackend.from_state_or_config(hosts=str(hosts))
+    assert [s.known_hosts for s in b.servers] == [sshd.known_hosts] * 2
+    assert b.spec is None
+
+
 @pytest.mark.parametrize("text, names", [
     ('[[servers]]\nhost = "a"\n[balancer]\nhost = "b"\n[tester]\nhots = "c"\n', ["[tester]", "'hots'"]),
     ('[defaults]\nport = "22"\n[[servers]]\nhost = "a"\n[balancer]\nhost = "b"\n[tester]\nhost = "c"\n',

@@ -267,6 +267,8 @@ class SshBackend(Backend):
         """
         hosts = hosts or os.environ.get(HOSTS_ENV) or None
         saved = state.load(STATE_NAME)
+        if saved and hosts and not saved.get("running") and not saved.get("nginx"):
+            saved = None  # nothing was started (e.g. an unknown host key): the hosts file, maybe fixed, wins
         if saved:
             if hosts and saved.get("hosts_file") and str(Path(hosts).resolve()) != saved["hosts_file"]:
                 raise ConfigError(f"a lab from {saved['hosts_file']} is up; run `labkit down --backend ssh` "
