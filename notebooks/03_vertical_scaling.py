@@ -83,8 +83,10 @@ fig
 #
 # gunicorn starts several **worker processes**, each with its own interpreter and lock, and the
 # operating system spreads them over the cores: on a machine with more than one vCPU its
-# throughput grows with the machine, until the CPU (or the tester, or the network) is the limit.
-# On the same machine, gunicorn with more workers than cores gains little.
+# throughput can grow with the machine, until the CPU (or the tester, or the network) is the limit.
+# It is also a leaner server than Werkzeug's development server, which is built for debugging,
+# not for load — so compare the two on the *same* machine type in the table above before
+# crediting the workers alone.
 #
 # So vertical scaling only pays when the software can use what the bigger machine adds; otherwise
 # scale horizontally (notebook 02) — or change the server.
