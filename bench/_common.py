@@ -171,3 +171,34 @@ def command_line() -> str:
     """How this script was invoked, to paste into RESULTS.md."""
     rel = os.path.relpath(sys.argv[0], ROOT)
     return " ".join([".venv/bin/python", rel, *sys.argv[1:]])
+
+
+# -- before/after: run a previous revision of labkit side by side with the current one ----------
+_DROP_EDITABLE = ("import sys\n"
+                  "sys.meta_path = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower()]\n"
+                  "sys.path.insert(0, {path!r})\n")
+
+
+def export_revision(rev: str) -> Path:
+    """``git archive`` labkit/ and service/ at ``rev`` into a temp dir (no worktree, no git state touched)."""
+    dest = Path(tempfile.mkdtemp(prefix=f"labkit-rev-{rev[:8]}-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "labkit", "service"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def prelude(path: Path | None) -> str:
+    """Python code that makes ``import labkit`` load the tree at ``path`` (None: the installed one).
+
+    The editable install's import hook comes before ``sys.path`` and would win over
+    PYTHONPATH, so it is dropped from ``sys.meta_path`` first.
+    """
+    return _DROP_EDITABLE.format(path=str(path)) if path else ""
+
+
+def labkit_argv(path: Path | None) -> list[str]:
+    """argv prefix running the ``labkit`` CLI of the tree at ``path`` (None: the installed script)."""
+    if path is None:
+        return [LABKIT]
+    return [PYTHON, "-c", prelude(path) + "from labkit.cli import main\nmain()"]

@@ -83,15 +83,15 @@ def make_csv(path: Path, rows: int, seed: int = 7) -> Path:
     return path
 
 
-def in_process(csv_path: Path, outdir: Path) -> dict:
-    res = subprocess.run([C.PYTHON, "-c", CHILD, str(csv_path), str(outdir), SLA],
+def in_process(csv_path: Path, outdir: Path, tree: Path | None = None) -> dict:
+    res = subprocess.run([C.PYTHON, "-c", C.prelude(tree) + CHILD, str(csv_path), str(outdir), SLA],
                          capture_output=True, text=True, check=True, env={**C.setup_env(), "MPLBACKEND": "Agg"})
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def via_cli(csv_path: Path, outdir: Path) -> float:
+def via_cli(csv_path: Path, outdir: Path, tree: Path | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run([C.LABKIT, "report", str(csv_path), "--sla", SLA, "--users", "2000", "--json",
+    subprocess.run([*C.labkit_argv(tree), "report", str(csv_path), "--sla", SLA, "--users", "2000", "--json",
                     "--charts", str(outdir)], capture_output=True, check=True, env={**C.setup_env(), "MPLBACKEND": "Agg"})
     return time.perf_counter() - t0
 
@@ -100,29 +100,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="100,1000,10000")
-    ap.add_argument("--section", default="analysis", help="RESULTS.md section to write (e.g. analysis-before)")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also run labkit as of git revision REV, interleaved (before/after a fix)")
+    ap.add_argument("--section", default="analysis", help="RESULTS.md section to write")
     args = ap.parse_args()
     C.setup_env()
     sizes = [int(s) for s in args.sizes.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-analysis-"))
+    trees = {"now": None}
+    if args.baseline:
+        trees = {f"at {args.baseline}": C.export_revision(args.baseline), "now": None}
     results = {}
     for size in sizes:
         path = make_csv(tmp / f"rows{size}.csv", size)
-        runs = []
-        for r in range(args.runs):  # interleave in-process and CLI runs
-            stages = in_process(path, tmp / f"charts-{size}-{r}-a")
-            stages["cli"] = via_cli(path, tmp / f"charts-{size}-{r}-b")
-            runs.append(stages)
-            print(f"rows={size} run {r + 1}: " + " ".join(f"{k}={v:.3f}" for k, v in stages.items() if k != "rows"),
-                  flush=True)
-        results[size] = runs
+        for label, tree in trees.items():
+            results[(size, label)] = []
+        for r in range(args.runs):  # interleave: in-process and CLI, baseline and current
+            for label, tree in trees.items():
+                stages = in_process(path, tmp / f"charts-{size}-{r}-{len(label)}-a", tree)
+                stages["cli"] = via_cli(path, tmp / f"charts-{size}-{r}-{len(label)}-b", tree)
+                results[(size, label)].append(stages)
+                print(f"rows={size} {label} run {r + 1}: " +
+                      " ".join(f"{k}={v:.3f}" for k, v in stages.items() if k != "rows"), flush=True)
     keys = ["import", "load", "report", "charts", "total", "cli"]
     rows = []
-    for size, runs in results.items():
-        row = [f"{size:,}"]
+    for (size, label), runs in results.items():
+        row = [f"{size:,}"] + ([label] if args.baseline else [])
         for k in keys:
             vals = [r[k] for r in runs]
-            row.append(f"{C.fmt(C.median(vals))} ({C.spread(vals)})")
+            cell = f"{C.fmt(C.median(vals))} ({C.spread(vals)})"
+            row.append(f"**{cell}**" if k == "cli" else cell)
         rows.append(row)
     body = "\n".join([
         "## 5. Analysis speed (load + SLA report + all charts)", "",
@@ -133,7 +140,8 @@ def main() -> None:
         "--charts DIR` process (Python start-up + imports + the work). Synthetic CSVs: nodes 1–5 × the "
         "handout's 13 levels, repeated to the row count, ~10 % of the ≥2500 levels aborted. "
         "Target: under 2 s for 10,000 rows.", "",
-        C.table(["rows", "import", "load", "report", "charts", "total (in-process)", "CLI wall"], rows), "",
+        C.table(["rows"] + (["labkit"] if args.baseline else []) +
+                ["import", "load", "report", "charts", "total (in-process)", "CLI wall"], rows), "",
         f"Command: `{C.command_line()}`",
     ])
     print(body)

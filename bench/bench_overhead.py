@@ -65,8 +65,8 @@ def shell_loop(backend, levels, n, tmp: Path) -> tuple[float, float]:
     return wall, taken
 
 
-def cli_bench(levels, n) -> tuple[float, float]:
-    lines = [f"{shlex.quote(C.LABKIT)} bench -c {c} -n {n}" for c in levels]
+def cli_bench(levels, n, tree: Path | None = None) -> tuple[float, float]:
+    lines = [f"{shlex.join(C.labkit_argv(tree))} bench -c {c} -n {n}" for c in levels]
     t0 = time.perf_counter()
     out = sh(["bash", "-c", "set -e\n" + "\n".join(lines)]).stdout
     wall = time.perf_counter() - t0
@@ -101,10 +101,17 @@ def main() -> None:
     ap.add_argument("--levels", default="10,50,100,200,400", help="the quick profile's levels")
     ap.add_argument("--requests", type=int, default=400, help="ab -n per level (quick profile: 400)")
     ap.add_argument("--machine-type", default="f1-micro")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also run `labkit bench` as of git revision REV, interleaved (before/after a fix)")
     ap.add_argument("--section", default="overhead")
     args = ap.parse_args()
     C.setup_env()
     levels = [int(x) for x in args.levels.split(",")]
+    modes = MODES
+    if args.baseline:
+        tree = C.export_revision(args.baseline)
+        base_mode = f"labkit bench @{args.baseline}"
+        modes = MODES[:2] + (base_mode,) + MODES[2:]
     tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-overhead-"))
     sh([C.LABKIT, "up", "--nodes", "1", "--machine-type", args.machine_type])
     try:
@@ -112,14 +119,16 @@ def main() -> None:
 
         backend = LocalBackend()  # attaches to the lab just started
         sh([C.LABKIT, "bench", "-c", "10", "-n", "100"])  # warm-up; creates the tester cgroup
-        runs: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
+        runs: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
         for r in range(args.runs):
-            order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]  # rotate who goes first
+            order = modes[r % len(modes):] + modes[:r % len(modes)]  # rotate who goes first
             for mode in order:
                 if mode == "shell":
                     res = shell_loop(backend, levels, args.requests, tmp)
                 elif mode == "labkit bench":
                     res = cli_bench(levels, args.requests)
+                elif mode.startswith("labkit bench @"):
+                    res = cli_bench(levels, args.requests, tree)
                 elif mode == "run_sweep":
                     res = in_process_sweep(backend, levels, args.requests, tmp / f"sweep-{r}.csv")
                 else:
@@ -130,7 +139,7 @@ def main() -> None:
         sh([C.LABKIT, "down"])
     shell_walls = [w for w, _ in runs["shell"]]
     rows = []
-    for mode in MODES:
+    for mode in modes:
         walls = [w for w, _ in runs[mode]]
         takens = [t for _, t in runs[mode]]
         ratios = [w / s for w, s in zip(walls, shell_walls)]
