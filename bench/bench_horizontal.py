@@ -51,7 +51,9 @@ def one_round(setup: str, nodes_list, c: int, n: int, machine_type: str) -> dict
         backend.up(ClusterSpec(nodes=nodes_list[0], machine_type=machine_type))
         measure(backend, AbCommand(backend.url, 10, 100))  # warm-up, creates the tester cgroup
         for nodes in nodes_list:
+            t_scale = time.perf_counter()
             backend.scale(nodes)
+            t_scale = time.perf_counter() - t_scale
             measure(backend, AbCommand(backend.url, 10, 100))  # warm the new servers and the balancer
             roles = [f"restserver-{i}" for i in range(nodes)] + ["tester-0"] + (["loadbalancer-0"] if nodes > 1 else [])
             before = {r: backend.cpu_seconds(r) or 0.0 for r in roles}
@@ -66,7 +68,7 @@ def one_round(setup: str, nodes_list, c: int, n: int, machine_type: str) -> dict
             servers = [util[r] for r in roles if r.startswith("restserver-")]
             out[nodes] = {"rps": row.get("rps"), "failed": row.get("failed"), "aborted": row.get("aborted"),
                           "server_util": sum(servers) / len(servers), "tester_util": util["tester-0"],
-                          "lb_util": util.get("loadbalancer-0"),
+                          "lb_util": util.get("loadbalancer-0"), "scale_s": t_scale,
                           "machine_cores": (m1[0] - m0[0]) / (m1[1] - m0[1]) * (C.os.cpu_count() or 1)}
             print(f"{setup:6} nodes={nodes} rps={row.get('rps')} failed={row.get('failed')} "
                   + " ".join(f"{k}={v:.2f}" for k, v in out[nodes].items()
@@ -101,7 +103,9 @@ def main() -> None:
         f"balancer); median of {args.runs} rounds, set-ups interleaved. *E* = rps(n) / (n · rps(1)) from the "
         "medians. *busy* = cgroup CPU-seconds during ab's run / (ab's time × the machine's vCPU): 100 % means "
         "that emulated machine was saturated. *host cores* = CPU the whole 2-core machine was using (all "
-        "processes, including other engineers').", ""]
+        "processes, including other engineers'). *scale to n* = wall time of `backend.scale(n)` from n−1 "
+        "nodes (start one server under its CPU quota, regenerate, validate and reload nginx, wait until "
+        "the balancer answers from every node).", ""]
     for s in setups:
         lb, tester = SETUPS[s]
         med = {n: {k: C.median([run[n][k] for run in data[s] if run[n][k] is not None]) for k in data[s][0][n]}
@@ -113,10 +117,11 @@ def main() -> None:
             m = med[n]
             rows.append([n, f"{C.fmt(m['rps'])} ({C.spread(rps_runs)})", f"{m['rps'] / (n * rps1):.2f}",
                          f"{m['server_util'] * 100:.0f} %", f"{m['lb_util'] * 100:.0f} %" if n > 1 else "-",
-                         f"{m['tester_util'] * 100:.0f} %", f"{m['machine_cores']:.2f}"])
+                         f"{m['tester_util'] * 100:.0f} %", f"{m['machine_cores']:.2f}",
+                         f"{m['scale_s']:.2f}" if n > nodes_list[0] else "-"])
         sections += [f"**Set-up `{s}`**: balancer {lb}, tester {tester}.", "",
                      C.table(["nodes", "rps (min–max)", "E", "servers busy", "balancer busy", "tester busy",
-                              "host cores"], rows), ""]
+                              "host cores", "scale to n, s"], rows), ""]
     sections += [f"Command: `{C.command_line()}`"]
     body = "\n".join(sections)
     print(body)
