@@ -57,9 +57,10 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
     def killer():
         _wait_for_rows(out, 1, 120)
         rec = processes.ProcessRecord(**state.load("local")["processes"]["restserver-1"])
-        os.killpg(rec.pid, signal.SIGKILL)  # the whole "machine" dies at once
-        killed["at_row"] = len(_rows(out))
+        killed["at_row"] = len(_rows(out))  # rows before this one were measured with both servers up
         killed["record"] = rec
+        time.sleep(0.2)  # into the next point's ab run
+        os.killpg(rec.pid, signal.SIGKILL)  # the whole "machine" dies at once
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -77,8 +78,13 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
         # -- never more than were in flight -- and the rows after it are clean again
         affected, later = after[0], after[1:]
         assert affected["aborted"] == "false" and affected["complete"] == "400"
-        lost = int(affected["non_2xx"]) + int(affected["failed"])
-        assert lost <= int(affected["concurrency"]), affected
+        # (ab also counts failed requests -- mostly "Length": a 502 body differs from the first
+        # answer -- a few more than the 502s, but the damage stays bounded by what was in flight)
+        lost = int(affected["non_2xx"])
+        print(f"killed during c={affected['concurrency']}: {lost} requests answered 502, "
+              f"{affected['failed']} failed")
+        assert 1 <= lost <= int(affected["concurrency"]), affected
+        assert 1 <= int(affected["failed"]) <= 2 * int(affected["concurrency"]), affected
         assert later and all(r["non_2xx"] == "0" and r["failed"] == "0" and r["complete"] == "400" for r in later)
         # the balancer keeps serving, from the survivor only
         assert {get_status(b.url)["node"] for _ in range(6)} == {"restserver-0"}
