@@ -67,6 +67,7 @@ def one_round(setup: str, nodes_list, c: int, n: int, machine_type: str) -> dict
             util = {r: (after[r] - before[r]) / t / vcpu.get(r, machine_types.get(machine_type).vcpu) for r in roles}
             servers = [util[r] for r in roles if r.startswith("restserver-")]
             out[nodes] = {"rps": row.get("rps"), "failed": row.get("failed"), "aborted": row.get("aborted"),
+                          "connect_ms": row.get("connect_mean_ms"), "max_ms": row.get("max_ms"),
                           "server_util": sum(servers) / len(servers), "tester_util": util["tester-0"],
                           "lb_util": util.get("loadbalancer-0"), "scale_s": t_scale,
                           "machine_cores": (m1[0] - m0[0]) / (m1[1] - m0[1]) * (C.os.cpu_count() or 1)}
@@ -101,7 +102,8 @@ def main() -> None:
         f"`ab -c {args.concurrency} -n {args.requests}` against 1…{max(nodes_list)} × {args.machine_type} "
         f"Flask dev servers (nodes = 1 is the server directly, as in the handout; more go through the nginx "
         f"balancer); median of {args.runs} rounds, set-ups interleaved. *E* = rps(n) / (n · rps(1)) from the "
-        "medians. *busy* = cgroup CPU-seconds during ab's run / (ab's time × the machine's vCPU): 100 % means "
+        "medians; *E vs 2 nodes* = rps(n) / (n · rps(2) / 2), i.e. comparing only set-ups that go through the "
+        "balancer; *connect ms* = ab's mean connect time (SYN retries show up here), *max ms* = longest request. *busy* = cgroup CPU-seconds during ab's run / (ab's time × the machine's vCPU): 100 % means "
         "that emulated machine was saturated. *host cores* = CPU the whole 2-core machine was using (all "
         "processes, including other engineers'). *scale to n* = wall time of `backend.scale(n)` from n−1 "
         "nodes (start one server under its CPU quota, regenerate, validate and reload nginx, wait until "
@@ -111,16 +113,19 @@ def main() -> None:
         med = {n: {k: C.median([run[n][k] for run in data[s] if run[n][k] is not None]) for k in data[s][0][n]}
                for n in nodes_list}
         rps1 = med[nodes_list[0]]["rps"]
+        n2 = next((n for n in nodes_list if n >= 2), None)
         rows = []
         for n in nodes_list:
             rps_runs = [run[n]["rps"] for run in data[s]]
             m = med[n]
-            rows.append([n, f"{C.fmt(m['rps'])} ({C.spread(rps_runs)})", f"{m['rps'] / (n * rps1):.2f}",
+            rows.append([n, f"{C.fmt(m['rps'])} ({C.spread(rps_runs)})", f"**{m['rps'] / (n * rps1):.2f}**",
+                         f"{m['rps'] * n2 / (n * med[n2]['rps']):.2f}" if n2 and n >= n2 else "-",
+                         C.fmt(m["connect_ms"]), C.fmt(m["max_ms"]),
                          f"{m['server_util'] * 100:.0f} %", f"{m['lb_util'] * 100:.0f} %" if n > 1 else "-",
                          f"{m['tester_util'] * 100:.0f} %", f"{m['machine_cores']:.2f}",
                          f"{m['scale_s']:.2f}" if n > nodes_list[0] else "-"])
         sections += [f"**Set-up `{s}`**: balancer {lb}, tester {tester}.", "",
-                     C.table(["nodes", "rps (min–max)", "E", "servers busy", "balancer busy", "tester busy",
+                     C.table(["nodes", "rps (min–max)", "E", "E vs 2 nodes", "connect ms", "max ms", "servers busy", "balancer busy", "tester busy",
                               "host cores", "scale to n, s"], rows), ""]
     sections += [f"Command: `{C.command_line()}`"]
     body = "\n".join(sections)
