@@ -28,6 +28,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "RESULTS.md"
+NOTES_DIR = BENCH_DIR / "notes"  # <section>.md: the interpretation appended to that section
 PYTHON = sys.executable
 LABKIT = str(Path(sys.executable).with_name("labkit"))
 DEFAULT_NET = "127.0.77"
@@ -126,6 +127,9 @@ def write_section(name: str, body: str) -> None:
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     text = RESULTS.read_text() if RESULTS.exists() else ""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    notes = NOTES_DIR / f"{name}.md"
+    if notes.exists():  # the hand-written interpretation, kept across re-runs
+        body = body.rstrip() + "\n\n" + notes.read_text().rstrip()
     block = f"{begin}\n{body.rstrip()}\n\n_Last run {stamp}. {concurrent_load_note()}_\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
