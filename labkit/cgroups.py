@@ -54,6 +54,9 @@ class Cgroups:
         """The ``cgroup.procs`` files a process must be written to, to join ``relpath``."""
         return []
 
+    def set_cpu(self, relpath: str, vcpu: float | None) -> None:
+        """Set the group's CPU quota to ``vcpu`` cores, or lift it (``None``): see ``LocalBackend.up``."""
+
     def cpu_seconds(self, relpath: str) -> float | None:
         """CPU time used so far by the group's processes, or None when unknown."""
         return None
@@ -98,10 +101,13 @@ class CgroupsV2(Cgroups):
             if not path.exists():
                 path.mkdir()
                 made.append(str(path))
-        quota = max(1000, int(limits.vcpu * CFS_PERIOD_US))
-        (path / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+        self.set_cpu(relpath, limits.vcpu)
         (path / "memory.max").write_text(str(limits.memory_bytes))
         return made
+
+    def set_cpu(self, relpath: str, vcpu: float | None) -> None:
+        quota = "max" if vcpu is None else max(1000, int(vcpu * CFS_PERIOD_US))
+        (self.base / relpath / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
 
     def procs_files(self, relpath: str) -> list[Path]:
         return [self.base / relpath / "cgroup.procs"]
@@ -131,12 +137,14 @@ class CgroupsV1(Cgroups):
                 if not path.exists():
                     path.mkdir()
                     made.append(str(path))
-        cpu = self.bases["cpu"] / relpath
-        (cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-        quota = max(1000, int(limits.vcpu * CFS_PERIOD_US))
-        (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+        (self.bases["cpu"] / relpath / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        self.set_cpu(relpath, limits.vcpu)
         (self.bases["memory"] / relpath / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
         return made
+
+    def set_cpu(self, relpath: str, vcpu: float | None) -> None:
+        quota = -1 if vcpu is None else max(1000, int(vcpu * CFS_PERIOD_US))
+        (self.bases["cpu"] / relpath / "cpu.cfs_quota_us").write_text(str(quota))
 
     def procs_files(self, relpath: str) -> list[Path]:
         return [base / relpath / "cgroup.procs" for base in self.bases.values()]
