@@ -179,17 +179,34 @@ def command_line() -> str:
 
 # -- before/after: run a previous revision of labkit side by side with the current one ----------
 _DROP_EDITABLE = ("import sys\n"
-                  "sys.meta_path = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower()]\n"
+                  "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
                   "sys.path.insert(0, {path!r})\n")
 
 
 def export_revision(rev: str) -> Path:
-    """``git archive`` labkit/ and service/ at ``rev`` into a temp dir (no worktree, no git state touched)."""
+    """``git archive`` labkit/, service/ and notebooks/ at ``rev`` into a temp dir (no git state touched).
+
+    The dir also gets a ``sitecustomize.py`` that drops the editable install's import hook, so
+    any Python started with ``tree_env(dir)`` - including notebook kernels and servers - imports
+    labkit from ``dir``.
+    """
     dest = Path(tempfile.mkdtemp(prefix=f"labkit-rev-{rev[:8]}-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "labkit", "service"], capture_output=True,
-                             check=True).stdout
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "labkit", "service", "notebooks"],
+                             capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    (dest / "sitecustomize.py").write_text(
+        "import sys\n"
+        "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+        f"sys.path.insert(0, {str(dest)!r})  # ahead of the current directory too\n")
     return dest
+
+
+def tree_env(tree: Path | None) -> dict:
+    """The environment that makes every Python child import labkit from ``tree`` (None: the installed one)."""
+    env = setup_env()
+    if tree is not None:
+        env = {**env, "PYTHONPATH": str(tree)}
+    return env
 
 
 def prelude(path: Path | None) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,12 +88,13 @@ def reference(ref: Path) -> dict | None:
     return out
 
 
-def one_lab(tmp: Path, i: int) -> dict:
-    work = tmp / f"lab{i}"
+def one_lab(tmp: Path, i: int, tree: Path | None = None, label: str = "now") -> dict:
+    work = tmp / f"lab{i}-{'base' if tree else 'now'}"
     work.mkdir(parents=True)
-    env = {**C.setup_env(), "LABKIT_STATE_DIR": str(work / "state")}
+    env = {**C.tree_env(tree), "LABKIT_STATE_DIR": str(work / "state")}
+    argv = [C.PYTHON, "-m", "labkit.cli"] if tree else [C.LABKIT]
     t0 = time.perf_counter()
-    res = subprocess.run([C.LABKIT, "lab", "--profile", "quick", "--out", str(work / "reports")], cwd=work,
+    res = subprocess.run([*argv, "lab", "--profile", "quick", "--out", str(work / "reports")], cwd=work,
                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     (work / "lab.log").write_text(res.stdout + res.stderr)
@@ -103,7 +105,7 @@ def one_lab(tmp: Path, i: int) -> dict:
     for nb in sorted(report.glob("*.ipynb")):
         meta = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {})
         out[nb.stem] = meta.get("duration")
-    print(f"lab run {i + 1}: " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+    print(f"lab run {i + 1} ({label}): " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in out.items()), flush=True)
     return out
 
@@ -113,6 +115,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ref-dir", type=Path, default=Path("/tmp/ref"))
     ap.add_argument("--skip-lab", action="store_true")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also run `labkit lab` as of git revision REV, interleaved (before/after a fix)")
     ap.add_argument("--section", default="fullrun")
     args = ap.parse_args()
     C.setup_env()
@@ -149,17 +153,34 @@ def main() -> None:
                   "running), so there is no full-profile figure in this run.", ""]
     if not args.skip_lab:
         tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-lab-"))
-        runs = [one_lab(tmp, i) for i in range(args.runs)]
-        med = lambda k: C.median([r[k] for r in runs])  # noqa: E731
-        ratio = [r["wall_s"] / r["ab_s"] for r in runs]
-        nbs = [k for k in runs[0] if re.match(r"\d\d_", k)]
+        trees = {"now": None}
+        if args.baseline:
+            base = C.export_revision(args.baseline)
+            # same grid on both sides: the baseline gets today's profiles (only the code differs)
+            shutil.copy(C.ROOT / "labkit" / "profiles.py", base / "labkit" / "profiles.py")
+            trees = {f"at {args.baseline}": base, "now": None}
+        runs: dict[str, list[dict]] = {label: [] for label in trees}
+        for i in range(args.runs):
+            for label, tree in (list(trees.items()) if i % 2 == 0 else list(trees.items())[::-1]):
+                runs[label].append(one_lab(tmp, i, tree, label))
+        rows, nb_rows, nbs = [], [], []
+        for label, rs in runs.items():
+            med = lambda k: C.median([r[k] for r in rs if r.get(k) is not None])  # noqa: E731
+            ratio = [r["wall_s"] / r["ab_s"] for r in rs]
+            nbs = [k for k in rs[0] if re.match(r"\d\d_", k)]
+            lead = [label] if args.baseline else []
+            rows.append(lead + [int(med("points")), f"{C.fmt(med('wall_s'))} ({C.spread([r['wall_s'] for r in rs])})",
+                                med("ab_s"), f"**{C.median(ratio):.2f}** ({C.spread(ratio)})",
+                                med("wall_s") - med("ab_s")])
+            nb_rows.append(lead + [med(k) for k in nbs])
+        lead = ["labkit"] if args.baseline else []
         lines += [
-            f"**`make lab` (quick profile)** — `labkit lab --profile quick`, median of {args.runs} runs:", "",
-            C.table(["points", "wall s (min–max)", "Σ ab time s", "wall / Σ ab", "overhead s"],
-                    [[int(med("points")), f"{C.fmt(med('wall_s'))} ({C.spread([r['wall_s'] for r in runs])})",
-                      med("ab_s"), f"**{C.median(ratio):.2f}** ({C.spread(ratio)})", med("wall_s") - med("ab_s")]]),
+            f"**`make lab` (quick profile)** — `labkit lab --profile quick`, median of {args.runs} runs"
+            + (f" each, alternating with labkit as of {args.baseline} (given today's `profiles.py`, so both "
+               "measure the same grid)" if args.baseline else "") + ":", "",
+            C.table(lead + ["points", "wall s (min–max)", "Σ ab time s", "wall / Σ ab", "overhead s"], rows),
             "", "Per notebook (papermill's recorded duration, s, median):", "",
-            C.table(nbs, [[med(k) for k in nbs]]), ""]
+            C.table(lead + nbs, nb_rows), ""]
     lines += [f"Command: `{C.command_line()}`"]
     body = "\n".join(lines)
     print(body)
