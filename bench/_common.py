@@ -147,7 +147,7 @@ def write_section(name: str, body: str) -> None:
     print(f"wrote section {name!r} of {RESULTS}")
 
 
-ORDER = ["overhead", "horizontal", "vertical", "efficiency", "analysis", "fullrun", "fixes"]
+ORDER = ["fixes", "overhead", "horizontal", "vertical", "efficiency", "analysis", "fullrun", "startup"]
 
 
 def _order(name: str) -> int:
