@@ -37,7 +37,7 @@ PROFILES: dict[str, Profile] = {
                 vertical=(("f1-micro", "flask", 1), ("e2-small", "flask", 1), ("e2-medium", "flask", 1),
                           ("e2-standard-2", "flask", 1), ("e2-small", "gunicorn", 2),
                           ("e2-medium", "gunicorn", 3), ("e2-standard-2", "gunicorn", 5))),
-        Profile("quick", 400, (10, 50, 100, 200, 400), (1, 2, 3, 4, 5), retries=1,
+        Profile("quick", 2000, (10, 20, 50, 100, 200, 500, 1000), (1, 2, 3, 4, 5), retries=1,
                 vertical_concurrency=(10, 100),
                 vertical=(("f1-micro", "flask", 1), ("e2-medium", "flask", 1),
                           ("e2-medium", "gunicorn", 3))),
