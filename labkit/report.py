@@ -13,7 +13,7 @@ import logging
 import pandas as pd
 
 from .errors import ConfigError
-from .sla import as_sla, _check_users, point_table
+from .sla import _check_users, as_sla, max_concurrency_of_table, point_table
 from .usl import EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, predict_nodes
 
 log = logging.getLogger("labkit")
@@ -39,7 +39,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     if df.empty:
         raise ConfigError("no results rows to report on")
     table = point_table(df, sla)
-    mc = _max_concurrency_from(table)
+    mc = max_concurrency_of_table(table)
     notes: list[str] = []
 
     needed = None
@@ -92,19 +92,6 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     log.debug("report: sla=%s users=%s max_concurrency=%s nodes_needed=%s",
              report["sla"], users, report["max_concurrency"], needed)
     return report
-
-
-def _max_concurrency_from(table: pd.DataFrame) -> dict[int, int | None]:
-    """:func:`labkit.sla.max_concurrency` from an already computed point table."""
-    out: dict[int, int | None] = {}
-    for n, group in table.groupby("nodes", sort=True):
-        best = None
-        for c, ok in zip(group["concurrency"], group["meets"]):
-            if not ok:
-                break
-            best = int(c)
-        out[int(n)] = best
-    return out
 
 
 def format_report(report: dict) -> str:

@@ -215,7 +215,11 @@ def max_concurrency(df: pd.DataFrame, sla) -> dict[int, int | None]:
     ``None`` when the lowest tested level already fails. Non-monotone data
     (a pass above a fail) stops at the first failing level.
     """
-    table = point_table(df, sla)
+    return max_concurrency_of_table(point_table(df, sla))
+
+
+def max_concurrency_of_table(table: pd.DataFrame) -> dict[int, int | None]:
+    """:func:`max_concurrency` from an already computed :func:`point_table`."""
     out: dict[int, int | None] = {}
     for n, group in table.groupby("nodes", sort=True):
         best = None
