@@ -44,6 +44,9 @@ def ab_time(csv_paths, df=None) -> dict:
             "requests": int(pd.to_numeric(df["complete"]).fillna(0).sum())}
 
 
+LAB_JSON = C.BENCH_DIR / "out" / "fullrun-lab.json"
+
+
 def _elapsed(text: str) -> float:
     parts = [int(x) for x in text.split(":")]
     return float(sum(v * 60 ** i for i, v in enumerate(reversed(parts))))
@@ -78,7 +81,7 @@ def reference(ref: Path) -> dict | None:
         return None
     out["total_points"] = total or out["points"]
     # split the tqdm walls into completed and aborted points (rows are appended in measuring order)
-    walls = {k: first_at[k] - first_at.get(k - 1, 0.0) for k in first_at if k <= len(df)}
+    walls = {k: first_at[k] - first_at.get(k - 1, 0.0) for k in first_at if 1 <= k <= len(df)}
     ok = [k for k in walls if not df["aborted"].iloc[k - 1]]
     bad = [k for k in walls if df["aborted"].iloc[k - 1]]
     out["ok_points"], out["ok_wall"] = len(ok), sum(walls[k] for k in ok)
@@ -115,6 +118,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ref-dir", type=Path, default=Path("/tmp/ref"))
     ap.add_argument("--skip-lab", action="store_true")
+    ap.add_argument("--reuse-lab", action="store_true",
+                    help=f"take the `labkit lab` runs from {LAB_JSON.relative_to(C.ROOT)} (saved by the last run) "
+                         "instead of running them again, e.g. to refresh the full-profile figure alone")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also run `labkit lab` as of git revision REV, interleaved (before/after a fix)")
     ap.add_argument("--section", default="fullrun")
@@ -151,7 +157,9 @@ def main() -> None:
     else:
         lines += [f"Full profile: `{args.ref_dir}/done` does not exist yet (the reference sweep is still "
                   "running), so there is no full-profile figure in this run.", ""]
-    if not args.skip_lab:
+    if args.reuse_lab:
+        runs = json.loads(LAB_JSON.read_text())
+    elif not args.skip_lab:
         tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-lab-"))
         trees = {"now": None}
         if args.baseline:
@@ -163,22 +171,30 @@ def main() -> None:
         for i in range(args.runs):
             for label, tree in (list(trees.items()) if i % 2 == 0 else list(trees.items())[::-1]):
                 runs[label].append(one_lab(tmp, i, tree, label))
+        LAB_JSON.parent.mkdir(exist_ok=True)
+        LAB_JSON.write_text(json.dumps(runs, indent=1))
+    if args.reuse_lab or not args.skip_lab:
         rows, nb_rows, nbs = [], [], []
+        compared = len(runs) > 1
+        n_runs = len(next(iter(runs.values())))
+        base_label = next((lb for lb in runs if lb != "now"), "")
         for label, rs in runs.items():
             med = lambda k: C.median([r[k] for r in rs if r.get(k) is not None])  # noqa: E731
             ratio = [r["wall_s"] / r["ab_s"] for r in rs]
             nbs = [k for k in rs[0] if re.match(r"\d\d_", k)]
-            lead = [label] if args.baseline else []
+            lead = [label] if compared else []
             rows.append(lead + [int(med("points")), f"{C.fmt(med('wall_s'))} ({C.spread([r['wall_s'] for r in rs])})",
                                 med("ab_s"), f"**{C.median(ratio):.2f}** ({C.spread(ratio)})",
-                                med("wall_s") - med("ab_s")])
+                                med("wall_s") - med("ab_s"),
+                                f"{int(med('aborted'))} ({C.spread([r['aborted'] for r in rs])})"])
             nb_rows.append(lead + [med(k) for k in nbs])
-        lead = ["labkit"] if args.baseline else []
+        lead = ["labkit"] if compared else []
         lines += [
-            f"**`make lab` (quick profile)** — `labkit lab --profile quick`, median of {args.runs} runs"
-            + (f" each, alternating with labkit as of {args.baseline} (given today's `profiles.py`, so both "
-               "measure the same grid)" if args.baseline else "") + ":", "",
-            C.table(lead + ["points", "wall s (min–max)", "Σ ab time s", "wall / Σ ab", "overhead s"], rows),
+            f"**`make lab` (quick profile)** — `labkit lab --profile quick`, median of {n_runs} runs"
+            + (f" each, alternating with labkit {base_label} (given today's `profiles.py`, so both "
+               "measure the same grid)" if compared else "") + ":", "",
+            C.table(lead + ["points", "wall s (min–max)", "Σ ab time s", "wall / Σ ab", "overhead s",
+                            "aborted points (min–max)"], rows),
             "", "Per notebook (papermill's recorded duration, s, median):", "",
             C.table(lead + nbs, nb_rows), ""]
     lines += [f"Command: `{C.command_line()}`"]
