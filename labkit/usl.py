@@ -113,7 +113,8 @@ def fit_usl(n, x) -> UslFit:
         peak_x = float(usl(peak_n, sigma, kappa, lam))
     else:
         peak_n = math.inf
-        peak_x = lam / sigma if sigma > 0 else math.inf
+        # no retrograde peak: the ceiling is the Amdahl asymptote λ/σ (none when σ is ~0)
+        peak_x = lam / sigma if sigma > 1e-9 else math.inf
     fit = UslFit(float(sigma), float(kappa), float(lam), peak_n, peak_x, float(r2), int(n.size))
     log.debug("USL fit: %s", fit)
     return fit
