@@ -113,8 +113,10 @@ def fit_usl(n, x) -> UslFit:
         peak_x = float(usl(peak_n, sigma, kappa, lam))
     else:
         peak_n = math.inf
-        # no retrograde peak: the ceiling is the Amdahl asymptote λ/σ (none when σ is ~0)
-        peak_x = lam / sigma if sigma > 1e-9 else math.inf
+        # No retrograde peak: the ceiling is the Amdahl asymptote λ/σ, unless that is
+        # over a thousand times the best measured throughput (σ fitted as ~0).
+        ceiling = lam / sigma if sigma > 0 else math.inf
+        peak_x = ceiling if ceiling <= 1e3 * float(np.max(x)) else math.inf
     fit = UslFit(float(sigma), float(kappa), float(lam), peak_n, peak_x, float(r2), int(n.size))
     log.debug("USL fit: %s", fit)
     return fit
