@@ -129,7 +129,7 @@ def write_section(name: str, body: str) -> None:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     notes = NOTES_DIR / f"{name}.md"
     if notes.exists():  # the hand-written interpretation, kept across re-runs
-        body = body.rstrip() + "\n\n" + notes.read_text().rstrip()
+        body = body.rstrip() + "\n\n<!-- notes: bench/notes/" + f"{name}.md -->\n" + notes.read_text().rstrip()
     block = f"{begin}\n{body.rstrip()}\n\n_Last run {stamp}. {concurrent_load_note()}_\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
