@@ -88,6 +88,21 @@ def vertical_grids(profile: str, requests=None, concurrency=None) -> list:
             for mt, server, workers in p.vertical]
 
 
+VERTICAL_TESTER = "e2-standard-2"
+"""The local tester's machine type while measuring vertical scaling: the handout's micro tester
+tops out at about 2,500 requests/s (bench/RESULTS.md, section 3), less than the bigger servers
+serve, and a benchmark must measure the server, not the tester."""
+
+
+def vertical_backend(name: str) -> Backend:
+    """The backend for notebook 03: on ``local``, with a tester big enough not to be the limit."""
+    from .backends import get_backend
+
+    if name == "local":
+        return get_backend(name, tester_machine_type=VERTICAL_TESTER)
+    return get_backend(name)
+
+
 def run_vertical(backend: Backend, grids, out) -> Path:
     """Measure each vertical grid on its own machines, appending to ``out`` (resuming).
 

@@ -110,3 +110,23 @@ def test_without_cgroups_runs_unlimited_and_records_it(local_env, monkeypatch):
     assert b.status()["cgroups"] == "unlimited"
     assert _status(b.url)["node"] == "restserver-0"
     b.down()
+
+
+def test_attaching_can_resize_the_tester_for_the_next_ab_run(local_env):
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=1))
+    again = LocalBackend(tester_machine_type="e2-standard-2")  # e.g. notebook 03, same lab
+    assert again.run_id == b.run_id
+    assert state.load("local")["tester_machine_type"] == "e2-standard-2"
+    run = again.run_ab(["ab", "-n", "5", "-c", "1", f"{again.url}/status"], b"", timeout=30)
+    assert run.exit_code == 0 and "Complete requests:      5" in run.stdout
+    groups = cgroups.detect()
+    rel = f"labkit/{b.run_id}/tester-0"
+    want = str(int(2 * cgroups.CFS_PERIOD_US))
+    if groups.version == "v1":
+        assert (groups.bases["cpu"] / rel / "cpu.cfs_quota_us").read_text().strip() == want
+    else:
+        assert (groups.base / rel / "cpu.max").read_text().split()[0] == want
+    with pytest.raises(ConfigError, match="unknown machine type"):
+        LocalBackend(tester_machine_type="e2-huge")
+    again.down()

@@ -94,12 +94,25 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, net: str | None = None, balancer_machine_type: str = "f1-micro",
-                 tester_machine_type: str = "f1-micro"):
+    def __init__(self, net: str | None = None, balancer_machine_type: str | None = None,
+                 tester_machine_type: str | None = None):
+        """Attach to the lab running from this folder, or prepare a new one.
+
+        The balancer and tester default to ``f1-micro``, as in the handout. The
+        tester only exists while ab runs, so ``tester_machine_type`` may also
+        resize the tester of a running lab (e.g. so that it is not the limit
+        when measuring big servers); the balancer's type is fixed once it runs.
+        """
         saved = state.load(STATE_NAME)
         if saved:  # attach to the running lab (e.g. `labkit status` from another shell)
             self._state = saved
+            if tester_machine_type and tester_machine_type != saved["tester_machine_type"]:
+                machine_types.get(tester_machine_type)
+                self._state["tester_machine_type"] = tester_machine_type
+                self._save()
         else:
+            balancer_machine_type = balancer_machine_type or "f1-micro"
+            tester_machine_type = tester_machine_type or "f1-micro"
             net = net or os.environ.get("LABKIT_LOCAL_NET", "127.0.1")
             parts = net.split(".")
             if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256 for p in parts):
