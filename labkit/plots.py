@@ -1,4 +1,4 @@
-"""The lab's charts (matplotlib, in seaborn's look), each returned as a Figure and savable as PNG.
+"""The lab's charts (seaborn), each returned as a matplotlib Figure and savable as PNG.
 
 - :func:`mean_latency_chart`: the handout's single chart — mean request time
   vs concurrent users, one line per node count.
@@ -13,12 +13,6 @@ alive by pyplot's registry, and each one still shows itself in Jupyter through
 ``_repr_png_``. Concurrency axes are logarithmic (the handout's levels run
 from 10 to 3000), latency axes are labelled in milliseconds, SLA bounds are
 dashed horizontal lines.
-
-The charts are drawn with plain matplotlib in seaborn's ``whitegrid`` /
-``notebook`` style and palettes (:data:`_STYLE`). Importing seaborn costs
-about a second (it pulls in scipy.stats, IPython and ipywidgets) and its
-``lineplot``/``heatmap`` add a few hundred milliseconds more, which was most of
-``labkit report --charts``' time (bench/RESULTS.md, section 5).
 """
 
 from __future__ import annotations
@@ -27,11 +21,9 @@ import io
 import logging
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps, cycler
-from matplotlib.colors import ListedColormap, to_rgba_array
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from .errors import ConfigError
@@ -47,27 +39,6 @@ PANEL_SIZE = (4.5, 3.5)
 DPI = 100
 PASS_COLOR, FAIL_COLOR = "#4daf4a", "#e41a1c"
 _METRIC_LABELS = {"mean_ms": "mean", "p98_ms": "98th percentile", "max_ms": "longest (max)"}
-#: seaborn's "deep" palette (its default colour cycle).
-DEEP = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
-        "#ccb974", "#64b5cd")
-#: seaborn's ``set_theme(style="whitegrid", context="notebook")`` as matplotlib rcParams.
-_STYLE = {
-    "figure.facecolor": "white", "axes.facecolor": "white", "axes.edgecolor": ".8", "axes.grid": True,
-    "axes.axisbelow": True, "axes.labelcolor": ".15", "axes.linewidth": 1.25, "axes.labelsize": 12,
-    "axes.titlesize": 12, "axes.spines.left": True, "axes.spines.bottom": True, "axes.spines.right": True,
-    "axes.spines.top": True, "axes.prop_cycle": cycler(color=list(DEEP)),
-    "grid.color": ".8", "grid.linestyle": "-", "grid.linewidth": 1, "text.color": ".15",
-    "font.family": ["sans-serif"], "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans",
-                                                       "Bitstream Vera Sans", "sans-serif"],
-    "font.size": 12, "legend.fontsize": 11, "legend.title_fontsize": 12, "lines.linewidth": 1.5,
-    "lines.markersize": 6, "lines.solid_capstyle": "round", "patch.edgecolor": "w",
-    "patch.force_edgecolor": True, "patch.linewidth": 1, "image.cmap": "viridis",
-    "xtick.direction": "out", "ytick.direction": "out", "xtick.color": ".15", "ytick.color": ".15",
-    "xtick.top": False, "ytick.right": False, "xtick.bottom": False, "ytick.left": False,
-    "xtick.labelsize": 11, "ytick.labelsize": 11, "xtick.major.width": 1.25, "ytick.major.width": 1.25,
-    "xtick.minor.width": 1, "ytick.minor.width": 1, "xtick.major.size": 6, "ytick.major.size": 6,
-    "xtick.minor.size": 4, "ytick.minor.size": 4,
-}
 
 
 class LabFigure(Figure):
@@ -80,12 +51,10 @@ class LabFigure(Figure):
 
 
 def _figure(figsize=FIGSIZE, axes: bool = True) -> tuple[LabFigure, object]:
-    """A new figure (and its one Axes unless ``axes`` is False) in the lab's style.
+    """A new figure (and its one Axes unless ``axes`` is False) in the lab's style."""
+    import seaborn as sns
 
-    Like seaborn's ``set_theme``, the style is applied to matplotlib's global rcParams
-    (ticks and grid lines read them when drawn, so a temporary context would not stick).
-    """
-    matplotlib.rcParams.update(_STYLE)
+    sns.set_theme(style="whitegrid", context="notebook")
     fig = LabFigure(figsize=figsize, dpi=DPI)
     return fig, (fig.add_subplot() if axes else None)
 
@@ -101,20 +70,6 @@ def _completed_means(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     """Mean of ``cols`` per (nodes, concurrency) over rows ab completed (repeats averaged)."""
     done = df[~df["aborted"].astype(bool)]
     return done.groupby(["nodes", "concurrency"], sort=True)[cols].mean().reset_index()
-
-
-def _lines(ax, data: pd.DataFrame, x: str, y: str, hue: str, order, colors) -> None:
-    """One line with round markers per ``hue`` level (in ``order``), points sorted by ``x``: seaborn's
-    ``lineplot(..., hue=hue, marker="o", errorbar=None)`` without its cost."""
-    for level, color in zip(order, colors):
-        sub = data[data[hue] == level].dropna(subset=[x, y]).sort_values(x)
-        ax.plot(sub[x].to_numpy(), sub[y].to_numpy(), marker="o", color=color, label=str(level),
-                markeredgecolor="w", markeredgewidth=0.75)
-
-
-def _palette(name: str, n: int) -> list:
-    """``n`` colours from a matplotlib colormap, its ends left out (seaborn's ``color_palette(name, n)``)."""
-    return list(colormaps[name](np.linspace(0, 1, n + 2)[1:-1]))
 
 
 def _log_concurrency_axis(ax, levels, min_gap: float = 0.07) -> None:
@@ -151,11 +106,14 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     have no latency and are left out (the chart says how many). With ``sla``,
     its ``mean`` bound is drawn.
     """
+    import seaborn as sns
+
     fig, ax = _figure()
     data = _completed_means(df, ["mean_ms"])
     data["nodes"] = data["nodes"].map(lambda n: f"{n} node" + ("s" if n != 1 else ""))
     order = sorted(data["nodes"].unique(), key=lambda s: int(s.split()[0]))
-    _lines(ax, data, "concurrency", "mean_ms", "nodes", order, _palette("viridis", len(order)))
+    sns.lineplot(data=data, x="concurrency", y="mean_ms", hue="nodes", hue_order=order,
+                 marker="o", errorbar=None, ax=ax, palette="viridis")
     _threshold_lines(ax, sla, {"mean": FAIL_COLOR})
     _log_concurrency_axis(ax, df["concurrency"].unique())
     ax.set_ylabel("mean request time (ms)")
@@ -174,44 +132,25 @@ def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
 
     Each row's label gives that node count's maximum concurrency (design §8).
     """
+    import seaborn as sns
+
     sla = as_sla(sla)
     fig, ax = _figure()
     table = point_table(df, sla)
     grid = table.pivot(index="nodes", columns="concurrency", values="meets")
-    values = np.ma.masked_invalid(
-        grid.apply(lambda col: col.map(lambda v: np.nan if pd.isna(v) else float(bool(v)))).to_numpy(dtype=float))
-    # seaborn's heatmap: one cell per point, first row on top, ticks at the cell centres,
-    # blank (masked) cells for untested points, no spines, each cell labelled.
-    rows, cols = values.shape
-    ax.pcolormesh(values, cmap=ListedColormap([FAIL_COLOR, PASS_COLOR]), vmin=0, vmax=1,
-                  linewidth=0.5, edgecolor="white")
-    ax.set(xlim=(0, cols), ylim=(0, rows))
-    ax.invert_yaxis()
-    ax.grid(False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_xticks(np.arange(cols) + 0.5)
-    ax.set_xticklabels([str(c) for c in grid.columns])
-    ax.set_yticks(np.arange(rows) + 0.5)
-    for (i, j), v in np.ndenumerate(values.filled(np.nan)):
-        if not np.isnan(v):
-            ax.text(j + 0.5, i + 0.5, "pass" if v else "FAIL", ha="center", va="center", fontsize=8,
-                    color=".15" if _luminance(PASS_COLOR if v else FAIL_COLOR) > 0.408 else "w")
+    values = grid.apply(lambda col: col.map(lambda v: np.nan if pd.isna(v) else float(bool(v))))
+    labels = grid.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else ("pass" if v else "FAIL")))
+    sns.heatmap(values.astype("float64"), ax=ax, cmap=ListedColormap([FAIL_COLOR, PASS_COLOR]),
+                vmin=0, vmax=1, cbar=False, annot=labels.to_numpy(), fmt="",
+                linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
     mc = max_concurrency(df, sla)
     ax.set_yticklabels([f"{n} (max {mc.get(int(n)) if mc.get(int(n)) is not None else 'none'})"
-                        for n in grid.index], rotation=0, va="center")
+                        for n in grid.index], rotation=0)
     ax.set_ylabel("nodes (max concurrency within SLA)")
     ax.set_xlabel("concurrent users (ab -c)")
     ax.set_title(f"SLA {sla}: pass / FAIL per point")
     _margins(fig, left=1.9, bottom=0.8)
     return fig
-
-
-def _luminance(color) -> float:
-    """Relative luminance (WCAG), which seaborn uses to pick dark or white cell labels."""
-    rgb = to_rgba_array(color)[:, :3]
-    rgb = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    return float(rgb.dot([0.2126, 0.7152, 0.0722])[0])
 
 
 def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
@@ -226,6 +165,8 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
     both readable. The SLA's mean/p98/max bounds are drawn in their line's
     colour.
     """
+    import seaborn as sns
+
     if df.empty:
         raise ConfigError("no results rows to chart")
     tested = sorted(int(n) for n in df["nodes"].unique())
@@ -251,10 +192,11 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
         axes = list(grid.ravel())
         for extra in axes[len(panels):]:
             extra.set_visible(False)
-    palette = dict(zip(_METRIC_LABELS.values(), DEEP[:3]))
+    palette = dict(zip(_METRIC_LABELS.values(), sns.color_palette("deep", 3)))
     colors = {"mean": palette["mean"], "p98": palette["98th percentile"], "max": palette["longest (max)"]}
     for ax, n in zip(axes, panels):
-        _lines(ax, data[data["nodes"] == n], "concurrency", "ms", "metric", list(palette), list(palette.values()))
+        sns.lineplot(data=data[data["nodes"] == n], x="concurrency", y="ms", hue="metric",
+                     hue_order=list(palette), palette=palette, marker="o", errorbar=None, ax=ax)
         _threshold_lines(ax, sla, colors)
         _log_concurrency_axis(ax, df.loc[df["nodes"] == n, "concurrency"].unique(),
                               min_gap=0.07 if len(panels) == 1 else 0.12)
@@ -282,10 +224,12 @@ def throughput_chart(df: pd.DataFrame) -> Figure:
     labelled as extrapolation; without enough points the chart says why
     there is no curve.
     """
+    import seaborn as sns
+
     fig, ax = _figure()
     t = throughput_by_nodes(df)
-    ax.scatter(t["nodes"].to_numpy(), t["rps"].to_numpy(), s=70, color="C0", edgecolor="w", linewidth=0.75,
-               label="measured (peak req/s)", zorder=3)
+    sns.scatterplot(data=t, x="nodes", y="rps", ax=ax, s=70, color="C0", label="measured (peak req/s)",
+                    zorder=3)
     top = int(t["nodes"].max()) if len(t) else 1
     try:
         fit = fit_usl(t["nodes"], t["rps"])
