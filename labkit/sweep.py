@@ -155,8 +155,11 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
 
         try:
             for point in todo:
-                if backend.spec is None or backend.spec.nodes != point["nodes"]:
-                    backend.up(dataclasses.replace(grid.spec, nodes=point["nodes"]))
+                # Every row records its configuration, so the machines must really be in it:
+                # a lab left up with another machine type or server is re-deployed first.
+                want = dataclasses.replace(grid.spec, nodes=point["nodes"])
+                if backend.spec != want:
+                    backend.up(want)
                 bar.set_postfix(nodes=point["nodes"], c=point["concurrency"])
                 started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
                 command = AbCommand(backend.url, point["concurrency"], point["requests"], timeout_s=grid.timeout_s)

@@ -118,3 +118,18 @@ def test_cli_errors_are_one_line(local_env):
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == ["labkit: error: --nodes must be comma-separated integers, like 1,2,3 (got '1,x')"]
     assert not (local_env["tmp"] / "y.csv").exists()
+
+
+def test_a_lab_left_up_in_another_configuration_is_redeployed_before_measuring(local_env):
+    """Rows carry their configuration; the sweep makes the machines match it."""
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=1, machine_type="e2-medium", server="gunicorn", workers=2))
+    out = local_env["tmp"] / "cfg.csv"
+    run_sweep(b, Grid(ClusterSpec(machine_type="f1-micro"), nodes=(1,), concurrency=(5,), requests=20), out,
+              progress=False)
+    assert b.spec == ClusterSpec(nodes=1, machine_type="f1-micro", server="flask", workers=1)
+    argv = state.load("local")["processes"]["restserver-0"]["argv"]
+    assert "flask" in argv and "gunicorn" not in argv
+    row = _rows(out)[0]
+    assert (row["machine_type"], row["server"], row["workers"]) == ("f1-micro", "flask", "1")
+    b.down()

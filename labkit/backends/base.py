@@ -96,8 +96,8 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def down(self) -> None:
-        """Stop and delete everything this backend started. Safe to call twice."""
+    def down(self) -> dict:
+        """Stop and delete everything this backend started; say what. Safe to call twice."""
 
     def __enter__(self):
         return self
