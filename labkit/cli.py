@@ -163,7 +163,11 @@ def bench(backend, concurrency, requests, timeout_s, retries):
     b = _backend(backend)
     if b.spec is None:
         raise ConfigError("nothing is up: run `labkit up` first")
-    _echo_json(measure(b, AbCommand(b.url, concurrency, requests, timeout_s=timeout_s), retries=retries))
+    spec = b.spec
+    config = {"backend": b.name, "machine_type": spec.machine_type, "server": spec.server,
+              "workers": spec.workers, "nodes": spec.nodes}
+    row = measure(b, AbCommand(b.url, concurrency, requests, timeout_s=timeout_s), retries=retries)
+    _echo_json({**config, **row, "cpu_limited": b.cpu_limited})
 
 
 @cli.command()
