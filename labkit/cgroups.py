@@ -61,6 +61,25 @@ class Cgroups:
         """CPU time used so far by the group's processes, or None when unknown."""
         return None
 
+    def bases_of(self) -> list[Path]:
+        """The hierarchy roots labkit's groups live under (one for v2, one per controller for v1)."""
+        return []
+
+    def tree(self, relpath: str) -> list[str]:
+        """Every existing group directory at or below ``relpath``, in every hierarchy.
+
+        ``down`` removes these as well as the ones recorded in the state, so a
+        group whose record was lost (a crash between mkdir and saving, two
+        objects attached to one lab) is still cleaned up.
+        """
+        found = []
+        for base in self.bases_of():
+            top = base / relpath
+            if top.is_dir():
+                found.append(str(top))
+                found += [os.path.join(d, n) for d, dirs, _ in os.walk(top) for n in dirs]
+        return found
+
     def join_preexec(self, relpath: str):
         """A ``preexec_fn`` that moves the new child into the group before it execs."""
         files = [str(p) for p in self.procs_files(relpath)]
@@ -112,6 +131,9 @@ class CgroupsV2(Cgroups):
     def procs_files(self, relpath: str) -> list[Path]:
         return [self.base / relpath / "cgroup.procs"]
 
+    def bases_of(self) -> list[Path]:
+        return [self.base]
+
     def cpu_seconds(self, relpath: str) -> float | None:
         for line in (self.base / relpath / "cpu.stat").read_text().splitlines():
             key, _, value = line.partition(" ")
@@ -148,6 +170,9 @@ class CgroupsV1(Cgroups):
 
     def procs_files(self, relpath: str) -> list[Path]:
         return [base / relpath / "cgroup.procs" for base in self.bases.values()]
+
+    def bases_of(self) -> list[Path]:
+        return list(self.bases.values())
 
     def cpu_seconds(self, relpath: str) -> float | None:
         usage = self.bases["cpuacct"] / relpath / "cpuacct.usage"

@@ -130,3 +130,18 @@ def test_attaching_can_resize_the_tester_for_the_next_ab_run(local_env):
     with pytest.raises(ConfigError, match="unknown machine type"):
         LocalBackend(tester_machine_type="e2-huge")
     again.down()
+
+
+def test_down_removes_groups_whose_record_was_lost(local_env):
+    """Two objects attached to one lab can overwrite each other's record; down still cleans up."""
+    b = LocalBackend()
+    b.up(ClusterSpec(nodes=1))
+    b.run_ab(["ab", "-n", "3", "-c", "1", f"{b.url}/status"], b"", timeout=30)
+    saved = state.load("local")
+    kept = [d for d in saved["cgroup_dirs"] if "tester-0" not in d]
+    assert len(kept) < len(saved["cgroup_dirs"])  # the tester's groups were recorded...
+    saved["cgroup_dirs"] = kept  # ...and a stale writer drops them
+    state.save("local", saved)
+    assert any("tester-0" in d for d in labkit_cgroups(local_env["state_dir"]))
+    LocalBackend().down()
+    assert labkit_cgroups(local_env["state_dir"]) == []

@@ -378,7 +378,9 @@ class LocalBackend(Backend):
                 stopped.append(role)
             self._state["processes"].pop(role)
             self._popen.pop(role, None)
-        left = cg.remove(self._state["cgroup_dirs"])
+        recorded = self._state["cgroup_dirs"]
+        found = self._groups().tree(f"labkit/{self.run_id}") if self._state["cgroups"] not in (None, "unlimited") else []
+        left = cg.remove(sorted(set(recorded) | set(found)))
         shutil.rmtree(self.run_dir, ignore_errors=True)
         if left:
             self._state["cgroup_dirs"] = left
