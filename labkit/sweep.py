@@ -15,6 +15,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import signal
 import threading
 import uuid
 from pathlib import Path
@@ -59,6 +60,31 @@ class Grid:
              "nodes": n, "concurrency": c, "requests": self.requests}
             for n in sorted(set(self.nodes)) for c in sorted(set(self.concurrency))
         ]
+
+
+@contextlib.contextmanager
+def interrupt_noted():
+    """Yield a list that records every SIGINT while the sweep runs; the interrupt is still raised.
+
+    Python ignores an exception raised inside its fork handlers, so a Ctrl-C that
+    lands while ``subprocess`` forks ab can vanish. The sweep checks this record
+    after each point and stops there, so an interrupt is never lost. Only the
+    main thread may set signal handlers; elsewhere nothing is installed.
+    """
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -153,26 +179,29 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
         def ab_progress(done: int) -> None:
             ab_bar.update(done - ab_bar.n)
 
-        try:
-            for point in todo:
-                # Every row records its configuration, so the machines must really be in it:
-                # a lab left up with another machine type or server is re-deployed first.
-                want = dataclasses.replace(grid.spec, nodes=point["nodes"])
-                if backend.spec != want:
-                    backend.up(want)
-                bar.set_postfix(nodes=point["nodes"], c=point["concurrency"])
-                started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-                command = AbCommand(backend.url, point["concurrency"], point["requests"], timeout_s=grid.timeout_s)
-                ab_bar.reset(total=point["requests"])
-                fields = measure(backend, command, retries=grid.retries, progress=ab_progress if progress else None)
-                row = {"run_id": run_id, "started_at": started, "backend": backend.name, **point, **fields,
-                       "cpu_limited": backend.cpu_limited}
-                append_row(out, row)
-                if row.get("aborted"):
-                    log.warning("nodes=%d c=%d aborted after %d attempts: %s", point["nodes"],
-                                point["concurrency"], row.get("attempts"), row.get("abort_reason"))
-                bar.update(1)
-        finally:
-            ab_bar.close()
-            bar.close()
+        with interrupt_noted() as interrupts:
+            try:
+                for point in todo:
+                    # Every row records its configuration, so the machines must really be in it:
+                    # a lab left up with another machine type or server is re-deployed first.
+                    want = dataclasses.replace(grid.spec, nodes=point["nodes"])
+                    if backend.spec != want:
+                        backend.up(want)
+                    bar.set_postfix(nodes=point["nodes"], c=point["concurrency"])
+                    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+                    command = AbCommand(backend.url, point["concurrency"], point["requests"], timeout_s=grid.timeout_s)
+                    ab_bar.reset(total=point["requests"])
+                    fields = measure(backend, command, retries=grid.retries, progress=ab_progress if progress else None)
+                    row = {"run_id": run_id, "started_at": started, "backend": backend.name, **point, **fields,
+                           "cpu_limited": backend.cpu_limited}
+                    append_row(out, row)
+                    if row.get("aborted"):
+                        log.warning("nodes=%d c=%d aborted after %d attempts: %s", point["nodes"],
+                                    point["concurrency"], row.get("attempts"), row.get("abort_reason"))
+                    bar.update(1)
+                    if interrupts:  # a Ctrl-C swallowed during a fork: stop now that the row is safe
+                        raise KeyboardInterrupt
+            finally:
+                ab_bar.close()
+                bar.close()
     return out
