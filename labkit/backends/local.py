@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import re
@@ -35,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -43,7 +41,7 @@ from .. import cgroups as cg
 from .. import machine_types, processes, state
 from ..errors import BackendError, ConfigError, MissingToolError
 from ..loadbalancer import LocalNginx
-from ..service import service_command, wait_until_up
+from ..service import get_status, service_command, wait_until_up
 from .base import AbRun, Backend, ClusterSpec
 
 log = logging.getLogger("labkit")
@@ -268,16 +266,11 @@ class LocalBackend(Backend):
         deadline = time.monotonic() + timeout
         seen: set[str] = set()
         while time.monotonic() < deadline:
-            seen = {self._get_status(self.url)["node"] for _ in range(2 * spec.nodes)}
+            seen = {get_status(self.url)["node"] for _ in range(2 * spec.nodes)}
             if seen == want:
                 return
             time.sleep(0.1)
         raise BackendError(f"the balancer answers from {sorted(seen)}, expected {sorted(want)}")
-
-    @staticmethod
-    def _get_status(base: str) -> dict:
-        with urllib.request.urlopen(f"{base}/status", timeout=5) as resp:
-            return json.loads(resp.read())
 
     def _log_tail(self, role: str) -> str:
         path = self.run_dir / "logs" / f"{role}.log"
@@ -354,7 +347,7 @@ class LocalBackend(Backend):
                     log.debug("no cpu accounting for %s: %s", role, exc)
             if role.startswith("restserver-") and entry["alive"] and spec:
                 try:
-                    entry["service"] = self._get_status(f"http://{entry['address']}:{spec.port}")
+                    entry["service"] = get_status(f"http://{entry['address']}:{spec.port}")
                 except OSError as exc:
                     entry["service"] = {"error": str(exc)}
             machines.append(entry)
