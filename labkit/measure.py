@@ -1,10 +1,10 @@
-"""Measure one point: run ab through a backend, retry its early exits, return one results row.
+"""Measure one point: run ab through a backend, retry its early exits, return one record.
 
 The handout's advice for ab's ``apr_pollset_poll: The timeout specified has expired
 (70007)`` is "try to run the test again". :func:`measure` does that for every early exit
 (a non-zero exit, a timeout, ``Test aborted after 10 failures``, ``apr_socket_recv``
 errors, ``Too many open files``, or no report at all) and, when every attempt aborted,
-returns an *aborted* row holding what ab did report -- so a sweep never crashes on a
+returns an *aborted* record holding what ab did report -- so a sweep never crashes on a
 bad level and never silently skips one (design §6).
 """
 
@@ -14,10 +14,11 @@ import logging
 import subprocess
 import time
 
-from . import ab as ab_mod
-from .ab import AbCommand
+from . import ab_parse
+from .ab import AbCommand, aborted_measurement, measurement
 from .backends.base import AbRun, Backend
 from .errors import ConfigError
+from .record import Measurement
 
 log = logging.getLogger("labkit")
 
@@ -35,12 +36,12 @@ def default_timeout(command: AbCommand) -> float:
 
 
 def abort_of(run: AbRun) -> dict | None:
-    """Return :func:`labkit.ab.parse_aborted`'s view of ``run`` if ab exited early, else None."""
-    early = (run.exit_code != 0 or not ab_mod.has_report(run.stdout)
+    """Return :func:`labkit.ab_parse.parse_aborted`'s view of ``run`` if ab exited early, else None."""
+    early = (run.exit_code != 0 or not ab_parse.has_report(run.stdout)
              or any(marker in run.stderr for marker in _ABORT_MARKERS))
     if not early:
         return None
-    abort = ab_mod.parse_aborted(run.stdout, run.stderr)
+    abort = ab_parse.parse_aborted(run.stdout, run.stderr)
     if abort["reason"] is None:
         abort["reason"] = (f"ab exited with code {run.exit_code}" if run.exit_code
                            else "ab printed no report")
@@ -48,16 +49,17 @@ def abort_of(run: AbRun) -> dict | None:
 
 
 def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: float | None = None,
-            retry_delay: float = 1.0, progress=None) -> dict:
-    """Run ``command`` on ``backend`` and return its results columns plus ``attempts``.
+            retry_delay: float = 1.0, progress=None) -> Measurement:
+    """Run ``command`` on ``backend`` and return its :class:`~labkit.record.Measurement`.
 
-    Success: :func:`labkit.ab.fields` of the report, the ``-e`` percentiles and the ``-g``
-    per-request times, plus ``concurrency``, ``requests`` and ``attempts``.
+    Success: :func:`labkit.ab.measurement` of the report, the ``-e`` percentiles and the
+    ``-g`` per-request times, with ``concurrency``, ``requests`` and ``attempts`` set.
     Early exit: retried up to ``retries`` more times (a warning logged each time, after
     ``retry_delay`` seconds so the server can drain its backlog); if every attempt
-    aborted, an aborted row: ``aborted=True``, latency columns None, ``complete`` as ab
-    reported it on the last attempt, ``attempts = retries + 1`` and ``abort_reason``.
+    aborted, an aborted record: ``aborted=True``, latency columns None, ``complete`` as
+    ab reported it on the last attempt, ``attempts = retries + 1`` and ``abort_reason``.
     A run that outlives ``timeout`` (default :func:`default_timeout`) counts as an abort.
+    The configuration fields (run, backend, machines, nodes) are the caller's to add.
 
     ``progress`` (optional) is passed to the backend to report ab's requests done.
 
@@ -67,22 +69,19 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"retries must be a non-negative integer, not {retries!r}")
     timeout = default_timeout(command) if timeout is None else timeout
-    argv = command.argv()
     abort: dict = {}
     for attempt in range(1, retries + 2):
         try:
-            extra = {"progress": progress} if progress is not None else {}
-            run = backend.run_ab(argv, command.payload, timeout, **extra)
+            run = backend.run_ab(command, timeout, progress=progress)
         except (subprocess.TimeoutExpired, TimeoutError):
             abort = {"complete": 0, "reason": f"ab did not finish within {timeout:g}s", "kind": "hung"}
         else:
             found = abort_of(run)
             if found is None:
-                pct = ab_mod.parse_percentiles(run.percentiles_csv) if run.percentiles_csv else None
-                gp = ab_mod.parse_gnuplot(run.gnuplot_tsv) if run.gnuplot_tsv else None
-                row = ab_mod.fields(ab_mod.parse_report(run.stdout), pct, gp)
-                row.update(concurrency=command.concurrency, requests=command.requests, attempts=attempt)
-                return row
+                pct = ab_parse.parse_percentiles(run.percentiles_csv) if run.percentiles_csv else None
+                gp = ab_parse.parse_gnuplot(run.gnuplot_tsv) if run.gnuplot_tsv else None
+                return measurement(ab_parse.parse_report(run.stdout), pct, gp).replace(
+                    concurrency=command.concurrency, requests=command.requests, attempts=attempt)
             abort = found
         if attempt <= retries:
             log.warning("ab aborted at concurrency %d (attempt %d of %d): %s; retrying",
@@ -91,6 +90,4 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
                 time.sleep(retry_delay)
     log.warning("ab aborted at concurrency %d in all %d attempts; recording an aborted row: %s",
                 command.concurrency, retries + 1, abort["reason"])
-    row = ab_mod.aborted_fields(abort)
-    row.update(concurrency=command.concurrency, requests=command.requests, attempts=retries + 1)
-    return row
+    return aborted_measurement(abort, command).replace(attempts=retries + 1)

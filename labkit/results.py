@@ -1,8 +1,9 @@
-"""The results CSV: its columns (design §7), appending rows, loading them back.
+"""The results CSV (design §7): appending records, loading them back as a typed DataFrame.
 
 This file is the contract between measuring (sweeps) and analysing (SLA,
 charts): every row carries its full configuration, so a CSV can be re-read
-without knowing how it was made.
+without knowing how it was made. The columns and their types are the fields of
+:class:`labkit.record.Measurement`; this module is that record's CSV edge.
 """
 
 from __future__ import annotations
@@ -17,25 +18,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# The column names live in labkit.columns (importable without pandas); re-exported here.
-from .columns import COLUMNS, EXTRA_COLUMNS, PERCENTILES  # noqa: F401
 from .errors import ResultsError
+from .record import ALL_COLUMNS, COLUMNS, Kind, Measurement, column_kinds
 
 log = logging.getLogger("labkit")
 
 
-
-def append_row(path: str | os.PathLike, row: dict) -> None:
+def append_row(path: str | os.PathLike, measurement: Measurement) -> None:
     """Append one measured point to ``path`` (header written when the file is new).
 
     The row is flushed and fsync'ed before returning, so an interrupted sweep
-    keeps every point it measured. The columns are :data:`COLUMNS` then
-    :data:`EXTRA_COLUMNS` (or, when appending, the file's own header); other keys are ignored.
+    keeps every point it measured. A new file gets every column of the record
+    (:data:`~labkit.record.COLUMNS` then :data:`~labkit.record.EXTRA_COLUMNS`); an
+    existing one keeps its own header (one written before the appended columns
+    existed gets only the columns it has).
     """
+    if not isinstance(measurement, Measurement):
+        raise TypeError(f"append_row takes a labkit.record.Measurement, not {type(measurement).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
-    fieldnames = COLUMNS + EXTRA_COLUMNS
+    fieldnames = ALL_COLUMNS
     if not new:
         check_line_end(path)
         with open(path, newline="") as fh:
@@ -43,11 +46,12 @@ def append_row(path: str | os.PathLike, row: dict) -> None:
         if not header or tuple(header[: len(COLUMNS)]) != COLUMNS:
             raise ResultsError(str(path), None, None, "its header is not a labkit results header; not appending")
         fieldnames = tuple(header)
+    cells = measurement.to_cells()
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
+        writer = csv.writer(fh)
         if new:
-            writer.writeheader()
-        writer.writerow({c: _cell(row.get(c)) for c in fieldnames})
+            writer.writerow(fieldnames)
+        writer.writerow([cells.get(c, "") for c in fieldnames])
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -72,37 +76,10 @@ def check_line_end(path: str | os.PathLike) -> None:
                        "repair or remove that row before adding to it")
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(round(float(value), 3))  # float(): numpy floats repr as np.float64(...)
-    return str(value)
-
-
 # --------------------------------------------------------------------------
 # Loading (design §7): strict, typed, nothing guessed.
 # --------------------------------------------------------------------------
 
-#: Text columns (empty cell -> <NA>).
-STR_COLUMNS = ("run_id", "backend", "machine_type", "server")
-#: Integer columns that must always hold a value (dtype int64).
-REQUIRED_INT_COLUMNS = ("nodes", "concurrency", "attempts")
-#: Integer columns that may be empty (dtype Int64); see ``_NEEDED_UNLESS_ABORTED``.
-OPTIONAL_INT_COLUMNS = ("workers", "requests", "complete", "failed", "non_2xx")
-#: Float columns (empty cell -> NaN); aborted rows leave the latency ones empty.
-FLOAT_COLUMNS = (
-    "time_taken_s", "rps", "mean_ms", "ab_mean_ms",
-    *(f"p{p}_ms" for p in PERCENTILES), "max_ms", "connect_mean_ms",
-)
-#: A row ab completed must carry these: they decide whether it meets an SLA.
-_NEEDED_UNLESS_ABORTED = (
-    "complete", "failed", "non_2xx", "rps", "mean_ms",
-    *(f"p{p}_ms" for p in PERCENTILES), "max_ms",
-)
-_MIN_VALUE = {"nodes": 1, "concurrency": 1, "attempts": 1}
 _INT_RE = r"[+-]?\d+"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -114,13 +91,19 @@ def load_results(paths_or_glob) -> pd.DataFrame:
     ``"runs/*.csv"``, or a list of those; files are read in the given order
     (a glob's matches sorted by name) and concatenated.
 
-    Types: text columns as pandas ``string``; ``nodes``, ``concurrency`` and
-    ``attempts`` as ``int64`` (they must be present); the other counts as
-    nullable ``Int64``; timings as ``float64`` (NaN when empty, e.g. on
-    aborted rows); ``aborted`` as ``bool`` (``true``/``false``, any case);
-    ``started_at`` as UTC ``datetime64`` (a time without an offset is read as
-    UTC, which is what the contract says it is). Columns after the §7 ones are
-    kept as text.
+    Types come from :class:`~labkit.record.Measurement`'s field types:
+    text as pandas ``string``; integers that must be present (``nodes``,
+    ``concurrency``, ``attempts``) as ``int64``, the other integers as nullable
+    ``Int64``; numbers as ``float64`` (NaN when empty, e.g. on aborted rows);
+    ``aborted`` as ``bool`` and ``cpu_limited`` as nullable ``boolean``
+    (``true``/``false``, any case); ``started_at`` as UTC ``datetime64`` (a time
+    without an offset is read as UTC, which is what the contract says it is).
+    Appended columns a file does not have (it was written before they existed)
+    are empty; columns the record does not know are kept as text, after the others.
+
+    Why the csv module reads the text and not ``pandas.read_csv``: pandas pads a
+    short row with empty cells, so a row cut by a crash would load as a row with
+    empty values instead of being named; every cell is then typed here.
 
     Why strict: the SLA answers are only as good as the data, so a missing
     column, an unreadable or mistyped value, or a completed row lacking a
@@ -130,8 +113,8 @@ def load_results(paths_or_glob) -> pd.DataFrame:
     files = _expand(paths_or_glob)
     frames = [_load_one(f) for f in files]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    extras = [c for c in df.columns if c not in COLUMNS]
-    df = df[list(COLUMNS) + extras]
+    extras = [c for c in df.columns if c not in ALL_COLUMNS]
+    df = df[list(ALL_COLUMNS) + extras]
     log.debug("loaded %d rows from %d file(s)", len(df), len(files))
     return df
 
@@ -187,29 +170,32 @@ def _load_one(path: Path) -> pd.DataFrame:
     data = [[cell.strip() for cell in r] for r in data]
     raw = pd.DataFrame(data, columns=header, dtype=object) if data else pd.DataFrame(
         {h: pd.Series([], dtype=object) for h in header})
+    kinds = column_kinds()
     out: dict[str, pd.Series] = {}
-    for col in header:
-        s = raw[col]
-        if col in STR_COLUMNS or col not in COLUMNS:
-            out[col] = s.where(s != "", None).astype("string")
-        elif col == "started_at":
-            out[col] = _to_datetime(name, s)
-        elif col == "aborted":
-            out[col] = _to_bool(name, s)
-        elif col in REQUIRED_INT_COLUMNS:
-            out[col] = _to_int(name, col, s, required=True)
-        elif col in OPTIONAL_INT_COLUMNS:
-            out[col] = _to_int(name, col, s, required=False)
-        else:
-            out[col] = _to_float(name, col, s)
+    for col in (*ALL_COLUMNS, *(h for h in header if h not in kinds)):
+        s = raw[col] if col in raw else pd.Series([""] * len(raw), dtype=object)
+        out[col] = _typed(name, col, kinds.get(col), s)
     df = pd.DataFrame(out)
     done = ~df["aborted"]
-    for col in _NEEDED_UNLESS_ABORTED:
-        missing = done & df[col].isna()
-        if missing.any():
+    for col, kind in kinds.items():
+        missing = done & df[col].isna() if kind.done else None
+        if missing is not None and missing.any():
             raise ResultsError(name, _first(missing), col,
                                "empty, but the row is not aborted (ab reports it for a completed run)")
     return df
+
+
+def _typed(name: str, col: str, kind: Kind | None, s: pd.Series) -> pd.Series:
+    """The text cells of column ``col`` as its type; a bad cell raises, naming its row."""
+    if kind is None or (kind.type is str and not kind.time):
+        return s.where(s != "", None).astype("string")
+    if kind.time:
+        return _to_datetime(name, col, s)
+    if kind.type is bool:
+        return _to_bool(name, col, s, kind.required)
+    if kind.type is int:
+        return _to_int(name, col, s, kind)
+    return _to_float(name, col, s, kind)
 
 
 def _first(mask: pd.Series) -> int:
@@ -217,53 +203,55 @@ def _first(mask: pd.Series) -> int:
     return int(np.flatnonzero(mask.to_numpy())[0]) + 1
 
 
-def _to_int(name: str, col: str, s: pd.Series, required: bool) -> pd.Series:
+def _to_int(name: str, col: str, s: pd.Series, kind: Kind) -> pd.Series:
     empty = s == ""
-    if required and empty.any():
+    if kind.required and empty.any():
         raise ResultsError(name, _first(empty), col, "empty, but a value is required")
     bad = ~empty & ~s.str.fullmatch(_INT_RE).astype(bool)
     if bad.any():
         row = _first(bad)
         raise ResultsError(name, row, col, f"expected an integer, got {s.iloc[row - 1]!r}")
     values = pd.to_numeric(s.where(~empty, None)).astype("Int64")
-    low = _MIN_VALUE.get(col, 0)
+    low = kind.min
     small = (values < low).fillna(False)
     if small.any():
         row = _first(small)
         raise ResultsError(name, row, col, f"must be >= {low}, got {s.iloc[row - 1]}")
-    return values.astype("int64") if required else values
+    return values.astype("int64") if kind.required else values
 
 
-def _to_float(name: str, col: str, s: pd.Series) -> pd.Series:
+def _to_float(name: str, col: str, s: pd.Series, kind: Kind) -> pd.Series:
     empty = s == ""
     values = pd.to_numeric(s.where(~empty, None), errors="coerce").astype("float64")
     bad = ~empty & (values.isna() | ~np.isfinite(values.fillna(0.0)))
     if bad.any():
         row = _first(bad)
         raise ResultsError(name, row, col, f"expected a number, got {s.iloc[row - 1]!r}")
-    neg = (values < 0).fillna(False)
-    if neg.any():
-        row = _first(neg)
-        raise ResultsError(name, row, col, f"must be >= 0, got {s.iloc[row - 1]}")
+    small = (values < kind.min).fillna(False)
+    if small.any():
+        row = _first(small)
+        raise ResultsError(name, row, col, f"must be >= {kind.min:g}, got {s.iloc[row - 1]}")
     return values
 
 
-def _to_bool(name: str, s: pd.Series) -> pd.Series:
+def _to_bool(name: str, col: str, s: pd.Series, required: bool) -> pd.Series:
     low = s.str.lower()
-    bad = ~low.isin(["true", "false"])
+    bad = ~low.isin(["true", "false"] if required else ["true", "false", ""])
     if bad.any():
         row = _first(bad)
-        raise ResultsError(name, row, "aborted", f"expected true or false, got {s.iloc[row - 1]!r}")
-    return (low == "true").astype(bool)
+        raise ResultsError(name, row, col, f"expected true or false, got {s.iloc[row - 1]!r}")
+    if required:
+        return (low == "true").astype(bool)
+    return (low == "true").astype("boolean").where(low != "", pd.NA)
 
 
-def _to_datetime(name: str, s: pd.Series) -> pd.Series:
+def _to_datetime(name: str, col: str, s: pd.Series) -> pd.Series:
     empty = s == ""
     values = pd.to_datetime(s.where(~empty, None), errors="coerce", utc=True, format="ISO8601")
     bad = ~empty & values.isna()
     if bad.any():
         row = _first(bad)
-        raise ResultsError(name, row, "started_at",
+        raise ResultsError(name, row, col,
                            f"expected an ISO 8601 time, got {s.iloc[row - 1]!r}")
     return values
 

@@ -1,18 +1,19 @@
 """Hand-made results rows and CSVs for the analysis tests (SLA, USL, charts, report).
 
-Every row has all of :data:`labkit.results.COLUMNS`, written with the real
-:func:`labkit.results.append_row`, so the tests read exactly what a sweep writes.
+Every row is a :class:`labkit.record.Measurement` with all the §7 columns set, written
+with the real :func:`labkit.results.append_row`, so the tests read exactly what a sweep writes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from labkit.results import COLUMNS, PERCENTILES, append_row
+from labkit.record import COLUMNS, PERCENTILES, Measurement
+from labkit.results import append_row
 
 
 def make_row(nodes: int = 1, concurrency: int = 10, mean: float = 50.0, p98: float | None = None,
-             max_ms: float | None = None, **over) -> dict:
+             max_ms: float | None = None, **over) -> Measurement:
     """One completed point with plausible numbers; ``over`` replaces any column.
 
     Percentiles rise from ``0.8·mean`` (p50) to ``p98``; ``max_ms`` defaults to
@@ -40,10 +41,10 @@ def make_row(nodes: int = 1, concurrency: int = 10, mean: float = 50.0, p98: flo
         row["attempts"] = over.get("attempts", 3)
         row["complete"] = over.get("complete", requests // 3)
     assert set(row) >= set(COLUMNS)
-    return row
+    return Measurement(**row)
 
 
-def write_csv(path: Path, rows: list[dict]) -> Path:
+def write_csv(path: Path, rows: list[Measurement]) -> Path:
     """Write ``rows`` with the real appender; returns ``path``."""
     path = Path(path)
     if path.exists():
@@ -60,7 +61,7 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def grid_rows(latency, nodes=(1, 2, 3), levels=(10, 20, 50, 100, 200, 500, 1000)) -> list[dict]:
+def grid_rows(latency, nodes=(1, 2, 3), levels=(10, 20, 50, 100, 200, 500, 1000)) -> list[Measurement]:
     """Rows for every (nodes, concurrency), with ``latency(n, c) -> (mean, p98, max)``."""
     rows = []
     for n in nodes:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from analysis_data import make_row, write_csv, write_text
 from labkit.errors import ResultsError
-from labkit.results import COLUMNS, EXTRA_COLUMNS, handout_table, load_results
+from labkit.record import COLUMNS, EXTRA_COLUMNS
+from labkit.results import append_row, handout_table, load_results
 
 
 def test_types_and_values(tmp_path):
@@ -115,8 +118,47 @@ def test_wrong_field_count_and_empty_file(tmp_path):
 def test_header_only_gives_empty_typed_frame(tmp_path):
     path = write_text(tmp_path / "h.csv", ",".join(COLUMNS) + "\n")
     df = load_results(path)
-    assert len(df) == 0 and list(df.columns) == list(COLUMNS)
-    assert str(df["nodes"].dtype) == "int64"
+    assert len(df) == 0 and list(df.columns) == [*COLUMNS, *EXTRA_COLUMNS]
+    assert str(df["nodes"].dtype) == "int64" and str(df["cpu_limited"].dtype) == "boolean"
+
+
+def test_a_csv_from_before_the_appended_columns_loads_with_them_empty(tmp_path):
+    """data/reference.csv has only cpu_limited and abort_reason after the §7 columns."""
+    old = ("cpu_limited", "abort_reason")
+    path = tmp_path / "old.csv"
+    path.write_text(",".join([*COLUMNS, *old]) + "\n")
+    append_row(path, make_row(1, 10, cpu_limited=True))  # appends keep the file's own header
+    append_row(path, make_row(1, 20, aborted=True, abort_reason="apr_pollset_poll (70007)", repeat=2))
+    assert path.read_text().splitlines()[0] == ",".join([*COLUMNS, *old])
+    assert all(line.count(",") == len(COLUMNS) + 1 for line in path.read_text().splitlines())
+    df = load_results(path)
+    assert list(df.columns) == [*COLUMNS, *EXTRA_COLUMNS]
+    assert df["cpu_limited"].tolist()[0] is True and df["cpu_limited"].isna().tolist() == [False, True]
+    assert df["abort_reason"].tolist()[1] == "apr_pollset_poll (70007)"
+    assert str(df["repeat"].dtype) == "Int64" and df["repeat"].isna().all()  # not in this file's header
+    assert str(df["settle_s"].dtype) == "float64" and str(df["tester_machine_type"].dtype) == "string"
+    reference = load_results(Path(__file__).parents[1] / "data" / "reference.csv")
+    assert len(reference) == 65 and reference["server_cpu_s"].isna().all()
+
+
+def test_new_columns_are_typed_from_the_record(tmp_path):
+    path = write_csv(tmp_path / "r.csv", [make_row(1, 10, repeat=1, settle_s=0.25, cpu_limited=False,
+                                                   balancer_machine_type="e2-small", server_cpu_s=1.5)])
+    row = load_results(path).iloc[0]
+    assert (row["repeat"], row["settle_s"], row["cpu_limited"]) == (1, 0.25, False)
+    assert (row["balancer_machine_type"], row["server_cpu_s"]) == ("e2-small", 1.5)
+    bad = _with_cell(tmp_path, "cpu_limited", "maybe", row=1)
+    with pytest.raises(ResultsError, match=r"row 1, column 'cpu_limited': expected true or false"):
+        load_results(bad)
+    bad = _with_cell(tmp_path, "repeat", "-1", row=3)
+    with pytest.raises(ResultsError, match=r"row 3, column 'repeat': must be >= 0"):
+        load_results(bad)
+
+
+def test_append_row_takes_a_measurement(tmp_path):
+    with pytest.raises(TypeError, match="Measurement"):
+        append_row(tmp_path / "r.csv", {"nodes": 1, "concurrency": 10})
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_handout_table(tmp_path):
