@@ -15,15 +15,35 @@ __version__ = "0.1.0"
 
 logging.getLogger("labkit").addHandler(logging.NullHandler())
 
+#: The notebook-facing API, grouped by the handout step that uses it: name -> module.
 _EXPORTS = {
+    # 00 setup: the machine, the profiles, what a cloud run costs
+    "doctor_table": "setup_checks", "require_healthy": "setup_checks",
+    "MACHINE_TYPES": "machine_types", "PRICES_AS_OF": "machine_types",
+    "get_profile": "profiles", "profiles_table": "profiles", "cost_table": "costs",
+    # deploying and measuring (01-03)
+    "Settings": "settings", "get_backend": "backends", "ClusterSpec": "backends.base",
+    "fibonacci": "client", "round_robin_table": "client",
+    "AbCommand": "ab", "measure": "measure",
+    "Grid": "sweep", "profiles_grid": "sweep", "run_sweep": "sweep",
+    "vertical_grids": "vertical", "vertical_backend": "vertical", "run_vertical": "vertical",
+    "vertical_table": "vertical",
+    # the handout's questions and their answers (01, 02, 04)
+    "PART1_SLA": "handout", "PART2_SLA": "handout", "PART2_USERS": "handout", "handout_spec": "handout",
+    "UNANSWERED": "handout", "require_answer": "handout", "answers": "handout",
+    "load_handout": "handout", "tables_by_nodes": "handout", "part2_from_report": "handout",
+    "justify_part1": "handout", "justify_part2": "handout",
+    # analysis
     "load_results": "results", "handout_table": "results",
     "Sla": "sla", "max_concurrency": "sla", "nodes_needed": "sla",
     "build_report": "report", "format_report": "report",
-    "get_backend": "backends", "ClusterSpec": "backends.base",
-    "Grid": "sweep", "run_sweep": "sweep",
-    "AbCommand": "ab", "measure": "measure",
+    "mean_latency_chart": "plots", "percentiles_chart": "plots", "sla_heatmap": "plots",
+    "throughput_chart": "plots", "vertical_chart": "plots", "save_chart": "plots",
+    "reanalysis_csv": "reanalysis", "describe_results": "reanalysis",
     "SlaExplorer": "widgets",
 }
+#: Names whose module attribute is called something else.
+_RENAMED = {"get_profile": "get"}
 
 __all__ = ["LabkitError", "__version__", *_EXPORTS]
 
@@ -32,7 +52,7 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'labkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f".{module}", __name__), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

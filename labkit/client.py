@@ -2,7 +2,8 @@
 
 ``fibonacci(url, 20)`` is step 6's ``curl -X POST -H 'Content-Type: application/json'
 .../fibonacci -d '{"fibonacci_number": 20}'``; ``status(url)`` is part 2's
-``curl .../status``; :func:`round_robin` repeats it to show which node answered.
+``curl .../status``; :func:`round_robin` repeats it to show which node answered, and
+:func:`round_robin_table` shows those answers as notebook 02's table (step 15).
 """
 
 from __future__ import annotations
@@ -41,3 +42,12 @@ def status(url: str, timeout: float = 10) -> dict:
 def round_robin(url: str, calls: int = 6, timeout: float = 10) -> list[dict]:
     """Call ``/status`` ``calls`` times through ``url``; each answer names its node."""
     return [status(url, timeout) for _ in range(calls)]
+
+
+def round_robin_table(url: str, calls: int, timeout: float = 10):
+    """:func:`round_robin` as a DataFrame: which node answered each call, and that node's counters."""
+    import pandas as pd
+
+    rows = round_robin(url, calls, timeout)
+    return pd.DataFrame([{"call": i + 1, "node": r.get("node"), "requests": r.get("requests"),
+                          "cache_length": r.get("cache_length")} for i, r in enumerate(rows)])

@@ -4,15 +4,17 @@ The executed notebooks are the lab write-up; a headless run is how an
 instructor (or CI) checks the whole lab still works, and how ``make lab``
 produces its report. Every notebook gets the same parameters (backend,
 profile, machine type, and a results CSV and charts folder inside the report
-folder), so notebooks 01-03 append to one CSV and 04 re-analyses it. When the
-notebooks are done, the report answers are recomputed from that CSV into
-``summary.json`` — the same function the notebooks' autograder cells use — and
-whatever the run brought up is taken down, even when a notebook failed.
+folder), so notebooks 01-03 append to one CSV and 04 re-analyses it. The
+run's :class:`~labkit.settings.Settings` reach the notebook kernels as their
+environment (``Settings.to_env``), the one way a kernel's ``get_backend`` sees
+them. When the notebooks are done, the report answers are recomputed from that
+CSV into ``summary.json`` — the same functions the notebooks' autograder cells
+use (:mod:`labkit.handout`) — and whatever the run brought up is taken down,
+even when a notebook failed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -20,18 +22,15 @@ import os
 import time
 from pathlib import Path
 
-from . import profiles, state
+from . import profiles
 from .errors import LabkitError, MissingToolError
+from .settings import ENV, Settings
 
 log = logging.getLogger("labkit")
 
 NOTEBOOKS = ("00_setup", "01_single_server", "02_load_balancer", "03_vertical_scaling", "04_reanalysis")
 #: The notebooks shipped with the project (``notebooks/`` beside the package).
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-PART1_QUESTION = ("Maximum number of concurrent users one server supports with max response <= 1.5 s, "
-                  "mean < 200 ms and 98% within 300 ms")
-PART2_QUESTION = ("Nodes needed for 2000 concurrent users with max response <= 1 s, mean < 300 ms "
-                  "and 98% < 400 ms")
 
 
 class NotebookError(LabkitError):
@@ -55,19 +54,32 @@ def _report_dir(out_root: Path) -> Path:
     raise LabkitError(f"cannot create a report folder in {out_root}")
 
 
-@contextlib.contextmanager
-def _environ(**values):
-    """Set environment variables (inherited by the notebook kernels) for the duration."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def kernel_environment(settings: Settings) -> dict[str, str]:
+    """The environment of the notebook kernels: this process's, with ``settings`` as the only LABKIT_* values.
+
+    Inherited ``LABKIT_*`` settings variables are dropped first, so a kernel's
+    ``Settings.from_env()`` gives exactly ``settings``; ``MPLBACKEND=Agg`` lets
+    a headless kernel draw charts.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k not in ENV.values()}
+    return {**inherited, **settings.to_env(), "MPLBACKEND": "Agg"}
+
+
+def _kernel_manager_class(env: dict[str, str]) -> type:
+    """A jupyter kernel manager class that starts its kernels with ``env`` as their environment.
+
+    Why a class: papermill hands its keyword arguments to nbclient's
+    ``NotebookClient``, whose ``kernel_manager_class`` is the one hook that
+    reaches the kernel's start; nothing is written to this process's
+    ``os.environ``.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class LabKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            await super().start_kernel(**{**kw, "env": dict(env)})
+
+    return LabKernelManager
 
 
 def notebook_parameters(name: str, report: Path, profile: str, backend: str, machine_type: str) -> dict:
@@ -79,7 +91,7 @@ def notebook_parameters(name: str, report: Path, profile: str, backend: str, mac
     return params
 
 
-def _execute(src: Path, dst: Path, params: dict, cwd: Path, cell_timeout: int | None) -> None:
+def _execute(src: Path, dst: Path, params: dict, cwd: Path, cell_timeout: int | None, env: dict[str, str]) -> None:
     try:
         import papermill
         from papermill.exceptions import PapermillExecutionError
@@ -89,18 +101,19 @@ def _execute(src: Path, dst: Path, params: dict, cwd: Path, cell_timeout: int | 
     started = time.monotonic()
     try:
         papermill.execute_notebook(str(src), str(dst), parameters=params, cwd=str(cwd), kernel_name="python3",
-                                   progress_bar=False, log_output=False, execution_timeout=cell_timeout)
+                                   progress_bar=False, log_output=False, execution_timeout=cell_timeout,
+                                   kernel_manager_class=_kernel_manager_class(env))
     except PapermillExecutionError as exc:
         raise NotebookError(src.stem, dst, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from None
     log.info("%s done in %.0f s", src.name, time.monotonic() - started)
 
 
-def _bring_down(backend: str) -> None:
+def _bring_down(backend: str, settings: Settings) -> None:
     """Stop whatever the notebooks left running on ``backend`` (notebook 03 normally has)."""
     from .backends import get_backend
 
     try:
-        b = get_backend(backend)
+        b = get_backend(backend, settings)
         if b.spec is not None:
             log.info("bringing the %s lab down", backend)
             b.down()
@@ -109,14 +122,16 @@ def _bring_down(backend: str) -> None:
 
 
 def run_lab(profile: str = "quick", backend: str = "local", out_root="reports", notebooks_dir=None,
-            machine_type: str = "f1-micro", cell_timeout: int | None = None) -> Path:
+            machine_type: str = "f1-micro", cell_timeout: int | None = None,
+            settings: Settings | None = None) -> Path:
     """Run the five notebooks with papermill; return the report folder.
 
     The folder ``out_root/<timestamp>/`` gets the executed notebooks, the PNG
     charts the notebooks saved, ``results.csv`` and ``summary.json`` (see
     :func:`summarize`). A failing notebook stops the run with
     :class:`NotebookError` (its executed copy, error included, is kept); the lab
-    is brought down in every case.
+    is brought down in every case. ``settings`` (default: from the
+    environment) are handed to the notebook kernels, see :func:`kernel_environment`.
     """
     profiles.get(profile)  # an unknown profile fails before anything starts
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
@@ -127,15 +142,17 @@ def run_lab(profile: str = "quick", backend: str = "local", out_root="reports", 
     started = dt.datetime.now(dt.timezone.utc)
     log.info("lab: profile %s on %s into %s", profile, backend, report)
     # The kernels run in notebooks_dir; they must find the same .labkit state as this process
-    # so that the final down() stops what they started.
-    with _environ(LABKIT_STATE_DIR=str(state.state_dir().resolve()), MPLBACKEND="Agg"):
-        try:
-            for name in NOTEBOOKS:
-                _execute(notebooks_dir / f"{name}.ipynb", report / f"{name}.ipynb",
-                         notebook_parameters(name, report, profile, backend, machine_type),
-                         notebooks_dir, cell_timeout)
-        finally:
-            _bring_down(backend)
+    # so that the final down() stops what they started: the state folder is made absolute.
+    settings = settings or Settings.from_env()
+    settings = settings.replace(state_dir=settings.state_folder().resolve())
+    env = kernel_environment(settings)
+    try:
+        for name in NOTEBOOKS:
+            _execute(notebooks_dir / f"{name}.ipynb", report / f"{name}.ipynb",
+                     notebook_parameters(name, report, profile, backend, machine_type),
+                     notebooks_dir, cell_timeout, env)
+    finally:
+        _bring_down(backend, settings)
     summary = summarize(report, profile=profile, backend=backend, machine_type=machine_type, started=started)
     (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (report / "summary.txt").write_text(format_summary(report, summary))
@@ -152,37 +169,37 @@ def summarize(report: Path, profile: str, backend: str, machine_type: str, start
     extrapolation's node count (``answer_source`` says which) when no tested
     node count meets the SLA.
     """
-    from . import workbook
+    from . import handout
 
-    a = workbook.answers(report / "results.csv", machine_type)
-    df = workbook.load_handout(report / "results.csv", machine_type)
+    a = handout.answers(report / "results.csv", machine_type)
+    df = handout.load_handout(report / "results.csv", machine_type)
     r1, r2 = a["report1"], a["report2"]
     finished = dt.datetime.now(dt.timezone.utc)
     return {
-        "profile": profile, "backend": backend, "machine_type": machine_type, "server": workbook.HANDOUT_SERVER,
+        "profile": profile, "backend": backend, "machine_type": machine_type, "server": handout.HANDOUT_SERVER,
         "started_at": started.isoformat(timespec="seconds"), "finished_at": finished.isoformat(timespec="seconds"),
         "duration_s": round((finished - started).total_seconds(), 1),
         "notebooks": [f"{n}.ipynb" for n in NOTEBOOKS],
         "charts": sorted(p.name for p in report.glob("*.png")),
         "results_csv": "results.csv",
-        "part1": {"question": PART1_QUESTION, "sla": r1["sla"], "nodes": 1,
+        "part1": {"question": handout.PART1_QUESTION, "sla": r1["sla"], "nodes": 1,
                   "max_concurrency": a["part1"], "max_concurrency_by_nodes": r1["max_concurrency"],
-                  "justification": workbook.justify_part1(df, a["part1"])},
-        "part2": {"question": PART2_QUESTION, "sla": r2["sla"], "users": r2["users"],
+                  "justification": handout.justify_part1(df, a["part1"])},
+        "part2": {"question": handout.PART2_QUESTION, "sla": r2["sla"], "users": r2["users"],
                   "nodes_needed": r2["nodes_needed"], "answer": a["part2"], "answer_source": a["part2_source"],
                   "max_concurrency": r2["max_concurrency"], "extrapolation": r2["extrapolation"],
-                  "justification": workbook.justify_part2(r2)},
+                  "justification": handout.justify_part2(r2)},
     }
 
 
 def format_summary(report: Path, summary: dict) -> str:
     """The handout's tables (one per node count) and both answers, as text for a terminal."""
-    from . import workbook
+    from . import handout
 
-    df = workbook.load_handout(report / "results.csv", summary["machine_type"])
+    df = handout.load_handout(report / "results.csv", summary["machine_type"])
     lines = [f"Lab 02 report: {report}", f"profile {summary['profile']}, backend {summary['backend']}, "
              f"{summary['machine_type']} servers, {summary['duration_s']:.0f} s", ""]
-    for n, table in workbook.tables_by_nodes(df).items():
+    for n, table in handout.tables_by_nodes(df).items():
         lines.append(f"{n} node(s)")
         lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         lines.append("")

@@ -5,6 +5,9 @@
 - :func:`sla_heatmap`: SLA pass/fail per (nodes, concurrency).
 - :func:`percentiles_chart`: mean, p98 and max vs concurrency for one node count.
 - :func:`throughput_chart`: peak throughput vs nodes with the fitted USL curve.
+- :func:`vertical_chart`: throughput per single-node configuration (notebook 03).
+
+:func:`save_chart` writes any of them as PNG; :func:`save_all` writes the first four.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly, not
 pyplot: nothing touches the global backend (a notebook keeps its own, a
@@ -50,12 +53,12 @@ class LabFigure(Figure):
         return buf.getvalue()
 
 
-def _figure(figsize=FIGSIZE, axes: bool = True) -> tuple[LabFigure, object]:
+def _figure(figsize=FIGSIZE, axes: bool = True, layout: str | None = None) -> tuple[LabFigure, object]:
     """A new figure (and its one Axes unless ``axes`` is False) in the lab's style."""
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    fig = LabFigure(figsize=figsize, dpi=DPI)
+    fig = LabFigure(figsize=figsize, dpi=DPI, layout=layout)
     return fig, (fig.add_subplot() if axes else None)
 
 
@@ -257,14 +260,48 @@ def throughput_chart(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def vertical_chart(df: pd.DataFrame, concurrency=None) -> Figure:
+    """Bar chart: throughput per configuration at each concurrency level, Flask vs gunicorn side by side.
+
+    The bars are :func:`labkit.vertical.vertical_table`'s ``rps@C`` columns;
+    constrained layout keeps the two-line configuration labels readable.
+    """
+    import seaborn as sns
+
+    from .vertical import vertical_table
+
+    table = vertical_table(df, concurrency)
+    rps_cols = [c for c in table.columns if c.startswith("rps@")]
+    long = table.melt(id_vars=["machine_type", "vcpu", "server", "workers"], value_vars=rps_cols,
+                      var_name="concurrency", value_name="rps")
+    long["concurrency"] = long["concurrency"].str.removeprefix("rps@").map(lambda c: f"c={c}")
+    long["configuration"] = [f"{m} ({v:g} vCPU)\n{s}" + (f" ×{w}" if s == "gunicorn" else "")
+                             for m, v, s, w in zip(long["machine_type"], long["vcpu"], long["server"],
+                                                   long["workers"])]
+    fig, ax = _figure(layout="constrained")
+    sns.barplot(data=long, x="configuration", y="rps", hue="concurrency", ax=ax, palette="viridis")
+    ax.set_xlabel("server machine type and server (×workers)")
+    ax.set_ylabel("throughput (requests/s)")
+    ax.set_title("Vertical scaling: one node, bigger machines, Flask dev server vs gunicorn")
+    ax.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+def save_chart(fig: Figure, charts_dir, name: str) -> Path:
+    """Save ``fig`` as ``charts_dir/name`` (PNG, the folder created if needed); returns the path."""
+    path = Path(charts_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)
+    log.info("wrote %s", path)
+    return path
+
+
 def save_all(df: pd.DataFrame, sla, outdir) -> list[Path]:
-    """Write every chart as PNG into ``outdir`` (created if needed); returns the paths.
+    """Write every results chart as PNG into ``outdir`` (created if needed); returns the paths.
 
     Files: ``mean_latency.png``, ``sla_heatmap.png``, ``percentiles.png`` (one
     panel per tested node count) and ``throughput.png``.
     """
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     sla = as_sla(sla)
     charts: list[tuple[str, Figure]] = [
         ("mean_latency.png", mean_latency_chart(df, sla)),
@@ -272,10 +309,4 @@ def save_all(df: pd.DataFrame, sla, outdir) -> list[Path]:
         ("percentiles.png", percentiles_chart(df, sla)),
         ("throughput.png", throughput_chart(df)),
     ]
-    paths = []
-    for name, fig in charts:
-        path = outdir / name
-        fig.savefig(path, format="png", dpi=DPI)
-        paths.append(path)
-        log.info("wrote %s", path)
-    return paths
+    return [save_chart(fig, outdir, name) for name, fig in charts]

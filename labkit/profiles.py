@@ -53,3 +53,18 @@ def get(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ConfigError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def profiles_table():
+    """Every profile as a DataFrame row: its grid size and the number of ab requests the lab makes with it."""
+    import pandas as pd
+
+    rows = []
+    for p in PROFILES.values():
+        horizontal = len(p.nodes) * len(p.concurrency)
+        vertical = len(p.vertical) * len(p.vertical_concurrency)
+        rows.append({"profile": p.name, "requests per point": p.requests,
+                     "concurrency levels": ", ".join(map(str, p.concurrency)),
+                     "nodes": ", ".join(map(str, p.nodes)), "points (01+02)": horizontal,
+                     "points (03)": vertical, "requests in total": (horizontal + vertical) * p.requests})
+    return pd.DataFrame(rows)

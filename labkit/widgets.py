@@ -16,12 +16,14 @@ import logging
 import pandas as pd
 
 from .errors import ConfigError, LabkitError
-from .sla import Clause, Sla, as_sla, max_concurrency, point_table
+from .handout import PART1_SLA, PART2_USERS
+from .sla import Clause, Sla, as_sla, max_concurrency_of_table, nodes_needed, point_table
 
 log = logging.getLogger("labkit")
 
 EDITABLE = ("max", "mean", "p98")
-DEFAULT_SLA = "max<=1500 mean<200 p98<=300"
+#: The bounds a clause that is switched on starts from: the handout's part-1 SLA.
+DEFAULT_SLA = PART1_SLA
 _PASS_BG, _FAIL_BG, _MAX_BG = "#d9f2d9", "#f8d7d7", "#9ed99e"
 
 
@@ -33,7 +35,7 @@ class SlaExplorer:
     ``show_heatmap=False`` skips drawing (faster when only the answers matter).
     """
 
-    def __init__(self, df: pd.DataFrame, sla=DEFAULT_SLA, users: int = 2000, show_heatmap: bool = True):
+    def __init__(self, df: pd.DataFrame, sla=DEFAULT_SLA, users: int = PART2_USERS, show_heatmap: bool = True):
         import ipywidgets as w
 
         if df.empty:
@@ -94,8 +96,8 @@ class SlaExplorer:
             return
         users = int(self.users.value)
         table = point_table(self.df, sla)
-        mc = max_concurrency(self.df, sla)
-        needed = next((n for n, c in sorted(mc.items()) if c is not None and c >= users), None)
+        mc = max_concurrency_of_table(table)
+        needed = nodes_needed(self.df, sla, users)
         self.sla, self.max_concurrency, self.nodes_needed = sla, mc, needed
         lines = [
             "Max concurrency within the SLA: " + ", ".join(

@@ -45,9 +45,8 @@ charts_dir = "../runs/charts"  # where the PNG charts are saved
 # %%
 import pandas as pd
 
-from labkit import profiles, workbook
-from labkit.backends import get_backend
-from labkit.machine_types import MACHINE_TYPES, PRICES_AS_OF
+from labkit import (MACHINE_TYPES, PRICES_AS_OF, cost_table, doctor_table, get_backend, get_profile,
+                    profiles_table, require_healthy)
 
 # %% [markdown]
 # ## 1. Check the environment
@@ -58,14 +57,14 @@ from labkit.machine_types import MACHINE_TYPES, PRICES_AS_OF
 # go on; optional ones only matter for the `ssh` and `gcp` backends or for grading.
 
 # %%
-workbook.doctor_table()
+doctor_table()
 
 # %% [markdown]
 # Stop here with a clear message if a tool the chosen backend needs is missing
 # (run the `fix` command from the table above, or `make setup`).
 
 # %%
-workbook.require_healthy(backend)
+require_healthy(backend)
 
 # %% [markdown]
 # ## 2. Choose a backend
@@ -103,10 +102,10 @@ pd.DataFrame(MACHINE_TYPES.values())
 # Your choice (the `profile` parameter) is shown last.
 
 # %%
-workbook.profiles_table()
+profiles_table()
 
 # %%
-profiles.get(profile)
+get_profile(profile)
 
 # %% [markdown]
 # ## 5. What a cloud run would cost
@@ -118,4 +117,4 @@ profiles.get(profile)
 # (`labkit down`); the `gcp` backend labels them with an expiry so `labkit gc` can catch leftovers.
 
 # %%
-pd.DataFrame([workbook.cloud_cost(name, machine_type) for name in profiles.PROFILES])
+cost_table(machine_type)

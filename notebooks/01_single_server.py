@@ -33,14 +33,9 @@ charts_dir = "../runs/charts"  # where the PNG charts are saved
 # %%
 import pandas as pd
 
-from labkit import client, plots, workbook
-from labkit.ab import AbCommand
-from labkit.backends import get_backend
-from labkit.backends.base import ClusterSpec
-from labkit.measure import measure
-from labkit.results import handout_table
-from labkit.sla import Sla, max_concurrency
-from labkit.sweep import run_sweep
+from labkit import (PART1_SLA, UNANSWERED, AbCommand, Sla, answers, fibonacci, get_backend, handout_spec,
+                    handout_table, justify_part1, load_handout, max_concurrency, measure, percentiles_chart,
+                    profiles_grid, require_answer, run_sweep, save_chart)
 
 # %% [markdown]
 # ## Deploy a simple web service (handout steps 1–5)
@@ -52,7 +47,7 @@ from labkit.sweep import run_sweep
 
 # %%
 lab = get_backend(backend)
-lab.up(ClusterSpec(nodes=1, machine_type=machine_type, server="flask"))
+lab.up(handout_spec(machine_type))
 lab.status()
 
 # %% [markdown]
@@ -63,7 +58,7 @@ lab.status()
 # must print `{"fibonacci_number": 20, "value": 6765}`. The check fails loudly if it does not.
 
 # %%
-answer = client.fibonacci(lab.url, 20)
+answer = fibonacci(lab.url, 20)
 assert answer == {"fibonacci_number": 20, "value": 6765}, answer
 answer
 
@@ -90,7 +85,7 @@ pd.Series(measure(lab, first, retries=1))
 # as *aborted* rows rather than skipped.
 
 # %%
-grid = workbook.single_server_grid(workbook.horizontal_grid(profile, machine_type, nodes, concurrency, requests))
+grid = profiles_grid(profile, handout_spec(machine_type), nodes=[1], concurrency=concurrency, requests=requests)
 run_sweep(lab, grid, results_csv, resume=True)
 
 # %% [markdown]
@@ -101,7 +96,7 @@ run_sweep(lab, grid, results_csv, resume=True)
 # `Time per request` across all concurrent requests.
 
 # %%
-df = workbook.load_handout(results_csv, machine_type)
+df = load_handout(results_csv, machine_type)
 handout_table(df, nodes=1)
 
 # %% [markdown]
@@ -111,8 +106,8 @@ handout_table(df, nodes=1)
 # bounds as dashed lines: the answer is the last level before any line crosses its bound.
 
 # %%
-fig = plots.percentiles_chart(df, workbook.PART1_SLA, nodes=1)
-workbook.save_chart(fig, charts_dir, "01_latency_one_server.png")
+fig = percentiles_chart(df, PART1_SLA, nodes=1)
+save_chart(fig, charts_dir, "01_latency_one_server.png")
 fig
 
 # %% [markdown]
@@ -131,11 +126,11 @@ fig
 # that justifies it with the numbers from the table and chart.
 
 # %% nbgrader={"grade": false, "grade_id": "part1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
-part1_max_users = workbook.UNANSWERED
-part1_why = workbook.UNANSWERED
+part1_max_users = UNANSWERED
+part1_why = UNANSWERED
 ### BEGIN SOLUTION
-part1_max_users = max_concurrency(df[df["nodes"] == 1], Sla.parse(workbook.PART1_SLA))[1]
-part1_why = workbook.justify_part1(df, part1_max_users)
+part1_max_users = max_concurrency(df[df["nodes"] == 1], Sla.parse(PART1_SLA))[1]
+part1_why = justify_part1(df, part1_max_users)
 ### END SOLUTION
 print("part 1:", part1_max_users)
 print(part1_why)
@@ -144,12 +139,12 @@ print(part1_why)
 # The checks below compare your answer with what your own results CSV gives.
 
 # %% nbgrader={"grade": true, "grade_id": "part1_answer_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-workbook.require_answer(part1_max_users)
-expected = workbook.answers(results_csv, machine_type)["part1"]
+require_answer(part1_max_users)
+expected = answers(results_csv, machine_type)["part1"]
 assert part1_max_users == expected, "part1_max_users does not follow from your results: check every level up to it"
 
 # %% nbgrader={"grade": true, "grade_id": "part1_why_check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-workbook.require_answer(part1_why)
+require_answer(part1_why)
 assert isinstance(part1_why, str) and len(part1_why.split()) >= 8, "justify the answer in a full sentence"
 assert part1_max_users is None or str(part1_max_users) in part1_why, "quote your answer in the justification"
 

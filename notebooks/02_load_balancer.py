@@ -34,11 +34,10 @@ charts_dir = "../runs/charts"  # where the PNG charts are saved
 import pandas as pd
 from IPython.display import display
 
-from labkit import client, plots, workbook
-from labkit.backends import get_backend
-from labkit.backends.base import ClusterSpec
-from labkit.report import build_report, format_report
-from labkit.sweep import run_sweep
+from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, answers, build_report, fibonacci, format_report,
+                    get_backend, handout_spec, justify_part2, load_handout, mean_latency_chart, part2_from_report,
+                    profiles_grid, require_answer, round_robin_table, run_sweep, save_chart, sla_heatmap,
+                    tables_by_nodes, throughput_chart)
 
 # %% [markdown]
 # ## A second server and the balancer (handout steps 1–13)
@@ -52,14 +51,14 @@ from labkit.sweep import run_sweep
 
 # %%
 lab = get_backend(backend)
-lab.up(ClusterSpec(nodes=2, machine_type=machine_type, server="flask"))
+lab.up(handout_spec(machine_type, nodes=2))
 lab.status()
 
 # %% [markdown]
 # The configuration nginx is running — compare it with the handout's step 11:
 
 # %%
-print(workbook.balancer_config(lab))
+print(lab.balancer_config())
 
 # %% [markdown]
 # ## Test the balancer (step 14)
@@ -67,7 +66,7 @@ print(workbook.balancer_config(lab))
 # The same curl request as before, now sent to the balancer's address.
 
 # %%
-answer = client.fibonacci(lab.url, 20)
+answer = fibonacci(lab.url, 20)
 assert answer == {"fibonacci_number": 20, "value": 6765}, answer
 answer
 
@@ -80,7 +79,7 @@ answer
 # the nodes take turns.
 
 # %%
-workbook.round_robin_table(lab.url, calls=3 * lab.spec.nodes)
+round_robin_table(lab.url, calls=3 * lab.spec.nodes)
 
 # %% [markdown]
 # ## Report 1–2: the sweep for 1–5 nodes
@@ -90,15 +89,15 @@ workbook.round_robin_table(lab.url, calls=3 * lab.spec.nodes)
 # in `results_csv` — notebook 01's single-server levels — are not measured again.
 
 # %%
-grid = workbook.horizontal_grid(profile, machine_type, nodes, concurrency, requests)
+grid = profiles_grid(profile, handout_spec(machine_type), nodes, concurrency, requests)
 run_sweep(lab, grid, results_csv, resume=True)
 
 # %% [markdown]
 # The handout's table, once per node count (1 node = notebook 01's server without a balancer):
 
 # %%
-df = workbook.load_handout(results_csv, machine_type)
-for n, table in workbook.tables_by_nodes(df).items():
+df = load_handout(results_csv, machine_type)
+for n, table in tables_by_nodes(df).items():
     print(f"{n} node(s)")
     display(table)
 
@@ -109,8 +108,8 @@ for n, table in workbook.tables_by_nodes(df).items():
 # bound (300 ms) dashed.
 
 # %%
-fig = plots.mean_latency_chart(df, workbook.PART2_SLA)
-workbook.save_chart(fig, charts_dir, "02_mean_latency.png")
+fig = mean_latency_chart(df, PART2_SLA)
+save_chart(fig, charts_dir, "02_mean_latency.png")
 fig
 
 # %% [markdown]
@@ -119,13 +118,13 @@ fig
 # server adds, and where adding servers stops paying off).
 
 # %%
-fig = plots.sla_heatmap(df, workbook.PART2_SLA)
-workbook.save_chart(fig, charts_dir, "02_sla_heatmap.png")
+fig = sla_heatmap(df, PART2_SLA)
+save_chart(fig, charts_dir, "02_sla_heatmap.png")
 fig
 
 # %%
-fig = plots.throughput_chart(df)
-workbook.save_chart(fig, charts_dir, "02_throughput.png")
+fig = throughput_chart(df)
+save_chart(fig, charts_dir, "02_throughput.png")
 fig
 
 # %% [markdown]
@@ -145,22 +144,22 @@ fig
 # `build_report` and `format_report` (in `labkit.report`) do the counting for you.
 
 # %% nbgrader={"grade": false, "grade_id": "part2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
-part2_nodes = workbook.UNANSWERED
-part2_why = workbook.UNANSWERED
+part2_nodes = UNANSWERED
+part2_why = UNANSWERED
 ### BEGIN SOLUTION
-report = build_report(df, workbook.PART2_SLA, users=workbook.PART2_USERS)
+report = build_report(df, PART2_SLA, users=PART2_USERS)
 print(format_report(report))
-part2_nodes, part2_source = workbook.part2_from_report(report)
-part2_why = workbook.justify_part2(report)
+part2_nodes, part2_source = part2_from_report(report)
+part2_why = justify_part2(report)
 ### END SOLUTION
 print("part 2:", part2_nodes)
 print(part2_why)
 
 # %% nbgrader={"grade": true, "grade_id": "part2_answer_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-workbook.require_answer(part2_nodes)
-expected = workbook.answers(results_csv, machine_type)["part2"]
+require_answer(part2_nodes)
+expected = answers(results_csv, machine_type)["part2"]
 assert part2_nodes == expected, "part2_nodes does not follow from your results (or from their USL extrapolation)"
 
 # %% nbgrader={"grade": true, "grade_id": "part2_why_check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-workbook.require_answer(part2_why)
+require_answer(part2_why)
 assert isinstance(part2_why, str) and len(part2_why.split()) >= 8, "justify the answer in a full sentence"

@@ -31,8 +31,8 @@ results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed,
 charts_dir = "../runs/charts"  # where the PNG charts are saved
 
 # %%
-from labkit import profiles, workbook
-from labkit.results import load_results
+from labkit import (get_profile, load_results, run_vertical, save_chart, vertical_backend, vertical_chart,
+                    vertical_grids, vertical_table)
 
 # %% [markdown]
 # ## What is compared
@@ -42,7 +42,7 @@ from labkit.results import load_results
 # by a cgroup: an `f1-micro` gets 0.2 of a CPU, an `e2-medium` 1, an `e2-standard-2` 2.
 
 # %%
-grids = workbook.vertical_grids(profile, requests)
+grids = vertical_grids(profile, requests)
 [(g.spec.machine_type, g.spec.server, g.spec.workers) for g in grids]
 
 # %% [markdown]
@@ -58,8 +58,8 @@ grids = workbook.vertical_grids(profile, requests)
 # least as big as the biggest server).
 
 # %%
-lab = workbook.vertical_backend(backend)
-workbook.run_vertical(lab, grids, results_csv)
+lab = vertical_backend(backend)
+run_vertical(lab, grids, results_csv)
 
 # %% [markdown]
 # ## Results
@@ -69,11 +69,11 @@ workbook.run_vertical(lab, grids, results_csv)
 
 # %%
 results = load_results(results_csv)
-workbook.vertical_table(results, concurrency=profiles.get(profile).vertical_concurrency)
+vertical_table(results, concurrency=get_profile(profile).vertical_concurrency)
 
 # %%
-fig = workbook.vertical_chart(results, concurrency=profiles.get(profile).vertical_concurrency)
-workbook.save_chart(fig, charts_dir, "03_vertical_scaling.png")
+fig = vertical_chart(results, concurrency=get_profile(profile).vertical_concurrency)
+save_chart(fig, charts_dir, "03_vertical_scaling.png")
 fig
 
 # %% [markdown]

@@ -34,9 +34,8 @@ csv = None  # results to re-analyse, or None for data/reference.csv, else the ne
 # %%
 from IPython.display import display
 
-from labkit import plots, workbook
-from labkit.report import build_report, format_report
-from labkit.widgets import SlaExplorer
+from labkit import (PART1_SLA, PART2_SLA, PART2_USERS, SlaExplorer, build_report, describe_results, format_report,
+                    load_handout, mean_latency_chart, reanalysis_csv, tables_by_nodes)
 
 # %% [markdown]
 # ## The data
@@ -46,9 +45,9 @@ from labkit.widgets import SlaExplorer
 # repeats of the same points.
 
 # %%
-source = workbook.reanalysis_csv(csv, fallback=results_csv)
-df = workbook.load_handout(source, machine_type)
-print(workbook.describe_results(df, source))
+source = reanalysis_csv(csv, fallback=results_csv)
+df = load_handout(source, machine_type)
+print(describe_results(df, source))
 
 # %% [markdown]
 # ## The SLA explorer
@@ -59,24 +58,24 @@ print(workbook.describe_results(df, source))
 # It opens on the part-1 SLA and part 2's 2000 users.
 
 # %%
-SlaExplorer(df, sla=workbook.PART1_SLA, users=workbook.PART2_USERS)
+SlaExplorer(df, sla=PART1_SLA, users=PART2_USERS)
 
 # %% [markdown]
 # ## The two report answers from this data
 
 # %%
-print(format_report(build_report(df, workbook.PART1_SLA)))
+print(format_report(build_report(df, PART1_SLA)))
 
 # %%
-print(format_report(build_report(df, workbook.PART2_SLA, users=workbook.PART2_USERS)))
+print(format_report(build_report(df, PART2_SLA, users=PART2_USERS)))
 
 # %% [markdown]
 # ## The handout's tables and the single chart
 
 # %%
-for n, table in workbook.tables_by_nodes(df).items():
+for n, table in tables_by_nodes(df).items():
     print(f"{n} node(s)")
     display(table)
 
 # %%
-plots.mean_latency_chart(df, workbook.PART2_SLA)
+mean_latency_chart(df, PART2_SLA)

@@ -11,6 +11,7 @@ parameterised, and in sync with their jupytext scripts.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,26 +20,29 @@ import nbformat
 import pytest
 
 from labkit import profiles, state
-from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, run_lab
+from labkit.handout import PART1_SLA, PART2_SLA, PART2_USERS
+from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, run_lab
 from labkit.report import build_report
 from labkit.results import load_results
-from labkit.workbook import PART1_SLA, PART2_SLA, PART2_USERS
+from labkit.settings import Settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def lab_report(tmp_path_factory):
-    """Run the whole lab once with the tiny profile on its own loopback network and state folder."""
+    """Run the whole lab once with the tiny profile on its own loopback network and state folder.
+
+    The settings are passed, not put in the environment: the notebook kernels get them from run_lab.
+    """
     tmp = tmp_path_factory.mktemp("lab")
+    settings = Settings.from_env().replace(state_dir=tmp / ".labkit", local_net="127.0.201")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABKIT_STATE_DIR", str(tmp / ".labkit"))
-        mp.setenv("LABKIT_LOCAL_NET", "127.0.201")
         mp.chdir(tmp)
         started = time.monotonic()
-        report = run_lab("tiny", out_root=tmp / "reports")
+        report = run_lab("tiny", out_root=tmp / "reports", settings=settings)
         elapsed = time.monotonic() - started
-        left_up = state.load("local")
+        left_up = state.load(settings, "local")
     print(f"tiny lab run: {elapsed:.0f} s")
     return {"dir": report, "elapsed": elapsed, "left_up": left_up, "root": tmp / "reports"}
 
@@ -183,7 +187,7 @@ def test_pair_check_detects_an_edit_on_either_side(tmp_path):
         for ext in ("py", "ipynb"):
             (tmp_path / f"n.{ext}").write_bytes((NOTEBOOKS_DIR / f"01_single_server.{ext}").read_bytes())
         edited = tmp_path / f"n.{side}"
-        edited.write_text(edited.read_text().replace("part1_max_users = workbook.UNANSWERED",
+        edited.write_text(edited.read_text().replace("part1_max_users = UNANSWERED",
                                                      "part1_max_users = 0", 1))
         diffs = pair_differences(tmp_path / "n.ipynb", tmp_path / "n.py")
         assert len(diffs) == 1 and diffs[0].startswith("cell ") and diffs[0].endswith(" differs"), (side, diffs)
@@ -194,9 +198,9 @@ def test_pair_check_detects_an_edit_on_either_side(tmp_path):
 def test_a_failing_notebook_stops_the_run_names_itself_and_the_lab_still_goes_down(tmp_path, monkeypatch):
     from labkit.lab import NotebookError
 
-    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
-    monkeypatch.setenv("LABKIT_LOCAL_NET", "127.0.205")
+    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net="127.0.205")
     monkeypatch.chdir(tmp_path)
+    environ_before = dict(os.environ)
     broken = tmp_path / "notebooks"
     broken.mkdir()
     for name in NOTEBOOKS:
@@ -206,7 +210,18 @@ def test_a_failing_notebook_stops_the_run_names_itself_and_the_lab_still_goes_do
                 cell.source = 'raise RuntimeError("boom")'
         nbformat.write(nb, broken / f"{name}.ipynb")
     with pytest.raises(NotebookError, match=r"notebook 01_single_server failed: cell \d+: RuntimeError: boom") as err:
-        run_lab("tiny", out_root=tmp_path / "reports", notebooks_dir=broken)
+        run_lab("tiny", out_root=tmp_path / "reports", notebooks_dir=broken, settings=settings)
     assert err.value.output.is_file() and err.value.output.name == "01_single_server.ipynb"
     assert not (err.value.output.parent / "02_load_balancer.ipynb").exists()
-    assert state.load("local") is None, "the server 01 started was taken down"
+    assert state.load(settings, "local") is None, "the server 01 started was taken down"
+    assert dict(os.environ) == environ_before, "run_lab hands settings to the kernels without touching os.environ"
+
+
+def test_kernel_environment_carries_exactly_the_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_SSH_HOSTS", "/elsewhere/hosts")
+    monkeypatch.setenv("LABKIT_LOCAL_NET", "127.0.9")
+    settings = Settings(state_dir=tmp_path, local_net="127.0.203")
+    env = kernel_environment(settings)
+    assert Settings.from_env(env) == settings
+    assert "LABKIT_SSH_HOSTS" not in env, "an inherited setting the run did not choose is dropped"
+    assert env["MPLBACKEND"] == "Agg" and env["PATH"] == os.environ["PATH"]

@@ -101,3 +101,21 @@ def test_save_all_writes_real_pngs(df, tmp_path):
 def test_figure_renders_in_notebooks(df):
     png = plots.mean_latency_chart(df)._repr_png_()
     assert png[:4] == b"\x89PNG" and len(png) > 10_000
+
+
+def test_vertical_chart_one_bar_per_configuration_and_level(tmp_path):
+    rows = [make_row(1, 10, mean=10.0), make_row(1, 100, mean=100.0),
+            make_row(1, 10, mean=1.0, machine_type="e2-medium", server="gunicorn", workers=3, rps=900.0),
+            make_row(1, 100, mean=2.0, machine_type="e2-medium", server="gunicorn", workers=3, rps=950.0)]
+    fig = plots.vertical_chart(load_results(write_csv(tmp_path / "v.csv", rows)), concurrency=(10, 100))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "throughput (requests/s)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["f1-micro (0.2 vCPU)\nflask",
+                                                           "e2-medium (1 vCPU)\ngunicorn ×3"]
+    heights = sorted(p.get_height() for p in ax.patches if p.get_height() > 0)
+    assert heights == [500.0, 500.0, 900.0, 950.0]
+
+
+def test_save_chart_creates_the_folder(df, tmp_path):
+    path = plots.save_chart(plots.throughput_chart(df), tmp_path / "new" / "charts", "t.png")
+    assert path == tmp_path / "new" / "charts" / "t.png" and png_size(path) == (800, 500)

@@ -20,9 +20,10 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from labkit import state
-from labkit.backends.local import LocalBackend
-from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, notebook_parameters, run_lab
+from labkit.backends import get_backend
+from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, notebook_parameters, run_lab
 from labkit.release import ReleaseError, build_release
+from labkit.settings import Settings
 
 
 def _cells(nb, kind):
@@ -78,11 +79,10 @@ def test_release_names_missing_source_notebooks(tmp_path):
 
 
 def test_source_pass_and_student_versions_fail_only_with_not_implemented(student_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
-    monkeypatch.setenv("LABKIT_LOCAL_NET", "127.0.202")
+    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net="127.0.202")
     monkeypatch.chdir(tmp_path)
     # The source notebooks, run for real: their own autograder cells pass.
-    report = run_lab("tiny", out_root=tmp_path / "reports")
+    report = run_lab("tiny", out_root=tmp_path / "reports", settings=settings)
     for name in NOTEBOOKS:
         nb = nbformat.read(report / f"{name}.ipynb", as_version=4)
         for cell in _cells(nb, "grade"):
@@ -100,13 +100,14 @@ def test_source_pass_and_student_versions_fail_only_with_not_implemented(student
             params = notebook_parameters(name, work, "tiny", "local", "f1-micro")
             nb = parameterize_notebook(nb, params)
             NotebookClient(nb, allow_errors=True, timeout=300, kernel_name="python3",
-                           resources={"metadata": {"path": str(student_dir)}}).execute()
+                           resources={"metadata": {"path": str(student_dir)}}).execute(
+                               env=kernel_environment(settings))
             errors[name] = [(c.metadata.get("nbgrader", {}).get("grade_id", ""), o["ename"])
                             for c in nb.cells if c.cell_type == "code"
                             for o in c.outputs if o["output_type"] == "error"]
     finally:
-        if state.load("local"):
-            LocalBackend().down()
+        if state.load(settings, "local"):
+            get_backend("local", settings).down()
     assert errors["00_setup"] == [] and errors["03_vertical_scaling"] == [] and errors["04_reanalysis"] == []
     assert errors["01_single_server"] == [("part1_answer", "NotImplementedError"),
                                           ("part1_answer_check", "NotImplementedError"),

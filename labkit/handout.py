@@ -1,0 +1,164 @@
+"""The handout's two report questions: their SLAs, the user count, the answers and their justification.
+
+Lab 02 asks two questions. Part 1: how many concurrent users can *one* server
+support with max response <= 1.5 s, mean < 200 ms and 98% within 300 ms?
+Part 2: how many nodes do 2000 concurrent users need with max <= 1 s, mean
+< 300 ms and 98% < 400 ms? Both are answered for the handout's configuration
+(the chosen machine type running the Flask development server) from a results
+CSV. This module is the one place the questions, their SLAs and their answers
+are written down: notebooks 01/02 (the student's answer cells and the
+autograder's test cells), notebook 04, the SLA explorer and ``summary.json``
+all read them from here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from .backends.base import ClusterSpec
+from .errors import ConfigError
+from .report import build_report
+from .results import handout_table, load_results
+from .sla import as_sla, point_table
+
+log = logging.getLogger("labkit")
+
+#: Handout part 1: max response 1.5 s, mean < 200 ms, 98% within 300 ms; one server.
+PART1_SLA = "max<=1500 mean<200 p98<=300"
+PART1_QUESTION = ("Maximum number of concurrent users one server supports with max response <= 1.5 s, "
+                  "mean < 200 ms and 98% within 300 ms")
+#: Handout part 2: max 1 s, mean < 300 ms, 98% < 400 ms, for 2000 concurrent users.
+PART2_SLA = "max<=1000 mean<300 p98<400"
+PART2_USERS = 2000
+PART2_QUESTION = ("Nodes needed for 2000 concurrent users with max response <= 1 s, mean < 300 ms "
+                  "and 98% < 400 ms")
+#: The handout's configuration: the Flask development server, one process per node.
+HANDOUT_SERVER = "flask"
+
+
+def handout_spec(machine_type: str, nodes: int = 1) -> ClusterSpec:
+    """The handout's cluster: ``nodes`` servers of ``machine_type`` running the Flask development server."""
+    return ClusterSpec(nodes=nodes, machine_type=machine_type, server=HANDOUT_SERVER)
+
+
+class _Unanswered:
+    """The value of a report answer before the student gives one (see :func:`require_answer`)."""
+
+    def __repr__(self) -> str:
+        return "UNANSWERED"
+
+
+#: Placeholder for a report answer; the autograder's test cells turn it into NotImplementedError.
+UNANSWERED = _Unanswered()
+
+
+def require_answer(*values) -> None:
+    """Raise NotImplementedError while any answer is still :data:`UNANSWERED`.
+
+    Why: in the student version the solution is replaced by ``raise
+    NotImplementedError()``; the test cells after it then fail the same way
+    (not with a NameError or a misleading assertion), so "not answered yet"
+    reads the same everywhere.
+    """
+    if any(v is UNANSWERED for v in values):
+        raise NotImplementedError("answer the question in the cell above first")
+
+
+# -- the rows the questions are about -------------------------------------------------------------
+def handout_rows(df: pd.DataFrame, machine_type: str, server: str = HANDOUT_SERVER) -> pd.DataFrame:
+    """The rows of the handout's configuration (one machine type, the Flask dev server).
+
+    Why: notebook 03 appends other machine types and gunicorn to the same CSV;
+    pooling them with the handout's rows would count them as repeats of the
+    same (nodes, concurrency) point and change the SLA answers.
+    """
+    sub = df[(df["machine_type"] == machine_type) & (df["server"] == server)].reset_index(drop=True)
+    if sub.empty:
+        found = sorted({f"{m}/{s}" for m, s in zip(df["machine_type"], df["server"])})
+        raise ConfigError(f"no {machine_type}/{server} rows in these results (they hold: {', '.join(found)})")
+    return sub
+
+
+def load_handout(csv, machine_type: str, server: str = HANDOUT_SERVER) -> pd.DataFrame:
+    """:func:`labkit.results.load_results` then :func:`handout_rows`."""
+    return handout_rows(load_results(csv), machine_type, server)
+
+
+def tables_by_nodes(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """The handout's table (:func:`labkit.results.handout_table`) for every tested node count."""
+    return {int(n): handout_table(df, int(n)) for n in sorted(df["nodes"].unique())}
+
+
+# -- the answers ------------------------------------------------------------------------------------
+def answers(csv, machine_type: str, server: str = HANDOUT_SERVER) -> dict:
+    """Both report answers from a results CSV: what the autograder and ``summary.json`` expect.
+
+    ``part1``: the largest concurrency one node supports under :data:`PART1_SLA`
+    (None when the lowest tested level already fails). ``part2``: the nodes
+    needed for :data:`PART2_USERS` under :data:`PART2_SLA` — the smallest tested
+    node count that meets it, else the USL extrapolation's node count (labelled
+    by ``part2_source``), else None.
+    """
+    df = load_handout(csv, machine_type, server)
+    r1 = build_report(df, PART1_SLA)
+    r2 = build_report(df, PART2_SLA, PART2_USERS)
+    part2, source = part2_from_report(r2)
+    return {"part1": r1["max_concurrency"].get("1"), "part2": part2, "part2_source": source,
+            "report1": r1, "report2": r2}
+
+
+def part2_from_report(report: dict) -> tuple[int | None, str]:
+    """(nodes, where the number comes from) for a :func:`labkit.report.build_report` dict with users.
+
+    ``"measured"`` when a tested node count meets the SLA; else the
+    extrapolation's label with its node count; else None with the reason
+    (the fit says no number of nodes reaches the users, or no fit was possible).
+    """
+    if report["nodes_needed"] is not None:
+        return report["nodes_needed"], "measured"
+    ex = report.get("extrapolation") or {}
+    if ex.get("refused"):
+        return None, f"unanswered: no tested node count meets the SLA and the extrapolation is refused ({ex['refused']})"
+    if ex.get("nodes") is not None:
+        return int(ex["nodes"]), ex.get("label", "extrapolation")
+    return None, "unanswered: no tested node count meets the SLA and the extrapolation says no node count does"
+
+
+def justify_part1(df: pd.DataFrame, answer: int | None, sla=PART1_SLA) -> str:
+    """A sentence saying why ``answer`` is the part-1 answer, with the numbers that decide it."""
+    table = point_table(df[df["nodes"] == 1], as_sla(sla))
+    if table.empty:
+        return "No single-server results to judge."
+    failing = table[~table["meets"]]
+    first_fail = failing.iloc[0] if len(failing) else None
+    if answer is None:
+        return (f"Even the lowest tested level ({int(table['concurrency'].min())} users) breaks the SLA "
+                f"{as_sla(sla)}: {first_fail['reason']}.")
+    row = table[table["concurrency"] == answer].iloc[0]
+    text = (f"One server meets the SLA {as_sla(sla)} at every tested level up to {answer} concurrent users "
+            f"(at {answer}: mean {row['mean_ms']:.0f} ms, p98 {row['p98_ms']:.0f} ms, "
+            f"longest {row['max_ms']:.0f} ms)")
+    if first_fail is not None:
+        text += f"; at {int(first_fail['concurrency'])} users it fails ({first_fail['reason']})."
+    else:
+        text += "; no tested level failed, so the true limit lies above the highest level tested."
+    return text
+
+
+def justify_part2(report: dict) -> str:
+    """A sentence for the part-2 answer: which node count suffices, or what the extrapolation says."""
+    nodes, source = part2_from_report(report)
+    mc = ", ".join(f"{n} node(s): {c if c is not None else 'none'}" for n, c in report["max_concurrency"].items())
+    users = report["users"]
+    ex = report.get("extrapolation") or {}
+    if source == "measured":
+        return f"{nodes} nodes is the smallest tested count supporting {users} users (max concurrency per count: {mc})."
+    head = f"No tested node count supports {users} users ({mc}); "
+    if nodes is not None:
+        return head + (f"extrapolating peak throughput with a USL fit gives {nodes} nodes — an estimate, "
+                       f"not a measurement, to confirm by measuring {nodes} nodes.")
+    if ex.get("refused"):
+        return head + f"no extrapolation is possible ({ex['refused']}): measure more node counts or levels."
+    return head + f"a USL fit of throughput says adding nodes does not get there ({ex.get('note', 'no note')})."
