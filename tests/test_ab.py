@@ -1,4 +1,4 @@
-"""labkit.ab (command + parsers) and labkit.measure (retries, aborted rows).
+"""labkit.ab (command, record), labkit.ab_parse (parsers) and labkit.measure (retries, aborted rows).
 
 Parser tests read real ab output captured by tests/data/capture.py into tests/data/ab/;
 the numbers asserted are the ones in those files. measure() is exercised with ab
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import ab
+from labkit import ab, ab_parse
 from labkit.ab import AbCommand
+from labkit.record import Measurement
 from labkit.backends.base import AbRun
 from labkit.errors import AbParseError, ConfigError
 from labkit.measure import abort_of, measure
@@ -39,19 +40,22 @@ def captured(name: str) -> AbRun:
 
 def test_argv_is_the_handouts_command_plus_e_and_g():
     cmd = AbCommand("http://10.0.0.2", concurrency=100, requests=10000)
-    assert cmd.argv() == ["ab", "-p", "{payload}", "-T", "application/json", "-m", "POST",
-                          "-c", "100", "-n", "10000", "-s", "10", "-r",
-                          "-e", "{percentiles}", "-g", "{gnuplot}", "http://10.0.0.2/fibonacci"]
+    assert cmd.argv("/tmp/p.json", "/tmp/e.csv", "/tmp/g.tsv") == [
+        "ab", "-p", "/tmp/p.json", "-T", "application/json", "-m", "POST",
+        "-c", "100", "-n", "10000", "-s", "10", "-r",
+        "-e", "/tmp/e.csv", "-g", "/tmp/g.tsv", "http://10.0.0.2/fibonacci"]
+    assert cmd.argv("p", "e", "g", ab="/usr/bin/ab")[0] == "/usr/bin/ab"
     assert cmd.payload == b'{"fibonacci_number": 20}\n'
 
 
 def test_argv_keepalive_path_timeout_and_replace():
     cmd = AbCommand("http://127.0.1.1:8080/", concurrency=5, requests=50, timeout_s=3, keepalive=True,
                     path="/status")
-    assert cmd.argv()[-2:] == ["-k", "http://127.0.1.1:8080/status"]
-    assert cmd.argv()[cmd.argv().index("-s") + 1] == "3"
-    wider = dataclasses.replace(cmd, concurrency=50)
-    assert wider.argv()[wider.argv().index("-c") + 1] == "50"
+    argv = cmd.argv("p", "e", "g")
+    assert argv[-2:] == ["-k", "http://127.0.1.1:8080/status"]
+    assert argv[argv.index("-s") + 1] == "3"
+    wider = dataclasses.replace(cmd, concurrency=50).argv("p", "e", "g")
+    assert wider[wider.index("-c") + 1] == "50"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cmd.concurrency = 1
 
@@ -76,7 +80,7 @@ def test_command_validation(kwargs, message):
 # --- report parser: every field, exact values ---------------------------------------------------
 
 def test_success_report_every_field():
-    report = ab.parse_report(text("success.stdout"))
+    report = ab_parse.parse_report(text("success.stdout"))
     pct = report.pop("percentiles")
     conn = report.pop("connection_times")
     assert report == {
@@ -99,7 +103,7 @@ def test_success_report_every_field():
 
 
 def test_non_2xx_report():
-    report = ab.parse_report(text("non2xx.stdout"))
+    report = ab_parse.parse_report(text("non2xx.stdout"))
     assert (report["complete"], report["failed"], report["non_2xx"]) == (30, 0, 30)
     assert report["document_path"] == "/nope"
     assert report["document_length"] == 144
@@ -107,7 +111,7 @@ def test_non_2xx_report():
 
 
 def test_length_failures_breakdown():
-    report = ab.parse_report(text("length.stdout"))
+    report = ab_parse.parse_report(text("length.stdout"))
     assert report["failed"] == 20
     assert (report["failed_connect"], report["failed_receive"],
             report["failed_length"], report["failed_exceptions"]) == (0, 0, 20, 0)
@@ -117,14 +121,14 @@ def test_length_failures_breakdown():
 
 
 def test_variable_document_length():
-    report = ab.parse_report(text("variable.stdout"))
+    report = ab_parse.parse_report(text("variable.stdout"))
     assert report["document_length"] is None
     assert report["document_length_variable"] is True
     assert report["failed"] == 0
 
 
 def test_keepalive_report():
-    report = ab.parse_report(text("keepalive.stdout"))
+    report = ab_parse.parse_report(text("keepalive.stdout"))
     assert report["keepalive_requests"] == 100
     assert report["complete"] == 100
     assert report["time_taken_s"] == 1.069
@@ -176,10 +180,10 @@ Percentage of the requests served within a certain time (ms)
  99%     73
 100%     73 (longest request)
 """
-    row = ab.fields(ab.parse_report(sample))
-    assert row["mean_ms"] == 15.0 and row["ab_mean_ms"] == 72.687
-    assert (row["p98_ms"], row["max_ms"], row["connect_mean_ms"]) == (73.0, 73.0, 1.0)
-    assert ab.parse_report(sample)["server_software"] == "nginx/1.10.3"
+    row = ab.measurement(ab_parse.parse_report(sample))
+    assert row.mean_ms == 15.0 and row.ab_mean_ms == 72.687
+    assert (row.p98_ms, row.max_ms, row.connect_mean_ms) == (73.0, 73.0, 1.0)
+    assert ab_parse.parse_report(sample)["server_software"] == "nginx/1.10.3"
 
 
 # --- strictness --------------------------------------------------------------------------------
@@ -204,14 +208,14 @@ def test_corrupted_line_names_the_field(old, new, field):
     original = text("success.stdout")
     assert old in original
     with pytest.raises(AbParseError) as info:
-        ab.parse_report(original.replace(old, new, 1))
+        ab_parse.parse_report(original.replace(old, new, 1))
     assert info.value.field == field
 
 
 def test_missing_breakdown_after_failures_is_an_error():
     broken = text("length.stdout").replace("   (Connect: 0, Receive: 0, Length: 20, Exceptions: 0)\n", "")
     with pytest.raises(AbParseError) as info:
-        ab.parse_report(broken)
+        ab_parse.parse_report(broken)
     assert info.value.field == "Failed requests"
 
 
@@ -219,20 +223,20 @@ def test_missing_table_is_an_error():
     report = text("success.stdout")
     cut = report[:report.index("Connection Times (ms)")]
     with pytest.raises(AbParseError) as info:
-        ab.parse_report(cut)
+        ab_parse.parse_report(cut)
     assert info.value.field == "Connection Times"
 
 
 def test_aborted_output_is_not_a_report():
     with pytest.raises(AbParseError) as info:
-        ab.parse_report(text("timeout.stdout"))
-    assert info.value.field in ab._REQUIRED
+        ab_parse.parse_report(text("timeout.stdout"))
+    assert info.value.field in ab_parse._REQUIRED
 
 
 # --- -e and -g files -----------------------------------------------------------------------------
 
 def test_percentiles_file():
-    table = ab.parse_percentiles(text("success.e.csv"))
+    table = ab_parse.parse_percentiles(text("success.e.csv"))
     assert len(table) == 101
     assert (table[0.0], table[1.0], table[50.0], table[98.0], table[99.0], table[100.0]) == \
         (10.472, 10.487, 10.638, 13.85, 14.9, 15.329)
@@ -242,12 +246,12 @@ def test_percentiles_file():
                                  "Percentage served,Time in ms\n0,1.0\n100,2.0\n", ""])
 def test_percentiles_file_strict(bad):
     with pytest.raises(AbParseError) as info:
-        ab.parse_percentiles(bad)
+        ab_parse.parse_percentiles(bad)
     assert info.value.field == "percentiles file"
 
 
 def test_gnuplot_file():
-    rows = ab.parse_gnuplot(text("success.g.tsv"))
+    rows = ab_parse.parse_gnuplot(text("success.g.tsv"))
     assert len(rows) == 200
     assert rows[0] == {"starttime": "Sat Nov 28 13:12:46 2026", "seconds": 1795871566,
                        "ctime": 0, "dtime": 10, "ttime": 10, "wait": 0}
@@ -257,41 +261,41 @@ def test_gnuplot_file():
 
 def test_gnuplot_file_strict():
     with pytest.raises(AbParseError):
-        ab.parse_gnuplot("starttime\tseconds\tctime\tdtime\tttime\twait\nSat\t1\t2\t3\n")
+        ab_parse.parse_gnuplot("starttime\tseconds\tctime\tdtime\tttime\twait\nSat\t1\t2\t3\n")
     with pytest.raises(AbParseError):
-        ab.parse_gnuplot("time\tseconds\n")
+        ab_parse.parse_gnuplot("time\tseconds\n")
 
 
 # --- fields (results columns) --------------------------------------------------------------------
 
 def test_fields_of_success_with_e_and_g():
     run = captured("success")
-    row = ab.fields(ab.parse_report(run.stdout), ab.parse_percentiles(run.percentiles_csv),
-                    ab.parse_gnuplot(run.gnuplot_tsv))
-    assert row == {"concurrency": 10, "complete": 200, "failed": 0, "non_2xx": 0, "aborted": False,
-                   "time_taken_s": 0.223, "rps": 897.13,
-                   "mean_ms": 11.1,  # 2220 ms over 200 requests, from -g
-                   "ab_mean_ms": 11.147,
-                   "p50_ms": 10.638, "p66_ms": 10.704, "p75_ms": 10.811, "p80_ms": 11.013,
-                   "p90_ms": 11.36, "p95_ms": 11.909, "p98_ms": 13.85, "p99_ms": 14.9,
-                   "max_ms": 15.329, "connect_mean_ms": 0.0}
+    row = ab.measurement(ab_parse.parse_report(run.stdout), ab_parse.parse_percentiles(run.percentiles_csv),
+                    ab_parse.parse_gnuplot(run.gnuplot_tsv))
+    assert row == Measurement(concurrency=10, complete=200, failed=0, non_2xx=0, aborted=False,
+                              time_taken_s=0.223, rps=897.13,
+                              mean_ms=11.1,  # 2220 ms over 200 requests, from -g
+                              ab_mean_ms=11.147,
+                              p50_ms=10.638, p66_ms=10.704, p75_ms=10.811, p80_ms=11.013,
+                              p90_ms=11.36, p95_ms=11.909, p98_ms=13.85, p99_ms=14.9,
+                              max_ms=15.329, connect_mean_ms=0.0)
 
 
 def test_fields_from_report_alone_use_its_tables():
-    row = ab.fields(ab.parse_report(text("success.stdout")))
-    assert (row["mean_ms"], row["p95_ms"], row["p98_ms"], row["max_ms"]) == (11.0, 12.0, 14.0, 15.0)
+    row = ab.measurement(ab_parse.parse_report(text("success.stdout")))
+    assert (row.mean_ms, row.p95_ms, row.p98_ms, row.max_ms) == (11.0, 12.0, 14.0, 15.0)
 
 
 def test_fields_repair_abs_out_of_range_percentile_rows():
     """ab -e writes garbage for 99% when fewer than 51 requests completed (captured: 30)."""
-    raw = ab.parse_percentiles(text("non2xx.e.csv"))
+    raw = ab_parse.parse_percentiles(text("non2xx.e.csv"))
     assert raw[99.0] == 3409317638883534.5  # what ab really wrote
-    row = ab.fields(ab.parse_report(text("non2xx.stdout")), raw)
-    assert row["p99_ms"] == row["max_ms"] == 11.152
-    assert row["p98_ms"] == 11.152 and row["p50_ms"] == 10.578
-    assert row["non_2xx"] == 30
-    length = ab.fields(ab.parse_report(text("length.stdout")), ab.parse_percentiles(text("length.e.csv")))
-    assert (length["p98_ms"], length["p99_ms"], length["max_ms"]) == (1.672, 1.672, 1.672)
+    row = ab.measurement(ab_parse.parse_report(text("non2xx.stdout")), raw)
+    assert row.p99_ms == row.max_ms == 11.152
+    assert row.p98_ms == 11.152 and row.p50_ms == 10.578
+    assert row.non_2xx == 30
+    length = ab.measurement(ab_parse.parse_report(text("length.stdout")), ab_parse.parse_percentiles(text("length.e.csv")))
+    assert (length.p98_ms, length.p99_ms, length.max_ms) == (1.672, 1.672, 1.672)
 
 
 def test_clamp_only_touches_rows_past_the_end():
@@ -305,14 +309,14 @@ def test_clamp_only_touches_rows_past_the_end():
 
 def test_parse_file_for_the_cli(tmp_path):
     row = ab.parse_file(DATA / "success.stdout", DATA / "success.e.csv")
-    assert row["p98_ms"] == 13.85 and row["mean_ms"] == 11.0 and row["complete"] == 200
-    json.dumps(row)  # the CLI prints it as JSON
+    assert row.p98_ms == 13.85 and row.mean_ms == 11.0 and row.complete == 200
+    json.dumps(row.to_json())  # the CLI prints it as JSON
     saved = tmp_path / "out.txt"
     saved.write_text(text("failures.stdout") + text("failures.stderr"))
     aborted = ab.parse_file(saved)
-    assert aborted["aborted"] is True and aborted["complete"] == 61
-    assert aborted["p98_ms"] is None and aborted["mean_ms"] is None
-    assert aborted["abort_reason"] == ("Test aborted after 10 failures: "
+    assert aborted.aborted is True and aborted.complete == 61
+    assert aborted.p98_ms is None and aborted.mean_ms is None
+    assert aborted.abort_reason == ("Test aborted after 10 failures: "
                                        "apr_socket_connect(): Cannot assign requested address (99)")
     junk = tmp_path / "junk.txt"
     junk.write_text("hello\n")
@@ -337,7 +341,7 @@ def test_aborted_captures(name, exit_code, expected):
     run = captured(name)
     assert run.exit_code == exit_code
     assert run.percentiles_csv is None and run.gnuplot_tsv is None  # ab writes neither on abort
-    assert ab.parse_aborted(run.stdout, run.stderr) == expected
+    assert ab_parse.parse_aborted(run.stdout, run.stderr) == expected
     assert abort_of(run) == expected
 
 
@@ -349,7 +353,7 @@ def test_abort_messages_go_to_stderr_and_totals_to_stdout():
 
 def test_progress_lines_give_complete_when_no_total():
     stderr = "Completed 1000 requests\nCompleted 2000 requests\napr_pollset_poll: The timeout specified has expired (70007)\n"
-    assert ab.parse_aborted("Benchmarking 10.0.0.2 (be patient)\n", stderr)["complete"] == 2000
+    assert ab_parse.parse_aborted("Benchmarking 10.0.0.2 (be patient)\n", stderr)["complete"] == 2000
 
 
 def test_successful_captures_are_not_aborts():
@@ -366,7 +370,7 @@ class Replay:
         self.runs = [captured(n) for n in names]
         self.calls = 0
 
-    def run_ab(self, argv, payload, timeout):
+    def run_ab(self, command, timeout, progress=None):
         self.calls += 1
         return self.runs.pop(0)
 
@@ -375,11 +379,11 @@ def test_measure_success_against_the_real_service(service_proc):
     url = service_proc("flask")
     backend = SubprocessAb()
     row = measure(backend, AbCommand(url, concurrency=5, requests=60))
-    assert row["aborted"] is False and row["attempts"] == 1
-    assert (row["complete"], row["failed"], row["non_2xx"]) == (60, 0, 0)
-    assert (row["concurrency"], row["requests"]) == (5, 60)
-    assert 0 < row["p50_ms"] <= row["p98_ms"] <= row["max_ms"] < 5000
-    assert row["rps"] > 0 and row["mean_ms"] > 0
+    assert row.aborted is False and row.attempts == 1
+    assert (row.complete, row.failed, row.non_2xx) == (60, 0, 0)
+    assert (row.concurrency, row.requests) == (5, 60)
+    assert 0 < row.p50_ms <= row.p98_ms <= row.max_ms < 5000
+    assert row.rps > 0 and row.mean_ms > 0
     assert len(backend.runs) == 1 and backend.runs[0].argv[-1] == url + "/fibonacci"
     import urllib.request
     assert json.loads(urllib.request.urlopen(url + "/status").read())["requests"] == 60
@@ -394,11 +398,12 @@ def test_measure_records_70007_as_aborted_after_retries(caplog):
                           retries=2, retry_delay=0)
     finally:
         stop()
-    assert len(backend.runs) == 3 and row["attempts"] == 3
-    assert row["aborted"] is True
-    assert row["complete"] == 0
-    assert row["abort_reason"] == "apr_pollset_poll: The timeout specified has expired (70007)"
-    assert all(row[c] is None for c in ("mean_ms", "p98_ms", "max_ms", "rps", "time_taken_s"))
+    assert len(backend.runs) == 3 and row.attempts == 3
+    assert row.aborted is True
+    assert row.complete == 0
+    assert row.abort_reason == "apr_pollset_poll: The timeout specified has expired (70007)"
+    assert all(getattr(row, c) is None for c in ("mean_ms", "p98_ms", "max_ms", "rps", "time_taken_s"))
+    assert (row.concurrency, row.requests) == (2, 4)
     assert [r.exit_code for r in backend.runs] == [119, 119, 119]
     assert sum("retrying" in m for m in caplog.messages) == 2
 
@@ -406,20 +411,20 @@ def test_measure_records_70007_as_aborted_after_retries(caplog):
 def test_measure_emfile_is_aborted_not_raised(service_proc):
     url = service_proc("flask")
     row = measure(SubprocessAb(nofile=12), AbCommand(url, concurrency=50, requests=100), retries=1, retry_delay=0)
-    assert (row["aborted"], row["attempts"], row["complete"]) == (True, 2, 0)
-    assert row["abort_reason"] == "socket: Too many open files (24)"
+    assert (row.aborted, row.attempts, row.complete) == (True, 2, 0)
+    assert row.abort_reason == "socket: Too many open files (24)"
 
 
 def test_measure_retry_then_success_counts_attempts():
     backend = Replay("timeout", "failures", "success")
     row = measure(backend, AbCommand("http://127.0.0.1:1", 10, 200), retries=2, retry_delay=0)
-    assert (row["aborted"], row["attempts"], row["complete"], row["p98_ms"]) == (False, 3, 200, 13.85)
+    assert (row.aborted, row.attempts, row.complete, row.p98_ms) == (False, 3, 200, 13.85)
 
 
 def test_measure_keeps_what_the_last_abort_reported():
     row = measure(Replay("timeout", "failures"), AbCommand("http://127.0.0.1:1", 5, 200),
                   retries=1, retry_delay=0)
-    assert (row["aborted"], row["attempts"], row["complete"]) == (True, 2, 61)
+    assert (row.aborted, row.attempts, row.complete) == (True, 2, 61)
 
 
 def test_measure_raises_only_for_unreadable_success():

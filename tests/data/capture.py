@@ -52,9 +52,10 @@ OUT = Path(__file__).resolve().parent / "ab"
 class SubprocessAb:
     """Just enough of a backend to run ab on this machine: ``run_ab`` and nothing else.
 
-    Fills the ``{payload}``/``{percentiles}``/``{gnuplot}`` placeholders with files in a
-    fresh temporary folder and reads the -e/-g files back (None when ab did not write them).
-    ``nofile`` sets ab's open-file limit (the handout's ``ulimit -n``).
+    Writes the payload and points ab's -e/-g files into a fresh temporary folder, and
+    reads those files back (None when ab did not write them). ``nofile`` sets ab's
+    open-file limit (the handout's ``ulimit -n``). :meth:`run_argv` lets the capture
+    script change the command (drop ``-r``, add ``-l``) to provoke ab's other outputs.
     """
 
     def __init__(self, nofile: int | None = None):
@@ -65,12 +66,17 @@ class SubprocessAb:
         if self.nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
-    def run_ab(self, argv: list[str], payload: bytes, timeout: float) -> AbRun:
+    def run_ab(self, command: AbCommand, timeout: float, progress=None) -> AbRun:
+        """The backend contract: run ``command`` (``progress`` is not reported)."""
+        return self.run_argv(command, timeout)
+
+    def run_argv(self, command: AbCommand, timeout: float, edit=lambda argv: argv) -> AbRun:
+        """Run ``edit(command.argv(...))``: the lab's command, changed to provoke a case."""
         with tempfile.TemporaryDirectory(prefix="labkit-ab-") as tmp:
             files = {"payload": Path(tmp, "payload.json"), "percentiles": Path(tmp, "e.csv"),
                      "gnuplot": Path(tmp, "g.tsv")}
-            files["payload"].write_bytes(payload)
-            real = [arg.format(**{k: str(v) for k, v in files.items()}) if "{" in arg else arg for arg in argv]
+            files["payload"].write_bytes(command.payload)
+            real = edit(command.argv(**{k: str(v) for k, v in files.items()}))
             proc = subprocess.run(real, capture_output=True, timeout=timeout, preexec_fn=self._limits)
             read = lambda p: p.read_text() if p.exists() else None  # noqa: E731
             run = AbRun(tuple(real), proc.returncode, proc.stdout.decode(errors="replace"),
@@ -184,8 +190,8 @@ def _netns_failures_case() -> None:
             _answer(sock)
     threading.Thread(target=serve, daemon=True).start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    argv = [a for a in AbCommand(url, 5, 200, path="/").argv() if a != "-r"]
-    _save("failures", SubprocessAb().run_ab(argv, b"{}", 60))
+    no_r = lambda argv: [a for a in argv if a != "-r"]  # noqa: E731
+    _save("failures", SubprocessAb().run_argv(AbCommand(url, 5, 200, path="/", payload=b"{}"), 60, no_r))
 
 
 # --- capture -------------------------------------------------------------------------------------
@@ -219,36 +225,36 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(url, 30, proc=service)
-        _save("success", ab.run_ab(AbCommand(url, 10, 200).argv(), AbCommand(url, 1, 1).payload, 120))
-        _save("non2xx", ab.run_ab(AbCommand(url, 3, 30, path="/nope").argv(), b'{"fibonacci_number": 20}\n', 60))
-        _save("emfile", SubprocessAb(nofile=12).run_ab(AbCommand(url, 50, 100).argv(), b'{"fibonacci_number": 20}\n', 60))
+        _save("success", ab.run_ab(AbCommand(url, 10, 200), 120))
+        _save("non2xx", ab.run_ab(AbCommand(url, 3, 30, path="/nope"), 60))
+        _save("emfile", SubprocessAb(nofile=12).run_ab(AbCommand(url, 50, 100), 60))
     finally:
         service.terminate()
         service.wait(10)
 
     url, stop = http_server(_Variable)
     try:
-        _save("length", ab.run_ab(AbCommand(url, 4, 40, path="/").argv(), b"{}", 60))
-        variable = AbCommand(url, 4, 40, path="/").argv()
-        _save("variable", ab.run_ab(variable[:-1] + ["-l", variable[-1]], b"{}", 60))
+        _save("length", ab.run_ab(AbCommand(url, 4, 40, path="/", payload=b"{}"), 60))
+        with_l = lambda argv: argv[:-1] + ["-l", argv[-1]]  # noqa: E731
+        _save("variable", ab.run_argv(AbCommand(url, 4, 40, path="/", payload=b"{}"), 60, with_l))
     finally:
         stop()
 
     url, stop = http_server(_KeepAlive)
     try:
-        _save("keepalive", ab.run_ab(AbCommand(url, 4, 100, keepalive=True).argv(), b"{}", 60))
+        _save("keepalive", ab.run_ab(AbCommand(url, 4, 100, keepalive=True, payload=b"{}"), 60))
     finally:
         stop()
 
     url, stop = silent_listener()
     try:
-        _save("timeout", ab.run_ab(AbCommand(url, 5, 20, timeout_s=1).argv(), b"{}", 60))
+        _save("timeout", ab.run_ab(AbCommand(url, 5, 20, timeout_s=1, payload=b"{}"), 60))
     finally:
         stop()
 
     url, thread = stop_listening_after(50)
-    argv = [a for a in AbCommand(url, 5, 200, path="/").argv() if a != "-r"]
-    _save("recv_reset", ab.run_ab(argv, b"{}", 60))
+    no_r = lambda argv: [a for a in argv if a != "-r"]  # noqa: E731
+    _save("recv_reset", ab.run_argv(AbCommand(url, 5, 200, path="/", payload=b"{}"), 60, no_r))
     thread.join(5)
 
     subprocess.run(["unshare", "-n", sys.executable, __file__, "--netns-failures"], check=True)
