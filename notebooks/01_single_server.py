@@ -72,8 +72,8 @@ answer
 
 # %%
 first = AbCommand(lab.url, concurrency=10, requests=10, timeout_s=10)
-print(" ".join(first.argv()))
-pd.Series(measure(lab, first, retries=1))
+print(" ".join(first.argv(payload="payload.json", percentiles="percentiles.csv", gnuplot="times.tsv")))
+pd.Series(measure(lab, first, retries=1).to_json())
 
 # %% [markdown]
 # ## The concurrency sweep (step 7)
