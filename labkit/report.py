@@ -13,7 +13,7 @@ import logging
 import pandas as pd
 
 from .errors import ConfigError
-from .sla import _check_users, as_sla, max_concurrency_of_table, point_table
+from .sla import _check_users, as_sla, max_concurrency_of_table, nodes_needed_of, point_table
 from .usl import EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, predict_nodes
 
 log = logging.getLogger("labkit")
@@ -23,7 +23,8 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     """Answer the SLA questions for ``df`` (design §8).
 
     Keys: ``sla`` (canonical text), ``users``, ``max_concurrency`` (node count
-    as a string -> int or ``None``), ``nodes_needed`` (int or ``None``; ``None``
+    -> int or ``None``; integers here, the strings of design §8 once written as
+    JSON, which is what ``json.dumps`` does with them), ``nodes_needed`` (int or ``None``; ``None``
     also when ``users`` is not given), ``extrapolation`` (only when ``users`` is
     given and no tested node count suffices: a dict whose ``label`` starts
     with ``"extrapolation (USL fit)"``, with ``nodes`` and the ``method``, or a
@@ -42,9 +43,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     mc = max_concurrency_of_table(table)
     notes: list[str] = []
 
-    needed = None
-    if users is not None:
-        needed = next((n for n, c in sorted(mc.items()) if c is not None and c >= users), None)
+    needed = nodes_needed_of(mc, users) if users is not None else None
 
     usl_fit, usl_error = None, ""
     try:
@@ -79,7 +78,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     report = {
         "sla": str(sla),
         "users": users,
-        "max_concurrency": {str(n): c for n, c in mc.items()},
+        "max_concurrency": mc,
         "nodes_needed": needed,
         "extrapolation": extrapolation,
         "usl": usl_fit.to_dict() if usl_fit else None,
@@ -101,7 +100,7 @@ def format_report(report: dict) -> str:
         lines.append(f"Users: {report['users']}")
     lines += ["", "Maximum concurrency within the SLA (every tested level up to it meets)"]
     mc = report["max_concurrency"]
-    width = max([5, *(len(k) for k in mc)])
+    width = max([5, *(len(str(n)) for n in mc)])
     lines.append(f"  {'nodes':>{width}}  max concurrency")
     for n, c in mc.items():
         lines.append(f"  {n:>{width}}  {c if c is not None else 'none (lowest level fails)'}")
@@ -111,7 +110,7 @@ def format_report(report: dict) -> str:
         if report["nodes_needed"] is not None:
             lines.append(f"Nodes needed for {report['users']} users: {report['nodes_needed']}")
         else:
-            tested = ", ".join(mc)
+            tested = ", ".join(str(n) for n in mc)
             lines.append(f"Nodes needed for {report['users']} users: none of the tested node counts ({tested})")
         ex = report.get("extrapolation")
         if ex:

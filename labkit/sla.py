@@ -8,7 +8,8 @@ p98<=300"`` (handout part 1). From a results DataFrame (see
   such that *every* tested level <= C meets the SLA (``None`` when the lowest
   level already fails). A pass above a failing level does not count: the
   service cannot be promised for a load it failed at on the way up.
-- :func:`nodes_needed`: the smallest tested node count whose
+- :func:`nodes_needed` (and :func:`nodes_needed_of` from the answers of
+  :func:`max_concurrency`): the smallest tested node count whose
   ``max_concurrency`` is at least the user count (``None`` when none is; the
   report then adds a labelled USL extrapolation, see :mod:`labkit.usl`).
 """
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, SlaSyntaxError
-from .results import PERCENTILES
+from .record import PERCENTILES
 
 log = logging.getLogger("labkit")
 
@@ -130,13 +131,23 @@ class Sla:
         return " ".join(str(c) for c in self.clauses)
 
     def meets(self, df: pd.DataFrame) -> pd.Series:
-        """Per row: not aborted, no failed or non-2xx requests, and every clause holds."""
-        ok = ~df["aborted"].astype(bool)
-        ok &= (df["failed"] == 0).fillna(False).astype(bool)
-        ok &= (df["non_2xx"] == 0).fillna(False).astype(bool)
+        """Per row: :func:`is_ok` (not aborted, no failed or non-2xx requests), and every clause holds."""
+        ok = is_ok(df)
         for c in self.clauses:
             ok &= c.holds(df[c.column])
         return ok.rename("meets")
+
+
+def is_ok(df: pd.DataFrame) -> pd.Series:
+    """Per row: ab completed it (not aborted) with no failed and no non-2xx requests.
+
+    Only such a row can meet an SLA, and only its throughput measures the service
+    (fast error responses inflate requests per second).
+    """
+    ok = ~df["aborted"].astype(bool)
+    ok &= (df["failed"] == 0).fillna(False).astype(bool)
+    ok &= (df["non_2xx"] == 0).fillna(False).astype(bool)
+    return ok.rename("ok")
 
 
 def as_sla(sla) -> Sla:
@@ -237,10 +248,15 @@ def nodes_needed(df: pd.DataFrame, sla, users: int) -> int | None:
     Only measured levels count: with levels 1000 and 2000 and a pass up to
     1000, 1500 users are *not* covered (1500 was never shown to meet the SLA).
     """
+    return nodes_needed_of(max_concurrency(df, sla), users)
+
+
+def nodes_needed_of(max_conc: dict[int, int | None], users: int) -> int | None:
+    """:func:`nodes_needed` from an already computed :func:`max_concurrency` (node count -> C or None)."""
     users = _check_users(users)
-    for n, best in sorted(max_concurrency(df, sla).items()):
+    for n, best in sorted(max_conc.items()):
         if best is not None and best >= users:
-            return n
+            return int(n)
     return None
 
 

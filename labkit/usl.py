@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .sla import _check_users, is_ok, max_concurrency
 
 log = logging.getLogger("labkit")
 
@@ -123,10 +124,8 @@ def fit_usl(n, x) -> UslFit:
 
 
 def _clean(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose throughput means something: completed, no failed or non-2xx requests."""
-    ok = (~df["aborted"].astype(bool) & (df["failed"] == 0).fillna(False).astype(bool)
-          & (df["non_2xx"] == 0).fillna(False).astype(bool) & df["rps"].notna())
-    return df[ok]
+    """Rows whose throughput means something: :func:`~labkit.sla.is_ok` and a measured rps."""
+    return df[is_ok(df) & df["rps"].notna()]
 
 
 def throughput_by_nodes(df: pd.DataFrame) -> pd.DataFrame:
@@ -201,8 +200,6 @@ def predict_nodes(df: pd.DataFrame, sla, users: int, fit: UslFit | None = None,
     from: fewer than three node counts with clean throughput, or no node count
     meeting the SLA at any level.
     """
-    from .sla import _check_users, max_concurrency
-
     users = _check_users(users)
     fit = fit or fit_nodes(df)
     mc = max_concurrency(df, sla)

@@ -33,7 +33,7 @@ def test_report_answers_and_keys(tmp_path):
     # X: 1000, 1826.1, 2459.0, 2877.7, 3125.0 -> limits 300, 548, 738, 863, 938
     assert report["sla"] == PART2
     assert report["users"] == 500
-    assert report["max_concurrency"] == {"1": 200, "2": 500, "3": 700, "4": 700, "5": 700}
+    assert report["max_concurrency"] == {1: 200, 2: 500, 3: 700, 4: 700, 5: 700}
     assert report["nodes_needed"] == 2
     assert report["extrapolation"] is None
     assert report["usl"]["sigma"] == pytest.approx(0.05, abs=1e-3)
@@ -41,7 +41,8 @@ def test_report_answers_and_keys(tmp_path):
     assert report["usl"]["lambda"] == pytest.approx(1000.0, rel=1e-3)
     assert report["tested"] == {"nodes": [1, 2, 3, 4, 5],
                                 "concurrency": [10, 100, 200, 500, 700, 1000, 2000, 3000]}
-    json.loads(json.dumps(report))  # JSON-ready
+    # node counts stay integers in Python; JSON (the CLI, summary.json) writes them as strings
+    assert json.loads(json.dumps(report))["max_concurrency"] == {"1": 200, "2": 500, "3": 700, "4": 700, "5": 700}
 
 
 def test_users_never_reached_gives_labelled_extrapolation(tmp_path):
@@ -70,13 +71,13 @@ def test_extrapolation_refused_with_two_node_counts(tmp_path):
 def test_without_users(tmp_path):
     report = build_report(_lab(tmp_path, nodes=(1,)), "mean<300")
     assert report["users"] is None and report["nodes_needed"] is None and report["extrapolation"] is None
-    assert report["max_concurrency"] == {"1": 200}
+    assert report["max_concurrency"] == {1: 200}
 
 
 def test_lowest_level_failing_is_null(tmp_path):
     df = load_results(write_csv(tmp_path / "r.csv", [make_row(1, 10, mean=500.0), make_row(2, 10, mean=5.0)]))
     report = build_report(df, "mean<300", users=10)
-    assert report["max_concurrency"] == {"1": None, "2": 10}
+    assert report["max_concurrency"] == {1: None, 2: 10}
     assert report["nodes_needed"] == 2
     assert '"1": null' in json.dumps(report)
 
@@ -106,7 +107,7 @@ def test_bad_inputs(tmp_path):
 def test_extrapolation_gives_a_node_count(tmp_path):
     df = _lab(tmp_path, nodes=(1, 2, 3))
     report = build_report(df, PART2, users=900)
-    assert report["max_concurrency"] == {"1": 200, "2": 500, "3": 700}
+    assert report["max_concurrency"] == {1: 200, 2: 500, 3: 700}
     assert report["nodes_needed"] is None
     ex = report["extrapolation"]
     # 700·X(N)/X(3): X(5)=3125 -> 889 < 900, X(6)=3243 -> 923 >= 900
