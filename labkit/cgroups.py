@@ -11,6 +11,10 @@ sandbox's own limits keep applying) under ``labkit/<run>/<role>``. Where no
 cgroup hierarchy can be written, :func:`detect` returns an ``unlimited``
 manager: it says so once in the log, runs the processes without limits, and
 the backend records ``cpu_limited = False`` in the results.
+
+Nothing is read at import time: where the hierarchy is mounted, the CFS period
+and whether to use cgroups at all come from the caller's
+:class:`~labkit.settings.Settings` (``detect(settings)``).
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import os
 import time
 from pathlib import Path
 
+from .settings import Settings
+
 log = logging.getLogger("labkit")
 
-CGROUP_ROOT = Path(os.environ.get("LABKIT_CGROUP_ROOT", "/sys/fs/cgroup"))
-# The CFS period. The kernel default (100 ms) lets an 0.2-vCPU group run 20 ms
-# and then stall 80 ms, which would dominate the latencies we measure; 10 ms
-# keeps the same share with stalls of at most 8 ms.
-CFS_PERIOD_US = int(os.environ.get("LABKIT_CFS_PERIOD_US", "10000"))
+# The CFS period (``Settings.cfs_period_us``, 10 ms by default): the kernel default
+# (100 ms) lets an 0.2-vCPU group run 20 ms and then stall 80 ms, which would
+# dominate the latencies we measure; 10 ms keeps the same share with stalls of at
+# most 8 ms.
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
 
@@ -45,6 +50,7 @@ class Cgroups:
     """Base class: the ``unlimited`` manager, used where cgroups cannot be written."""
 
     version = "unlimited"
+    period_us: int | None = None  # the CFS period quotas are written with (None: no quotas)
 
     def create(self, relpath: str, limits: Limits) -> list[str]:
         """Create the group ``relpath`` with ``limits``; return the directories made."""
@@ -101,8 +107,9 @@ class CgroupsV2(Cgroups):
 
     version = "v2"
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, period_us: int = Settings.cfs_period_us):
         self.base = base
+        self.period_us = int(period_us)
 
     def _enable(self, directory: Path) -> None:
         control = directory / "cgroup.subtree_control"
@@ -125,8 +132,8 @@ class CgroupsV2(Cgroups):
         return made
 
     def set_cpu(self, relpath: str, vcpu: float | None) -> None:
-        quota = "max" if vcpu is None else max(1000, int(vcpu * CFS_PERIOD_US))
-        (self.base / relpath / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+        quota = "max" if vcpu is None else max(1000, int(vcpu * self.period_us))
+        (self.base / relpath / "cpu.max").write_text(f"{quota} {self.period_us}")
 
     def procs_files(self, relpath: str) -> list[Path]:
         return [self.base / relpath / "cgroup.procs"]
@@ -147,8 +154,9 @@ class CgroupsV1(Cgroups):
 
     version = "v1"
 
-    def __init__(self, bases: dict[str, Path]):
+    def __init__(self, bases: dict[str, Path], period_us: int = Settings.cfs_period_us):
         self.bases = bases
+        self.period_us = int(period_us)
 
     def create(self, relpath: str, limits: Limits) -> list[str]:
         made = []
@@ -159,13 +167,13 @@ class CgroupsV1(Cgroups):
                 if not path.exists():
                     path.mkdir()
                     made.append(str(path))
-        (self.bases["cpu"] / relpath / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (self.bases["cpu"] / relpath / "cpu.cfs_period_us").write_text(str(self.period_us))
         self.set_cpu(relpath, limits.vcpu)
         (self.bases["memory"] / relpath / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
         return made
 
     def set_cpu(self, relpath: str, vcpu: float | None) -> None:
-        quota = -1 if vcpu is None else max(1000, int(vcpu * CFS_PERIOD_US))
+        quota = -1 if vcpu is None else max(1000, int(vcpu * self.period_us))
         (self.bases["cpu"] / relpath / "cpu.cfs_quota_us").write_text(str(quota))
 
     def procs_files(self, relpath: str) -> list[Path]:
@@ -201,21 +209,27 @@ def _writable(directory: Path) -> bool:
 _warned = False
 
 
-def detect() -> Cgroups:
-    """The best cgroup manager this machine allows: v2, v1, or unlimited (with one warning)."""
+def detect(settings: Settings | None = None) -> Cgroups:
+    """The best cgroup manager this machine allows: v2, v1, or unlimited (with one warning).
+
+    ``settings`` (default: ``Settings()``) gives the hierarchy's mount point
+    (``cgroup_root``), the CFS period and ``cgroups="off"`` to never use them.
+    """
     global _warned
-    if os.environ.get("LABKIT_CGROUPS") == "off":
+    settings = settings if settings is not None else Settings()
+    if settings.cgroups == "off":
         return Cgroups()
+    root, period = settings.cgroup_root, settings.cfs_period_us
     try:
-        if (CGROUP_ROOT / "cgroup.controllers").exists():
-            base = CGROUP_ROOT / _own_path(None)
+        if (root / "cgroup.controllers").exists():
+            base = root / _own_path(None)
             controllers = (base / "cgroup.controllers").read_text().split()
             if {"cpu", "memory"} <= set(controllers) and _writable(base):
-                return CgroupsV2(base)
-        elif (CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us").exists():
-            bases = {c: CGROUP_ROOT / c / _own_path(c) for c in V1_CONTROLLERS}
+                return CgroupsV2(base, period)
+        elif (root / "cpu" / "cpu.cfs_quota_us").exists():
+            bases = {c: root / c / _own_path(c) for c in V1_CONTROLLERS}
             if all(b.exists() and _writable(b) for b in bases.values()):
-                return CgroupsV1(bases)
+                return CgroupsV1(bases, period)
     except OSError as exc:
         log.debug("cgroup detection failed: %s", exc)
     if not _warned:

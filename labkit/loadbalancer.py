@@ -41,9 +41,14 @@ class LocalNginx:
     def __init__(self, prefix: Path, host: str, port: int):
         self.prefix = Path(prefix)
         self.host, self.port = host, port
-        self.conf = self.prefix / "nginx.conf"
+        self.conf = self.conf_path(self.prefix)
         self.pid_file = self.prefix / "nginx.pid"
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def conf_path(prefix: Path) -> Path:
+        """Where the live config of the balancer under ``prefix`` is (to read it without touching it)."""
+        return Path(prefix) / "nginx.conf"
 
     def render(self, upstreams: list[tuple[str, int]]) -> str:
         return render_nginx_conf(

@@ -6,6 +6,11 @@ always checked: either against a ``known_hosts`` file (unknown hosts are
 rejected, never added) or against keys pinned when the machine was created
 (e.g. read from GCE guest attributes). Failed commands raise
 :class:`~labkit.errors.CommandError` naming host, command, exit code and stderr.
+
+``sudo()`` has fabric's shape (same arguments and result as ``run``), so no
+caller builds ``sudo -n ...`` strings itself; ``tunnel()`` opens a TCP stream
+*from* the host (SSH ``direct-tcpip``), which is how labkit reaches a service
+that listens on an address only the host's network can see.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 import io
 import logging
 import os
+import shlex
 import socket
 import threading
 import time
@@ -174,6 +180,31 @@ class Connection:
             raise CommandError(self.host, cmd, code, result.stderr)
         return result
 
+    def sudo(self, cmd: str, check: bool = True, timeout: float | None = None,
+             stdin: bytes | None = None) -> Result:
+        """Run ``cmd`` as root (fabric's ``Connection.sudo``): as is when logged in as root,
+        else through password-less ``sudo -n sh -c``, so ``&&`` chains and redirections run
+        as root as a whole."""
+        if self.user != "root":
+            cmd = f"sudo -n sh -c {shlex.quote(cmd)}"
+        return self.run(cmd, check=check, timeout=timeout, stdin=stdin)
+
+    def tunnel(self, host: str, port: int, timeout: float | None = None):
+        """A socket-like channel to ``host:port`` as seen from the remote host (``ssh -L``).
+
+        A refused or unreachable target raises ``ConnectionRefusedError`` (an
+        ``OSError``, like a local ``connect`` would).
+        """
+        paramiko = _paramiko()
+        transport = self.open().get_transport()
+        try:
+            chan = transport.open_channel("direct-tcpip", (host, int(port)), ("127.0.0.1", 0), timeout=timeout)
+        except (paramiko.ChannelException, paramiko.SSHException) as e:
+            raise ConnectionRefusedError(f"{self.host}: cannot reach {host}:{port} from the host: {e}") from None
+        if timeout is not None:
+            chan.settimeout(timeout)
+        return chan
+
     def sftp(self):
         """The connection's one SFTP channel, opened on first use."""
         with self._lock:
@@ -210,6 +241,20 @@ class Connection:
             if getattr(e, "errno", None) == 2:
                 return False
             raise
+
+    def stop_pidfile(self, pidfile: str) -> None:
+        """Stop the process group whose leader's pid is in ``pidfile`` (TERM, then KILL after 5 s)."""
+        p = shlex.quote(pidfile)
+        self.run(f"if [ -f {p} ]; then pid=$(cat {p}); "
+                 f"kill -TERM -- -$pid 2>/dev/null || kill -TERM $pid 2>/dev/null; "
+                 f"for n in $(seq 50); do kill -0 -- -$pid 2>/dev/null || break; sleep 0.1; done; "
+                 f"kill -KILL -- -$pid 2>/dev/null; rm -f {p}; fi; true")
+
+    def read_pidfile(self, pidfile: str, tries: int = 50) -> int:
+        """The pid in ``pidfile``, waiting up to ``tries`` x 0.1 s for it to be written."""
+        p = shlex.quote(pidfile)
+        r = self.run(f"for n in $(seq {tries}); do [ -s {p} ] && cat {p} && exit 0; sleep 0.1; done; exit 1")
+        return int(r.stdout.strip())
 
     def close(self) -> None:
         """Close the SFTP channel and the connection. Safe to call more than once."""

@@ -2,7 +2,8 @@
 
 Backends (local, ssh, gcp) call :func:`service_command` for the command line and the
 environment, then start it their own way (a subprocess in a cgroup, a remote shell, a
-systemd unit rendered by :func:`unit_text`). :func:`wait_until_up` polls ``/status``.
+systemd unit rendered by :func:`unit_text`). :func:`get_status` is the one ``/status``
+client (directly, or through an SSH tunnel); :func:`wait_until_up` polls it.
 
 Two servers:
 
@@ -16,13 +17,14 @@ Two servers:
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import shlex
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 from .errors import BackendError, ConfigError
@@ -75,20 +77,22 @@ def service_command(server: str, host: str, port: int, workers: int = 1,
     return argv, env
 
 
-def unit_text(server: str, port: int, workers: int = 1, *, node: str,
-              fib_max: int = 10000, install_dir: str = "/opt/restserver") -> str:
-    """Render ``service/restserver.service`` for a remote host (ssh and gcp backends).
+def unit_text(server: str, host: str, port: int, workers: int = 1, *, node: str,
+              fib_max: int = 10000, install_dir: str = "/opt/restserver", python: str | None = None) -> str:
+    """Render ``service/restserver.service``: the unit the ssh and gcp backends install.
 
-    The service is expected in ``install_dir`` with a virtualenv in ``install_dir/venv``;
-    it listens on all interfaces so the load balancer can reach it.
+    The service runs from ``install_dir`` with ``python`` (default: the virtualenv
+    ``install_dir/venv``) and listens on ``host:port`` only -- the address the
+    balancer and the tester use to reach the machine, as ``service_command`` does
+    for every other way of starting it.
     """
-    argv, env = service_command(server, "0.0.0.0", port, workers,
-                                python=f"{install_dir}/venv/bin/python",
+    python = python or f"{install_dir}/venv/bin/python"
+    argv, env = service_command(server, host, port, workers, python=python,
                                 service_dir=install_dir, node=node, fib_max=fib_max)
-    for value in (node, install_dir):
+    for value in (node, install_dir, python, host):
         if any(ch in value for ch in " \n\"'\\%$"):
             raise ConfigError(f"{value!r} cannot be used in a systemd unit")
-    values = {"@EXEC_START@": " ".join(argv), "@INSTALL_DIR@": install_dir,
+    values = {"@EXEC_START@": shlex.join(argv), "@INSTALL_DIR@": install_dir,
               "@NODE@": node, "@FIB_MAX@": str(fib_max)}
     lines = []
     for line in UNIT_TEMPLATE.read_text().splitlines(keepends=True):
@@ -104,19 +108,41 @@ def _status_url(url: str) -> str:
     return url if url.endswith("/status") else url + "/status"
 
 
-def get_status(url: str, timeout: float = 5.0) -> dict:
-    """GET ``url``/status and return its JSON; bypasses any HTTP proxy (loopback traffic)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(_status_url(url), timeout=timeout) as response:
-        return json.loads(response.read())
+def get_status(url: str, timeout: float = 5.0, via=None) -> dict:
+    """GET ``url``/status and return its JSON: the one ``/status`` client of every backend.
+
+    Talks HTTP directly (``http.client``), so no HTTP proxy ever sits between
+    labkit and a server. With ``via`` (a :class:`labkit.remote.Connection`) the
+    TCP stream starts on that host (an SSH tunnel), which reaches servers that
+    only their own network can see. Raises ``OSError`` (refused, reset, a
+    non-200 answer) or ``ValueError`` (not JSON).
+    """
+    parts = urllib.parse.urlsplit(_status_url(url))
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"the service's URL must be http://HOST:PORT, not {url!r}")
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    if via is not None:
+        conn.sock = via.tunnel(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", parts.path, headers={"Accept": "application/json"})
+        response = conn.getresponse()
+        body = response.read()
+    except http.client.HTTPException as exc:  # a garbled answer is a failed attempt, like a reset
+        raise ConnectionError(f"{parts.geturl()}: {exc!r}") from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise ConnectionError(f"{parts.geturl()} answered HTTP {response.status}")
+    return json.loads(body)
 
 
-def wait_until_up(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> dict:
+def wait_until_up(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None, via=None) -> dict:
     """Poll ``url``/status until it answers 200 with JSON; return that status.
 
     ``url`` is the service's base URL (``http://127.0.0.1:8080``). When ``proc`` is the
     process that should be serving, its early exit fails fast instead of waiting out the
-    timeout. Raises :class:`BackendError` naming the URL and the last error.
+    timeout. ``via`` polls through an SSH connection (see :func:`get_status`).
+    Raises :class:`BackendError` naming the URL and the last error.
     """
     deadline = time.monotonic() + timeout
     last_error = "no attempt made"
@@ -124,8 +150,8 @@ def wait_until_up(url: str, timeout: float = 15.0, proc: subprocess.Popen | None
         if proc is not None and proc.poll() is not None:
             raise BackendError(f"service for {url} exited with code {proc.returncode} before answering")
         try:
-            return get_status(url, timeout=max(0.2, min(2.0, deadline - time.monotonic())))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return get_status(url, timeout=max(0.2, min(2.0, deadline - time.monotonic())), via=via)
+        except (OSError, ValueError) as exc:
             last_error = str(exc)
         if time.monotonic() >= deadline:
             raise BackendError(f"{_status_url(url)} did not answer within {timeout:g}s: {last_error}")

@@ -105,10 +105,10 @@ def _record_run_ids() -> None:
     if getattr(original, "_leftovers_wrapped", False):
         return
 
-    def save(name, data):
+    def save(where, name, data):
         if isinstance(data, dict) and isinstance(data.get("run_id"), str):
             _run_ids.add(data["run_id"])
-        return original(name, data)
+        return original(where, name, data)
 
     save._leftovers_wrapped = True
     state.save = save

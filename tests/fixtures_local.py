@@ -17,16 +17,19 @@ def local_env(tmp_path, monkeypatch):
     Whatever the test leaves up is torn down afterwards, so one failing test
     cannot leak processes or cgroups into the next.
     """
+    from labkit import state
+    from labkit.backends.local import LocalBackend
+    from labkit.settings import Settings
+
     net = f"127.0.{next(_nets)}"
+    # The environment is for the CLI processes a test starts; in-process code gets ``settings``.
     monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
     monkeypatch.setenv("LABKIT_LOCAL_NET", net)
     monkeypatch.chdir(tmp_path)
-    yield {"net": net, "state_dir": tmp_path / ".labkit", "tmp": tmp_path}
-    from labkit import state
-    from labkit.backends.local import LocalBackend
-
-    if state.load("local"):
-        LocalBackend().down()
+    settings = Settings.from_env()
+    yield {"net": net, "state_dir": tmp_path / ".labkit", "tmp": tmp_path, "settings": settings}
+    if state.load(settings, "local"):
+        LocalBackend(settings).down()
 
 
 def labkit_cgroups(state_dir=None) -> list[str]:
@@ -39,10 +42,11 @@ def labkit_cgroups(state_dir=None) -> list[str]:
 
     tag = folder_tag(state_dir) if state_dir else None
     from labkit import cgroups
+    from labkit.settings import Settings
 
     found = []
     for controller in (None, *cgroups.V1_CONTROLLERS):
-        base = cgroups.CGROUP_ROOT / (controller or "") / cgroups._own_path(controller)
+        base = Settings.from_env().cgroup_root / (controller or "") / cgroups._own_path(controller)
         root = base / "labkit"
         if root.is_dir():
             found += [os.path.join(d, n) for d, dirs, _ in os.walk(root) for n in dirs

@@ -235,18 +235,20 @@ def test_service_command_rejects_bad_config(kwargs, message):
 
 
 def test_unit_text_fills_every_placeholder():
-    text = unit_text("gunicorn", 80, 2, node="restserver-0")
+    text = unit_text("gunicorn", "10.128.0.5", 80, 2, node="restserver-0")
     body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
     assert "@" not in body
-    assert ("ExecStart=/opt/restserver/venv/bin/python -m gunicorn --preload -w 2 -b 0.0.0.0:80 "
+    assert ("ExecStart=/opt/restserver/venv/bin/python -m gunicorn --preload -w 2 -b 10.128.0.5:80 "
             "--chdir /opt/restserver --backlog 2048 restserver:app\n") in body
     assert "Environment=LABKIT_NODE=restserver-0\n" in body
     assert "Restart=always\n" in body and "LimitNOFILE=65536\n" in body
     assert "WorkingDirectory=/opt/restserver\n" in body
-    flask_text = unit_text("flask", 8080, node="n", install_dir="/srv/rs")
-    assert "ExecStart=/srv/rs/venv/bin/python -m flask --app /srv/rs/restserver.py run --host 0.0.0.0 --port 8080 --with-threads\n" in flask_text
-    with pytest.raises(ConfigError):
-        unit_text("flask", 80, node="bad name")
+    flask_text = unit_text("flask", "192.168.0.11", 8080, node="n", install_dir="/srv/rs", python="/usr/bin/python3")
+    assert ("ExecStart=/usr/bin/python3 -m flask --app /srv/rs/restserver.py run --host 192.168.0.11 --port 8080 "
+            "--with-threads\n") in flask_text
+    for bad in (dict(node="bad name"), dict(node="n", python="/opt/my python"), dict(node="n", install_dir="/a$b")):
+        with pytest.raises(ConfigError, match="systemd unit"):
+            unit_text("flask", "10.0.0.1", 80, **bad)
 
 
 def test_wait_until_up_times_out_naming_the_url():

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..settings import Settings
 from .base import AbRun, Backend, ClusterSpec
 
+NAMES = ("local", "ssh", "gcp")
 
-def get_backend(name: str, **options) -> Backend:
-    """The backend called ``name``, attached to its running lab if there is one."""
+
+def get_backend(name: str, settings: Settings | None = None, **options) -> Backend:
+    """The backend called ``name``, attached to its running lab if there is one.
+
+    ``settings`` None means ``Settings.from_env()`` (the one place the environment
+    is read); ``options`` are the backend's own (e.g. ``hosts`` for ssh,
+    ``project``/``zone`` for gcp, ``tester_machine_type`` for local).
+    """
     if name == "local":
-        from .local import LocalBackend
-
-        return LocalBackend(**options)
-    if name == "ssh":
-        from .ssh import SshBackend
-
-        return SshBackend.from_state_or_config(**options)
-    if name == "gcp":
-        from .gcp import GcpBackend
-
-        return GcpBackend.from_state_or_config(**options)
-    raise ConfigError(f"unknown backend {name!r}; choose local, ssh or gcp")
+        from .local import LocalBackend as cls
+    elif name == "ssh":
+        from .ssh import SshBackend as cls
+    elif name == "gcp":
+        from .gcp import GcpBackend as cls
+    else:
+        raise ConfigError(f"unknown backend {name!r}; choose {', '.join(NAMES)}")
+    return cls(settings if settings is not None else Settings.from_env(), **options)
 
 
-__all__ = ["AbRun", "Backend", "ClusterSpec", "get_backend"]
+__all__ = ["AbRun", "Backend", "ClusterSpec", "NAMES", "get_backend"]

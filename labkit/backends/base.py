@@ -1,17 +1,44 @@
-"""What every backend (local, ssh, gcp) provides.
+"""What every backend (local, ssh, gcp) provides, and the parts they share.
 
 A backend turns a :class:`ClusterSpec` into running machines: ``nodes`` servers
 running the Fibonacci service, an nginx load balancer in front of them when
 ``nodes > 1`` (the handout's single-server part talks to the server directly),
 and a tester that runs ``ab``. Sweeps, notebooks and the CLI only talk to this
 interface, so the same lab runs on a laptop, on lab-room hosts or on GCE.
+
+Defined once here, not per backend:
+
+* **settings** -- every backend keeps the :class:`~labkit.settings.Settings` it was
+  given (``Settings.from_env()`` when none was);
+* **the state and attaching** -- a backend's whole record is one JSON dict
+  (``self._state``) saved to ``.labkit/<name>.json`` after every change; making a
+  backend in a folder where its lab is running *attaches* to it (``labkit status``
+  or ``down`` from another shell), :meth:`Backend.to_state` / :meth:`Backend.from_state`
+  round-trip it;
+* **re-deploying** -- :meth:`Backend.up` is a template method: validate, stop the
+  servers when anything but ``nodes`` changed, record the spec, deploy;
+  :meth:`Backend.ensure` re-deploys only when the running spec differs and
+  :meth:`Backend.scale` changes ``nodes`` only;
+* **the shape of down()** -- ``{"backend", "stopped", "left"}`` everywhere.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
-from typing import Literal
+import logging
+import threading
+from typing import TYPE_CHECKING, Literal
+
+from .. import state
+from ..errors import BackendError, ConfigError
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..ab import AbCommand
+
+log = logging.getLogger("labkit")
 
 Server = Literal["flask", "gunicorn"]
 
@@ -28,8 +55,6 @@ class ClusterSpec:
     fib_max: int = 10000
 
     def __post_init__(self):
-        from ..errors import ConfigError
-
         if self.server not in ("flask", "gunicorn"):
             raise ConfigError(f"server must be 'flask' or 'gunicorn', not {self.server!r}")
         if not 1 <= self.nodes <= 16:
@@ -52,27 +77,139 @@ class AbRun:
     gnuplot_tsv: str | None  # the -g file, None when ab did not write it
 
 
+AB_NOFILE = 10000  # the handout's `ulimit -n 10000` for ab
+
+
 class Backend(abc.ABC):
-    """A place to run the lab. Implementations: local, ssh, gcp."""
+    """A place to run the lab. Implementations: local, ssh, gcp.
+
+    ``Backend(settings, **options)`` attaches to the lab recorded in the state
+    folder when there is one (``options`` may then only adjust it, see
+    :meth:`_attached`), else prepares a new one from ``options``
+    (:meth:`_new_state`); nothing is started before :meth:`up`. ``persist=False``
+    keeps the record in memory only (the gcp backend embeds an ssh backend so).
+    """
 
     name: str
 
+    def __init__(self, settings: Settings | None = None, *, persist: bool = True, saved: dict | None = None,
+                 **options):
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.persist = persist
+        self.on_change = None  # or a callable run after every save (the gcp backend saves its own state)
+        self._save_lock = threading.RLock()  # re-entrant: a signal handler may save while saving
+        if saved is None and persist:
+            saved = state.load(self.settings, self.name)
+            if saved is not None and not self._resumes(saved, options):
+                saved = None
+        if saved is not None:
+            self._state = saved
+            self._runtime()
+            self._attached(**options)
+        else:
+            self._state = {"backend": self.name, "spec": None, **self._new_state(**options)}
+            self._runtime()
+
+    # -- hooks for the subclasses ----------------------------------------------------
     @abc.abstractmethod
-    def up(self, spec: ClusterSpec) -> None:
-        """Start (or reconfigure to) ``spec``. Idempotent."""
+    def _new_state(self, **options) -> dict:
+        """The record of a new lab made from ``options`` (validated; nothing started)."""
+
+    def _runtime(self) -> None:
+        """Set up what is not saved (connections, locks, caches); called after ``_state`` is set."""
+
+    def _resumes(self, saved: dict, options: dict) -> bool:
+        """Whether the saved lab is the one to attach to (raise ConfigError if it is in the way)."""
+        return True
+
+    def _attached(self, **options) -> None:
+        """Apply ``options`` to a lab just attached to (by default they must not be given)."""
+        if options:
+            raise ConfigError(f"a {self.name} lab is up; run `labkit down --backend {self.name}` before "
+                              f"changing {', '.join(sorted(options))}")
+
+    def _check(self, spec: ClusterSpec) -> None:
+        """Raise ConfigError when this backend cannot run ``spec``."""
 
     @abc.abstractmethod
+    def _stop_servers(self) -> None:
+        """Stop every server (the server kind, port or workers changed)."""
+
+    @abc.abstractmethod
+    def _deploy(self, spec: ClusterSpec) -> None:
+        """Make the machines match ``spec`` (already recorded): start, stop, configure the balancer."""
+
+    @abc.abstractmethod
+    def _down(self) -> tuple[list[str], list[str]]:
+        """Stop everything; return (what was stopped, what is left on purpose). Raise if it could not."""
+
+    def _keep_state(self) -> bool:
+        """Whether there is anything worth recording (else the state file is removed)."""
+        return True
+
+    # -- the state ---------------------------------------------------------------------
+    def to_state(self) -> dict:
+        """Everything needed to attach to this lab later (a JSON-ready copy)."""
+        with self._save_lock:
+            return copy.deepcopy(self._state)
+
+    @classmethod
+    def from_state(cls, saved: dict, settings: Settings | None = None, **kw) -> Backend:
+        """A backend attached to the lab ``saved`` (from :meth:`to_state`) describes, kept in memory."""
+        return cls(settings, persist=kw.pop("persist", False), saved=copy.deepcopy(saved), **kw)
+
+    def _save(self) -> None:
+        """Record the current state (called as soon as anything is started or stopped)."""
+        with self._save_lock:
+            if self.persist:
+                if self._keep_state():
+                    state.save(self.settings, self.name, self.to_state())
+                else:
+                    state.clear(self.settings, self.name)
+            if self.on_change is not None:
+                self.on_change()
+
+    # -- the Backend API -----------------------------------------------------------------
+    @property
+    def spec(self) -> ClusterSpec | None:
+        """The cluster shape now running, or None when nothing is up."""
+        s = self._state.get("spec")
+        return ClusterSpec(**s) if s else None
+
+    def _require_spec(self) -> ClusterSpec:
+        spec = self.spec
+        if spec is None:
+            raise BackendError(f"the {self.name} lab is not up: run `labkit up --backend {self.name}` first")
+        return spec
+
+    def up(self, spec: ClusterSpec) -> None:
+        """Start (or reconfigure to) ``spec``. Idempotent.
+
+        Anything but ``nodes`` changed (server kind, workers, port, machine type)
+        restarts the servers; a change of ``nodes`` only starts or stops the
+        difference and re-points the balancer.
+        """
+        self._check(spec)
+        old = self.spec
+        if old is not None and dataclasses.replace(old, nodes=spec.nodes) != spec:
+            log.info("%s: server configuration changed; restarting the servers", self.name)
+            self._stop_servers()
+        self._state["spec"] = dataclasses.asdict(spec)
+        self._save()
+        self._deploy(spec)
+
+    def ensure(self, spec: ClusterSpec) -> None:
+        """Re-deploy only when the running lab is not ``spec`` (what a sweep calls before a point)."""
+        if self.spec != spec:
+            self.up(spec)
+
     def scale(self, nodes: int) -> None:
         """Change the number of servers behind the balancer, keeping the rest."""
+        self.up(dataclasses.replace(self._require_spec(), nodes=nodes))
 
     @abc.abstractmethod
     def status(self) -> dict:
         """Machines, addresses, pids/instances, and each server's ``/status``."""
-
-    @property
-    def spec(self) -> ClusterSpec | None:
-        """The cluster shape now running, or None when nothing is up."""
-        return getattr(self, "_spec", None)
 
     @property
     @abc.abstractmethod
@@ -85,19 +222,36 @@ class Backend(abc.ABC):
         """False when the machine types are not really enforced (recorded in results)."""
 
     @abc.abstractmethod
-    def run_ab(self, argv: list[str], payload: bytes, timeout: float, progress=None) -> AbRun:
-        """Run ab on the tester with its open-file limit raised.
+    def run_ab(self, command: AbCommand, timeout: float, progress=None) -> AbRun:
+        """Run ``command`` on the tester with its open-file limit raised; return the run.
 
-        ``argv`` uses the placeholders ``{payload}``, ``{percentiles}`` and
-        ``{gnuplot}`` for the files; the backend substitutes tester-side paths
-        and reads the files back. ``progress``, when given, is called with the
-        number of requests ab reports done ("Completed N requests") as it
-        goes; backends that cannot stream ab's output may ignore it.
+        The backend writes ``command.payload`` to a file on the tester, builds the
+        argv with ``command.argv(payload=..., percentiles=..., gnuplot=...)`` and
+        reads the ``-e``/``-g`` files back. ``progress``, when given, is called with
+        the number of requests ab reports done ("Completed N requests") as it goes;
+        backends that cannot stream ab's output may ignore it.
         """
 
     @abc.abstractmethod
+    def balancer_config(self) -> str:
+        """The nginx.conf text the balancer runs, or one line saying why there is none here."""
+
     def down(self) -> dict:
-        """Stop and delete everything this backend started; say what. Safe to call twice."""
+        """Stop and delete everything this backend started; say what. Safe to call twice.
+
+        Returns ``{"backend": name, "stopped": [...], "left": [...]}``: ``left`` is what
+        stays on purpose (e.g. the installed service on hosts you own). What could
+        not be stopped raises, and stays recorded so another ``down`` retries it.
+        """
+        stopped, left = self._down()
+        with self._save_lock:
+            self._state["spec"] = None
+            if self.persist:
+                state.clear(self.settings, self.name)
+            if self.on_change is not None:
+                self.on_change()
+        log.info("%s lab down: stopped %s", self.name, ", ".join(stopped) or "nothing")
+        return {"backend": self.name, "stopped": stopped, "left": left}
 
     def __enter__(self):
         return self

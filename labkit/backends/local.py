@@ -38,16 +38,13 @@ import uuid
 from pathlib import Path
 
 from .. import cgroups as cg
-from .. import machine_types, processes, state
+from .. import machine_types, processes
 from ..errors import BackendError, ConfigError, MissingToolError
 from ..loadbalancer import LocalNginx
 from ..service import get_status, service_command, wait_until_up
-from .base import AbRun, Backend, ClusterSpec
+from .base import AB_NOFILE, AbRun, Backend, ClusterSpec
 
 log = logging.getLogger("labkit")
-
-STATE_NAME = "local"
-AB_NOFILE = 10000  # the handout's `ulimit -n 10000`
 
 
 def _ab_binary() -> str:
@@ -92,39 +89,34 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, net: str | None = None, balancer_machine_type: str | None = None,
-                 tester_machine_type: str | None = None):
-        """Attach to the lab running from this folder, or prepare a new one.
+    def _new_state(self, net: str | None = None, balancer_machine_type: str | None = None,
+                   tester_machine_type: str | None = None) -> dict:
+        """A new lab: its run id, loopback /24 (``settings.local_net`` by default) and folder.
 
-        The balancer and tester default to ``f1-micro``, as in the handout. The
-        tester only exists while ab runs, so ``tester_machine_type`` may also
-        resize the tester of a running lab (e.g. so that it is not the limit
-        when measuring big servers); the balancer's type is fixed once it runs.
+        The balancer and tester default to ``f1-micro``, as in the handout.
         """
-        saved = state.load(STATE_NAME)
-        if saved:  # attach to the running lab (e.g. `labkit status` from another shell)
-            self._state = saved
-            if tester_machine_type and tester_machine_type != saved["tester_machine_type"]:
-                machine_types.get(tester_machine_type)
-                self._state["tester_machine_type"] = tester_machine_type
-                self._save()
-        else:
-            balancer_machine_type = balancer_machine_type or "f1-micro"
-            tester_machine_type = tester_machine_type or "f1-micro"
-            net = net or os.environ.get("LABKIT_LOCAL_NET", "127.0.1")
-            parts = net.split(".")
-            if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256 for p in parts):
-                raise ConfigError(f"local network must be a loopback /24 prefix like 127.0.1, not {net!r}")
-            machine_types.get(balancer_machine_type)
-            machine_types.get(tester_machine_type)
-            run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + folder_tag(state.state_dir())
-            self._state = {
-                "backend": "local", "run_id": run_id, "net": net,
-                "run_dir": str(state.state_dir() / f"local-{run_id}"),
-                "spec": None, "cgroups": None, "cgroup_dirs": [], "processes": {},
-                "balancer_machine_type": balancer_machine_type,
-                "tester_machine_type": tester_machine_type,
-            }
+        net = net or self.settings.local_net
+        parts = net.split(".")
+        if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256 for p in parts):
+            raise ConfigError(f"local network must be a loopback /24 prefix like 127.0.1, not {net!r}")
+        balancer_machine_type = machine_types.get(balancer_machine_type or "f1-micro").name
+        tester_machine_type = machine_types.get(tester_machine_type or "f1-micro").name
+        folder = self.settings.state_folder()
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + folder_tag(folder)
+        return {"run_id": run_id, "net": net, "run_dir": str(folder / f"local-{run_id}"),
+                "cgroups": None, "cgroup_dirs": [], "processes": {},
+                "balancer_machine_type": balancer_machine_type, "tester_machine_type": tester_machine_type}
+
+    def _attached(self, net: str | None = None, balancer_machine_type: str | None = None,
+                  tester_machine_type: str | None = None) -> None:
+        """The tester only exists while ab runs, so ``tester_machine_type`` may resize the
+        tester of a running lab (e.g. so that it is not the limit when measuring big
+        servers); the network and the balancer's type are fixed once the lab runs."""
+        if tester_machine_type and tester_machine_type != self._state["tester_machine_type"]:
+            self._state["tester_machine_type"] = machine_types.get(tester_machine_type).name
+            self._save()
+
+    def _runtime(self) -> None:
         self._cgroups: cg.Cgroups | None = None
         self._popen: dict[str, subprocess.Popen] = {}
 
@@ -132,11 +124,6 @@ class LocalBackend(Backend):
     @property
     def run_id(self) -> str:
         return self._state["run_id"]
-
-    @property
-    def spec(self) -> ClusterSpec | None:
-        s = self._state["spec"]
-        return ClusterSpec(**s) if s else None
 
     @property
     def run_dir(self) -> Path:
@@ -150,9 +137,7 @@ class LocalBackend(Backend):
 
     @property
     def url(self) -> str:
-        spec = self.spec
-        if spec is None:
-            raise BackendError("the local lab is not up: run `labkit up` first")
+        spec = self._require_spec()
         role = "restserver-0" if spec.nodes == 1 else "loadbalancer-0"
         return f"http://{self.address(role)}:{spec.port}"
 
@@ -160,12 +145,9 @@ class LocalBackend(Backend):
     def cpu_limited(self) -> bool:
         return self._state["cgroups"] not in (None, "unlimited")
 
-    def _save(self) -> None:
-        state.save(STATE_NAME, self._state)
-
     def _groups(self) -> cg.Cgroups:
         if self._cgroups is None:
-            self._cgroups = cg.detect()
+            self._cgroups = cg.detect(self.settings)
             self._state["cgroups"] = self._cgroups.version
         return self._cgroups
 
@@ -200,16 +182,15 @@ class LocalBackend(Backend):
         return processes.ProcessRecord(**rec) if rec else None
 
     # -- the Backend API ---------------------------------------------------------
-    def up(self, spec: ClusterSpec) -> None:
+    def _check(self, spec: ClusterSpec) -> None:
         machine_types.get(spec.machine_type)
-        old = self.spec
-        if old and dataclasses.replace(old, nodes=spec.nodes) != spec:
-            log.info("server configuration changed; restarting the servers")
-            for role in [r for r in self._state["processes"] if r.startswith("restserver-")]:
-                self._stop(role)
+
+    def _stop_servers(self) -> None:
+        for role in [r for r in self._state["processes"] if r.startswith("restserver-")]:
+            self._stop(role)
+
+    def _deploy(self, spec: ClusterSpec) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._state["spec"] = dataclasses.asdict(spec)
-        self._save()
         booting: list[str] = []
         for i in range(spec.nodes):
             role = f"restserver-{i}"
@@ -218,7 +199,7 @@ class LocalBackend(Backend):
                 continue
             host = self.address(role)
             argv, env = service_command(spec.server, host, spec.port, spec.workers, python=sys.executable)
-            env = {**os.environ, **env, "LABKIT_NODE": role, "LABKIT_FIB_MAX": str(spec.fib_max)}
+            env = {**os.environ, **env, "LABKIT_NODE": role, "LABKIT_FIB_MAX": str(spec.fib_max)}  # the service's env
             # Servers boot without their CPU quota: importing Flask/gunicorn takes ~0.15 CPU-s,
             # i.e. ~0.8 s of wall time per start at 0.2 vCPU, which a real VM's boot does not
             # charge to the benchmark either. The quota is set as soon as the server answers,
@@ -276,22 +257,22 @@ class LocalBackend(Backend):
         path = self.run_dir / "logs" / f"{role}.log"
         return path.read_text()[-400:].strip() if path.exists() else "(no log)"
 
-    def scale(self, nodes: int) -> None:
-        spec = self.spec
-        if spec is None:
-            raise BackendError("the local lab is not up: run `labkit up` first")
-        self.up(dataclasses.replace(spec, nodes=nodes))
+    def balancer_config(self) -> str:
+        """The nginx.conf the local balancer runs (generated in the run folder)."""
+        conf = LocalNginx.conf_path(self.run_dir / "nginx")
+        if self.spec is None or self.spec.nodes == 1 or not conf.exists():
+            return "(no balancer is running: with one node the tester talks to the server directly)"
+        return conf.read_text()
 
-    def run_ab(self, argv: list[str], payload: bytes, timeout: float, progress=None) -> AbRun:
+    def run_ab(self, command, timeout: float, progress=None) -> AbRun:
         role = "tester-0"
         workdir = self.run_dir / "ab" / uuid.uuid4().hex[:8]
         workdir.mkdir(parents=True)
         files = {"payload": workdir / "payload.json", "percentiles": workdir / "percentiles.csv",
                  "gnuplot": workdir / "gnuplot.tsv"}
-        files["payload"].write_bytes(payload)
-        real = [a.format(**{k: str(v) for k, v in files.items()}) if "{" in a else a for a in argv]
-        if real and real[0] == "ab":
-            real[0] = _ab_binary()
+        files["payload"].write_bytes(command.payload)
+        real = command.argv(payload=str(files["payload"]), percentiles=str(files["percentiles"]),
+                            gnuplot=str(files["gnuplot"]), ab=_ab_binary())
         rel = self._group(role, self._state["tester_machine_type"])
         join = self._groups().join_preexec(rel)
 
@@ -339,7 +320,7 @@ class LocalBackend(Backend):
                      self._state["tester_machine_type"])
             entry = {"role": role, "address": self.address(role), "pid": record.pid,
                      "alive": record.alive(), "machine_type": mtype}
-            if self._state["cgroups"] not in (None, "unlimited"):
+            if self.cpu_limited:
                 try:
                     entry["cpu_seconds"] = self._groups().cpu_seconds(f"labkit/{self.run_id}/{role}")
                 except OSError as exc:
@@ -351,7 +332,7 @@ class LocalBackend(Backend):
                 except OSError as exc:
                     entry["service"] = {"error": str(exc)}
             machines.append(entry)
-        return {"backend": "local", "run_id": self.run_id, "up": spec is not None,
+        return {"backend": self.name, "run_id": self.run_id, "up": spec is not None,
                 "spec": dataclasses.asdict(spec) if spec else None,
                 "url": self.url if spec else None, "cgroups": self._state["cgroups"],
                 "machines": machines}
@@ -362,8 +343,8 @@ class LocalBackend(Backend):
             return None
         return self._groups().cpu_seconds(f"labkit/{self.run_id}/{role}")
 
-    def down(self) -> dict:
-        """Stop every recorded process, remove the cgroups and the run folder, forget the state."""
+    def _down(self) -> tuple[list[str], list[str]]:
+        """Stop every recorded process, remove the cgroups and the run folder."""
         stopped = []
         for role in list(self._state["processes"]):
             rec = processes.ProcessRecord(**self._state["processes"][role])
@@ -372,15 +353,11 @@ class LocalBackend(Backend):
             self._state["processes"].pop(role)
             self._popen.pop(role, None)
         recorded = self._state["cgroup_dirs"]
-        found = self._groups().tree(f"labkit/{self.run_id}") if self._state["cgroups"] not in (None, "unlimited") else []
+        found = self._groups().tree(f"labkit/{self.run_id}") if self.cpu_limited else []
         left = cg.remove(sorted(set(recorded) | set(found)))
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._state["cgroup_dirs"] = left
         if left:
-            self._state["cgroup_dirs"] = left
             self._save()
             raise BackendError(f"could not remove cgroups: {', '.join(left)}")
-        state.clear(STATE_NAME)
-        self._state["spec"] = None
-        self._state["cgroup_dirs"] = []
-        log.info("local lab down: stopped %s", ", ".join(stopped) or "nothing")
-        return {"stopped": stopped, "cgroups_removed": True}
+        return stopped, []

@@ -1,0 +1,318 @@
+"""Compute Engine, one typed function per operation (the Compute samples' style).
+
+``insert_instance``, ``stop_instance``, ``insert_image``... each wrap one API call;
+:func:`wait` is the one wait helper (``operation.result(timeout=...)``), turning
+quota and stock-out failures into :class:`~labkit.errors.QuotaError` /
+:class:`~labkit.errors.StockoutError` with plain advice. :func:`create_instances`
+creates in parallel, moving an instance to the next zone on a stock-out, and
+:func:`gc` deletes every labelled resource whose expiry has passed. Request bodies
+come from :mod:`labkit.gcp_requests` (what ``labkit plan`` prints).
+
+:class:`Compute` holds the clients of one run. Its ``endpoint`` (the gcp backend
+passes ``settings.gcp_api_endpoint``) points them at another Compute endpoint; a
+plain-``http://`` one must be on loopback (an emulator or the tests' stub) and gets
+anonymous credentials, so no token is ever sent in clear text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+from . import gcp_requests as req
+from .errors import CloudError, ConfigError, MissingToolError, QuotaError, StockoutError
+
+log = logging.getLogger("labkit")
+
+POLL_MAX = 1.0  # seconds between operation polls, at most
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+QUOTA_MARKERS = ("QUOTA_EXCEEDED", "quotaExceeded", "Quota '", "quota exceeded")
+STOCKOUT_MARKERS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "does not have enough resources")
+
+
+def _compute_v1():
+    try:
+        from google.cloud import compute_v1
+    except ImportError:
+        raise MissingToolError("google-cloud-compute is missing: pip install 'labkit[gcp]'") from None
+    return compute_v1
+
+
+class Compute:
+    """The Compute API clients one run uses, built from Application Default Credentials
+    unless ``credentials`` (and, for tests, ``client_options``) are given; ``endpoint``
+    (``settings.gcp_api_endpoint``) replaces the API's address."""
+
+    def __init__(self, credentials=None, client_options=None, transport: str = "rest", endpoint: str | None = None):
+        compute_v1 = _compute_v1()
+        if client_options is None and endpoint:
+            client_options = {"api_endpoint": endpoint}
+            if credentials is None and endpoint.startswith("http://"):
+                _check_loopback(endpoint)
+                from google.auth.credentials import AnonymousCredentials
+
+                credentials = AnonymousCredentials()
+        if credentials is None:
+            import google.auth
+
+            try:
+                credentials, _ = google.auth.default(scopes=SCOPES)
+            except google.auth.exceptions.DefaultCredentialsError as e:
+                raise CloudError(f"no Google Cloud credentials: run `gcloud auth application-default login` ({e})") from None
+        kw = {"credentials": credentials, "transport": transport}
+        if client_options is not None:
+            kw["client_options"] = client_options
+        self.instances = compute_v1.InstancesClient(**kw)
+        self.images = compute_v1.ImagesClient(**kw)
+        self.firewalls = compute_v1.FirewallsClient(**kw)
+        # The clients poll their operations through operations clients they build themselves,
+        # without our client_options (so a stub endpoint would be bypassed). Hand them ones
+        # built like the others; with default options this changes nothing.
+        ops = {"zone_operations": compute_v1.ZoneOperationsClient(**kw),
+               "global_operations": compute_v1.GlobalOperationsClient(**kw)}
+        for client in (self.instances, self.images, self.firewalls):
+            services = getattr(client._transport, "_extended_operations_services", None)
+            if isinstance(services, dict):
+                services.update(ops)
+
+
+def _check_loopback(endpoint: str) -> None:
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"Compute endpoint {endpoint}: a plain-http endpoint must be on loopback; use https://")
+
+
+# -- errors and waiting -------------------------------------------------------------
+
+
+def _error_text(exc: BaseException) -> str:
+    parts = [str(exc)]
+    for e in getattr(exc, "errors", None) or []:
+        parts.append(str(e))
+    resp = getattr(exc, "response", None)
+    err = getattr(resp, "error", None)
+    for e in getattr(err, "errors", None) or []:
+        parts.append(f"{getattr(e, 'code', '')} {getattr(e, 'message', '')}")
+    return " ".join(parts)
+
+
+def translate(exc: BaseException, what: str, zone: str | None = None) -> CloudError:
+    """Map a Compute API failure to an error whose message says what to do."""
+    text = _error_text(exc)
+    if any(m in text for m in QUOTA_MARKERS):
+        return QuotaError(f"{what}: the project's quota is exhausted ({text.strip()[:300]}). Delete unused VMs "
+                          "(`labkit gc`), use a smaller machine type or fewer nodes, or request more quota at "
+                          "https://console.cloud.google.com/iam-admin/quotas")
+    if any(m in text for m in STOCKOUT_MARKERS):
+        return StockoutError(f"{what}: zone {zone or '?'} has no capacity for this machine type right now "
+                             f"({text.strip()[:200]}). Try another zone (--zone) or machine type, or retry later.")
+    return CloudError(f"{what}: {text.strip()[:500]}")
+
+
+def wait(operation, what: str, timeout: float = 300.0, zone: str | None = None):
+    """Wait for a Compute operation with ``operation.result(timeout=...)``; raise CloudError subclasses."""
+    from google.api_core import exceptions as gexc
+    from google.api_core.future import polling
+
+    # poll at most POLL_MAX apart (the default backs off to 20 s, with jitter)
+    fast = polling.DEFAULT_POLLING.with_delay(initial=0.25, maximum=POLL_MAX, multiplier=1.5).with_timeout(timeout)
+    try:
+        return operation.result(timeout=timeout, polling=fast)
+    except (gexc.GoogleAPICallError, gexc.RetryError) as e:
+        raise translate(e, what, zone) from e
+    except TimeoutError:
+        raise CloudError(f"{what}: not done after {timeout:g} s") from None
+
+
+def _call(fn, what: str, where: str | None = None, /, **kw):
+    from google.api_core import exceptions as gexc
+
+    try:
+        return fn(**kw)
+    except gexc.GoogleAPICallError as e:
+        raise translate(e, what, where) from e
+
+
+# -- one function per operation -------------------------------------------------------
+
+
+def insert_instance(c: Compute, project: str, zone: str, body: dict):
+    res = _compute_v1().Instance.from_json(json.dumps(body))
+    return _call(c.instances.insert, f"create {body['name']}", zone, project=project, zone=zone,
+                 instance_resource=res)
+
+
+def get_instance(c: Compute, project: str, zone: str, name: str):
+    return _call(c.instances.get, f"get {name}", zone, project=project, zone=zone, instance=name)
+
+
+def stop_instance(c: Compute, project: str, zone: str, name: str):
+    return _call(c.instances.stop, f"stop {name}", zone, project=project, zone=zone, instance=name)
+
+
+def start_instance(c: Compute, project: str, zone: str, name: str):
+    return _call(c.instances.start, f"start {name}", zone, project=project, zone=zone, instance=name)
+
+
+def delete_instance(c: Compute, project: str, zone: str, name: str):
+    return _call(c.instances.delete, f"delete {name}", zone, project=project, zone=zone, instance=name)
+
+
+def list_labkit_instances(c: Compute, project: str) -> list[tuple[str, object]]:
+    """(zone, instance) for every instance with a labkit-run label, in all zones."""
+    request = _compute_v1().AggregatedListInstancesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
+    pager = _call(c.instances.aggregated_list, "list instances", request=request)
+    out = []
+    for scope, scoped in pager:
+        for inst in scoped.instances:
+            if req.LABEL_RUN in inst.labels:
+                out.append((scope.rsplit("/", 1)[-1], inst))
+    return out
+
+
+def host_keys(c: Compute, project: str, zone: str, name: str) -> list[str]:
+    """The instance's SSH host keys (``"TYPE BASE64"``) from its guest attributes."""
+    request = _compute_v1().GetGuestAttributesInstanceRequest(project=project, zone=zone, instance=name,
+                                                              query_path="hostkeys/")
+    attrs = _call(c.instances.get_guest_attributes, f"read host keys of {name}", zone, request=request)
+    return [f"{i.key} {i.value}" for i in attrs.query_value.items if i.namespace == "hostkeys"]
+
+
+def insert_image(c: Compute, project: str, body: dict):
+    res = _compute_v1().Image.from_json(json.dumps(body))
+    return _call(c.images.insert, f"create image {body['name']}", project=project, image_resource=res)
+
+
+def delete_image(c: Compute, project: str, name: str):
+    return _call(c.images.delete, f"delete image {name}", project=project, image=name)
+
+
+def list_labkit_images(c: Compute, project: str):
+    request = _compute_v1().ListImagesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
+    return [i for i in _call(c.images.list, "list images", request=request)
+            if req.LABEL_RUN in i.labels]
+
+
+def insert_firewall(c: Compute, project: str, body: dict):
+    res = _compute_v1().Firewall.from_json(json.dumps(body))
+    return _call(c.firewalls.insert, f"create firewall {body['name']}", project=project, firewall_resource=res)
+
+
+def delete_firewall(c: Compute, project: str, name: str):
+    return _call(c.firewalls.delete, f"delete firewall {name}", project=project, firewall=name)
+
+
+def list_labkit_firewalls(c: Compute, project: str):
+    return [f for f in _call(c.firewalls.list, "list firewalls", project=project)
+            if req.parse_firewall_description(f.description)]
+
+
+# -- composite steps ------------------------------------------------------------------
+
+
+def create_instance(c: Compute, project: str, zones: list[str], make_body, timeout: float = 300.0,
+                    on_insert=None) -> str:
+    """Create one instance, moving to the next zone on a stock-out; return the zone used.
+
+    ``on_insert(name, zone)`` is called just before each insert is sent, so the
+    caller can record the instance before it exists (and delete it if interrupted).
+    """
+    last = None
+    for zone in zones:
+        body = make_body(zone)
+        if on_insert is not None:
+            on_insert(body["name"], zone)
+        try:
+            wait(insert_instance(c, project, zone, body), f"create {body['name']}", timeout, zone)
+            log.info("created %s in %s", body["name"], zone)
+            return zone
+        except StockoutError as e:
+            log.warning("%s; trying the next zone", e)
+            last = e
+    raise StockoutError(f"no capacity in any of {', '.join(zones)}: {last}")
+
+
+def create_instances(c: Compute, project: str, zones: list[str], makers: dict, timeout: float = 300.0,
+                     on_insert=None) -> dict:
+    """Create several instances in parallel: ``makers`` maps name -> ``make_body(zone)``; returns name -> zone."""
+    if not makers:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(makers))) as pool:
+        futures = {name: pool.submit(create_instance, c, project, zones, mk, timeout, on_insert)
+                   for name, mk in makers.items()}
+        out, errors = {}, []
+        for name, f in futures.items():
+            try:
+                out[name] = f.result()
+            except CloudError as e:
+                errors.append(e)
+    if errors:
+        quota = [e for e in errors if isinstance(e, QuotaError)]
+        err = (quota or errors)[0]
+        err.created = out  # what did get created, so the caller can delete it
+        raise err
+    return out
+
+
+def expired_resources(c: Compute, project: str, now: float | None = None) -> list[tuple[str, str, str | None]]:
+    """``(kind, name, zone)`` of every labkit-labelled resource whose expiry has passed.
+
+    Instances first, then images, then firewall rules: the order they are deleted in.
+    """
+    now = time.time() if now is None else now
+
+    def expired(value) -> bool:
+        try:
+            return int(value) < now
+        except (TypeError, ValueError):
+            return False
+
+    found = [("instance", i.name, zone) for zone, i in list_labkit_instances(c, project)
+             if expired(i.labels.get(req.LABEL_EXPIRES))]
+    found += [("image", i.name, None) for i in list_labkit_images(c, project)
+              if expired(i.labels.get(req.LABEL_EXPIRES))]
+    found += [("firewall", f.name, None) for f in list_labkit_firewalls(c, project)
+              if expired(req.parse_firewall_description(f.description).get(req.LABEL_EXPIRES))]
+    return found
+
+
+def delete_resource(c: Compute, project: str, kind: str, name: str, zone: str | None = None):
+    """Send the delete of one instance, image or firewall rule; return its operation."""
+    if kind == "instance":
+        return delete_instance(c, project, zone, name)
+    if kind == "image":
+        return delete_image(c, project, name)
+    return delete_firewall(c, project, name)
+
+
+def gc(project: str, now: float | None = None, compute: Compute | None = None, timeout: float = 300.0,
+       dry_run: bool = False, endpoint: str | None = None) -> list[str]:
+    """Delete every labkit-labelled instance, image and firewall rule whose expiry has passed.
+
+    Returns what was deleted (``"instance NAME"``, ``"image NAME"``, ``"firewall NAME"``);
+    with ``dry_run`` only lists what would be, deleting nothing. ``endpoint`` is
+    ``settings.gcp_api_endpoint`` when no ``compute`` is given.
+    """
+    c = compute or Compute(endpoint=endpoint)
+    found = expired_resources(c, project, now)
+    if dry_run:
+        return [f"{kind} {name}" for kind, name, _ in found]
+    deleted = []
+    instances = [(delete_resource(c, project, *r), r) for r in found if r[0] == "instance"]  # sent together
+    for op, (kind, name, zone) in instances:
+        wait(op, f"delete {kind} {name}", timeout, zone)
+        deleted.append(f"{kind} {name}")
+    for kind, name, zone in (r for r in found if r[0] != "instance"):
+        wait(delete_resource(c, project, kind, name, zone), f"delete {kind} {name}", timeout, zone)
+        deleted.append(f"{kind} {name}")
+    for d in deleted:
+        log.info("gc deleted %s", d)
+    return deleted
