@@ -18,6 +18,7 @@ import click
 
 from . import profiles
 from .errors import ConfigError, LabkitError
+from .settings import Settings
 
 log = logging.getLogger("labkit")
 
@@ -33,48 +34,61 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def _echo_json(data) -> None:
+    """The JSON edge of every command: ``json.dumps`` writes node-count keys as strings."""
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _show(data: dict, as_json: bool) -> None:
+    """``data`` as JSON, or as ``key: value`` lines (values that are not text as JSON)."""
+    if as_json:
+        _echo_json(data)
+        return
+    for key, value in data.items():
+        click.echo(f"{key}: {value if isinstance(value, str) else json.dumps(value, default=str)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """labkit: run Lab No. 02 (Scaling) - deploy, benchmark, scale and answer the SLA questions."""
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
     if verbose < 2:  # paramiko logs every connection at INFO; keep errors one line
         logging.getLogger("paramiko").setLevel(logging.WARNING)
+    ctx.obj = Settings.from_env()  # the one read of LABKIT_*; flags override it, see _override
+
+
+def _settings() -> Settings:
+    """The settings of this invocation: the environment's, with --hosts/--project/--zone applied."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.obj if ctx is not None and isinstance(ctx.obj, Settings) else Settings.from_env()
 
 
 # -- cluster life cycle -------------------------------------------------------------------
-_OPTS_KEY = "labkit.backend_options"
-# where each backend option goes: the backend's keyword and the environment variable that
-# carries it to the notebooks `labkit lab` runs (and that stands in for the flag)
-_BACKEND_OPTS = {"hosts": ("ssh", "LABKIT_SSH_HOSTS"), "project": ("gcp", "LABKIT_GCP_PROJECT"),
-                 "zone": ("gcp", "LABKIT_GCP_ZONE")}
+# --hosts/--project/--zone -> the Settings field each one overrides
+_FLAG_SETTINGS = {"hosts": "ssh_hosts", "project": "gcp_project", "zone": "gcp_zone"}
 
 
-def _remember(ctx, param, value):
-    """Keep --hosts/--project/--zone for _backend(); `labkit lab` hands them to its notebooks by env."""
+def _override(ctx: click.Context, param: click.Parameter, value):
+    """Apply --hosts/--project/--zone to this command's settings (``ctx.obj``)."""
     if value:
         if param.name == "hosts":
-            value = os.path.abspath(value)
-        ctx.meta.setdefault(_OPTS_KEY, {})[param.name] = value
-        if ctx.command.name == "lab":
-            os.environ[_BACKEND_OPTS[param.name][1]] = value
+            value = os.path.abspath(value)  # `labkit lab` hands it to kernels running elsewhere
+        base = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+        ctx.obj = base.replace(**{_FLAG_SETTINGS[param.name]: value})
     return value
 
 
 def _backend(name: str, attach_only: bool = False):
-    """The backend ``name`` with its --hosts/--project/--zone; None if ``attach_only`` and nothing is up."""
+    """The backend ``name`` with this invocation's settings; None if ``attach_only`` and nothing is up."""
     from . import state
     from .backends import get_backend
 
-    if attach_only and name != "local" and state.load(name) is None:
+    settings = _settings()
+    if attach_only and name != "local" and state.load(settings, name) is None:
         return None
-    ctx = click.get_current_context(silent=True)
-    given = ctx.meta.get(_OPTS_KEY, {}) if ctx else {}
-    return get_backend(name, **{k: v for k, v in given.items() if _BACKEND_OPTS[k][0] == name})
+    return get_backend(name, settings=settings)
 
 
 def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
@@ -85,11 +99,11 @@ def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
 
 _backend_choice = click.option("--backend", default="local", show_default=True,
                                type=click.Choice(["local", "ssh", "gcp"]), help="Where the machines are.")
-_hosts_option = click.option("--hosts", type=click.Path(dir_okay=False), expose_value=False, callback=_remember,
+_hosts_option = click.option("--hosts", type=click.Path(dir_okay=False), expose_value=False, callback=_override,
                              help="ssh: the hosts file (TOML; see README) [env LABKIT_SSH_HOSTS].")
-_project_option = click.option("--project", expose_value=False, callback=_remember,
+_project_option = click.option("--project", expose_value=False, callback=_override,
                                help="gcp: the project id [env LABKIT_GCP_PROJECT].")
-_zone_option = click.option("--zone", expose_value=False, callback=_remember,
+_zone_option = click.option("--zone", expose_value=False, callback=_override,
                             help="gcp: zone, or comma-separated zones tried in order on stock-outs "
                                  "[env LABKIT_GCP_ZONE; default us-central1-a,-b,-c,-f].")
 
@@ -164,10 +178,10 @@ def bench(backend, concurrency, requests, timeout_s, retries):
     if b.spec is None:
         raise ConfigError("nothing is up: run `labkit up` first")
     spec = b.spec
-    config = {"backend": b.name, "machine_type": spec.machine_type, "server": spec.server,
-              "workers": spec.workers, "nodes": spec.nodes}
     row = measure(b, AbCommand(b.url, concurrency, requests, timeout_s=timeout_s), retries=retries)
-    _echo_json({**config, **row, "cpu_limited": b.cpu_limited})
+    row = row.replace(backend=b.name, machine_type=spec.machine_type, server=spec.server, workers=spec.workers,
+                      nodes=spec.nodes, cpu_limited=b.cpu_limited)
+    _echo_json(row.to_json())
 
 
 @cli.command()
@@ -188,16 +202,15 @@ def bench(backend, concurrency, requests, timeout_s, retries):
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
           out, resume, keep_up):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
-    from .sweep import Grid, folder_locked, run_sweep
+    from .sweep import folder_locked, profiles_grid, run_sweep
 
-    prof = profiles.get(profile or "quick")
-    grid = Grid(
-        spec=_spec(1, machine_type, server, workers, port),
-        nodes=_ints(nodes, "--nodes") if nodes else prof.nodes,
-        concurrency=_ints(concurrency, "--concurrency") if concurrency else prof.concurrency,
-        requests=requests or prof.requests, timeout_s=timeout_s or prof.timeout_s, retries=prof.retries,
-    )
-    with folder_locked():  # before attaching: a second sweep in this folder must not touch the lab
+    grid = profiles_grid(profile or "quick", _spec(1, machine_type, server, workers, port),
+                         nodes=_ints(nodes, "--nodes") if nodes else None,
+                         concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
+                         requests=requests)
+    if timeout_s:
+        grid = dataclasses.replace(grid, timeout_s=timeout_s)
+    with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab
         b = _backend(backend)
         was_up = b.spec is not None
         try:
@@ -216,12 +229,7 @@ def parse_ab(file, percentiles, as_json):
     """Parse a saved ab report into the results-CSV fields."""
     from .ab import parse_file
 
-    fields = parse_file(file, percentiles)
-    if as_json:
-        _echo_json(fields)
-    else:
-        for key, value in fields.items():
-            click.echo(f"{key}: {value}")
+    _show(parse_file(file, percentiles).to_json(), as_json)
 
 
 @cli.command()
@@ -250,44 +258,47 @@ def report(csv, sla_text, users, as_json, charts):
         click.echo(format_report(answers))
 
 
+def _project() -> str:
+    """The gcp project of this invocation (--project or $LABKIT_GCP_PROJECT); an error without one."""
+    project = _settings().gcp_project
+    if not project:
+        raise ConfigError("a gcp project is needed: --project P (or $LABKIT_GCP_PROJECT)")
+    return project
+
+
 @cli.command()
 @click.option("--backend", default="gcp", show_default=True, type=click.Choice(["gcp"]))
-@click.option("--project", required=True, envvar="LABKIT_GCP_PROJECT", help="GCP project id [env LABKIT_GCP_PROJECT].")
-@click.option("--zone", default="us-central1-a", show_default=True, envvar="LABKIT_GCP_ZONE",
-              help="Zone (the first of a comma-separated list) [env LABKIT_GCP_ZONE].")
+@_project_option
+@click.option("--zone", expose_value=False, callback=_override,
+              help="Zone (the first of a comma-separated list) [env LABKIT_GCP_ZONE; default us-central1-a].")
 @click.option("--nodes", default=5, show_default=True, help="Servers to create.")
 @machine_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan(backend, project, zone, nodes, machine_type, as_json):
+def plan(backend, nodes, machine_type, as_json):
     """What a cloud run would create and cost per hour - without touching the cloud."""
     from .gcp_requests import plan as make_plan
 
-    zone = zone.split(",")[0].strip()
-    result = make_plan(project=project, zone=zone, nodes=nodes, machine_type=machine_type)
-    if as_json:
-        _echo_json(result)
-    else:
-        for key, value in result.items():
-            click.echo(f"{key}: {json.dumps(value, default=str)}")
+    zone = (_settings().gcp_zone or "us-central1-a").split(",")[0].strip()
+    _show(make_plan(project=_project(), zone=zone, nodes=nodes, machine_type=machine_type), as_json)
 
 
 @cli.command()
-@click.option("--project", required=True, envvar="LABKIT_GCP_PROJECT", help="GCP project id [env LABKIT_GCP_PROJECT].")
+@_project_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def gc(project, dry_run, as_json):
+def gc(dry_run, as_json):
     """Delete every labkit-labelled instance, image and firewall rule whose expiry has passed (any run)."""
     from .backends.gcp import gc as collect
 
+    project = _project()
     found = collect(project, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
     if as_json:
         _echo_json({"project": project, "dry_run": dry_run, "deleted": [] if dry_run else found,
                     "would_delete": found if dry_run else []})
-    else:
-        verb = "would delete" if dry_run else "deleted"
-        for what in found:
-            click.echo(f"{verb} {what}")
-        click.echo(f"{verb} {len(found)} expired resource(s) in {project}", err=True)
+        return
+    click.echo("".join(f"{verb} {what}\n" for what in found), nl=False)
+    click.echo(f"{verb} {len(found)} expired resource(s) in {project}", err=True)
 
 
 @cli.command()
@@ -296,7 +307,7 @@ def doctor(as_json):
     """Check this machine: tools, cgroups, limits, packages, credentials - and how to fix what is missing."""
     from .doctor import healthy, run_checks
 
-    checks = run_checks()
+    checks = run_checks(_settings())
     if as_json:
         _echo_json([dataclasses.asdict(c) for c in checks])
     else:
@@ -322,7 +333,7 @@ def lab(profile, backend, machine_type, out_root, notebooks_dir):
     from .lab import format_summary, run_lab
 
     report_dir = run_lab(profile, backend=backend, out_root=out_root, notebooks_dir=notebooks_dir,
-                         machine_type=machine_type)
+                         machine_type=machine_type, settings=_settings())
     click.echo(format_summary(report_dir, json.loads((report_dir / "summary.json").read_text())))
 
 

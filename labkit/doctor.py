@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from . import cgroups
+from .settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +42,14 @@ def _module(name: str, extra: str, required: bool = False) -> Check:
                  "" if ok else f"pip install -e '.[{extra}]'", required)
 
 
-def run_checks() -> list[Check]:
-    """All checks, required ones first."""
+def run_checks(settings: Settings | None = None) -> list[Check]:
+    """All checks, required ones first; ``settings`` (default ``Settings()``) say where cgroups are."""
     checks = [
         Check("python >= 3.11", sys.version_info >= (3, 11), sys.version.split()[0], "install Python 3.11 or newer"),
         _tool("nginx", "nginx", paths=("/usr/sbin/nginx",)),
         _tool("ab", "apache2-utils"),
     ]
-    groups = cgroups.detect()
+    groups = cgroups.detect(settings)
     checks.append(Check("cgroups", groups.version != "unlimited", groups.version,
                         "" if groups.version != "unlimited" else
                         "run as root (or delegate a cgroup v2 subtree to your user) for real CPU limits",
@@ -58,8 +59,8 @@ def run_checks() -> list[Check]:
                         "raise the hard nofile limit to 10000 (limits.conf) for c >= 1000", required=False))
     checks += [
         _tool("sshd", "openssh-server", required=False, paths=("/usr/sbin/sshd",)),
-        _module("paramiko", "remote"),
-        _module("google.cloud.compute_v1", "remote"),
+        _module("paramiko", "ssh"),
+        _module("google.cloud.compute_v1", "gcp"),
         _module("papermill", "notebooks"),
         _module("nbgrader", "notebooks"),
     ]

@@ -1,20 +1,24 @@
 """Where a results file came from: machine, CPU, kernel, tool versions, date, command.
 
-Written beside reference data (``data/*.provenance.json``) and into every lab
-report, so a number can always be traced to the machine and the exact command
-that produced it.
+:func:`labkit.sweep.run_sweep` writes it beside every results CSV it starts
+(``runs/x.csv`` -> ``runs/x.provenance.json``; ``data/reference.provenance.json``
+is one), so a number can always be traced to the machine and the exact command
+that produced it -- and a lab report's ``results.csv`` carries its own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from . import __version__, cgroups
+from .settings import Settings
 
 
 def _first_line(argv: list[str]) -> str | None:
@@ -36,8 +40,10 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def collect(command: list[str] | None = None) -> dict:
-    """A JSON-ready description of this machine and software, plus ``command`` if given."""
+def collect(command: list[str] | None = None, settings: Settings | None = None) -> dict:
+    """A JSON-ready description of this machine and software, plus ``command`` (default: this
+    process's argv); ``settings`` (default: ``Settings()``) decide the cgroups reported."""
+    settings = settings if settings is not None else Settings()
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(command) if command else shlex.join(sys.argv),
@@ -51,6 +57,18 @@ def collect(command: list[str] | None = None) -> dict:
         "labkit": __version__,
         "nginx": _first_line(["nginx", "-v"]),
         "ab": _first_line(["ab", "-V"]),
-        "cgroups": cgroups.detect().version,
-        "cfs_period_us": cgroups.CFS_PERIOD_US,
+        "cgroups": cgroups.detect(settings).version,
+        "cfs_period_us": settings.cfs_period_us,
     }
+
+
+def path_beside(csv: str | os.PathLike) -> Path:
+    """Where the provenance of ``csv`` goes: ``x.csv`` -> ``x.provenance.json``."""
+    return Path(csv).with_suffix(".provenance.json")
+
+
+def write_beside(csv: str | os.PathLike, settings: Settings | None = None, **extra) -> Path:
+    """Write :func:`collect` (plus ``extra``, e.g. the run id and backend) beside ``csv``."""
+    path = path_beside(csv)
+    path.write_text(json.dumps({**collect(settings=settings), **extra}, indent=2, default=str) + "\n")
+    return path

@@ -22,15 +22,23 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import profiles, provenance
 from .ab import AbCommand
 from .backends.base import Backend, ClusterSpec
 from .errors import ConfigError, LockError
 from .measure import measure
+from .record import Measurement
 from .results import append_row
 
 log = logging.getLogger("labkit")
 
+#: The fields that name a point: a results row with the same values measured it already.
 POINT_KEY = ("machine_type", "server", "workers", "nodes", "concurrency", "requests")
+
+
+def point_key(m: Measurement) -> tuple:
+    """``m``'s values of :data:`POINT_KEY`."""
+    return tuple(getattr(m, k) for k in POINT_KEY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +61,26 @@ class Grid:
         if any(n < 1 for n in self.nodes):
             raise ConfigError("node counts must be at least 1")
 
-    def points(self) -> list[dict]:
-        """The grid in measuring order: node counts outer (one scale step each), levels inner."""
-        return [
-            {"machine_type": self.spec.machine_type, "server": self.spec.server, "workers": self.spec.workers,
-             "nodes": n, "concurrency": c, "requests": self.requests}
-            for n in sorted(set(self.nodes)) for c in sorted(set(self.concurrency))
-        ]
+    def points(self) -> list[Measurement]:
+        """The grid in measuring order (node counts outer: one scale step each; levels inner),
+        each point a record holding its configuration, to be completed by measuring it."""
+        base = Measurement(machine_type=self.spec.machine_type, server=self.spec.server,
+                           workers=self.spec.workers, requests=self.requests)
+        return [base.replace(nodes=n, concurrency=c)
+                for n in sorted(set(self.nodes)) for c in sorted(set(self.concurrency))]
+
+
+def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None, concurrency=None,
+                  requests=None) -> Grid:
+    """The grid of ``profile`` (a name or a :class:`~labkit.profiles.Profile`) on ``spec``'s machines.
+
+    ``nodes``, ``concurrency`` and ``requests`` override the profile's (``None`` keeps
+    it): the CLI's flags and the notebooks' parameters. ``spec.nodes`` is ignored (the
+    grid scales it). The profile's ab timeout and retries always apply.
+    """
+    p = profiles.get(profile) if isinstance(profile, str) else profile
+    return Grid(spec=spec, nodes=tuple(nodes or p.nodes), concurrency=tuple(concurrency or p.concurrency),
+                requests=int(requests or p.requests), timeout_s=p.timeout_s, retries=p.retries)
 
 
 @contextlib.contextmanager
@@ -117,8 +138,8 @@ _folder = threading.local()
 
 
 @contextlib.contextmanager
-def folder_locked():
-    """One sweep at a time per lab folder (``.labkit/.sweep.lock``).
+def folder_locked(settings):
+    """One sweep at a time per lab folder (``.labkit/.sweep.lock``; the folder is ``settings``'s).
 
     Two sweeps in the same folder would drive the same lab -- its state is per folder --
     and scale it under each other, mixing their measurements even with different CSVs.
@@ -132,9 +153,7 @@ def folder_locked():
         finally:
             _folder.depth -= 1
         return
-    from . import state
-
-    where = state.state_dir()
+    where = settings.state_folder()
     with locked(where / "sweep", f"another sweep is running in this folder ({{holder}}, lock in {where}); "
                                  "wait for it to finish"):
         _folder.depth = 1
@@ -150,10 +169,10 @@ def _measured(out: Path) -> set[tuple]:
         return set()
     from .results import check_line_end, load_results
 
-    df = load_results(out)
+    keys = load_results(out)[list(POINT_KEY)]
     check_line_end(out)  # refuse before measuring, not when appending the first new row
-    return {tuple(int(v) if k not in ("machine_type", "server") else str(v) for k, v in zip(POINT_KEY, row))
-            for row in df[list(POINT_KEY)].itertuples(index=False)}
+    # typed by the loader; as Python objects (None for empty) they compare with point_key()
+    return set(keys.astype(object).where(keys.notna(), None).itertuples(index=False, name=None))
 
 
 def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: bool = False,
@@ -161,18 +180,23 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
     """Measure every point of ``grid`` on ``backend`` (already up), appending rows to ``out``.
 
     Without ``resume`` an existing, non-empty ``out`` is refused (nothing is
-    overwritten); with it, points already in ``out`` are skipped.
+    overwritten); with it, points already in ``out`` are skipped. A new ``out`` gets
+    its provenance (machine, tools, command, grid) beside it, see :mod:`labkit.provenance`.
     """
     out = Path(out)
-    folder = folder_locked() if backend.name in STATEFUL_BACKENDS else contextlib.nullcontext()
+    folder = folder_locked(backend.settings) if backend.name in STATEFUL_BACKENDS else contextlib.nullcontext()
     with folder, locked(out):
-        if out.exists() and out.stat().st_size and not resume:
+        fresh = not out.exists() or out.stat().st_size == 0
+        if not fresh and not resume:
             raise ConfigError(f"{out} already holds results; pass --resume to complete it, or choose another --out")
         done = _measured(out) if resume else set()
-        todo = [p for p in grid.points() if tuple(p[k] for k in POINT_KEY) not in done]
+        todo = [p for p in grid.points() if point_key(p) not in done]
         if done:
             log.info("resuming %s: %d points already measured, %d to go", out, len(done), len(todo))
         run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+        if fresh:  # where the numbers come from, beside them (a resumed file already has it)
+            provenance.write_beside(out, backend.settings, run_id=run_id, backend=backend.name,
+                                    grid=dataclasses.asdict(grid))
         bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress)
         ab_bar = tqdm(total=grid.requests, desc="ab", unit="req", leave=False, disable=not progress)
 
@@ -184,20 +208,21 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
                 for point in todo:
                     # Every row records its configuration, so the machines must really be in it:
                     # a lab left up with another machine type or server is re-deployed first.
-                    want = dataclasses.replace(grid.spec, nodes=point["nodes"])
-                    if backend.spec != want:
-                        backend.up(want)
-                    bar.set_postfix(nodes=point["nodes"], c=point["concurrency"])
+                    backend.ensure(dataclasses.replace(grid.spec, nodes=point.nodes))
+                    bar.set_postfix(nodes=point.nodes, c=point.concurrency)
                     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-                    command = AbCommand(backend.url, point["concurrency"], point["requests"], timeout_s=grid.timeout_s)
-                    ab_bar.reset(total=point["requests"])
-                    fields = measure(backend, command, retries=grid.retries, progress=ab_progress if progress else None)
-                    row = {"run_id": run_id, "started_at": started, "backend": backend.name, **point, **fields,
-                           "cpu_limited": backend.cpu_limited}
+                    command = AbCommand(backend.url, point.concurrency, point.requests, timeout_s=grid.timeout_s)
+                    ab_bar.reset(total=point.requests)
+                    measured = measure(backend, command, retries=grid.retries,
+                                       progress=ab_progress if progress else None)
+                    row = measured.replace(run_id=run_id, started_at=started, backend=backend.name,
+                                           machine_type=point.machine_type, server=point.server,
+                                           workers=point.workers, nodes=point.nodes,
+                                           cpu_limited=backend.cpu_limited)
                     append_row(out, row)
-                    if row.get("aborted"):
-                        log.warning("nodes=%d c=%d aborted after %d attempts: %s", point["nodes"],
-                                    point["concurrency"], row.get("attempts"), row.get("abort_reason"))
+                    if row.aborted:
+                        log.warning("nodes=%d c=%d aborted after %d attempts: %s", row.nodes,
+                                    row.concurrency, row.attempts, row.abort_reason)
                     bar.update(1)
                     if interrupts:  # a Ctrl-C swallowed during a fork: stop now that the row is safe
                         raise KeyboardInterrupt
