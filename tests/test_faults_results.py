@@ -13,23 +13,24 @@ import sys
 
 import pytest
 
-from labkit import loadbalancer, results, state
+from labkit import loadbalancer, provenance, results, state
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local import LocalBackend
 from labkit.errors import NginxConfigError, ResultsError
 from labkit.loadbalancer import LocalNginx
+from labkit.record import COLUMNS, EXTRA_COLUMNS, PERCENTILES, Measurement
 from labkit.service import get_status
 from labkit.sweep import Grid, run_sweep
 from tests.test_faults_sweep import ScriptedBackend
 
 
-def _row(c: int) -> dict:
-    return {"run_id": "r1", "started_at": "2026-11-28T10:00:00+00:00", "backend": "local",
+def _row(c: int) -> Measurement:
+    return Measurement(**{"run_id": "r1", "started_at": "2026-11-28T10:00:00+00:00", "backend": "local",
             "machine_type": "f1-micro", "server": "flask", "workers": 1, "nodes": 1, "concurrency": c,
             "requests": 200, "complete": 200, "failed": 0, "non_2xx": 0, "aborted": False, "attempts": 1,
             "time_taken_s": 0.5, "rps": 400.0, "mean_ms": 25.0, "ab_mean_ms": 25.0,
-            **{f"p{p}_ms": 20.0 + p / 10 for p in results.PERCENTILES}, "max_ms": 40.0,
-            "connect_mean_ms": 0.0, "cpu_limited": True, "abort_reason": None}
+            **{f"p{p}_ms": 20.0 + p / 10 for p in PERCENTILES}, "max_ms": 40.0,
+            "connect_mean_ms": 0.0, "cpu_limited": True, "abort_reason": None})
 
 
 @pytest.fixture
@@ -61,13 +62,15 @@ def _refused_everywhere(path, match, monkeypatch):
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert path.read_bytes() == before
+    assert not provenance.path_beside(path).exists()  # a refused sweep writes nothing beside it either
     return res.stderr
 
 
 def test_a_truncated_csv_names_the_row_and_is_not_touched(good_csv, monkeypatch):
     data = good_csv.read_bytes()
     good_csv.write_bytes(data[: len(data) - 60])  # cut in the middle of the last row
-    err = _refused_everywhere(good_csv, r"row 3.*has \d+ fields, the header has 30", monkeypatch)
+    width = len(COLUMNS) + len(EXTRA_COLUMNS)
+    err = _refused_everywhere(good_csv, rf"row 3.*has \d+ fields, the header has {width}", monkeypatch)
     assert f"{good_csv}, row 3" in err
 
 
@@ -75,9 +78,10 @@ def test_a_csv_cut_inside_its_last_cell_is_refused_not_appended_to(tmp_path, mon
     """A cut inside the last cell keeps the field count; the missing line end still gives it away."""
     path = tmp_path / "cut.csv"
     results.append_row(path, _row(10))
-    results.append_row(path, {**_row(20), "aborted": True, "mean_ms": None,
-                              "abort_reason": "apr_pollset_poll: The timeout specified has expired (70007)"})
-    path.write_bytes(path.read_bytes().rstrip(b"\r\n")[:-12])  # "... has expired (70007)" -> "... has e"
+    results.append_row(path, _row(20).replace(aborted=True, mean_ms=None, tester_cpu_s=1234.5,
+                                              abort_reason="apr_pollset_poll: The timeout specified has expired (70007)"))
+    assert path.read_bytes().endswith(b",1234.5\r\n")  # the last cell
+    path.write_bytes(path.read_bytes().rstrip(b"\r\n")[:-3])  # "1234.5" -> "123"
     before = path.read_bytes()
     with pytest.raises(ResultsError, match=r"row 2: ends in the middle of a row"):
         results.append_row(path, _row(30))
@@ -125,7 +129,7 @@ def test_a_balancer_change_that_fails_validation_keeps_the_old_config_serving(lo
     try:
         nginx = LocalNginx(b.run_dir / "nginx", b.address("loadbalancer-0"), 8080)
         before = nginx.conf.read_text()
-        master = state.load("local")["processes"]["loadbalancer-0"]["pid"]
+        master = state.load(local_env["settings"], "local")["processes"]["loadbalancer-0"]["pid"]
         real_render = loadbalancer.render_nginx_conf
 
         def broken_render(*args, **kw):  # e.g. a bad template or a hand-edited upstream option
@@ -139,7 +143,7 @@ def test_a_balancer_change_that_fails_validation_keeps_the_old_config_serving(lo
         # the old configuration is in place, the same master serves it, from the old servers
         assert nginx.conf.read_text() == before
         assert not (nginx.prefix / "nginx.conf.new").exists()
-        assert state.load("local")["processes"]["loadbalancer-0"]["pid"] == master
+        assert state.load(local_env["settings"], "local")["processes"]["loadbalancer-0"]["pid"] == master
         assert {get_status(b.url)["node"] for _ in range(6)} == {"restserver-0", "restserver-1"}
         # and a later valid change still goes through
         monkeypatch.setattr(loadbalancer, "render_nginx_conf", real_render)

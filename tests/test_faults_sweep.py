@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from labkit import processes, results, state
+from labkit import processes, provenance, results, state
 from labkit.backends.base import AbRun, Backend, ClusterSpec
 from labkit.backends.local import LocalBackend
 from labkit.errors import LockError
 from labkit.service import get_status
+from labkit.settings import Settings
 from labkit.sweep import Grid, run_sweep
 from tests.data.capture import SubprocessAb
 from tests.fixtures_local import labkit_cgroups
@@ -56,7 +57,7 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
 
     def killer():
         _wait_for_rows(out, 1, 120)
-        rec = processes.ProcessRecord(**state.load("local")["processes"]["restserver-1"])
+        rec = processes.ProcessRecord(**state.load(local_env["settings"], "local")["processes"]["restserver-1"])
         killed["at_row"] = len(_rows(out))  # rows before this one were measured with both servers up
         killed["record"] = rec
         time.sleep(0.2)  # into the next point's ab run
@@ -105,35 +106,49 @@ def _capture(name: str) -> AbRun:
                  read(".e.csv"), read(".g.tsv"))
 
 
-class ScriptedBackend(Backend):
-    """A backend whose ab runs replay real captures (tests/data/ab), in order, per point."""
+class ReplayBackend(Backend):
+    """A backend without machines, for sweeps whose ab runs are not the lab's: only ``run_ab`` differs."""
 
-    name = "scripted"
     cpu_limited = False
 
-    def __init__(self, script: dict[int, list[str]]):
-        self.script = {c: list(v) for c, v in script.items()}
-        self._spec = None
-        self.calls: list[tuple[int, str]] = []
+    def __init__(self):
+        super().__init__(Settings(), persist=False)
 
-    def up(self, spec):
-        self._spec = spec
+    def _new_state(self, **options):
+        return {}
 
-    def scale(self, nodes):
-        self._spec = ClusterSpec(nodes=nodes)
+    def _stop_servers(self):
+        pass
+
+    def _deploy(self, spec):
+        pass
+
+    def _down(self):
+        return [], []
 
     def status(self):
         return {}
+
+    def balancer_config(self):
+        return "no balancer: a test backend"
 
     @property
     def url(self):
         return "http://127.0.0.1:9"
 
-    def down(self):
-        self._spec = None
 
-    def run_ab(self, argv, payload, timeout):
-        c = int(argv[argv.index("-c") + 1])
+class ScriptedBackend(ReplayBackend):
+    """A backend whose ab runs replay real captures (tests/data/ab), in order, per point."""
+
+    name = "scripted"
+
+    def __init__(self, script: dict[int, list[str]]):
+        super().__init__()
+        self.script = {c: list(v) for c, v in script.items()}
+        self.calls: list[tuple[int, str]] = []
+
+    def run_ab(self, command, timeout, progress=None):
+        c = command.concurrency
         name = self.script[c].pop(0)
         self.calls.append((c, name))
         return _capture(name)
@@ -161,35 +176,27 @@ def test_ab_aborts_are_retried_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     assert rows[40]["aborted"] == "false" and rows[40]["attempts"] == "2"
     assert [c for c, _ in backend.calls] == [10, 10, 10, 20, 20, 30, 30, 30, 40, 40]
     assert results.load_results(out)["aborted"].tolist() == [True, False, True, False]
+    # where the numbers come from is written beside them, once, for this run and grid
+    made = json.loads(provenance.path_beside(out).read_text())
+    assert made["run_id"] == rows[10]["run_id"] and made["backend"] == "scripted"
+    assert made["grid"]["concurrency"] == [10, 20, 30, 40] and made["cores"] >= 1 and made["ab"]
 
 
-class LowFileLimit(Backend):
+class LowFileLimit(ReplayBackend):
     """A tester whose open-file limit is too low (ab really runs, against the real service)."""
 
     name = "lowfiles"
-    cpu_limited = False
 
     def __init__(self, url, nofile):
-        self._url, self.ab, self._spec = url, SubprocessAb(nofile=nofile), None
-
-    def up(self, spec):
-        self._spec = spec
-
-    def scale(self, nodes):
-        pass
-
-    def status(self):
-        return {}
+        super().__init__()
+        self._url, self.ab = url, SubprocessAb(nofile=nofile)
 
     @property
     def url(self):
         return self._url
 
-    def down(self):
-        self._spec = None
-
-    def run_ab(self, argv, payload, timeout):
-        return self.ab.run_ab(argv, payload, timeout)
+    def run_ab(self, command, timeout, progress=None):
+        return self.ab.run_ab(command, timeout, progress)
 
 
 def test_emfile_from_a_low_open_file_limit_is_recorded_and_the_sweep_goes_on(service_proc, tmp_path, monkeypatch):
@@ -239,7 +246,7 @@ def test_sigint_keeps_every_row_tears_down_and_resume_measures_only_the_rest(loc
                             stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_rows(out, 1, 120, proc)
-        saved = state.load("local")
+        saved = state.load(local_env["settings"], "local")
         records = [processes.ProcessRecord(**r) for r in saved["processes"].values()]
         run_id = saved["run_id"]
         proc.send_signal(signal.SIGINT)
@@ -259,7 +266,7 @@ def test_sigint_keeps_every_row_tears_down_and_resume_measures_only_the_rest(loc
     status = subprocess.run(_cli("status"), env=env, cwd=local_env["tmp"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["up"] is False and json.loads(status.stdout)["machines"] == []
-    assert state.load("local") is None
+    assert state.load(local_env["settings"], "local") is None
     assert records and not any(r.alive() for r in records)
     assert not [g for g in labkit_cgroups() if run_id in g]
     assert not list(local_env["state_dir"].glob("local-*"))
@@ -272,7 +279,7 @@ def test_sigint_keeps_every_row_tears_down_and_resume_measures_only_the_rest(loc
     assert [(r["nodes"], r["concurrency"]) for r in rows] == [
         ("1", "10"), ("1", "20"), ("1", "30"), ("2", "10"), ("2", "20"), ("2", "30")]
     assert len({r["run_id"] for r in rows[len(measured):]}) == 1
-    assert state.load("local") is None
+    assert state.load(local_env["settings"], "local") is None
 
 
 # -- two sweeps at once in the same folder ----------------------------------------------------
@@ -305,4 +312,4 @@ def test_a_second_sweep_in_the_same_folder_is_refused(local_env, same_out):
     assert all(r["failed"] == "0" and r["non_2xx"] == "0" for r in rows)
     if not same_out:
         assert not second_out.exists()
-    assert state.load("local") is None
+    assert state.load(local_env["settings"], "local") is None

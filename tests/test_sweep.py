@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from labkit import processes, results, state
+from labkit import processes, profiles, results, state
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local import LocalBackend
 from labkit.errors import ConfigError, LockError
-from labkit.sweep import Grid, locked, run_sweep
+from labkit.record import COLUMNS, EXTRA_COLUMNS, Measurement
+from labkit.sweep import Grid, locked, point_key, profiles_grid, run_sweep
 from tests.data.capture import silent_listener
 from tests.fixtures_local import labkit_cgroups
 
@@ -34,7 +35,7 @@ def test_cli_sweep_two_nodes_scale_and_nothing_is_left(local_env):
     assert res.returncode == 0, res.stderr
     with open(out, newline="") as fh:
         header = next(csv.reader(fh))
-    assert tuple(header[: len(results.COLUMNS)]) == results.COLUMNS
+    assert tuple(header) == COLUMNS + EXTRA_COLUMNS
     rows = _rows(out)
     assert [(r["nodes"], r["concurrency"]) for r in rows] == [("1", "10"), ("1", "100"), ("2", "10"), ("2", "100")]
     assert all(r["complete"] == "400" and r["failed"] == "0" and r["aborted"] == "false" for r in rows)
@@ -42,7 +43,7 @@ def test_cli_sweep_two_nodes_scale_and_nothing_is_left(local_env):
     rps = {int(r["nodes"]): float(r["rps"]) for r in rows if r["concurrency"] == "100"}
     assert rps[2] >= 1.6 * rps[1], rps
     # the lab came up for the sweep, so it went down after it: nothing left
-    assert state.load("local") is None
+    assert state.load(local_env["settings"], "local") is None
     assert labkit_cgroups(local_env["state_dir"]) == []
     df = results.load_results(out)
     assert len(df) == 4 and df["p98_ms"].notna().all()
@@ -104,12 +105,27 @@ def test_a_second_sweep_on_the_same_file_is_refused(local_env):
             run_sweep(LocalBackend(), Grid(ClusterSpec(), nodes=(1,), concurrency=(10,), requests=20), out,
                       progress=False)
     assert not out.exists()
-    assert state.load("local") is None  # nothing was started
+    assert state.load(local_env["settings"], "local") is None  # nothing was started
 
 
 def test_bad_grid_is_one_clear_error():
     with pytest.raises(ConfigError, match="between 1 and --requests"):
         Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 500), requests=100)
+
+
+def test_profiles_grid_and_its_points():
+    spec = ClusterSpec(machine_type="e2-medium", server="gunicorn", workers=3)
+    quick = profiles_grid("quick", spec)
+    assert (quick.nodes, quick.concurrency, quick.requests, quick.retries) == (
+        (1, 2, 3, 4, 5), (10, 20, 50, 100, 200, 500, 1000), 2000, 1)
+    mine = profiles_grid(profiles.get("full"), spec, nodes=[2, 1], concurrency=(10,), requests=50)
+    assert (mine.nodes, mine.concurrency, mine.requests, mine.timeout_s) == ((2, 1), (10,), 50, 10)
+    points = mine.points()
+    assert points == [Measurement(machine_type="e2-medium", server="gunicorn", workers=3, nodes=n,
+                                  concurrency=10, requests=50) for n in (1, 2)]
+    assert point_key(points[1]) == ("e2-medium", "gunicorn", 3, 2, 10, 50)
+    with pytest.raises(ConfigError, match="unknown profile"):
+        profiles_grid("huge", spec)
 
 
 def test_cli_errors_are_one_line(local_env):
@@ -128,7 +144,7 @@ def test_a_lab_left_up_in_another_configuration_is_redeployed_before_measuring(l
     run_sweep(b, Grid(ClusterSpec(machine_type="f1-micro"), nodes=(1,), concurrency=(5,), requests=20), out,
               progress=False)
     assert b.spec == ClusterSpec(nodes=1, machine_type="f1-micro", server="flask", workers=1)
-    argv = state.load("local")["processes"]["restserver-0"]["argv"]
+    argv = state.load(local_env["settings"], "local")["processes"]["restserver-0"]["argv"]
     assert "flask" in argv and "gunicorn" not in argv
     row = _rows(out)[0]
     assert (row["machine_type"], row["server"], row["workers"]) == ("f1-micro", "flask", "1")
