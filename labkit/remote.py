@@ -43,11 +43,22 @@ class Result:
         return self.exit_code == 0
 
 
+class _NoRefusedTunnels(logging.Filter):
+    """paramiko logs every refused ``direct-tcpip`` channel at ERROR; :meth:`Connection.tunnel`
+    raises ``ConnectionRefusedError`` for it instead (polling a booting server refuses often)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open FAILED" not in record.getMessage()
+
+
 def _paramiko():
     try:
         import paramiko
     except ImportError:  # pragma: no cover - paramiko is a core dependency
         raise MissingToolError("paramiko is missing: pip install 'labkit[ssh]' (or pip install paramiko)") from None
+    quiet = logging.getLogger("paramiko.transport")
+    if not any(isinstance(f, _NoRefusedTunnels) for f in quiet.filters):
+        quiet.addFilter(_NoRefusedTunnels())
     return paramiko
 
 

@@ -21,6 +21,7 @@ import http.client
 import json
 import logging
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -111,7 +112,7 @@ def _status_url(url: str) -> str:
 def get_status(url: str, timeout: float = 5.0, via=None) -> dict:
     """GET ``url``/status and return its JSON: the one ``/status`` client of every backend.
 
-    Talks HTTP directly (``http.client``), so no HTTP proxy ever sits between
+    Talks HTTP/1.1 on a socket of its own, so no HTTP proxy ever sits between
     labkit and a server. With ``via`` (a :class:`labkit.remote.Connection`) the
     TCP stream starts on that host (an SSH tunnel), which reaches servers that
     only their own network can see. Raises ``OSError`` (refused, reset, a
@@ -120,17 +121,19 @@ def get_status(url: str, timeout: float = 5.0, via=None) -> dict:
     parts = urllib.parse.urlsplit(_status_url(url))
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"the service's URL must be http://HOST:PORT, not {url!r}")
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
-    if via is not None:
-        conn.sock = via.tunnel(parts.hostname, parts.port or 80, timeout=timeout)
+    host, port = parts.hostname, parts.port or 80
+    sock = via.tunnel(host, port, timeout=timeout) if via is not None else \
+        socket.create_connection((host, port), timeout=timeout)
     try:
-        conn.request("GET", parts.path, headers={"Accept": "application/json"})
-        response = conn.getresponse()
+        sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
         body = response.read()
     except http.client.HTTPException as exc:  # a garbled answer is a failed attempt, like a reset
         raise ConnectionError(f"{parts.geturl()}: {exc!r}") from None
     finally:
-        conn.close()
+        sock.close()
     if response.status != 200:
         raise ConnectionError(f"{parts.geturl()} answered HTTP {response.status}")
     return json.loads(body)

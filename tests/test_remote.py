@@ -104,3 +104,38 @@ def test_connection_refused_is_backend_error(tmp_path, sshd):
     with pytest.raises(BackendError, match="cannot connect"):
         Connection("127.0.0.1", sshd.user, port=9, key_filename=sshd.key, known_hosts=sshd.known_hosts,
                    connect_timeout=2).run("true")
+
+
+def test_sudo_runs_the_whole_command_as_root_with_runs_result(conn, sshd):
+    """fabric's shape: ``sudo`` takes what ``run`` takes and returns the same Result."""
+    target = f"{sshd.dir}/sudo_test.txt"
+    r = conn.sudo(f"echo one > {target} && echo two >> {target}; id -u")
+    assert isinstance(r, Result) and r.ok
+    if sshd.user == "root":
+        assert r.stdout.strip() == "0"
+    assert conn.get_text(target) == "one\ntwo\n"
+    assert conn.sudo("exit 4", check=False).exit_code == 4
+    with pytest.raises(CommandError):
+        conn.sudo("exit 5")
+
+
+def test_sudo_as_another_user_goes_through_sudo_n(sshd):
+    """A login that is not root wraps the command in ``sudo -n sh -c`` (no password prompt, ever)."""
+    c = Connection(sshd.host, "student", port=sshd.port)
+    ran = []
+    c.run = lambda cmd, **kw: ran.append((cmd, kw)) or Result(0, "", "")
+    c.sudo("mkdir -p /opt/x && chown 1000 /opt/x", timeout=9)
+    assert ran == [("sudo -n sh -c 'mkdir -p /opt/x && chown 1000 /opt/x'",
+                    {"check": True, "timeout": 9, "stdin": None})]
+
+
+def test_tunnel_reaches_what_the_host_reaches_and_get_status_uses_it(conn, service_proc):
+    from labkit.service import get_status
+    from tests.fixtures_service import free_port
+
+    url = service_proc("flask", env={"LABKIT_NODE": "tunnelled"})
+    assert get_status(url, via=conn)["node"] == "tunnelled"  # the same client as the direct call
+    assert get_status(url) == get_status(url, via=conn)
+    with pytest.raises(ConnectionRefusedError):
+        conn.tunnel("127.0.0.1", free_port(), timeout=5)
+    assert conn.run("echo still usable").ok

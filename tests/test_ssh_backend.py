@@ -11,9 +11,12 @@ import urllib.request
 
 import pytest
 
+from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
-from labkit.backends.ssh import HostSpec, SshBackend
+from labkit.backends.ssh import SshBackend
 from labkit.errors import ConfigError
+from labkit.hosts_file import HostSpec
+from labkit.settings import Settings
 
 pytestmark = pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
                                 or not shutil.which("ab"), reason="nginx and ab are needed (make test installs them)")
@@ -63,9 +66,10 @@ def backend(sshd, tmp_path):
 
     lb_port = _free_ports(1)[0]
     python = VENV_PY if os.path.exists(VENV_PY) else sys.executable
-    b = SshBackend([host("restserver-0"), host("restserver-1")], host("loadbalancer-0"), host("tester-0"),
-                   root=str(tmp_path / "opt-restserver"), python=python, balancer_port=lb_port,
-                   nginx_workers=1)  # one worker: strict round-robin order
+    b = SshBackend(Settings(state_dir=tmp_path / ".labkit"),
+                   servers=[host("restserver-0"), host("restserver-1")], balancer=host("loadbalancer-0"),
+                   tester=host("tester-0"), root=str(tmp_path / "opt-restserver"), python=python,
+                   balancer_port=lb_port, nginx_workers=1)  # one worker: strict round-robin order
     yield b
     b.down()
 
@@ -82,14 +86,13 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     conf = (tmp_path / "opt-restserver" / "nginx-loadbalancer-0" / "nginx.conf").read_text()
     assert f"server 127.0.0.1:{base};" in conf and f"server 127.0.0.1:{base + 1};" in conf
     assert "worker_connections 4096;" in conf
+    assert backend.balancer_config() == conf  # read back over SSH
 
     nodes = [_get(backend.url + "/status")["node"] for _ in range(4)]
     assert sorted(nodes) == ["restserver-0", "restserver-0", "restserver-1", "restserver-1"]
     assert nodes[0] != nodes[1]
 
-    run = backend.run_ab(["ab", "-p", "{payload}", "-T", "application/json", "-m", "POST", "-c", "4", "-n", "40",
-                          "-s", "10", "-r", "-e", "{percentiles}", "-g", "{gnuplot}", backend.url + "/fibonacci"],
-                         b'{"fibonacci_number": 20}', timeout=60)
+    run = backend.run_ab(AbCommand(backend.url, 4, 40, payload=b'{"fibonacci_number": 20}'), timeout=60)
     assert run.exit_code == 0, run.stderr
     assert "Complete requests:      40" in run.stdout
     assert "Failed requests:        0" in run.stdout
@@ -97,6 +100,7 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     assert len(run.percentiles_csv.splitlines()) == 102  # header + 0..100
     assert len(run.gnuplot_tsv.splitlines()) == 41  # header + one line per request
     assert not any("{" in a for a in run.argv)
+    assert run.argv[run.argv.index("-p") + 1].startswith("/tmp/labkit-ab.")
     counts = [s["status"]["requests"] for s in backend.status()["servers"]]
     assert counts == [20, 20]
 
@@ -106,9 +110,12 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     backend.scale(1)  # back to the single server, no balancer
     assert backend.url == f"http://127.0.0.1:{base}"
     assert not _alive(pids[1]) and not _alive(pids[2]) and _alive(pids[0])
+    assert backend.balancer_config().startswith("(no balancer is running")
 
-    backend.down()
-    backend.down()  # safe twice
+    root = str(tmp_path / "opt-restserver")
+    assert backend.down() == {"backend": "ssh", "stopped": ["restserver-0"], "left": [f"restserver-0:{root}",
+                                                                                    f"restserver-1:{root}"]}
+    assert backend.down() == {"backend": "ssh", "stopped": [], "left": []}  # safe twice
     deadline = time.time() + 5
     while any(_alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
@@ -116,13 +123,36 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
 
 
 def test_run_ab_without_files_and_failing_ab(backend):
-    port = _free_ports(1)[0]
-    run = backend.run_ab(["ab", "-n", "1", f"http://127.0.0.1:{port}/"], b"", timeout=30)
+    """A server that accepts but never answers: ab aborts (70007) and writes neither -e nor -g file."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        run = backend.run_ab(AbCommand(f"http://127.0.0.1:{port}", 1, 1, timeout_s=1), timeout=30)
     assert run.exit_code != 0
-    assert "Connection refused" in run.stderr
+    assert "70007" in run.stderr or "timeout" in run.stderr.lower(), run.stderr
     assert run.percentiles_csv is None and run.gnuplot_tsv is None
 
 
 def test_too_many_nodes(backend):
     with pytest.raises(ConfigError, match="only 2 server hosts"):
         backend.up(ClusterSpec(nodes=3))
+
+
+def test_the_unit_a_server_runs_under_listens_on_its_own_address(sshd, tmp_path):
+    """What the backend installs as the systemd unit: one renderer (service.unit_text), the host's address."""
+    def host(name, address):
+        return HostSpec(sshd.host, user=sshd.user, port=sshd.port, key_filename=sshd.key,
+                        known_hosts=sshd.known_hosts, address=address, name=name)
+
+    b = SshBackend(Settings(state_dir=tmp_path / ".labkit"), persist=False,
+                   servers=[host("restserver-0", "10.128.0.5"), host("restserver-1", "10.128.0.6")],
+                   balancer=host("loadbalancer-0", "10.128.0.2"), tester=host("tester-0", "10.128.0.3"))
+    b._state["spec"] = {**ClusterSpec(nodes=2, server="gunicorn", workers=2, port=8080).__dict__}
+    try:
+        unit = b.unit_text(1)
+    finally:
+        b.close()
+    assert ("ExecStart=/opt/restserver/venv/bin/python -m gunicorn --preload -w 2 -b 10.128.0.6:8080 "
+            "--chdir /opt/restserver --backlog 2048 restserver:app\n") in unit
+    assert "Environment=LABKIT_NODE=restserver-1\n" in unit and "0.0.0.0" not in unit.split("[Unit]")[1]
