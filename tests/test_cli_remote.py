@@ -19,12 +19,17 @@ from pathlib import Path
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
+from labkit import gcp_compute as gcp
 from labkit import gcp_requests as req
 from labkit import machine_types, state
-from labkit.backends import gcp, get_backend
+from labkit.backends import get_backend
 from labkit.backends.base import ClusterSpec
-from labkit.backends.ssh import SshBackend, load_hosts_file
+from labkit.backends import gcp as gcp_backend
+from labkit.backends.gcp import GcpBackend
+from labkit.backends.ssh import SshBackend
 from labkit.errors import ConfigError
+from labkit.hosts_file import load_hosts_file
+from labkit.settings import Settings
 from tests.compute_stub import ComputeStub
 from tests.test_ssh_backend import _alive, _free_ports
 
@@ -36,12 +41,17 @@ HAVE_NGINX_AB = bool((shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")
 
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
+    """The state folder for the CLI processes (by env) and for in-process code (``SETTINGS``)."""
     d = tmp_path / ".labkit"
     monkeypatch.setenv("LABKIT_STATE_DIR", str(d))
     monkeypatch.chdir(tmp_path)
     for var in ("LABKIT_SSH_HOSTS", "LABKIT_GCP_PROJECT", "LABKIT_GCP_ZONE", "LABKIT_GCP_API_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     return d
+
+
+def _settings(state_dir) -> Settings:
+    return Settings(state_dir=state_dir)
 
 
 def labkit(*args, env=None, timeout=180):
@@ -119,7 +129,9 @@ def test_ssh_up_status_down_from_separate_processes(sshd, state_dir, tmp_path):
 
         rc, out, err = labkit("down", "--backend", "ssh")
         assert rc == 0, err
-        assert json.loads(out) == {"backend": "ssh", "stopped": ["loadbalancer-0", "restserver-0", "restserver-1"]}
+        root = str(tmp_path / "opt-restserver")
+        assert json.loads(out) == {"backend": "ssh", "stopped": ["loadbalancer-0", "restserver-0", "restserver-1"],
+                                   "left": [f"restserver-0:{root}", f"restserver-1:{root}"]}
         deadline = time.time() + 5
         while any(_alive(p) for p in pids) and time.time() < deadline:
             time.sleep(0.1)
@@ -131,8 +143,8 @@ def test_ssh_up_status_down_from_separate_processes(sshd, state_dir, tmp_path):
         rc, out, err = labkit("down", "--backend", "ssh")  # safe twice
         assert (rc, json.loads(out)) == (0, {"backend": "ssh", "down": "nothing was up"})
     finally:
-        if state.load("ssh"):
-            SshBackend.from_state_or_config().down()
+        if state.load(state_dir, "ssh"):
+            SshBackend(_settings(state_dir)).down()
 
 
 def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_path):
@@ -142,10 +154,11 @@ def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_pat
     fake.write_text('#!/bin/sh\nif [ "$1" = "-c" ]; then exit 1; fi\nexec sleep 120\n')
     fake.chmod(0o755)
     hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", _free_ports(1)[0], python=str(fake))
-    b = SshBackend.from_state_or_config(hosts=str(hosts))
+    hosts.write_text(hosts.read_text() + "service_timeout = 3\n")  # nothing will ever answer
+    b = SshBackend(_settings(state_dir), hosts=str(hosts))
     with pytest.raises(Exception, match="did not come up"):
         b.up(ClusterSpec(nodes=1, port=port))
-    saved = state.load("ssh")
+    saved = state.load(state_dir, "ssh")
     assert list(saved["running"]) == ["0"]
     pidfile = saved["running"]["0"]["pidfile"]
     pid = int(Path(pidfile).read_text())
@@ -156,7 +169,7 @@ def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_pat
     deadline = time.time() + 5
     while _alive(pid) and time.time() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid) and not Path(pidfile).exists() and state.load("ssh") is None
+    assert not _alive(pid) and not Path(pidfile).exists() and state.load(state_dir, "ssh") is None
 
 
 def test_unknown_host_key_is_refused_and_a_fixed_hosts_file_wins(sshd, state_dir, tmp_path):
@@ -167,9 +180,9 @@ def test_unknown_host_key_is_refused_and_a_fixed_hosts_file_wins(sshd, state_dir
     rc, out, err = labkit("up", "--backend", "ssh", "--hosts", str(hosts), "--port", str(_free_ports(1)[0]))
     assert rc == 2 and len(err.splitlines()) == 1
     assert f"[127.0.0.1]:{sshd.port}: unknown host key; refusing to connect" in err
-    assert state.load("ssh")["running"] == {}  # nothing started
+    assert state.load(state_dir, "ssh")["running"] == {}  # nothing started
     hosts.write_text(hosts.read_text().replace(str(empty), sshd.known_hosts))
-    b = SshBackend.from_state_or_config(hosts=str(hosts))
+    b = SshBackend(_settings(state_dir).replace(ssh_hosts=str(hosts)))  # the hosts file from the settings
     assert [s.known_hosts for s in b.servers] == [sshd.known_hosts] * 2
     assert b.spec is None
 
@@ -222,10 +235,11 @@ def test_hosts_file_paths_defaults_and_pinned_keys(tmp_path, monkeypatch):
     assert (s1.user, s1.port, s1.addr) == ("root", 2222, "10.0.0.13")
     assert args["tester"].host_key == ("ssh-ed25519 AAAA", "ssh-rsa BBBB")
     assert (args["balancer_port"], args["nginx_workers"]) == (8000, "auto")
-    b = SshBackend(**args)
+    b = SshBackend(Settings(state_dir=tmp_path / ".labkit"), persist=False, **args)
     assert [s.name for s in b.servers] == ["restserver-0", "restserver-1"]
     again = SshBackend.from_state(b.to_state())  # the state round-trips, pinned keys included
     assert again.servers == b.servers and again.tester == b.tester and again.balancer_port == 8000
+    assert again.settings == Settings.from_env() and not again.persist
 
 
 # -- gcp ------------------------------------------------------------------------------------
@@ -247,8 +261,8 @@ def _deletes(stub):
 
 
 def test_gcp_state_lets_another_backend_tear_down(stub, state_dir, tmp_path):
-    b = gcp.GcpBackend.from_state_or_config(project=PROJECT, zone=ZONE, compute=_compute(stub), run_id="run2",
-                                            deploy=False, timeout=30)
+    b = GcpBackend(_settings(state_dir), project=PROJECT, zone=ZONE, compute=_compute(stub), run_id="run2",
+                   deploy=False, timeout=30)
     assert b.zones == [ZONE] and b.key_dir == str(state_dir / "gcp")
     assert not (state_dir / "gcp.json").exists()  # nothing created, nothing recorded
     try:
@@ -266,12 +280,13 @@ def test_gcp_state_lets_another_backend_tear_down(stub, state_dir, tmp_path):
         n_before = len(stub.requests)
 
         # "another shell": a new backend from the state alone (no project given)
-        other = get_backend("gcp", compute=_compute(stub))
+        other = get_backend("gcp", _settings(state_dir), compute=_compute(stub))
         assert (other.run_id, other.project, other.created, other.expires) == ("run2", PROJECT, b.created, b.expires)
         assert other.spec == ClusterSpec(nodes=3, port=80)
         assert other.ssh.servers[2].host_key == tuple(stub.host_keys)
+        assert other.balancer_config() == "(no balancer is running: with one node the tester talks to the server directly)"
         result = other.down()
-        assert result["deleted"] == ["firewall labkit-run2-http", "firewall labkit-run2-servers",
+        assert result["left"] == [] and result["stopped"] == ["firewall labkit-run2-http", "firewall labkit-run2-servers",
                                      "firewall labkit-run2-ssh", "image lab02-restserver"] + \
             [f"instance {n}" for n in names]
         assert _deletes(stub) == sorted([f"instances/{n}" for n in names] + ["images/lab02-restserver"]
@@ -282,7 +297,7 @@ def test_gcp_state_lets_another_backend_tear_down(stub, state_dir, tmp_path):
         assert not (state_dir / "gcp" / "run2").exists()  # the run's SSH key went with it
     finally:
         b.down()  # everything already gone: nothing to do, and the signal handlers are restored
-    assert b.down()["deleted"] == []
+    assert b.down() == {"backend": "gcp", "stopped": [], "left": []}
 
 
 class ForbiddenDeletes(ComputeStub):
@@ -297,14 +312,14 @@ class ForbiddenDeletes(ComputeStub):
 
 def test_gcp_keeps_what_it_could_not_delete(state_dir):
     with ForbiddenDeletes() as stub:
-        b = gcp.GcpBackend.from_state_or_config(project=PROJECT, zone=ZONE, compute=_compute(stub), run_id="run3",
-                                                deploy=False, timeout=30)
+        b = GcpBackend(_settings(state_dir), project=PROJECT, zone=ZONE, compute=_compute(stub), run_id="run3",
+                       deploy=False, timeout=30)
         b.create_firewalls(80)
         b.create({n: b._maker(n, "server", "f1-micro", "") for n in ("restserver-0", "tester-0")})
         with pytest.raises(gcp.CloudError, match="compute.instances.delete.*labkit down --backend gcp"):
             b.down()
         assert sorted(stub.instances) == ["tester-0"] and stub.firewalls == {}
-        saved = state.load("gcp")  # only what is left, for the next `down` (or gc after expiry)
+        saved = state.load(state_dir, "gcp")  # only what is left, for the next `down` (or gc after expiry)
         assert (saved["created"], saved["images"], saved["firewalls"]) == ({"tester-0": ZONE}, [], [])
         assert b.created == {"tester-0": ZONE}
 
@@ -321,7 +336,7 @@ def test_gcp_down_after_a_killed_up_from_the_cli(state_dir, tmp_path):
         try:
             deadline = time.time() + 30
             while time.time() < deadline:
-                saved = state.load("gcp") if (state_dir / "gcp.json").exists() else None
+                saved = state.load(state_dir, "gcp") if (state_dir / "gcp.json").exists() else None
                 first = {"restserver-0", "loadbalancer-0", "tester-0"}
                 if saved and first <= set(saved["created"]) and first <= set(stub.instances):
                     break
@@ -344,9 +359,12 @@ def test_gcp_down_after_a_killed_up_from_the_cli(state_dir, tmp_path):
         assert json.loads(out)["run_id"] == "killed"
         rc, out, err = labkit("down", "--backend", "gcp", env=env)
         assert rc == 0, err
-        assert json.loads(out)["run_id"] == "killed"
+        down = json.loads(out)
+        assert down["backend"] == "gcp" and down["left"] == []
+        assert sorted(down["stopped"]) == sorted([f"instance {n}" for n in first] + [f"firewall labkit-killed-{k}"
+                                                  for k in ("http", "servers", "ssh")])
         assert stub.instances == {} and stub.firewalls == {} and stub.images == {}
-        assert state.load("gcp") is None
+        assert state.load(state_dir, "gcp") is None
 
 
 def test_gc_cli_dry_run_then_delete(stub, state_dir):
@@ -382,25 +400,28 @@ def test_gc_cli_dry_run_then_delete(stub, state_dir):
     assert rc == 0 and out == "" and err.strip().endswith(f"deleted 0 expired resource(s) in {PROJECT}")
 
 
-def test_plain_http_endpoint_must_be_loopback(monkeypatch):
-    monkeypatch.setenv("LABKIT_GCP_API_ENDPOINT", "http://compute.example.com:80")
+def test_plain_http_endpoint_must_be_loopback(tmp_path):
     with pytest.raises(ConfigError, match="must be on loopback"):
-        gcp.Compute()
+        gcp.Compute(endpoint="http://compute.example.com:80")
+    b = GcpBackend(Settings(state_dir=tmp_path, gcp_project=PROJECT, gcp_api_endpoint="http://compute.example.com:80"))
+    assert b.project == PROJECT and b.zones == list(gcp_backend.DEFAULT_ZONES)  # project and zones from settings
+    with pytest.raises(ConfigError, match="must be on loopback"):
+        b.compute
 
 
 def test_gcp_needs_a_project_and_refuses_another_while_up(stub, state_dir):
     rc, out, err = labkit("up", "--backend", "gcp")
     assert rc == 2 and err == "labkit: error: the gcp backend needs a project: --project P (or $LABKIT_GCP_PROJECT)\n"
-    b = gcp.GcpBackend.from_state_or_config(project=PROJECT, zone=f"{ZONE}, us-central1-b", compute=_compute(stub),
-                                            deploy=False, timeout=30)
+    b = GcpBackend(_settings(state_dir), project=PROJECT, zone=f"{ZONE}, us-central1-b", compute=_compute(stub),
+                   deploy=False, timeout=30)
     assert b.zones == [ZONE, "us-central1-b"]
     b.create({"tester-0": b._maker("tester-0", "tester", "f1-micro", "")})
     try:
         with pytest.raises(ConfigError, match=f"project {PROJECT} is up"):
-            gcp.GcpBackend.from_state_or_config(project="other-project")
+            GcpBackend(_settings(state_dir), project="other-project")
     finally:
         b.down()
-    assert state.load("gcp") is None
+    assert state.load(state_dir, "gcp") is None
 
 
 def _sandbox_prefix() -> list[str]:

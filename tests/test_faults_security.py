@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,9 @@ from labkit import state
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local import LocalBackend
 from labkit.errors import BackendError
+from labkit.hosts_file import HostSpec
 from labkit.remote import Connection
+from labkit.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,10 +73,10 @@ def _group_listeners(pgid: int) -> set[tuple[str, int]]:
 
 @pytest.mark.parametrize("server", ["flask", "gunicorn"])
 def test_local_machines_listen_only_on_their_own_loopback_address(local_env, server):
-    b = LocalBackend()
+    b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=2, server=server, workers=2 if server == "gunicorn" else 1))
     try:
-        procs = state.load("local")["processes"]
+        procs = state.load(b.settings, "local")["processes"]
         net = local_env["net"]
         expected = {"restserver-0": {(f"{net}.10", 8080)}, "restserver-1": {(f"{net}.11", 8080)},
                     "loadbalancer-0": {(f"{net}.2", 8080)}}
@@ -86,13 +89,26 @@ def test_local_machines_listen_only_on_their_own_loopback_address(local_env, ser
         b.down()
 
 
-def test_the_remote_unit_listens_where_the_balancer_can_reach_it():
-    """On ssh/gcp machines the service listens on the VM's interfaces; the firewall
-    (below) is what keeps it reachable only from the balancer and the tester."""
-    from labkit.service import unit_text
+@pytest.mark.parametrize("server", ["flask", "gunicorn"])
+def test_the_remote_unit_listens_only_on_the_address_the_balancer_uses(tmp_path, server):
+    """On ssh/gcp machines the deployed systemd unit binds the server's internal address
+    (what the balancer and tester use), never 0.0.0.0; the firewall (below) keeps that
+    address reachable only from the balancer and the tester. Asserted on the unit the
+    ssh backend installs (the gcp backend hands its machines to it), not on a copy."""
+    from labkit.backends.ssh import SshBackend
 
-    text = unit_text("flask", 8080, node="restserver-0")
-    assert "--host 0.0.0.0 --port 8080" in text
+    hosts = [HostSpec("203.0.113.10", address="10.128.0.10"), HostSpec("203.0.113.11", address="10.128.0.11")]
+    b = SshBackend(Settings(state_dir=tmp_path), persist=False, servers=hosts,
+                   balancer=HostSpec("203.0.113.2", address="10.128.0.2"),
+                   tester=HostSpec("203.0.113.3", address="10.128.0.3"))
+    b._state["spec"] = dataclasses.asdict(ClusterSpec(nodes=2, server=server, port=8080))
+    for i, internal in enumerate(("10.128.0.10", "10.128.0.11")):
+        unit = b.unit_text(i)
+        exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+        bind = f"--host {internal} --port 8080" if server == "flask" else f"-b {internal}:8080"
+        assert bind in exec_start, exec_start
+        assert "0.0.0.0" not in exec_start and "203.0.113." not in exec_start
+    b.close()  # nothing was connected: rendering the unit needs no SSH
 
 
 # -- the GCP firewall ------------------------------------------------------------------------
@@ -124,19 +140,20 @@ def test_gcp_firewall_opens_http_only_on_the_balancer():
 
 # -- generated SSH keys: 0600, never in CSVs, notebooks, logs or state ------------------------
 
-def test_generated_ssh_keys_are_0600_and_never_written_anywhere_else(tmp_path, monkeypatch, caplog):
+def test_generated_ssh_keys_are_0600_and_never_written_anywhere_else(tmp_path, caplog):
     from google.auth.credentials import AnonymousCredentials
 
-    from labkit.backends import gcp
+    from labkit.backends.gcp import GcpBackend
+    from labkit.gcp_compute import Compute
+    from labkit.record import Measurement
     from labkit.results import append_row
     from tests.compute_stub import ComputeStub
 
-    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
     caplog.set_level(logging.DEBUG, logger="labkit")
     with ComputeStub() as stub:
-        compute = gcp.Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
-        b = gcp.GcpBackend("lab-project", ["us-central1-a"], run_id="run1", compute=compute, timeout=30,
-                           key_dir=str(tmp_path / ".labkit" / "gcp"), deploy=False)
+        compute = Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
+        b = GcpBackend(Settings(state_dir=tmp_path / ".labkit"), project="lab-project", zone=["us-central1-a"],
+                       run_id="run1", compute=compute, timeout=30, deploy=False)
         b.up(ClusterSpec(nodes=2, port=80))
         try:
             keys = list((tmp_path / ".labkit" / "gcp").rglob("id_ed25519"))
@@ -155,7 +172,7 @@ def test_generated_ssh_keys_are_0600_and_never_written_anywhere_else(tmp_path, m
             assert public in sent
             status = json.dumps(b.status(), default=str)
             csv_path = tmp_path / "rows.csv"
-            append_row(csv_path, {"run_id": b.run_id, "backend": "gcp", "nodes": 2, "concurrency": 1, "attempts": 1})
+            append_row(csv_path, Measurement(run_id=b.run_id, backend="gcp", nodes=2, concurrency=1, attempts=1))
             state_text = "".join(p.read_text() for p in (tmp_path / ".labkit").glob("*.json"))
             for where, text in (("logs", caplog.text), ("Compute requests", sent), ("status", status),
                                 ("results CSV", csv_path.read_text()), ("state", state_text)):

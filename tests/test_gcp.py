@@ -6,10 +6,12 @@ import time
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
+from labkit import gcp_compute as gcp
 from labkit import gcp_requests as req
-from labkit.backends import gcp
+from labkit.backends.gcp import GcpBackend
 from labkit.backends.base import ClusterSpec
 from labkit.errors import ConfigError, QuotaError, StockoutError
+from labkit.settings import Settings
 from tests.compute_stub import ComputeStub
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
@@ -26,12 +28,13 @@ def stub():
         yield s
 
 
-def _backend(stub, **kw):
-    return gcp.GcpBackend(PROJECT, kw.pop("zones", [ZONE]), run_id="run1", compute=_compute(stub), timeout=30, **kw)
+def _backend(stub, tmp_path, **kw):
+    return GcpBackend(Settings(state_dir=tmp_path / ".labkit"), project=PROJECT, zone=kw.pop("zones", [ZONE]),
+                      run_id="run1", compute=_compute(stub), timeout=30, **kw)
 
 
-def test_instance_request_body(stub):
-    b = _backend(stub)
+def test_instance_request_body(stub, tmp_path):
+    b = _backend(stub, tmp_path)
     zones = b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB),
                       "tester-0": b._maker("tester-0", "tester", "f1-micro", PUB)})
     assert zones == {"restserver-0": ZONE, "tester-0": ZONE}
@@ -54,18 +57,18 @@ def test_instance_request_body(stub):
     assert posted["tester-0"]["body"]["tags"] == {"items": ["labkit-tester"]}  # no HTTP to the tester
 
 
-def test_quota_error_becomes_advice(stub):
+def test_quota_error_becomes_advice(stub, tmp_path):
     stub.fail[("restserver-0", "*")] = "quota"
-    b = _backend(stub)
+    b = _backend(stub, tmp_path)
     with pytest.raises(QuotaError) as info:
         b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB)})
     msg = str(info.value)
     assert "quota" in msg and "CPUS" in msg and "labkit gc" in msg and "request more quota" in msg
 
 
-def test_stockout_tries_next_zone(stub):
+def test_stockout_tries_next_zone(stub, tmp_path):
     stub.fail[("restserver-0", "us-central1-a")] = "stockout"
-    b = _backend(stub, zones=["us-central1-a", "us-central1-b"])
+    b = _backend(stub, tmp_path, zones=["us-central1-a", "us-central1-b"])
     assert b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB)}) == \
         {"restserver-0": "us-central1-b"}
     tried = [r["path"].split("/")[6] for r in stub.requests if r["method"] == "POST"]
@@ -74,16 +77,16 @@ def test_stockout_tries_next_zone(stub):
     assert body_b["machineType"] == "zones/us-central1-b/machineTypes/f1-micro"
 
 
-def test_stockout_everywhere(stub):
+def test_stockout_everywhere(stub, tmp_path):
     stub.fail[("restserver-0", "*")] = "stockout"
-    b = _backend(stub, zones=["us-central1-a", "us-central1-b"])
+    b = _backend(stub, tmp_path, zones=["us-central1-a", "us-central1-b"])
     with pytest.raises(StockoutError, match="no capacity in any of us-central1-a, us-central1-b"):
         b.create({"restserver-0": b._maker("restserver-0", "server", "f1-micro", PUB)})
 
 
-def test_five_instances_created_in_parallel():
+def test_five_instances_created_in_parallel(tmp_path):
     with ComputeStub(delay=2.0) as stub:
-        b = _backend(stub)
+        b = _backend(stub, tmp_path)
         t0 = time.monotonic()
         b.create({f"restserver-{i}": b._maker(f"restserver-{i}", "server", "f1-micro", PUB) for i in range(5)})
         elapsed = time.monotonic() - t0
@@ -93,7 +96,7 @@ def test_five_instances_created_in_parallel():
 
 
 def test_up_without_deploy_creates_handout_resources_and_down_deletes_them(stub, tmp_path):
-    b = _backend(stub, key_dir=str(tmp_path / "keys"), deploy=False)
+    b = _backend(stub, tmp_path, key_dir=str(tmp_path / "keys"), deploy=False)
     b.up(ClusterSpec(nodes=2, port=80))
     assert sorted(stub.instances) == ["loadbalancer-0", "restserver-0", "restserver-1", "tester-0"]
     assert list(stub.images) == ["lab02-restserver"]
@@ -113,14 +116,17 @@ def test_up_without_deploy_creates_handout_resources_and_down_deletes_them(stub,
     assert b.ssh.servers[1].host_key == tuple(stub.host_keys)
     assert b.ssh.servers[1].address.startswith("10.128.0.")
     assert any(r["query"].get("queryPath") == "hostkeys/" for r in stub.requests)
-    b.down()
+    with pytest.raises(ConfigError, match="this run has 2 servers"):
+        b.scale(3)
+    down = b.down()
+    assert down["backend"] == "gcp" and down["left"] == [] and "instance restserver-1" in down["stopped"]
     assert stub.instances == {} and stub.images == {} and stub.firewalls == {}
-    b.down()  # safe twice
+    assert b.down() == {"backend": "gcp", "stopped": [], "left": []}  # safe twice
 
 
 def test_failed_up_deletes_what_it_created(stub, tmp_path):
     stub.fail[("tester-0", "*")] = "quota"
-    b = _backend(stub, key_dir=str(tmp_path / "keys"), deploy=False)
+    b = _backend(stub, tmp_path, key_dir=str(tmp_path / "keys"), deploy=False)
     with pytest.raises(QuotaError):
         b.up(ClusterSpec(nodes=2, port=80))
     assert stub.instances == {} and stub.firewalls == {}
