@@ -105,7 +105,7 @@ def answers(csv, machine_type: str, server: str = HANDOUT_SERVER) -> dict:
     r1 = build_report(df, PART1_SLA)
     r2 = build_report(df, PART2_SLA, PART2_USERS)
     part2, source = part2_from_report(r2)
-    return {"part1": r1["max_concurrency"].get("1"), "part2": part2, "part2_source": source,
+    return {"part1": r1["max_concurrency"].get(1), "part2": part2, "part2_source": source,
             "report1": r1, "report2": r2}
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .errors import ConfigError, LabkitError
 from .handout import PART1_SLA, PART2_USERS
-from .sla import Clause, Sla, as_sla, max_concurrency_of_table, nodes_needed, point_table
+from .sla import Clause, Sla, as_sla, max_concurrency_of_table, nodes_needed_of, point_table
 
 log = logging.getLogger("labkit")
 
@@ -97,7 +97,7 @@ class SlaExplorer:
         users = int(self.users.value)
         table = point_table(self.df, sla)
         mc = max_concurrency_of_table(table)
-        needed = nodes_needed(self.df, sla, users)
+        needed = nodes_needed_of(mc, users)
         self.sla, self.max_concurrency, self.nodes_needed = sla, mc, needed
         lines = [
             "Max concurrency within the SLA: " + ", ".join(

@@ -38,12 +38,12 @@ def test_answers_from_the_csv(mixed_csv):
     # part 1 (mean<200 p98<=300 max<=1500), 1 node: c=50 -> mean 100, p98 150, max 300; c=100 -> mean 200 fails
     assert a["part1"] == 50
     # part 2 (mean<300 p98<400 max<=1000): n nodes pass while 2c/n < 266.7 (p98 bound binds) and 6c/n <= 1000
-    assert a["report2"]["max_concurrency"] == {"1": 100, "2": 100, "3": 100}
+    assert a["report2"]["max_concurrency"] == {1: 100, 2: 100, 3: 100}
     assert (a["part2"], a["part2_source"]) == (None, a["part2_source"]) and a["part2_source"].startswith("unanswered")
 
 
 def test_part2_from_report_branches():
-    base = {"users": 2000, "max_concurrency": {"1": 100, "2": 200}}
+    base = {"users": 2000, "max_concurrency": {1: 100, 2: 200}}
     assert handout.part2_from_report({**base, "nodes_needed": 4, "extrapolation": None}) == (4, "measured")
     ex = {"label": "extrapolation (USL fit) — not measured", "nodes": 9}
     assert handout.part2_from_report({**base, "nodes_needed": None, "extrapolation": ex}) == (9, ex["label"])
