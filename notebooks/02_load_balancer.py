@@ -31,7 +31,6 @@ results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed,
 charts_dir = "../runs/charts"  # where the PNG charts are saved
 
 # %%
-import pandas as pd
 from IPython.display import display
 
 from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, answers, build_report, fibonacci, format_report,
