@@ -167,8 +167,8 @@ def test_status_counts_exactly_after_5000_concurrent_requests(service_proc, serv
     url = service_proc(server, workers=workers, env={"LABKIT_NODE": "fuzz"})
     assert get_status(url)["requests"] == 0
     row = measure(SubprocessAb(), AbCommand(url, 100, 5000, timeout_s=30), retries=0)
-    assert row["aborted"] is False and row["complete"] == 5000
-    assert row["failed"] == 0 and row["non_2xx"] == 0
+    assert row.aborted is False and row.complete == 5000
+    assert row.failed == 0 and row.non_2xx == 0
     assert get_status(url)["requests"] == 5000
     _still_answers(url)
     assert get_status(url)["requests"] == 5001
