@@ -10,6 +10,7 @@ parameterised, and in sync with their jupytext scripts.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import time
@@ -19,6 +20,7 @@ import jupytext
 import nbformat
 import pytest
 
+import labkit
 from labkit import profiles, state
 from labkit.handout import PART1_SLA, PART2_SLA, PART2_USERS
 from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, run_lab
@@ -232,3 +234,23 @@ def test_kernel_environment_carries_exactly_the_settings(monkeypatch, tmp_path):
     assert Settings.from_env(env) == settings
     assert "LABKIT_SSH_HOSTS" not in env, "an inherited setting the run did not choose is dropped"
     assert env["MPLBACKEND"] == "Agg" and env["PATH"] == os.environ["PATH"]
+
+
+def test_every_public_name_resolves():
+    assert [n for n in labkit.__all__ if getattr(labkit, n, None) is None] == []
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_import_from_the_public_surface_and_use_what_they_import(name):
+    tree = ast.parse((NOTEBOOKS_DIR / f"{name}.py").read_text())
+    imported = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] == "labkit":
+            assert node.module == "labkit", f"{name} imports from {node.module}, not from labkit"
+            assert {a.name for a in node.names} <= set(labkit.__all__)
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("labkit") for a in node.names)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported += [(a.asname or a.name).split(".")[0] for a in node.names]
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert [n for n in imported if n not in used] == []
