@@ -145,24 +145,29 @@ def _call(fn, what: str, where: str | None = None, /, **kw):
 
 
 def insert_instance(c: Compute, project: str, zone: str, body: dict):
+    """Send the insert of the instance ``body`` (from ``gcp_requests.instance_body``); return its operation."""
     res = _compute_v1().Instance.from_json(json.dumps(body))
     return _call(c.instances.insert, f"create {body['name']}", zone, project=project, zone=zone,
                  instance_resource=res)
 
 
 def get_instance(c: Compute, project: str, zone: str, name: str):
+    """The instance ``name`` (its network interfaces give the internal and external IPs)."""
     return _call(c.instances.get, f"get {name}", zone, project=project, zone=zone, instance=name)
 
 
 def stop_instance(c: Compute, project: str, zone: str, name: str):
+    """Send the stop of ``name`` (its disk can then be imaged); return the operation."""
     return _call(c.instances.stop, f"stop {name}", zone, project=project, zone=zone, instance=name)
 
 
 def start_instance(c: Compute, project: str, zone: str, name: str):
+    """Send the start of a stopped ``name``; return the operation."""
     return _call(c.instances.start, f"start {name}", zone, project=project, zone=zone, instance=name)
 
 
 def delete_instance(c: Compute, project: str, zone: str, name: str):
+    """Send the delete of ``name`` (its boot disk goes with it); return the operation."""
     return _call(c.instances.delete, f"delete {name}", zone, project=project, zone=zone, instance=name)
 
 
@@ -187,32 +192,38 @@ def host_keys(c: Compute, project: str, zone: str, name: str) -> list[str]:
 
 
 def insert_image(c: Compute, project: str, body: dict):
+    """Send the insert of the image ``body`` (from a stopped server's disk); return the operation."""
     res = _compute_v1().Image.from_json(json.dumps(body))
     return _call(c.images.insert, f"create image {body['name']}", project=project, image_resource=res)
 
 
 def delete_image(c: Compute, project: str, name: str):
+    """Send the delete of the image ``name``; return the operation."""
     return _call(c.images.delete, f"delete image {name}", project=project, image=name)
 
 
 def list_labkit_images(c: Compute, project: str):
+    """Every image in ``project`` carrying a labkit run label."""
     request = _compute_v1().ListImagesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
     return [i for i in _call(c.images.list, "list images", request=request)
             if req.LABEL_RUN in i.labels]
 
 
-def insert_firewall(c: Compute, project: str, body: dict):
-    res = _compute_v1().Firewall.from_json(json.dumps(body))
-    return _call(c.firewalls.insert, f"create firewall {body['name']}", project=project, firewall_resource=res)
+def list_labkit_firewalls(c: Compute, project: str):
+    """Every firewall rule in ``project`` whose description names a labkit run (rules have no labels)."""
+    return [f for f in _call(c.firewalls.list, "list firewalls", project=project)
+            if req.parse_firewall_description(f.description)]
 
 
 def delete_firewall(c: Compute, project: str, name: str):
+    """Send the delete of the firewall rule ``name``; return the operation."""
     return _call(c.firewalls.delete, f"delete firewall {name}", project=project, firewall=name)
 
 
-def list_labkit_firewalls(c: Compute, project: str):
-    return [f for f in _call(c.firewalls.list, "list firewalls", project=project)
-            if req.parse_firewall_description(f.description)]
+def insert_firewall(c: Compute, project: str, body: dict):
+    """Send the insert of the firewall rule ``body``; return the operation."""
+    res = _compute_v1().Firewall.from_json(json.dumps(body))
+    return _call(c.firewalls.insert, f"create firewall {body['name']}", project=project, firewall_resource=res)
 
 
 # -- composite steps ------------------------------------------------------------------

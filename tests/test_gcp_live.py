@@ -10,9 +10,11 @@ import time
 import pytest
 
 from labkit import gcp_requests as req
+from labkit.settings import Settings
 
-PROJECT = os.environ.get("LABKIT_GCP_PROJECT")
-ZONE = os.environ.get("LABKIT_GCP_ZONE", "us-central1-a")
+SETTINGS = Settings.from_env()
+PROJECT = SETTINGS.gcp_project
+ZONE = (SETTINGS.gcp_zone or "us-central1-a").split(",")[0].strip()
 _ADC = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or os.path.exists(
     os.path.expanduser("~/.config/gcloud/application_default_credentials.json"))
 
@@ -21,9 +23,9 @@ pytestmark = pytest.mark.skipif(not (PROJECT and _ADC),
 
 
 def test_create_and_delete_one_tiny_instance():
-    from labkit.backends import gcp
+    from labkit import gcp_compute as gcp
 
-    c = gcp.Compute()
+    c = gcp.Compute(endpoint=SETTINGS.gcp_api_endpoint)
     run_id = req.new_run_id()
     name = f"labkit-live-{run_id}"
     body = req.instance_body(name, ZONE, "e2-micro", run_id, req.expires_at(ttl_hours=1), "tester")
