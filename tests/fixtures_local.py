@@ -8,11 +8,14 @@ import os
 import pytest
 
 _nets = itertools.count(40)
+# The second octet differs between test sessions, so two suites running at once on one
+# machine (e.g. several people's `make test`) never share a loopback address and port.
+_SESSION_OCTET = 1 + os.getpid() % 250
 
 
 @pytest.fixture
 def local_env(tmp_path, monkeypatch):
-    """Point labkit's state at ``tmp_path/.labkit`` and give the test its own 127.0.N.0/24.
+    """Point labkit's state at ``tmp_path/.labkit`` and give the test its own 127.S.N.0/24.
 
     Whatever the test leaves up is torn down afterwards, so one failing test
     cannot leak processes or cgroups into the next.
@@ -21,7 +24,7 @@ def local_env(tmp_path, monkeypatch):
     from labkit.backends.local import LocalBackend
     from labkit.settings import Settings
 
-    net = f"127.0.{next(_nets)}"
+    net = f"127.{_SESSION_OCTET}.{next(_nets)}"
     # The environment is for the CLI processes a test starts; in-process code gets ``settings``.
     monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
     monkeypatch.setenv("LABKIT_LOCAL_NET", net)
