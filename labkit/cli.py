@@ -288,10 +288,10 @@ def plan(backend, nodes, machine_type, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def gc(dry_run, as_json):
     """Delete every labkit-labelled instance, image and firewall rule whose expiry has passed (any run)."""
-    from .backends.gcp import gc as collect
+    from .gcp_compute import gc as collect
 
     project = _project()
-    found = collect(project, dry_run=dry_run)
+    found = collect(project, dry_run=dry_run, endpoint=_settings().gcp_api_endpoint)
     verb = "would delete" if dry_run else "deleted"
     if as_json:
         _echo_json({"project": project, "dry_run": dry_run, "deleted": [] if dry_run else found,
