@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import gcp_requests as req
 from ..errors import BackendError, CloudError, ConfigError
-from ..gcp_compute import (Compute, create_instances, delete_resource, gc, get_instance, host_keys,  # noqa: F401
-                           insert_firewall, insert_image, start_instance, stop_instance, wait)
+from ..gcp_compute import (Compute, create_instances, delete_resource, get_instance, host_keys, insert_firewall,
+                           insert_image, start_instance, stop_instance, wait)
 from ..hosts_file import HostSpec
 from ..remote_service import RemoteService
 from .base import AbRun, Backend, ClusterSpec
@@ -363,4 +363,4 @@ class GcpBackend(Backend):
         self._old_handlers = {}
 
 
-__all__ = ["DEFAULT_ZONES", "GcpBackend", "gc"]
+__all__ = ["DEFAULT_ZONES", "GcpBackend"]
