@@ -30,8 +30,9 @@ from .record import PERCENTILES
 _LABEL = re.compile(r"^([A-Z][A-Za-z0-9 /-]*?):[ \t]*(.*?)\s*$")
 _INT = r"(\d+)"
 _NUM = r"(\d+(?:\.\d+)?)"
+# ab 2.3: (Connect: a, Receive: b, Length: c, Exceptions: d); ab 2.0.x has no Receive.
 _FAILED_BREAKDOWN = re.compile(
-    r"^\s+\(Connect: (\d+), Receive: (\d+), Length: (\d+), Exceptions: (\d+)\)\s*$")
+    r"^\s+\(Connect: (\d+),(?: Receive: (\d+),)? Length: (\d+), Exceptions: (\d+)\)\s*$")
 _RATE_EXTRA = re.compile(r"^\s+" + _NUM + r" kb/s (sent|total)\s*$")
 _CONN_ROW = re.compile(r"^(Connect|Processing|Waiting|Total):\s+(-?\d+)\s+(-?\d+)\s+(-?\d+(?:\.\d+)?)"
                        r"\s+(-?\d+)\s+(-?\d+)\s*$")
@@ -44,7 +45,7 @@ _SCALARS = {
     "Server Port": ("server_port", _INT, int),
     "Document Path": ("document_path", r"(\S+)", str),
     "Concurrency Level": ("concurrency", _INT, int),
-    "Time taken for tests": ("time_taken_s", _NUM + r" seconds", float),
+    "Time taken for tests": ("time_taken_text", _NUM + r" seconds", str),  # see _time_taken
     "Complete requests": ("complete", _INT, int),
     "Failed requests": ("failed", _INT, int),
     "Write errors": ("write_errors", _INT, int),
@@ -52,6 +53,7 @@ _SCALARS = {
     "Keep-Alive requests": ("keepalive_requests", _INT, int),
     "Total transferred": ("total_transferred_bytes", _INT + r" bytes", int),
     "Total body sent": ("total_body_sent_bytes", _INT, int),
+    "Total POSTed": ("total_body_sent_bytes", _INT, int),  # ab 2.0's name for it
     "HTML transferred": ("html_transferred_bytes", _INT + r" bytes", int),
     "Requests per second": ("rps", _NUM + r" \[#/sec\] \(mean\)", float),
     "Transfer rate": ("transfer_rate_kbps", _NUM + r" \[Kbytes/sec\] received", float),
@@ -103,7 +105,10 @@ def parse_report(text: str) -> dict:
          100%     15 (longest request)
 
     Also read when present: the ``(Connect: a, Receive: b, Length: c, Exceptions: d)``
-    breakdown under ``Failed requests`` (all 0 when absent), ``Write errors``,
+    breakdown under ``Failed requests`` (all 0 when absent; ab 2.0.x prints no
+    ``Receive``, read as 0), ab 2.0's ``Total POSTed`` and microsecond ``Time taken``
+    (see :func:`_time_taken`), a one-request report (no percentile table: every
+    percentile is that request's time), ``Write errors``,
     ``Non-2xx responses`` (0 when absent), ``Keep-Alive requests`` (``-k``; None when
     absent), ``Document Length: Variable`` (``-l``; length None). The Connection Times
     table is in whole ms (sd to 0.1); the percentile table is in whole ms.
@@ -162,15 +167,50 @@ def parse_report(text: str) -> dict:
     out["time_per_request_ms"] = _convert("Time per request", per_request[0], _NUM + r" \[ms\] \(mean\)", float)
     out["time_per_request_all_ms"] = _convert(
         "Time per request", per_request[1], _NUM + r" \[ms\] \(mean, across all concurrent requests\)", float)
-    # ab prints both tables only when at least one request completed.
+    out["time_taken_s"] = _time_taken(out.pop("time_taken_text"), out)
+    # ab prints the Connection Times when at least one request completed, and the
+    # percentile table only when more than one did (``done > 1``): with one request,
+    # every percentile is that request's total time.
     if out["complete"] > 0:
-        for key, field in (("connection_times", "Connection Times"), ("percentiles", "Percentage served")):
-            if key not in out:
-                raise AbParseError(field, "table missing from ab's report")
+        if "connection_times" not in out:
+            raise AbParseError("Connection Times", "table missing from ab's report")
+        if "percentiles" not in out:
+            if out["complete"] > 1:
+                raise AbParseError("Percentage served", "table missing from ab's report")
+            only = float(out["connection_times"]["total"]["max"])
+            out["percentiles"] = {float(p): only for p in (*PERCENTILES, 100)}
     else:
         out.setdefault("connection_times", None)
         out.setdefault("percentiles", None)
     return out
+
+
+def _time_taken(text: str, out: dict) -> float:
+    """Seconds from ``Time taken for tests``, in either ab's format.
+
+    ab 2.3 prints ``%.3f`` of seconds; ab 2.0.x prints ``%ld.%03ld`` of (seconds,
+    *microseconds*), not zero-padded to 6 digits: ``10.1002`` is 10 s + 1002 us =
+    10.001002 s. More than 3 decimals can only be ab 2.0's microseconds. With exactly
+    3 the two readings differ (``2.537``: 2.537 s, or 2.000537 s), so the one that
+    agrees with what ab derived from the same time -- ``complete / rps`` and
+    ``complete * (time per request across all) / 1000`` -- is taken.
+    """
+    whole, _, frac = text.partition(".")
+    if not frac:
+        return float(whole)
+    as_us = int(whole) + int(frac) / 1e6
+    if len(frac) > 3:
+        return as_us
+    as_ms = int(whole) + int(frac) / 1e3
+    checks = []
+    if out.get("rps"):
+        checks.append(out["complete"] / out["rps"])
+    if out.get("time_per_request_all_ms") and out["complete"]:
+        checks.append(out["complete"] * out["time_per_request_all_ms"] / 1000)
+    if not checks or as_us == as_ms:
+        return as_ms
+    err = lambda t: sum(abs(t - c) for c in checks)  # noqa: E731
+    return as_us if err(as_us) < err(as_ms) else as_ms
 
 
 def _convert(field: str, value: str, pattern: str, conv):
@@ -187,7 +227,7 @@ def _read_failed_breakdown(lines: list[str], i: int, out: dict) -> None:
         raise AbParseError("Failed requests", "breakdown line (Connect: .., Receive: .., Length: .., "
                            f"Exceptions: ..) missing or unreadable: {lines[i] if i < len(lines) else ''!r}")
     (out["failed_connect"], out["failed_receive"],
-     out["failed_length"], out["failed_exceptions"]) = map(int, match.groups())
+     out["failed_length"], out["failed_exceptions"]) = (int(g or 0) for g in match.groups())
 
 
 def _read_rate_extras(lines: list[str], i: int, out: dict) -> int:

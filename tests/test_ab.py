@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -441,3 +442,37 @@ def test_measure_raises_only_for_unreadable_success():
 def test_measure_rejects_negative_retries():
     with pytest.raises(ConfigError):
         measure(Replay(), AbCommand("http://127.0.0.1:1", 1, 1), retries=-1)
+
+
+# -- ab 2.0.x formats and the one-request report (issue 14 item 4) ------------------------------
+def test_ab20_breakdown_without_receive_and_microsecond_time():
+    r = ab_parse.parse_report(text("ab20_failures.stdout"))
+    assert (r["failed"], r["failed_connect"], r["failed_receive"], r["failed_length"],
+            r["failed_exceptions"]) == (20, 0, 0, 20, 0)
+    # "10.1002" is ab 2.0's %ld.%03ld of (seconds, microseconds): 10 s + 1002 us
+    assert r["time_taken_s"] == pytest.approx(10.001002, abs=1e-9)
+    assert r["complete"] / r["rps"] == pytest.approx(r["time_taken_s"], rel=1e-3)
+    assert r["total_body_sent_bytes"] == 340000  # ab 2.0 says "Total POSTed"
+
+
+def test_ab20_three_digit_microseconds_are_told_apart_by_the_cross_check():
+    r = ab_parse.parse_report(text("ab20_ambiguous.stdout"))
+    assert r["time_taken_s"] == pytest.approx(2.000537, abs=1e-9)  # not 2.537
+    r23 = ab_parse.parse_report(text("success.stdout"))  # ab 2.3's %.3f stays literal
+    assert r23["time_taken_s"] == pytest.approx(float(re.search(r"Time taken for tests:\s+([\d.]+)",
+                                                                text("success.stdout"))[1]))
+
+
+def test_one_request_report_has_no_percentile_table_and_each_percentile_is_that_request():
+    assert "Percentage of the requests" not in text("one_request.stdout")
+    r = ab_parse.parse_report(text("one_request.stdout"))
+    assert r["complete"] == 1
+    assert set(r["percentiles"].values()) == {float(r["connection_times"]["total"]["max"])}
+    m = ab.measurement(r)
+    assert m.complete == 1 and not m.aborted
+
+
+def test_two_requests_without_a_percentile_table_is_still_an_error():
+    broken = text("one_request.stdout").replace("Complete requests:      1", "Complete requests:      2")
+    with pytest.raises(AbParseError, match="Percentage served"):
+        ab_parse.parse_report(broken)
