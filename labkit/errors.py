@@ -59,12 +59,33 @@ class CommandError(BackendError):
         super().__init__(f"{host}: `{command}` exited {exit_code}" + (f": {tail}" if tail else ""))
 
 
+class CommandTimeout(CommandError):
+    """A remote command outlived its time limit (it was killed on the host: ``timeout -k``).
+
+    A subclass of :class:`CommandError`, so code that handles any failed command still
+    does; :func:`labkit.measure.measure` treats it like a local ab that hung.
+    """
+
+
 class NginxConfigError(BackendError):
     """A generated nginx configuration failed ``nginx -t``; the running one was left untouched."""
 
 
 class LockError(LabkitError):
     """Another labkit run holds the lock on this folder or results file."""
+
+
+class StateError(LabkitError):
+    """A state file in ``.labkit/`` cannot be read (corrupt, cut short, or not labkit's).
+
+    ``path`` is the file. ``labkit down`` still stops what it can find without it
+    (see :func:`labkit.state.salvage`).
+    """
+
+    def __init__(self, path, detail: str):
+        self.path, self.detail = str(path), detail
+        super().__init__(f"{path}: unreadable state file ({detail}); `labkit down` stops what it can find "
+                         "and moves the file aside")
 
 
 class CloudError(BackendError):

@@ -17,7 +17,7 @@ import time
 from . import ab_parse
 from .ab import AbCommand, aborted_measurement, measurement
 from .backends.base import AbRun, Backend
-from .errors import ConfigError
+from .errors import CommandTimeout, ConfigError
 from .record import Measurement
 
 log = logging.getLogger("labkit")
@@ -73,7 +73,7 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
     for attempt in range(1, retries + 2):
         try:
             run = backend.run_ab(command, timeout, progress=progress)
-        except (subprocess.TimeoutExpired, TimeoutError):
+        except (subprocess.TimeoutExpired, TimeoutError, CommandTimeout):  # hung, here or on a host
             abort = {"complete": 0, "reason": f"ab did not finish within {timeout:g}s", "kind": "hung"}
         else:
             found = abort_of(run)

@@ -11,6 +11,12 @@ rejected, never added) or against keys pinned when the machine was created
 caller builds ``sudo -n ...`` strings itself; ``tunnel()`` opens a TCP stream
 *from* the host (SSH ``direct-tcpip``), which is how labkit reaches a service
 that listens on an address only the host's network can see.
+
+Commands that may hang (ab) run through :meth:`Connection.run_bounded`: the host's
+``timeout -k`` kills them (and everything they started) at the limit, and
+:class:`~labkit.errors.CommandTimeout` says so. Pid files are only signalled after
+an identity check (:meth:`Connection.pid_in_file`), and temp files that root copies
+somewhere get a random name made with mode 0600 (:meth:`Connection.mktemp`).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import shlex
 import socket
 import threading
 import time
 
-from .errors import BackendError, CommandError, MissingToolError
+from .errors import BackendError, CommandError, CommandTimeout, MissingToolError
 
 log = logging.getLogger("labkit")
 
@@ -179,8 +186,8 @@ class Connection:
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 if deadline is not None and time.monotonic() > deadline:
-                    raise CommandError(self.host, cmd, -1, err.getvalue().decode(errors="replace")
-                                       + f"\ntimed out after {timeout} s")
+                    raise CommandTimeout(self.host, cmd, -1, err.getvalue().decode(errors="replace")
+                                         + f"\ntimed out after {timeout} s")
                 if not got:
                     time.sleep(0.01)
             code = chan.recv_exit_status()
@@ -190,6 +197,38 @@ class Connection:
         if check and code != 0:
             raise CommandError(self.host, cmd, code, result.stderr)
         return result
+
+    #: exit codes of coreutils ``timeout``: 124 the command was stopped with TERM, 137 with KILL (``-k``)
+    TIMEOUT_EXITS = (124, 137)
+
+    def run_bounded(self, cmd: str, timeout: float, kill_after: float = 5.0) -> Result:
+        """Run ``cmd`` (a shell snippet) under the host's ``timeout -k``; never raises for its exit code.
+
+        After ``timeout`` seconds the host sends TERM to the command's whole process group,
+        and KILL ``kill_after`` seconds later, so nothing it started keeps running when labkit
+        gives up on it (a closed SSH channel does not stop a remote command). Raises
+        :class:`~labkit.errors.CommandTimeout` when the limit was hit, on the host or (a hung
+        connection) here.
+        """
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        wrapped = f"timeout -k {kill_after:g} {timeout:g} sh -c {shlex.quote(cmd)}"
+        started = time.monotonic()
+        r = self.run(wrapped, check=False, timeout=timeout + kill_after + 30)
+        if r.exit_code in self.TIMEOUT_EXITS and time.monotonic() - started >= timeout:
+            raise CommandTimeout(self.host, cmd, r.exit_code, r.stderr + f"\ntimed out after {timeout:g} s "
+                                 "(stopped on the host)")
+        return r
+
+    def mktemp(self, prefix: str = "labkit", directory: str = "/tmp") -> str:
+        """A new, empty file with a random name and mode 0600 on the host (``mktemp``); its path.
+
+        For files another user (root, through :meth:`sudo`) copies into place: nobody can
+        have created or linked the name in advance, and nobody else can write to it.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
+            raise ValueError(f"bad temp file prefix {prefix!r}")
+        return self.run(f"mktemp {shlex.quote(directory)}/{prefix}.XXXXXXXXXX").stdout.strip()
 
     def sudo(self, cmd: str, check: bool = True, timeout: float | None = None,
              stdin: bytes | None = None) -> Result:
@@ -253,13 +292,51 @@ class Connection:
                 return False
             raise
 
-    def stop_pidfile(self, pidfile: str) -> None:
-        """Stop the process group whose leader's pid is in ``pidfile`` (TERM, then KILL after 5 s)."""
+    #: seconds a process may seem to have started after its pid file was written (clock rounding)
+    PID_SLACK = 5
+
+    def pid_in_file(self, pidfile: str, expect: str | None = None) -> int | None:
+        """The pid in ``pidfile`` if that process still runs *and is the one the file names*, else None.
+
+        A pid file outlives its process, and the kernel hands the pid to someone else: the
+        process must have started before the file was written (its start time from
+        ``/proc/PID/stat`` against the file's mtime, ``PID_SLACK`` s of rounding), and its
+        ``/proc/PID/cmdline`` must contain ``expect`` when given.
+        """
         p = shlex.quote(pidfile)
-        self.run(f"if [ -f {p} ]; then pid=$(cat {p}); "
-                 f"kill -TERM -- -$pid 2>/dev/null || kill -TERM $pid 2>/dev/null; "
-                 f"for n in $(seq 50); do kill -0 -- -$pid 2>/dev/null || break; sleep 0.1; done; "
-                 f"kill -KILL -- -$pid 2>/dev/null; rm -f {p}; fi; true")
+        r = self.run(f"pid=$(cat {p} 2>/dev/null) || exit 0; case $pid in ''|*[!0-9]*) exit 0;; esac; "
+                     f"echo pid $pid; echo age $(( $(date +%s) - $(stat -c %Y {p}) )); "
+                     "echo hz $(getconf CLK_TCK); echo up $(cut -d' ' -f1 /proc/uptime); "
+                     "echo stat $(sed 's/.*) //' /proc/$pid/stat 2>/dev/null); "
+                     "echo cmd $(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null)", check=False)
+        facts = dict(line.split(" ", 1) if " " in line else (line, "") for line in r.stdout.splitlines())
+        try:
+            pid, file_age = int(facts["pid"]), float(facts["age"])
+            stat = facts.get("stat", "").split()
+            if not stat or stat[0] in ("Z", "X"):
+                return None  # gone, or a zombie
+            process_age = float(facts["up"]) - int(stat[19]) / int(facts["hz"])
+        except (KeyError, ValueError, IndexError):
+            return None
+        if process_age + self.PID_SLACK < file_age:
+            log.warning("%s: %s names pid %d, but that process started after the file was written "
+                        "(the pid was reused); not signalling it", self.host, pidfile, pid)
+            return None
+        if expect is not None and expect not in facts.get("cmd", ""):
+            log.warning("%s: %s names pid %d, which is not %r; not signalling it", self.host, pidfile, pid, expect)
+            return None
+        return pid
+
+    def stop_pidfile(self, pidfile: str, expect: str | None = None) -> None:
+        """Stop the process group whose leader's pid is in ``pidfile`` (TERM, then KILL after 5 s),
+        then remove the file. Only the process the file names is signalled (see :meth:`pid_in_file`):
+        a stale file whose pid now belongs to someone else is just removed."""
+        pid = self.pid_in_file(pidfile, expect)
+        kill = "" if pid is None else (
+            f"pid={pid}; kill -TERM -- -$pid 2>/dev/null || kill -TERM $pid 2>/dev/null; "
+            f"for n in $(seq 50); do kill -0 -- -$pid 2>/dev/null || break; sleep 0.1; done; "
+            f"kill -KILL -- -$pid 2>/dev/null; ")
+        self.run(f"{kill}rm -f {shlex.quote(pidfile)}; true")
 
     def read_pidfile(self, pidfile: str, tries: int = 50) -> int:
         """The pid in ``pidfile``, waiting up to ``tries`` x 0.1 s for it to be written."""

@@ -282,7 +282,8 @@ class SshBackend(Backend):
             c.put(command.payload, files["payload"])
             argv = command.argv(payload=files["payload"], percentiles=files["percentiles"],
                                 gnuplot=files["gnuplot"])
-            r = c.run(AB_ULIMIT + shlex.join(argv), check=False, timeout=timeout)
+            # killed on the tester at the limit (a closed channel would leave it running)
+            r = c.run_bounded(AB_ULIMIT + shlex.join(argv), timeout)
             got = {k: c.get_text(files[k]) if c.exists(files[k]) else None for k in ("percentiles", "gnuplot")}
             return AbRun(tuple(argv), r.exit_code, r.stdout, r.stderr,
                          got["percentiles"] or None, got["gnuplot"] or None)
