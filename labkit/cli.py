@@ -198,16 +198,22 @@ def bench(backend, concurrency, requests, timeout_s, retries):
 @port_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results CSV.")
 @click.option("--resume", is_flag=True, help="Measure only the points --out does not hold yet.")
+@click.option("--repeats", default=None, metavar="R",
+              help="Measure each point R times, one row each (default: the profile's, 1).")
+@click.option("--refine", "refine_sla", default=None, metavar="SLA",
+              help='After the grid, bisect this SLA\'s boundary at every node count, e.g. "mean<200" '
+                   "(default: the profile's; quick refines part 1 at one node on its own levels).")
 @click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
-          out, resume, keep_up):
+          out, resume, repeats, refine_sla, keep_up):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
-    from .sweep import folder_locked, profiles_grid, run_sweep
+    from .sweep import check_repeats, folder_locked, profiles_grid, run_sweep
 
     grid = profiles_grid(profile or "quick", _spec(1, machine_type, server, workers, port),
                          nodes=_ints(nodes, "--nodes") if nodes else None,
                          concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
-                         requests=requests)
+                         requests=requests, repeats=None if repeats is None else check_repeats(repeats),
+                         refine=refine_sla)
     if timeout_s:
         grid = dataclasses.replace(grid, timeout_s=timeout_s)
     with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab

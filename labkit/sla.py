@@ -155,21 +155,75 @@ def as_sla(sla) -> Sla:
     return sla if isinstance(sla, Sla) else Sla.parse(sla)
 
 
+#: A point's status (design §8), from the worst of its rows: ab exited early; every response was
+#: an error (e.g. nginx with no live server: fast 502s are not a measurement of the service); some
+#: requests failed or answered non-2xx; or a clean measurement.
+STATUSES = ("ok", "errors", "refused", "aborted")
+#: A clause whose value is within this fraction of its bound decides a point only narrowly.
+BORDERLINE = 0.10
+#: SYN retransmission delays (ms): Linux retries an unanswered SYN after 1 s, then 2 s more.
+SYN_RETRY_MS = (1000.0, 3000.0)
+
+
+def row_status(df: pd.DataFrame) -> pd.Series:
+    """Per row: ``aborted``, ``refused`` (every completed response non-2xx), ``errors`` or ``ok``."""
+    aborted = df["aborted"].astype(bool)
+    complete = df["complete"].astype("float64")
+    non_2xx = df["non_2xx"].astype("float64").fillna(0)
+    failed = df["failed"].astype("float64").fillna(0)
+    refused = (complete > 0) & (non_2xx >= complete)
+    errors = (non_2xx > 0) | (failed > 0)
+    status = np.select([aborted.to_numpy(), refused.to_numpy(), errors.to_numpy()],
+                       ["aborted", "refused", "errors"], default="ok")
+    return pd.Series(status, index=df.index, name="status")
+
+
+def point_status(rows: pd.DataFrame) -> str:
+    """The status of one (nodes, concurrency) point from its rows (repeats): the worst of theirs.
+
+    ``aborted`` > ``refused`` > ``errors`` > ``ok``: a point is ``ok`` only when every
+    repeat is. Only an ``ok`` point can meet an SLA (design §8).
+    """
+    if len(rows) == 0:
+        raise ConfigError("a point needs at least one row")
+    found = set(row_status(rows))
+    for status in ("aborted", "refused", "errors"):
+        if status in found:
+            return status
+    return "ok"
+
+
+def _capacity_hooks():
+    """``capacity.littles_law(rows)`` and ``capacity.point_bottleneck(rows)`` (helper I's module),
+    or None for each while :mod:`labkit.capacity` does not provide them yet."""
+    try:
+        from . import capacity
+    except ImportError:
+        return None, None
+    return getattr(capacity, "littles_law", None), getattr(capacity, "point_bottleneck", None)
+
+
 def point_table(df: pd.DataFrame, sla) -> pd.DataFrame:
     """One row per tested (nodes, concurrency): does the point meet the SLA, and why not.
 
     Columns: ``nodes``, ``concurrency``, ``runs`` (rows measured), ``passing``
-    (rows that meet), ``meets`` (all rows meet — repeats must agree), ``aborted``
+    (rows that meet), ``meets`` (all rows meet — repeats must agree), ``status``
+    (:func:`point_status`: ``ok``/``errors``/``refused``/``aborted``), ``aborted``
     (rows ab aborted), ``failed``/``non_2xx`` (summed), the worst (largest)
     value of ``mean_ms``, ``p98_ms``, ``max_ms`` and of every clause's metric
-    across the completed rows, and ``reason`` (empty when the point meets,
-    else what broke, e.g. ``"aborted; p98 312 > 300"``). Sorted by nodes then
-    concurrency.
+    across the completed rows, ``littles_law`` (rps × mean / concurrency, ≈ 1 for a
+    sound closed-loop measurement) and ``bottleneck`` (the busiest role) from
+    :mod:`labkit.capacity`, ``reason`` (empty when the point meets, else what
+    broke and, where it can tell, why: e.g. ``"aborted; p98 312 > 300"``, ``"max 1041 >
+    1000: one slow request (p99 45 ms) ..."``) and ``borderline`` (empty, or the
+    deciding clause within 10 % of its bound: ``"mean 206 ms, 3 % over 200: a repeat
+    may decide differently"``). Sorted by nodes then concurrency.
     """
     sla = as_sla(sla)
     _warn_mixed(df)
     metric_cols = list(dict.fromkeys(["mean_ms", "p98_ms", "max_ms", *(c.column for c in sla.clauses)]))
-    work = df[["nodes", "concurrency", "aborted", "failed", "non_2xx", *metric_cols]].copy()
+    aux_cols = [c for c in ("p99_ms", "connect_mean_ms") if c not in metric_cols and c in df.columns]
+    work = df[["nodes", "concurrency", "aborted", "failed", "non_2xx", *metric_cols, *aux_cols]].copy()
     work["meets"] = sla.meets(df)
     work["aborted"] = work["aborted"].astype(bool)
     completed = work[~work["aborted"]]
@@ -182,33 +236,100 @@ def point_table(df: pd.DataFrame, sla) -> pd.DataFrame:
         "non_2xx": grouped["non_2xx"].sum(min_count=1).astype("Int64"),
     })
     table["meets"] = table["passing"] == table["runs"]
-    worst = completed.groupby(["nodes", "concurrency"])[metric_cols].max()
-    table = table.join(worst, how="left").reset_index()
+    littles, bottleneck = _capacity_hooks()
+    status, ll, bn = {}, {}, {}
+    for key, rows in df.groupby(["nodes", "concurrency"], sort=True):
+        status[key] = point_status(rows)
+        ll[key] = littles(rows) if littles is not None else None
+        bn[key] = bottleneck(rows) if bottleneck is not None else None
+    table["status"] = pd.Series(status)
+    table["meets"] &= table["status"] == "ok"  # is_ok already says so; one rule, stated twice
+    worst = completed.groupby(["nodes", "concurrency"])[metric_cols + aux_cols].max()
+    table = table.join(worst, how="left")
+    table["littles_law"] = pd.Series(ll, dtype="float64")
+    table["bottleneck"] = pd.Series(bn, dtype="object")
+    table = table.reset_index()
     table["reason"] = [_reason(row, sla) for row in table.itertuples(index=False)]
-    cols = ["nodes", "concurrency", "runs", "passing", "meets", "aborted", "failed", "non_2xx",
-            *metric_cols, "reason"]
+    table["borderline"] = [_borderline(row, sla) for row in table.itertuples(index=False)]
+    cols = ["nodes", "concurrency", "runs", "passing", "meets", "status", "aborted", "failed", "non_2xx",
+            *metric_cols, "littles_law", "bottleneck", "reason", "borderline"]
     return table[cols]
 
 
+def _near_syn_retry(value) -> float | None:
+    """The SYN retransmission delay ``value`` (ms) sits just above, or None."""
+    if value is None or pd.isna(value):
+        return None
+    for t in SYN_RETRY_MS:
+        if 0.95 * t <= value <= 1.2 * t:
+            return t
+    return None
+
+
 def _reason(row, sla: Sla) -> str:
-    """Why a point fails, from its aggregated values ("" when it meets)."""
+    """Why a point fails, from its aggregated values, in words ("" when it meets)."""
     if row.meets:
         return ""
     parts = []
+    values = row._asdict()
     if row.aborted:
         parts.append(f"aborted ({row.aborted}/{row.runs} runs)" if row.runs > 1 else "aborted")
+    if row.status == "refused":
+        who = "the balancer had no live server" if row.nodes > 1 else "the server answered only errors"
+        parts.append(f"refused: all {row.non_2xx} responses non-2xx ({who}; not a measurement of the service)")
+        return "; ".join(parts)
     if not pd.isna(row.failed) and row.failed > 0:
         parts.append(f"{row.failed} failed requests")
     if not pd.isna(row.non_2xx) and row.non_2xx > 0:
         parts.append(f"{row.non_2xx} non-2xx responses")
+    failing = [c for c in sla.clauses if not pd.isna(values[c.column]) and not c.holds_value(values[c.column])]
+    for c in failing:
+        v = values[c.column]
+        text = f"{c.metric} {v:g} {'>=' if c.strict else '>'} {c.ms:g}"
+        p99 = values.get("p99_ms")
+        if c.metric == "max" and len(failing) == 1 and p99 is not None and not pd.isna(p99) and p99 <= c.ms:
+            text += f": one slow request (p99 {p99:.0f} ms)"
+        if c.metric == "max" and (t := _near_syn_retry(v)) is not None:
+            text += f"; {v:.0f} ms ≈ {t / 1000:g} s: a SYN retransmission (the listen backlog was full)"
+        parts.append(text)
+    connect = values.get("connect_mean_ms")
+    if (t := _near_syn_retry(connect)) is not None:
+        parts.append(f"connect mean {connect:.0f} ms ≈ {t / 1000:g} s: SYN retransmissions "
+                     "(the listen backlog was full)")
+    border = _borderline(row, sla)
+    if border:
+        parts.append(border)
+    return "; ".join(parts) or "fails"
+
+
+def _borderline(row, sla: Sla) -> str:
+    """The deciding clause when it is within :data:`BORDERLINE` of its bound, in words, else "".
+
+    A failing point (status ok, failed by clauses only) is borderline when every failing
+    clause is within 10 % over its bound; a meeting point when its closest clause is
+    within 10 % under it.
+    """
+    if row.status != "ok":
+        return ""
     values = row._asdict()
+    margins = []
     for c in sla.clauses:
         v = values[c.column]
-        if pd.isna(v):
+        if v is None or pd.isna(v) or c.ms <= 0:
             continue
-        if not c.holds_value(v):
-            parts.append(f"{c.metric} {v:g} {'>=' if c.strict else '>'} {c.ms:g}")
-    return "; ".join(parts) or "fails"
+        margins.append((c, float(v), (float(v) - c.ms) / c.ms))
+    if not margins:
+        return ""
+    failing = [m for m in margins if not m[0].holds_value(m[1])]
+    if failing:
+        if any(rel > BORDERLINE for _, _, rel in failing):
+            return ""
+        c, v, rel = max(failing, key=lambda m: m[2])
+        return f"{c.metric} {v:.0f} ms, {100 * rel:.0f} % over {c.ms:g}: a repeat may decide differently"
+    c, v, rel = max(margins, key=lambda m: m[2])  # the closest to its bound
+    if -rel >= BORDERLINE:
+        return ""
+    return f"{c.metric} {v:.0f} ms, {100 * -rel:.0f} % under {c.ms:g}: a repeat may decide differently"
 
 
 def _warn_mixed(df: pd.DataFrame) -> None:
@@ -229,8 +350,15 @@ def max_concurrency(df: pd.DataFrame, sla) -> dict[int, int | None]:
     return max_concurrency_of_table(point_table(df, sla))
 
 
-def max_concurrency_of_table(table: pd.DataFrame) -> dict[int, int | None]:
-    """:func:`max_concurrency` from an already computed :func:`point_table`."""
+def max_concurrency_of_table(table: pd.DataFrame, levels=None) -> dict[int, int | None]:
+    """:func:`max_concurrency` from an already computed :func:`point_table`.
+
+    ``levels`` (optional) keeps only those concurrency levels: with the handout's
+    (:data:`labkit.profiles.HANDOUT_CONCURRENCY`) it is the answer on the handout's own
+    levels, leaving out a refinement's probes.
+    """
+    if levels is not None:
+        table = table[table["concurrency"].isin(list(levels))]
     out: dict[int, int | None] = {}
     for n, group in table.groupby("nodes", sort=True):
         best = None

@@ -3,8 +3,15 @@
 Each point's row is appended (and fsync'ed) to the results CSV the moment it
 is measured, so an interrupted sweep - Ctrl-C, a notebook interrupt, a crash -
 keeps every point it finished, and ``resume=True`` measures only the points
-the CSV does not hold yet. A lock file beside the CSV keeps two sweeps from
-writing into the same file at once.
+the CSV does not hold yet (a point's repeats are separate points). A lock file
+beside the CSV keeps two sweeps from writing into the same file at once.
+
+Design §6's retry policy: ab's early exits are retried, except at a level above one
+that aborted in every attempt (same configuration, same node count): it will abort
+again, so it is tried once (``attempts == 1``, logged) -- still measured, never
+dropped. Design §8's refinement (``Grid.refine``) bisects the SLA boundary after the
+grid, see :mod:`labkit.refine`. A library error while reconfiguring the lab for a point
+stops the sweep with one line of advice (every measured row kept), never a traceback.
 """
 
 from __future__ import annotations
@@ -22,10 +29,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import profiles, provenance
+from . import profiles, provenance, refine
 from .ab import AbCommand
 from .backends.base import Backend, ClusterSpec
-from .errors import ConfigError, LockError
+from .errors import AbParseError, BackendError, ConfigError, LabkitError, LockError
 from .measure import measure
 from .record import Measurement
 from .results import append_row
@@ -33,12 +40,24 @@ from .results import append_row
 log = logging.getLogger("labkit")
 
 #: The fields that name a point: a results row with the same values measured it already.
-POINT_KEY = ("machine_type", "server", "workers", "nodes", "concurrency", "requests")
+#: Each repeat is its own point (a row without a ``repeat``, from before repeats, is repeat 0).
+POINT_KEY = ("machine_type", "server", "workers", "nodes", "concurrency", "requests", "repeat")
+#: The fields that name a configuration at a node count (the retry policy's scope).
+_LADDER = ("machine_type", "server", "workers", "nodes")
 
 
 def point_key(m: Measurement) -> tuple:
-    """``m``'s values of :data:`POINT_KEY`."""
-    return tuple(getattr(m, k) for k in POINT_KEY)
+    """``m``'s values of :data:`POINT_KEY` (``repeat`` None counts as 0)."""
+    return tuple((getattr(m, k) or 0) if k == "repeat" else getattr(m, k) for k in POINT_KEY)
+
+
+def check_repeats(value) -> int:
+    """``value`` as a repeat count (a positive integer; digits in a string are accepted), or one clear error."""
+    if isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"--repeats must be a positive integer (times to measure each point), got {value!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +70,20 @@ class Grid:
     requests: int
     timeout_s: int = 10
     retries: int = 2
+    repeats: int = 1
+    refine: str | None = None  # an SLA: after the grid, bisect its boundary (design §8)
+    refine_nodes: tuple[int, ...] | None = None  # node counts to refine at; None: every one of the grid
 
     def __post_init__(self):
+        object.__setattr__(self, "repeats", check_repeats(self.repeats))
+        if self.refine:
+            from .sla import Sla
+
+            object.__setattr__(self, "refine", str(Sla.parse(self.refine)))  # a bad SLA fails before measuring
+        else:
+            object.__setattr__(self, "refine", None)
+        if self.refine_nodes is not None:
+            object.__setattr__(self, "refine_nodes", tuple(int(n) for n in self.refine_nodes))
         if not self.nodes or not self.concurrency:
             raise ConfigError("a sweep needs at least one node count and one concurrency level")
         bad = [c for c in self.concurrency if c < 1 or c > self.requests]
@@ -61,26 +92,48 @@ class Grid:
         if any(n < 1 for n in self.nodes):
             raise ConfigError("node counts must be at least 1")
 
-    def points(self) -> list[Measurement]:
-        """The grid in measuring order (node counts outer: one scale step each; levels inner),
-        each point a record holding its configuration, to be completed by measuring it."""
-        base = Measurement(machine_type=self.spec.machine_type, server=self.spec.server,
+    def base(self) -> Measurement:
+        """A record holding the grid's configuration (no node count or level yet)."""
+        return Measurement(machine_type=self.spec.machine_type, server=self.spec.server,
                            workers=self.spec.workers, requests=self.requests)
-        return [base.replace(nodes=n, concurrency=c)
-                for n in sorted(set(self.nodes)) for c in sorted(set(self.concurrency))]
+
+    def points(self) -> list[Measurement]:
+        """The grid in measuring order (node counts outer: one scale step each; levels, then
+        repeats, inner), each point a record holding its configuration, to be completed by
+        measuring it."""
+        base = self.base()
+        return [base.replace(nodes=n, concurrency=c, repeat=r)
+                for n in sorted(set(self.nodes)) for c in sorted(set(self.concurrency))
+                for r in range(self.repeats)]
+
+    def refined_nodes(self) -> tuple[int, ...]:
+        """The node counts whose SLA boundary is refined after the grid (none without ``refine``)."""
+        if not self.refine:
+            return ()
+        grid_nodes = sorted(set(self.nodes))
+        return tuple(n for n in grid_nodes if self.refine_nodes is None or n in self.refine_nodes)
 
 
 def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None, concurrency=None,
-                  requests=None) -> Grid:
+                  requests=None, repeats=None, refine=None) -> Grid:
     """The grid of ``profile`` (a name or a :class:`~labkit.profiles.Profile`) on ``spec``'s machines.
 
-    ``nodes``, ``concurrency`` and ``requests`` override the profile's (``None`` keeps
-    it): the CLI's flags and the notebooks' parameters. ``spec.nodes`` is ignored (the
-    grid scales it). The profile's ab timeout and retries always apply.
+    ``nodes``, ``concurrency``, ``requests`` and ``repeats`` override the profile's
+    (``None`` keeps it): the CLI's flags and the notebooks' parameters. ``spec.nodes`` is
+    ignored (the grid scales it). The profile's ab timeout and retries always apply.
+
+    ``refine``: an SLA whose boundary to refine at every node count of the grid; ``None``
+    keeps the profile's (the quick profile refines part 1 at one node) as long as the
+    profile's own levels are measured; ``""`` or ``False`` refines nothing.
     """
     p = profiles.get(profile) if isinstance(profile, str) else profile
+    if refine is None:
+        refine, refine_nodes = (p.refine, p.refine_nodes) if concurrency is None else (None, None)
+    else:
+        refine, refine_nodes = (refine or None), None
     return Grid(spec=spec, nodes=tuple(nodes or p.nodes), concurrency=tuple(concurrency or p.concurrency),
-                requests=int(requests or p.requests), timeout_s=p.timeout_s, retries=p.retries)
+                requests=int(requests or p.requests), timeout_s=p.timeout_s, retries=p.retries,
+                repeats=p.repeats if repeats is None else repeats, refine=refine, refine_nodes=refine_nodes)
 
 
 @contextlib.contextmanager
@@ -163,16 +216,62 @@ def folder_locked(settings):
             _folder.depth = 0
 
 
-def _measured(out: Path) -> set[tuple]:
-    """Keys of the points ``out`` already holds (read strictly: a corrupt CSV is an error)."""
+def _load_existing(out: Path):
+    """The rows ``out`` already holds as a DataFrame, or None (read strictly: a corrupt CSV is an error)."""
     if not out.exists() or out.stat().st_size == 0:
-        return set()
+        return None
     from .results import check_line_end, load_results
 
-    keys = load_results(out)[list(POINT_KEY)]
+    df = load_results(out)
     check_line_end(out)  # refuse before measuring, not when appending the first new row
-    # typed by the loader; as Python objects (None for empty) they compare with point_key()
-    return set(keys.astype(object).where(keys.notna(), None).itertuples(index=False, name=None))
+    return df
+
+
+def _keys(df, cols) -> list[tuple]:
+    """``df``'s values of ``cols`` as Python tuples (None for empty, ``repeat`` None as 0)."""
+    if df is None or df.empty:
+        return []
+    keys = df[list(cols)].astype(object)
+    keys = keys.where(df[list(cols)].notna(), None)
+    if "repeat" in cols:
+        keys["repeat"] = keys["repeat"].map(lambda r: 0 if r is None else int(r))
+    return list(keys.itertuples(index=False, name=None))
+
+
+def _measured(out: Path) -> set[tuple]:
+    """Keys of the points ``out`` already holds (read strictly: a corrupt CSV is an error)."""
+    return set(_keys(_load_existing(out), POINT_KEY))
+
+
+class _Policy:
+    """Design §6's retry policy: above a level that aborted in every attempt, try once.
+
+    Keyed by configuration and node count (:data:`_LADDER`); remembers the lowest such
+    level, from the rows already in the CSV (a resumed sweep) and from every row measured.
+    """
+
+    def __init__(self, retries: int, df=None):
+        self.retries = retries
+        self.lowest_abort: dict[tuple, int] = {}
+        if df is not None and not df.empty:
+            aborted = df[df["aborted"].astype(bool)]
+            for key, c in zip(_keys(aborted, _LADDER), aborted["concurrency"]):
+                self._note(key, int(c))
+
+    def _note(self, ladder: tuple, c: int) -> None:
+        self.lowest_abort[ladder] = min(c, self.lowest_abort.get(ladder, c))
+
+    def retries_for(self, point: Measurement) -> int:
+        below = self.lowest_abort.get(tuple(getattr(point, k) for k in _LADDER))
+        if below is not None and point.concurrency > below and self.retries > 0:
+            log.info("nodes=%d c=%d: tried once, not retried (c=%d aborted in every attempt at %d node(s))",
+                     point.nodes, point.concurrency, below, point.nodes)
+            return 0
+        return self.retries
+
+    def record(self, row: Measurement) -> None:
+        if row.aborted:
+            self._note(tuple(getattr(row, k) for k in _LADDER), row.concurrency)
 
 
 def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: bool = False,
@@ -182,6 +281,12 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
     Without ``resume`` an existing, non-empty ``out`` is refused (nothing is
     overwritten); with it, points already in ``out`` are skipped. A new ``out`` gets
     its provenance (machine, tools, command, grid) beside it, see :mod:`labkit.provenance`.
+    With ``grid.refine`` the SLA boundary is then bisected at the grid's refined node
+    counts (:mod:`labkit.refine`); probes are ordinary rows of ``out``.
+
+    A :class:`~labkit.errors.LabkitError` (or a network error) while reconfiguring the
+    lab for a point raises a :class:`~labkit.errors.BackendError` with one line of advice;
+    every row measured before it stays in ``out``.
     """
     out = Path(out)
     folder = folder_locked(backend.settings) if backend.name in STATEFUL_BACKENDS else contextlib.nullcontext()
@@ -189,7 +294,9 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
         fresh = not out.exists() or out.stat().st_size == 0
         if not fresh and not resume:
             raise ConfigError(f"{out} already holds results; pass --resume to complete it, or choose another --out")
-        done = _measured(out) if resume else set()
+        existing = _load_existing(out) if resume else None
+        done = set(_keys(existing, POINT_KEY))
+        policy = _Policy(grid.retries, existing)
         todo = [p for p in grid.points() if point_key(p) not in done]
         if done:
             log.info("resuming %s: %d points already measured, %d to go", out, len(done), len(todo))
@@ -199,34 +306,118 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
                                     grid=dataclasses.asdict(grid))
         bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress)
         ab_bar = tqdm(total=grid.requests, desc="ab", unit="req", leave=False, disable=not progress)
+        measured: list[Measurement] = []
 
-        def ab_progress(done: int) -> None:
-            ab_bar.update(done - ab_bar.n)
+        def ab_progress(n_done: int) -> None:
+            ab_bar.update(n_done - ab_bar.n)
+
+        def measure_point(point: Measurement) -> Measurement:
+            """Reconfigure for ``point``, measure it, append its row; return the row."""
+            # Every row records its configuration, so the machines must really be in it:
+            # a lab left up with another machine type or server is re-deployed first.
+            try:
+                backend.ensure(dataclasses.replace(grid.spec, nodes=point.nodes))
+            except (LabkitError, OSError) as exc:
+                raise BackendError(_stopped_advice(out, point, exc, len(measured))) from None
+            bar.set_postfix(nodes=point.nodes, c=point.concurrency, **({"r": point.repeat} if grid.repeats > 1
+                                                                        or point.repeat else {}))
+            started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            command = AbCommand(backend.url, point.concurrency, point.requests, timeout_s=grid.timeout_s)
+            ab_bar.reset(total=point.requests)
+            try:
+                result = measure(backend, command, retries=policy.retries_for(point),
+                                 progress=ab_progress if progress else None)
+            except AbParseError as exc:  # a report ab printed but nobody can read: the point's row says so
+                result = Measurement(concurrency=point.concurrency, requests=point.requests, complete=0,
+                                     aborted=True, attempts=1, abort_reason=f"unreadable ab report: {exc}")
+            except (LabkitError, OSError) as exc:
+                raise BackendError(_stopped_advice(out, point, exc, len(measured), measuring=True)) from None
+            row = result.replace(run_id=run_id, started_at=started, backend=backend.name,
+                                 machine_type=point.machine_type, server=point.server,
+                                 workers=point.workers, nodes=point.nodes, repeat=point.repeat or 0,
+                                 cpu_limited=backend.cpu_limited)
+            append_row(out, row)
+            measured.append(row)
+            policy.record(row)
+            if row.aborted:
+                log.warning("nodes=%d c=%d aborted after %d attempt(s): %s", row.nodes,
+                            row.concurrency, row.attempts, row.abort_reason)
+            bar.update(1)
+            if interrupts:  # a Ctrl-C swallowed during a fork: stop now that the row is safe
+                raise KeyboardInterrupt
+            return row
 
         with interrupt_noted() as interrupts:
             try:
                 for point in todo:
-                    # Every row records its configuration, so the machines must really be in it:
-                    # a lab left up with another machine type or server is re-deployed first.
-                    backend.ensure(dataclasses.replace(grid.spec, nodes=point.nodes))
-                    bar.set_postfix(nodes=point.nodes, c=point.concurrency)
-                    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-                    command = AbCommand(backend.url, point.concurrency, point.requests, timeout_s=grid.timeout_s)
-                    ab_bar.reset(total=point.requests)
-                    measured = measure(backend, command, retries=grid.retries,
-                                       progress=ab_progress if progress else None)
-                    row = measured.replace(run_id=run_id, started_at=started, backend=backend.name,
-                                           machine_type=point.machine_type, server=point.server,
-                                           workers=point.workers, nodes=point.nodes,
-                                           cpu_limited=backend.cpu_limited)
-                    append_row(out, row)
-                    if row.aborted:
-                        log.warning("nodes=%d c=%d aborted after %d attempts: %s", row.nodes,
-                                    row.concurrency, row.attempts, row.abort_reason)
-                    bar.update(1)
-                    if interrupts:  # a Ctrl-C swallowed during a fork: stop now that the row is safe
-                        raise KeyboardInterrupt
+                    measure_point(point)
+                for n in grid.refined_nodes():
+                    _refine_nodes(grid, n, out, measure_point, bar)
             finally:
                 ab_bar.close()
                 bar.close()
     return out
+
+
+def _stopped_advice(out: Path, point: Measurement, exc: BaseException, rows: int, measuring: bool = False) -> str:
+    """One line: what failed for which point, that the rows are kept, and what to do."""
+    what = "measuring" if measuring else f"setting up {point.nodes} node(s) for"
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return (f"sweep stopped while {what} nodes={point.nodes} c={point.concurrency}: {detail}; "
+            f"the {rows} row(s) measured in this run are kept in {out}. Check the lab (`labkit status`), "
+            f"then run the same sweep with --resume (in a notebook: run the cell again) to measure the rest")
+
+
+def _refine_nodes(grid: Grid, nodes: int, out: Path, measure_point, bar) -> None:
+    """Bisect ``grid.refine``'s boundary at ``nodes`` between the grid's own levels (design §8).
+
+    The bracket comes from the grid's levels only (probes from an earlier, interrupted run
+    are found again as the same bisection re-walks them: their rows are reused, only
+    missing repeats are measured). Each probe needs :data:`labkit.refine.PROBE_REPEATS`
+    meeting rows; the first that does not decides it.
+    """
+    import pandas as pd
+
+    from .results import load_results
+    from .sla import as_sla, point_table
+
+    sla = grid.refine
+    df = load_results(out)
+    config = grid.base()
+    mine = df[(df["machine_type"] == config.machine_type) & (df["server"] == config.server)
+              & (df["workers"] == config.workers) & (df["nodes"] == nodes)]
+    on_grid = mine[mine["concurrency"].isin(list(grid.concurrency))]
+    if on_grid.empty:
+        return
+    table = point_table(on_grid, sla)
+    found = refine.bracket(zip(table["concurrency"].astype(int), table["meets"].astype(bool)))
+    if found is None:
+        log.info("refine %s at %d node(s): nothing to refine (no level met it, or none failed)", sla, nodes)
+        return
+    lo, hi = found
+    same_requests = mine[mine["requests"] == grid.requests]
+    clauses = as_sla(sla)
+
+    def meets(c: int) -> bool:
+        had = same_requests[same_requests["concurrency"] == c]
+        by_repeat = {0 if pd.isna(r) else int(r): row for r, row in zip(had["repeat"], had.to_dict("records"))}
+        for r in range(refine.PROBE_REPEATS):
+            row = by_repeat.get(r)
+            if row is None:
+                bar.total += 1
+                bar.refresh()
+                row = measure_point(config.replace(nodes=nodes, concurrency=c, repeat=r)).to_json()
+            if not _row_meets(clauses, row):
+                return False
+        return True
+
+    lo, hi, probes = refine.bisect(lo, hi, meets)
+    log.info("refined %s at %d node(s): meets at %d, fails at %d (%d probe level(s))", sla, nodes, lo, hi,
+             len(probes))
+
+
+def _row_meets(sla, row: dict) -> bool:
+    """One row (a dict of columns) meets ``sla``: clean (not aborted, no failed or non-2xx) and every clause."""
+    if row.get("aborted") or row.get("failed") != 0 or row.get("non_2xx") != 0:
+        return False
+    return all(c.holds_value(row.get(c.column)) for c in sla.clauses)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from labkit.errors import LockError
 from labkit.service import get_status
 from labkit.settings import Settings
 from labkit.sweep import Grid, run_sweep
-from tests.data.capture import SubprocessAb
+from tests.data.capture import SubprocessAb, silent_listener
 from tests.fixtures_local import labkit_cgroups
 
 AB_DATA = Path(__file__).parent / "data" / "ab"
@@ -157,29 +158,53 @@ class ScriptedBackend(ReplayBackend):
 def test_ab_aborts_are_retried_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)  # no retry delay
     backend = ScriptedBackend({
-        10: ["failures", "failures", "failures"],   # "Test aborted after 10 failures" every time
-        20: ["timeout", "success"],                # 70007 once, then fine: a retry saves the point
-        30: ["emfile", "emfile", "emfile"],        # socket: Too many open files (24)
-        40: ["recv_reset", "success"],
+        10: ["timeout", "success"],                # 70007 once, then fine: a retry saves the point
+        20: ["recv_reset", "success"],
+        30: ["failures", "failures", "failures"],  # "Test aborted after 10 failures" every time
+        40: ["emfile"],                            # above an all-abort level: tried once (design §6)
     })
     out = tmp_path / "aborts.csv"
     run_sweep(backend, Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 20, 30, 40), requests=200, retries=2),
               out, progress=False)
     rows = {int(r["concurrency"]): r for r in _rows(out)}
     assert sorted(rows) == [10, 20, 30, 40]
-    assert rows[10]["aborted"] == "true" and rows[10]["attempts"] == "3"
-    assert "Test aborted after 10 failures" in rows[10]["abort_reason"]
-    assert rows[10]["mean_ms"] == "" and rows[10]["p98_ms"] == ""
-    assert rows[20]["aborted"] == "false" and rows[20]["attempts"] == "2" and rows[20]["complete"] == "200"
+    assert rows[10]["aborted"] == "false" and rows[10]["attempts"] == "2" and rows[10]["complete"] == "200"
+    assert rows[20]["aborted"] == "false" and rows[20]["attempts"] == "2"
     assert rows[30]["aborted"] == "true" and rows[30]["attempts"] == "3"
-    assert "Too many open files" in rows[30]["abort_reason"]
-    assert rows[40]["aborted"] == "false" and rows[40]["attempts"] == "2"
-    assert [c for c, _ in backend.calls] == [10, 10, 10, 20, 20, 30, 30, 30, 40, 40]
-    assert results.load_results(out)["aborted"].tolist() == [True, False, True, False]
+    assert "Test aborted after 10 failures" in rows[30]["abort_reason"]
+    assert rows[30]["mean_ms"] == "" and rows[30]["p98_ms"] == ""
+    assert rows[40]["aborted"] == "true" and rows[40]["attempts"] == "1"
+    assert "Too many open files" in rows[40]["abort_reason"]
+    assert [c for c, _ in backend.calls] == [10, 10, 20, 20, 30, 30, 30, 40]
+    assert results.load_results(out)["aborted"].tolist() == [False, False, True, True]
     # where the numbers come from is written beside them, once, for this run and grid
     made = json.loads(provenance.path_beside(out).read_text())
     assert made["run_id"] == rows[10]["run_id"] and made["backend"] == "scripted"
     assert made["grid"]["concurrency"] == [10, 20, 30, 40] and made["cores"] >= 1 and made["ab"]
+
+
+def test_above_an_all_abort_level_a_point_is_tried_once_per_node_count(tmp_path, monkeypatch, caplog):
+    """Real ab against a server that never answers: c=10 aborts in both attempts, so c=20 (same
+    node count) gets one attempt; the next node count starts over; a resumed sweep remembers."""
+    monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)
+    hang, stop = silent_listener()
+    try:
+        backend = LowFileLimit(hang, nofile=None)
+        out = tmp_path / "hang.csv"
+        grid = Grid(ClusterSpec(), nodes=(1, 2), concurrency=(10, 20), requests=30, timeout_s=1, retries=1)
+        with caplog.at_level("INFO", logger="labkit"):
+            run_sweep(backend, grid, out, progress=False)
+        rows = [(r["nodes"], r["concurrency"], r["aborted"], r["attempts"]) for r in _rows(out)]
+        assert rows == [("1", "10", "true", "2"), ("1", "20", "true", "1"),
+                        ("2", "10", "true", "2"), ("2", "20", "true", "1")]
+        assert "c=20: tried once, not retried (c=10 aborted in every attempt at 1 node(s))" in caplog.text
+        assert len(backend.ab.runs) == 6
+        # resumed with a new level: the all-abort level in the CSV still counts
+        run_sweep(backend, dataclasses.replace(grid, nodes=(1,), concurrency=(10, 20, 30)), out, resume=True,
+                  progress=False)
+        assert [(r["concurrency"], r["attempts"]) for r in _rows(out)][4:] == [("30", "1")]
+    finally:
+        stop()
 
 
 class LowFileLimit(ReplayBackend):

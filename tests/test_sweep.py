@@ -12,7 +12,7 @@ import pytest
 from labkit import processes, profiles, results, state
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local import LocalBackend
-from labkit.errors import ConfigError, LockError
+from labkit.errors import ConfigError, LockError, SlaSyntaxError
 from labkit.record import COLUMNS, EXTRA_COLUMNS, Measurement
 from labkit.sweep import Grid, locked, point_key, profiles_grid, run_sweep
 from tests.data.capture import silent_listener
@@ -111,6 +111,11 @@ def test_a_second_sweep_on_the_same_file_is_refused(local_env):
 def test_bad_grid_is_one_clear_error():
     with pytest.raises(ConfigError, match="between 1 and --requests"):
         Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 500), requests=100)
+    for bad in (0, -2, 1.5, "x", True, None):
+        with pytest.raises(ConfigError, match="--repeats must be a positive integer"):
+            Grid(ClusterSpec(), nodes=(1,), concurrency=(10,), requests=100, repeats=bad)
+    with pytest.raises(SlaSyntaxError):
+        Grid(ClusterSpec(), nodes=(1,), concurrency=(10,), requests=100, refine="mean>3")
 
 
 def test_profiles_grid_and_its_points():
@@ -122,8 +127,20 @@ def test_profiles_grid_and_its_points():
     assert (mine.nodes, mine.concurrency, mine.requests, mine.timeout_s) == ((2, 1), (10,), 50, 10)
     points = mine.points()
     assert points == [Measurement(machine_type="e2-medium", server="gunicorn", workers=3, nodes=n,
-                                  concurrency=10, requests=50) for n in (1, 2)]
-    assert point_key(points[1]) == ("e2-medium", "gunicorn", 3, 2, 10, 50)
+                                  concurrency=10, requests=50, repeat=0) for n in (1, 2)]
+    assert point_key(points[1]) == ("e2-medium", "gunicorn", 3, 2, 10, 50, 0)
+    assert point_key(points[1].replace(repeat=None)) == point_key(points[1])  # rows from before repeats
+    # the quick profile refines part 1 at one node, on its own levels; overriding them drops that
+    assert (quick.refine, quick.refine_nodes, quick.repeats) == ("max<=1500 mean<200 p98<=300", (1,), 1)
+    assert quick.refined_nodes() == (1,)
+    assert profiles_grid("quick", spec, concurrency=(10, 100)).refine is None
+    # an explicit SLA refines every node count; "" none; repeats from the caller
+    mine = profiles_grid("quick", spec, nodes=(1, 2), refine="mean<300", repeats=3)
+    assert (mine.refine, mine.refined_nodes(), mine.repeats) == ("mean<300", (1, 2), 3)
+    assert [(p.nodes, p.concurrency, p.repeat) for p in mine.points()[:4]] == [
+        (1, 10, 0), (1, 10, 1), (1, 10, 2), (1, 20, 0)]
+    assert profiles_grid("quick", spec, refine="").refined_nodes() == ()
+    assert profiles_grid("tiny", spec).refine is None
     with pytest.raises(ConfigError, match="unknown profile"):
         profiles_grid("huge", spec)
 
