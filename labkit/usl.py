@@ -54,12 +54,45 @@ class UslFit:
         """Fitted throughput at ``n`` (scalar or array)."""
         return usl(n, self.sigma, self.kappa, self.lam)
 
-    def to_dict(self) -> dict:
-        """JSON-ready: infinities become ``None``."""
+    def to_dict(self, what: str = "nodes") -> dict:
+        """JSON-ready: infinities become ``None``; ``summary`` says in words what the fit means."""
+        d = self._numbers()
+        return {**d, "summary": describe_fit(d, what)}
+
+    def _numbers(self) -> dict:
         fin = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
         return {"sigma": float(self.sigma), "kappa": float(self.kappa), "lambda": float(self.lam),
                 "peak_n": fin(self.peak_n), "peak_throughput": fin(self.peak_x),
                 "r2": float(self.r2), "points": int(self.n_points)}
+
+
+#: σ and κ below these are no contention / no coherency cost measured (fit noise, not a finding).
+NEGLIGIBLE_SIGMA = 1e-3
+NEGLIGIBLE_KAPPA = 1e-6
+
+
+def describe_fit(fit, what: str = "nodes") -> str:
+    """What a USL fit means, in words: "linear so far: no contention measured", "peaks at N nodes", …
+
+    ``fit`` is a :class:`UslFit` or its :meth:`~UslFit.to_dict`; ``what`` names the size
+    axis ("nodes" or "concurrency"). Never prints σ = 3.781e-18: a parameter that small
+    is reported as not measured.
+    """
+    d = fit._numbers() if isinstance(fit, UslFit) else fit
+    sigma, kappa, lam = d["sigma"], d["kappa"], d["lambda"]
+    unit = "node" if what == "nodes" else "user"
+    each = f"{lam:,.0f} req/s per {unit}"
+    quality = f" (R² {d['r2']:.2f}, {d['points']} points)"
+    if d["peak_n"] is not None:
+        at = f"{d['peak_n']:.1f} {what}" if what == "nodes" else f"concurrency {d['peak_n']:.0f}"
+        return (f"peaks at {at} ({d['peak_throughput']:,.0f} req/s), then falls: each added {unit} costs "
+                f"coordination (coherency κ {kappa:.2g}); {each} alone" + quality)
+    if sigma < NEGLIGIBLE_SIGMA and kappa < NEGLIGIBLE_KAPPA:
+        return f"linear so far: no contention measured ({each})" + quality
+    ceiling = d["peak_throughput"]
+    tail = f", levelling off towards {ceiling:,.0f} req/s" if ceiling is not None else ""
+    return (f"sub-linear: {sigma:.0%} of the work is serialised (contention){tail}; no peak within reach "
+            f"({each})" + quality)
 
 
 def fit_usl(n, x) -> UslFit:
@@ -106,6 +139,9 @@ def fit_usl(n, x) -> UslFit:
         raise ConfigError("USL fit did not converge on this data")
     sse, (sigma, kappa, lam) = best
     lam *= scale
+    # Float dust is not a finding: σ = 3.8e-18 means "no contention measured", κ likewise.
+    sigma = 0.0 if sigma < 1e-9 else sigma
+    kappa = 0.0 if kappa < 1e-12 else kappa
     sst = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse < 1e-12 else 0.0)
     peak_n = math.sqrt((1.0 - sigma) / kappa) if kappa > 0 and sigma < 1.0 else math.inf
@@ -209,8 +245,8 @@ def predict_nodes(df: pd.DataFrame, sla, users: int, fit: UslFit | None = None,
                           "lowest concurrency, so there is no capacity to scale from")
     ref_n = max(refs)
     ref_c = refs[ref_n]
-    method = (f"max_conc(N) ≈ {ref_c}·X(N)/X({ref_n}), X = USL fit of peak throughput vs nodes "
-              f"(σ={fit.sigma:.4g}, κ={fit.kappa:.4g}, λ={fit.lam:.4g}, R²={fit.r2:.3f})")
+    method = (f"max_conc(N) ≈ {ref_c}·X(N)/X({ref_n}), X = USL fit of peak throughput vs nodes, which "
+              f"{describe_fit(fit, 'nodes')}")
     x_ref = float(fit.predict(ref_n))
     start = max(mc) + 1
     limit = max_nodes if not math.isfinite(fit.peak_n) else min(max_nodes, max(start, math.ceil(fit.peak_n) + 1))

@@ -125,3 +125,28 @@ def test_perfectly_linear_scaling_has_neither_peak_nor_ceiling():
     assert math.isinf(fit.peak_n) and math.isinf(fit.peak_x)
     assert fit.to_dict()["peak_throughput"] is None and fit.to_dict()["peak_n"] is None
     assert fit.lam == pytest.approx(300.0, rel=1e-3)
+
+
+def test_the_fit_is_described_in_words_never_as_float_dust():
+    from labkit.usl import describe_fit
+
+    linear = fit_usl([1, 2, 3, 4, 5], [300.0, 600.0, 900.0, 1200.0, 1500.0])
+    assert linear.sigma == 0.0 or linear.sigma >= 1e-9  # no 3.781e-18: dust is snapped to 0
+    text = describe_fit(linear, "nodes")
+    assert text.startswith("linear so far: no contention measured (300 req/s per node)")
+    assert "e-" not in text and "σ" not in text
+    assert linear.to_dict()["summary"] == text
+    n = np.arange(1, 6)
+    peaked = fit_usl(n, usl(n, 0.05, 0.02, 1000.0))
+    assert describe_fit(peaked).startswith("peaks at 6.9 nodes (")
+    flat = fit_usl(n, usl(n, 0.1, 0.0, 500.0))
+    assert describe_fit(flat).startswith("sub-linear: 10% of the work is serialised (contention), "
+                                         "levelling off towards 5,000 req/s")
+    c = np.array([10, 20, 50, 100, 200, 500, 1000])
+    assert describe_fit(fit_usl(c, usl(c, 0.02, 1e-5, 20.0)), "concurrency").startswith("peaks at concurrency 313 (762 req/s)")
+
+
+def test_extrapolation_method_is_in_words(tmp_path):
+    df = _sweep(tmp_path, (1, 2, 3), sigma=0.0, kappa=0.0)
+    ex = predict_nodes(df, "mean<=100", 1000)
+    assert "linear so far: no contention measured" in ex.method and "σ=" not in ex.method
