@@ -13,6 +13,7 @@ import logging
 import pandas as pd
 
 from .errors import ConfigError
+from .profiles import HANDOUT_CONCURRENCY
 from .sla import _check_users, as_sla, max_concurrency_of_table, nodes_needed_of, point_table
 from .usl import EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, predict_nodes
 
@@ -32,7 +33,11 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     with the reason in ``notes``), ``usl_concurrency`` (fit of throughput vs
     concurrency at the smallest node count, or ``None``), ``tested`` (node
     counts and concurrency levels), ``points`` (per nodes × concurrency:
-    ``meets`` and ``reason``) and ``notes``.
+    ``meets``, ``status`` (ok / errors / refused / aborted), ``reason``, ``borderline``,
+    the worst ``mean_ms``/``p98_ms``/``max_ms``, ``littles_law`` and ``bottleneck``),
+    ``max_concurrency_handout_levels`` (the same answer over the handout's own levels only,
+    leaving out a refinement's probes), ``refined`` (node counts with levels off the
+    handout's: a refined answer) and ``notes``.
     """
     sla = as_sla(sla)
     if users is not None:
@@ -72,13 +77,19 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
 
     points = [
         {"nodes": int(r.nodes), "concurrency": int(r.concurrency), "runs": int(r.runs),
-         "meets": bool(r.meets), "reason": r.reason}
+         "meets": bool(r.meets), "status": r.status, "reason": r.reason, "borderline": r.borderline,
+         "mean_ms": _num(r.mean_ms), "p98_ms": _num(r.p98_ms), "max_ms": _num(r.max_ms),
+         "littles_law": _num(r.littles_law), "bottleneck": None if pd.isna(r.bottleneck) else r.bottleneck}
         for r in table.itertuples(index=False)
     ]
+    on_handout = ~table["concurrency"].isin(HANDOUT_CONCURRENCY)
+    refined = sorted(int(n) for n in table.loc[on_handout, "nodes"].unique())
     report = {
         "sla": str(sla),
         "users": users,
         "max_concurrency": mc,
+        "max_concurrency_handout_levels": max_concurrency_of_table(table, HANDOUT_CONCURRENCY),
+        "refined": refined,
         "nodes_needed": needed,
         "extrapolation": extrapolation,
         "usl": usl_fit.to_dict() if usl_fit else None,
@@ -93,6 +104,10 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     return report
 
 
+def _num(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
 def format_report(report: dict) -> str:
     """Plain-text tables of a :func:`build_report` dict, for a terminal or a log."""
     lines = [f"SLA: {report['sla']}"]
@@ -100,10 +115,16 @@ def format_report(report: dict) -> str:
         lines.append(f"Users: {report['users']}")
     lines += ["", "Maximum concurrency within the SLA (every tested level up to it meets)"]
     mc = report["max_concurrency"]
+    refined = set(report.get("refined") or [])
+    on_levels = report.get("max_concurrency_handout_levels") or {}
     width = max([5, *(len(str(n)) for n in mc)])
     lines.append(f"  {'nodes':>{width}}  max concurrency")
     for n, c in mc.items():
-        lines.append(f"  {n:>{width}}  {c if c is not None else 'none (lowest level fails)'}")
+        text = str(c) if c is not None else "none (lowest level fails)"
+        if n in refined:
+            h = on_levels.get(n)
+            text += f"  (refined; on the handout's levels: {h if h is not None else 'none'})"
+        lines.append(f"  {n:>{width}}  {text}")
 
     if report.get("users") is not None:
         lines.append("")
@@ -134,10 +155,13 @@ def format_report(report: dict) -> str:
 
     points = report.get("points") or []
     if points:
-        grid = pd.DataFrame(points).pivot(index="nodes", columns="concurrency", values="meets")
-        shown = grid.apply(lambda col: col.map(lambda v: "-" if pd.isna(v) else ("pass" if v else "FAIL")))
+        frame = pd.DataFrame(points)
+        frame["shown"] = [("pass" if p["meets"] else "FAIL") if p.get("status", "ok") == "ok" else p["status"]
+                          for p in points]
+        grid = frame.pivot(index="nodes", columns="concurrency", values="shown")
+        shown = grid.apply(lambda col: col.map(lambda v: "-" if pd.isna(v) else v))
         shown.index.name = "nodes \\ c"
-        lines += ["", "SLA per tested point (pass / FAIL / - not tested)"]
+        lines += ["", "SLA per tested point (pass / FAIL / errors / refused / aborted / - not tested)"]
         lines += ["  " + ln for ln in shown.to_string().splitlines()]
         first_fail: dict[int, dict] = {}
         for p in points:
@@ -147,6 +171,10 @@ def format_report(report: dict) -> str:
             lines += ["", "Where each node count first fails"]
             lines += [f"  nodes={p['nodes']:<3} c={p['concurrency']:<6} {p['reason']}"
                       for p in first_fail.values()]
+        close = [p for p in points if p.get("borderline")]
+        if close:
+            lines += ["", "Borderline points (the deciding clause within 10 % of its bound)"]
+            lines += [f"  nodes={p['nodes']:<3} c={p['concurrency']:<6} {p['borderline']}" for p in close]
     for note in report.get("notes") or []:
         lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"
