@@ -99,6 +99,10 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
         "points": points,
         "notes": notes,
     }
+    if users is not None:  # the model answer from operational laws, labelled as one (design §8)
+        from .capacity import capacity_answer
+
+        report["capacity"] = capacity_answer(df, sla, users)
     log.debug("report: sla=%s users=%s max_concurrency=%s nodes_needed=%s",
              report["sla"], users, report["max_concurrency"], needed)
     return report
@@ -143,6 +147,10 @@ def format_report(report: dict) -> str:
                 lines.append(f"    method: {ex['method']}")
                 if ex.get("note"):
                     lines.append(f"    {ex['note']}")
+    if report.get("capacity"):
+        from .capacity import format_capacity
+
+        lines += format_capacity(report["capacity"])
 
     fit = report.get("usl")
     if fit:
