@@ -400,3 +400,44 @@ def part2_accepts(df: pd.DataFrame, sla, users: int, nodes: int, balancer_type: 
         if v < machine_types.MACHINE_TYPES[need_type].vcpu:
             return Verdict(False, f"a {balancer_type} balancer cannot carry the need: at least {need_type}")
     return Verdict(True, f"{nodes} ≥ servers_min = {smin}" + (f" with a {balancer_type} balancer" if balancer_type else ""))
+
+
+# -- text -----------------------------------------------------------------------------------------
+def format_capacity(a: dict) -> list[str]:
+    """The capacity answer as report lines; every number is labelled a model, with its basis."""
+    def num(v, unit="", digits=0):
+        return "not available" if v is None else f"{v:,.{digits}f}{unit}"
+
+    lines = ["", f"Capacity for {a['users']} users — {a['label']}"]
+    if a["throughput_needed_rps"] is not None:
+        lines.append(f"  throughput needed (model):  {num(a['throughput_needed_rps'], ' req/s')}  [{a['basis']}]")
+    b = a.get("per_server_basis")
+    lines.append(f"  per server (measured):      {num(a['per_server_rps'], ' req/s')}"
+                 + (f"  [best clean rps / nodes: {b['rps']:,.0f} req/s at {b['nodes']} node(s), c={b['concurrency']}]"
+                    if b else ""))
+    lines.append(f"  servers_min (model):        {num(a['servers_min'])}  [ceil(needed / per server): "
+                 "no fewer servers can meet the mean bound]")
+    lines.append(f"  servers_usl (model):        {num(a['servers_usl'])}  [{a['servers_usl_note']}]")
+    lines.append("  per role (model: utilisation law U = X·D; capacity = vCPU / CPU per request):")
+    lines.append(f"    {'role':<9}{'CPU ms/req':>11}{'vCPU needed':>13}  {'one machine for all (≤80 %)':<27}"
+                 f"{'measured type':<15}{'capacity':>14}")
+    for role, r in a["roles"].items():
+        cap = num(r["capacity_rps"], " req/s") if r["capacity_rps"] is not None else "-"
+        if role == "server" and r["capacity_rps"] is not None:
+            cap += " each"
+        lines.append(f"    {role:<9}{num(r['cpu_ms_per_request'], '', 3) if r['cpu_ms_per_request'] is not None else '-':>11}"
+                     f"{num(r['vcpu_needed'], '', 2) if r['vcpu_needed'] is not None else '-':>13}  "
+                     f"{(r['machine_type'] or ('none' if r['vcpu_needed'] is not None else '-')):<27}"
+                     f"{(r['measured_machine_type'] or '-'):<15}{cap:>14}")
+    lines.append(f"  bottleneck (model):         {a['bottleneck'] or 'not available'}"
+                 + (f" (caps at {a['bottleneck_capacity_rps']:,.0f} req/s)" if a.get("bottleneck_capacity_rps") else ""))
+    if a["cost_per_hour"] is not None:
+        parts = ", ".join(f"{m['count']} × {m['machine_type']} {m['role']}" for m in a["cost"]["machines"])
+        lines.append(f"  cost of the plan (model):   ${a['cost_per_hour']:.4f}/h  [{parts}; each with its disk and "
+                     f"external IPv4 address; prices of {a['cost']['prices_as_of']}]")
+        for note in a["cost"].get("assumptions") or []:
+            lines.append(f"    assumed: {note}")
+    for u in a["unavailable"]:
+        lines.append(f"  cannot give: {u}")
+    lines.append(f"  conclusion (model): {a['conclusion']}")
+    return lines
