@@ -4,12 +4,22 @@ A small TOML file (see :func:`load_hosts_file`) parsed into :class:`HostSpec`
 values and the :class:`~labkit.backends.ssh.SshBackend` options. Every mistake
 is one :class:`~labkit.errors.ConfigError` naming the file, the table and the key,
 so ``labkit up --backend ssh`` fails with one line before it connects anywhere.
+
+Values from the file end up in remote shells, systemd units and nginx configs, so
+they are checked here, at parse time (:func:`check_name`, :func:`check_address`,
+:func:`check_root`, :func:`check_remote_path`): a server's ``name`` names its systemd
+unit, so it must start with ``restserver-`` or ``labkit-`` (``name = "ssh"`` would make
+``down`` disable the host's ``ssh.service``); ``root`` is ``chown -R``'ed to the login,
+so a system folder (``/``, ``/usr``, ``/etc``, a home folder...) is refused; hosts and
+addresses are IP addresses or host names, never shell text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -57,6 +67,63 @@ class HostSpec:
         if isinstance(d.get("host_key"), list):
             d["host_key"] = tuple(d["host_key"])
         return cls(**d)
+
+
+#: what a machine's name may look like (it becomes a file name, a unit name, a log label)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+#: a server's name is its systemd unit's name: only these prefixes, so it never names a system unit
+SERVER_PREFIXES = ("restserver-", "labkit-")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")
+#: folders ``root`` may not be, nor be inside (the system's own)
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+                "/sys", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec",
+                "/usr/include", "/usr/share", "/usr/local/bin", "/usr/local/sbin", "/usr/local/lib",
+                "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/run", "/var/mail", "/snap")
+
+
+def check_name(name: str, server: bool = False) -> str:
+    """``name`` if it is a safe machine name (a server's also starts with a :data:`SERVER_PREFIXES`)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"name {name!r} must be letters, digits, '.', '_' or '-' (at most 63, starting "
+                          "with a letter or digit)")
+    if server and not name.startswith(SERVER_PREFIXES):
+        raise ConfigError(f"server name {name!r} must start with {' or '.join(SERVER_PREFIXES)} (it names the "
+                          "server's systemd unit, which must never be one of the host's own)")
+    return name
+
+
+def check_address(value: str, what: str = "address") -> str:
+    """``value`` if it is an IP address or a host name (never text a shell or nginx would read as more)."""
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            if _HOSTNAME.fullmatch(value) and not value.startswith("-"):
+                return value
+    raise ConfigError(f"{what} {value!r} is not an IP address or a host name")
+
+
+def check_remote_path(value: str, what: str) -> str:
+    """``value`` if it is an absolute, normalised path of plain characters (no spaces, quotes, ``..``)."""
+    if not isinstance(value, str) or not _PATH.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
+        raise ConfigError(f"{what} {value!r} must be an absolute path of letters, digits and ._+@-/ "
+                          "(no spaces, quotes or '..')")
+    return value
+
+
+def check_root(value: str) -> str:
+    """``value`` if it may be ``root`` (the install folder ``chown -R``'ed to the login): not a system folder."""
+    root = check_remote_path(value, "root").rstrip("/") or "/"
+    parts = root.strip("/").split("/") if root != "/" else []
+    system = next((t for t in SYSTEM_TREES if root == t or root.startswith(t + "/")), None)
+    if len(parts) < 2 or system or (parts[0] in ("home", "root") and len(parts) == 2) \
+            or root in ("/usr/local", "/var/tmp", "/var/www", "/opt/local"):
+        raise ConfigError(f"root {value!r} is a system folder (labkit chowns it to the login user); "
+                          "use a folder of its own, like /opt/restserver")
+    return root
 
 
 _HOST_KEYS = {"host": str, "user": str, "port": int, "key_filename": str, "known_hosts": str,
@@ -132,6 +199,19 @@ def load_hosts_file(path) -> dict:
     options = _check_table(path, "[options]", data.get("options", {}), _OPTION_KEYS)
     if isinstance(options.get("nginx_workers"), str) and options["nginx_workers"] != "auto":
         raise ConfigError(f"{path}: [options]: key 'nginx_workers' must be an integer or \"auto\"")
+    try:
+        if "root" in options:
+            options["root"] = check_root(options["root"])
+        if "python" in options:
+            check_remote_path(options["python"], "python")
+        if "balancer_port" in options and not 0 < options["balancer_port"] < 65536:
+            raise ConfigError(f"balancer_port {options['balancer_port']} is not between 1 and 65535")
+        if isinstance(options.get("nginx_workers"), int) and not 0 < options["nginx_workers"] <= 1024:
+            raise ConfigError(f"nginx_workers {options['nginx_workers']} is not between 1 and 1024")
+        if "service_timeout" in options and not options["service_timeout"] > 0:
+            raise ConfigError(f"service_timeout {options['service_timeout']} must be positive")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: [options]: {e}") from None
 
     def local_path(value: str) -> str:
         p = Path(os.path.expanduser(value))
@@ -146,6 +226,18 @@ def load_hosts_file(path) -> dict:
                 t[key] = local_path(t[key])
         if isinstance(t.get("host_key"), list):
             t["host_key"] = tuple(t["host_key"])
+        try:
+            check_address(t["host"], "host")
+            if "address" in t:
+                check_address(t["address"])
+            if "name" in t:
+                check_name(t["name"], server=where.startswith("[[servers]]"))
+            if "user" in t and not _USER.fullmatch(t["user"]):
+                raise ConfigError(f"user {t['user']!r} is not a user name")
+            if not 0 < t.get("port", 22) < 65536:
+                raise ConfigError(f"port {t['port']} is not between 1 and 65535")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {where}: {e}") from None
         return HostSpec(**t)
 
     servers = data.get("servers")

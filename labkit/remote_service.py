@@ -19,12 +19,14 @@ import logging
 import shlex
 
 from .errors import BackendError
+from .hosts_file import check_name
 from .remote import Connection
 from .service import SERVICE_DIR, get_status, service_command, unit_text, wait_until_up
 
 log = logging.getLogger("labkit")
 
 SYSTEM_ROOT = "/opt/restserver"  # systemd units only for the system install (see use_systemd)
+UNIT_MARK = "labkit Fibonacci REST service"  # in every unit labkit writes (service/restserver.service)
 
 
 def hostport(host: str, port: int) -> str:
@@ -100,13 +102,18 @@ class RemoteService:
         started, and again once it answers ``/status``.
         """
         self.install()
+        check_name(node)  # it names files and the unit: never shell text
         if self.systemd:
             unit = f"{node}.service"
             self.conn.put(self.unit_text(spec, node, address, port).encode(), f"{self.root}/run/{unit}")
             info = {"unit": unit, "port": port}
+            u, f = shlex.quote(unit), shlex.quote(f"/etc/systemd/system/{unit}")
+            # never replace (or shadow) a unit of the host's own, e.g. ssh.service
+            self.conn.sudo(f"if systemctl cat {u} >/dev/null 2>&1 && ! grep -qs {shlex.quote(UNIT_MARK)} {f}; then "
+                           f"echo {u} is a unit labkit did not write: refusing to replace it >&2; exit 3; fi")
             record(info)  # recorded before it starts: a failed start is still stopped by down()
-            self.conn.sudo(f"mv {self.root}/run/{unit} /etc/systemd/system/{unit} && systemctl daemon-reload"
-                           f" && systemctl enable {unit} && systemctl restart {unit}")
+            self.conn.sudo(f"mv {shlex.quote(f'{self.root}/run/{unit}')} {f} && systemctl daemon-reload"
+                           f" && systemctl enable {u} && systemctl restart {u}")
         else:
             argv, env = service_command(spec.server, address, port, spec.workers, python=self.python,
                                         service_dir=self.root, node=node, fib_max=spec.fib_max)
@@ -132,7 +139,7 @@ class RemoteService:
             raise BackendError(f"{self.name}: the service did not come up on port {info['port']}: {e}\n{tail}") from None
         if "pidfile" in info:
             return self.conn.read_pidfile(info["pidfile"], tries=1)
-        r = self.conn.run(f"systemctl show -p MainPID --value {info['unit']}", check=False)
+        r = self.conn.run(f"systemctl show -p MainPID --value {shlex.quote(info['unit'])}", check=False)
         return int(r.stdout.strip() or 0) or None
 
     def status(self, address: str, info: dict) -> dict:
@@ -145,8 +152,9 @@ class RemoteService:
     def stop(self, info: dict) -> None:
         """Stop the server ``info`` (from :meth:`start`) describes; a gone server is fine."""
         if "unit" in info:
-            unit = info["unit"]
-            self.conn.sudo(f"systemctl disable --now {unit}; rm -f /etc/systemd/system/{unit}; "
-                           "systemctl daemon-reload", check=False)
+            u, f = shlex.quote(info["unit"]), shlex.quote(f"/etc/systemd/system/{info['unit']}")
+            # only a unit labkit wrote (a tampered state must not disable the host's ssh.service)
+            self.conn.sudo(f"if grep -qs {shlex.quote(UNIT_MARK)} {f}; then systemctl disable --now {u}; rm -f {f}; "
+                           "systemctl daemon-reload; fi", check=False)
         else:
             self.conn.stop_pidfile(info["pidfile"])
