@@ -50,11 +50,11 @@ print(json.dumps({"import": t1 - t0, "load": t2 - t1, "report": t3 - t2, "charts
 
 
 def make_csv(path: Path, rows: int, seed: int = 7) -> Path:
-    from labkit.results import COLUMNS, EXTRA_COLUMNS, PERCENTILES, _cell
+    from labkit.record import ALL_COLUMNS, PERCENTILES, Measurement
 
     rnd = random.Random(seed)
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS + EXTRA_COLUMNS)
+        w = csv.DictWriter(fh, fieldnames=ALL_COLUMNS)
         w.writeheader()
         i = 0
         while i < rows:
@@ -79,7 +79,7 @@ def make_csv(path: Path, rows: int, seed: int = 7) -> Path:
                                    max_ms=mean * 3, connect_mean_ms=1.0)
                         for p in PERCENTILES:
                             row[f"p{p}_ms"] = mean * (0.8 + 0.9 * (p - 50) / 49)
-                    w.writerow({k: _cell(row.get(k)) for k in COLUMNS + EXTRA_COLUMNS})
+                    w.writerow(Measurement(**row).to_cells())
     return path
 
 

@@ -245,7 +245,7 @@ def predict_nodes(df: pd.DataFrame, sla, users: int, fit: UslFit | None = None,
                           "lowest concurrency, so there is no capacity to scale from")
     ref_n = max(refs)
     ref_c = refs[ref_n]
-    method = (f"max_conc(N) ≈ {ref_c}·X(N)/X({ref_n}), X = USL fit of peak throughput vs nodes, which "
+    method = (f"max_conc(N) ≈ {ref_c}·X(N)/X({ref_n}), X = USL fit of peak throughput vs nodes — "
               f"{describe_fit(fit, 'nodes')}")
     x_ref = float(fit.predict(ref_n))
     start = max(mc) + 1
