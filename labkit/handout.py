@@ -22,7 +22,7 @@ from .backends.base import ClusterSpec
 from .errors import ConfigError
 from .report import build_report
 from .results import handout_table, load_results
-from .sla import as_sla, point_table
+from .sla import as_sla, max_concurrency_of_table, point_status, point_table
 
 log = logging.getLogger("labkit")
 
@@ -88,9 +88,24 @@ def load_handout(csv, machine_type: str, server: str = HANDOUT_SERVER) -> pd.Dat
     return handout_rows(load_results(csv), machine_type, server)
 
 
+def status_table(df: pd.DataFrame, nodes: int) -> pd.DataFrame:
+    """The handout's table (:func:`labkit.results.handout_table`) for ``nodes``, with each level's
+    ``Runs`` (rows: repeats and refinement probes) and ``Status`` (design §8: ok / errors /
+    refused / aborted), so an aborted or all-502 level is not read as a measurement."""
+    table = handout_table(df, nodes)
+    sub = df[df["nodes"] == nodes]
+    if sub.empty:
+        return table.assign(Runs=pd.Series([], dtype="int64"), Status=pd.Series([], dtype="object"))
+    groups = sub.groupby("concurrency")
+    runs = groups.size()
+    status = {int(c): point_status(rows) for c, rows in groups}
+    return table.assign(Runs=table["Concurrency"].map(runs).astype("int64"),
+                        Status=table["Concurrency"].map(status))
+
+
 def tables_by_nodes(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
-    """The handout's table (:func:`labkit.results.handout_table`) for every tested node count."""
-    return {int(n): handout_table(df, int(n)) for n in sorted(df["nodes"].unique())}
+    """The handout's table with ``Runs`` and ``Status`` (:func:`status_table`) for every tested node count."""
+    return {int(n): status_table(df, int(n)) for n in sorted(df["nodes"].unique())}
 
 
 # -- the answers ------------------------------------------------------------------------------------
@@ -129,15 +144,20 @@ def part2_from_report(report: dict) -> tuple[int | None, str]:
 
 
 def justify_part1(df: pd.DataFrame, answer: int | None, sla=PART1_SLA) -> str:
-    """A sentence saying why ``answer`` is the part-1 answer, with the numbers that decide it."""
+    """A sentence saying why ``answer`` is the part-1 answer, with the numbers that decide it.
+
+    When the boundary was refined (levels off the handout's), it also gives the answer on
+    the handout's own levels; a deciding point within 10 % of a bound is called borderline.
+    """
     table = point_table(df[df["nodes"] == 1], as_sla(sla))
     if table.empty:
         return "No single-server results to judge."
     failing = table[~table["meets"]]
     first_fail = failing.iloc[0] if len(failing) else None
     if answer is None:
-        return (f"Even the lowest tested level ({int(table['concurrency'].min())} users) breaks the SLA "
+        text = (f"Even the lowest tested level ({int(table['concurrency'].min())} users) breaks the SLA "
                 f"{as_sla(sla)}: {first_fail['reason']}.")
+        return text + _handout_levels_note(table, answer)
     row = table[table["concurrency"] == answer].iloc[0]
     text = (f"One server meets the SLA {as_sla(sla)} at every tested level up to {answer} concurrent users "
             f"(at {answer}: mean {row['mean_ms']:.0f} ms, p98 {row['p98_ms']:.0f} ms, "
@@ -146,7 +166,20 @@ def justify_part1(df: pd.DataFrame, answer: int | None, sla=PART1_SLA) -> str:
         text += f"; at {int(first_fail['concurrency'])} users it fails ({first_fail['reason']})."
     else:
         text += "; no tested level failed, so the true limit lies above the highest level tested."
-    return text
+    if row["borderline"]:
+        text += f" At {answer} the margin is thin ({row['borderline']})."
+    return text + _handout_levels_note(table, answer)
+
+
+def _handout_levels_note(table: pd.DataFrame, answer: int | None) -> str:
+    """" On the handout's own levels ...", when the table holds refinement probes, else ""."""
+    if table["concurrency"].isin(profiles.HANDOUT_CONCURRENCY).all():
+        return ""
+    probes = sorted(int(c) for c in table["concurrency"] if c not in profiles.HANDOUT_CONCURRENCY)
+    on_levels = max_concurrency_of_table(table, profiles.HANDOUT_CONCURRENCY).get(1)
+    return (f" The boundary was refined between the handout's levels (probes at {', '.join(map(str, probes))} "
+            f"users, each repeated); on the handout's own levels the answer is "
+            f"{on_levels if on_levels is not None else 'none'}.")
 
 
 def justify_part2(report: dict) -> str:

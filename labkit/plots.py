@@ -30,7 +30,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from .errors import ConfigError
-from .sla import as_sla, max_concurrency, point_table
+from .sla import as_sla, max_concurrency, point_table, row_status
 from .usl import fit_usl, throughput_by_nodes
 
 log = logging.getLogger("labkit")
@@ -69,10 +69,45 @@ def _margins(fig: Figure, left=0.95, right=0.25, bottom=1.0, top=0.45, wspace=0.
                         wspace=wspace, hspace=hspace)
 
 
+#: Point statuses a latency chart leaves out (design §8): no latency, or fast errors that are
+#: not a measurement of the service.
+NOT_PLOTTED = ("aborted", "refused")
+ERRORS_LABEL = "errors (failed or non-2xx requests)"
+
+
+def _point_statuses(df: pd.DataFrame) -> pd.Series:
+    """Status per (nodes, concurrency) point: the worst of its rows (see :func:`labkit.sla.point_status`)."""
+    order = {"ok": 0, "errors": 1, "refused": 2, "aborted": 3}
+    worst = row_status(df).map(order).groupby([df["nodes"], df["concurrency"]]).max()
+    return worst.map({v: k for k, v in order.items()}).rename("status")
+
+
 def _completed_means(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """Mean of ``cols`` per (nodes, concurrency) over rows ab completed (repeats averaged)."""
+    """Mean of ``cols`` per plotted (nodes, concurrency) point over rows ab completed (repeats
+    averaged), with the point's ``status``; aborted and refused points are left out."""
+    status = _point_statuses(df)
     done = df[~df["aborted"].astype(bool)]
-    return done.groupby(["nodes", "concurrency"], sort=True)[cols].mean().reset_index()
+    means = done.groupby(["nodes", "concurrency"], sort=True)[cols].mean()
+    means = means.join(status, how="left").reset_index()
+    return means[~means["status"].isin(NOT_PLOTTED)].reset_index(drop=True)
+
+
+def _left_out(df: pd.DataFrame) -> str:
+    """" (not plotted: 1 aborted point, 2 refused)" for the title, or ""."""
+    counts = _point_statuses(df).value_counts()
+    parts = [f"{int(counts[s])} {s}" for s in NOT_PLOTTED if counts.get(s, 0)]
+    if not parts:
+        return ""
+    total = sum(int(counts.get(s, 0)) for s in NOT_PLOTTED)
+    return f" (not plotted: {', '.join(parts)} point{'s' if total != 1 else ''})"
+
+
+def _mark_errors(ax, data: pd.DataFrame, y: str) -> None:
+    """A red cross on every plotted point whose requests partly failed (status ``errors``)."""
+    bad = data[data["status"] == "errors"]
+    if len(bad):
+        ax.scatter(bad["concurrency"], bad[y], marker="x", s=90, linewidths=2, color=FAIL_COLOR,
+                   label=ERRORS_LABEL, zorder=5)
 
 
 def _log_concurrency_axis(ax, levels, min_gap: float = 0.07) -> None:
@@ -105,9 +140,9 @@ def _threshold_lines(ax, sla, metrics: dict[str, str] | None = None) -> None:
 def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     """Mean request time vs concurrent users, one line per node count (handout part 2, step 3).
 
-    Points are the mean of ``mean_ms`` over completed repeats; aborted levels
-    have no latency and are left out (the chart says how many). With ``sla``,
-    its ``mean`` bound is drawn.
+    Points are the mean of ``mean_ms`` over completed repeats; aborted and refused
+    points (design §8) are left out (the title says how many) and points with
+    errors are marked with a red cross. With ``sla``, its ``mean`` bound is drawn.
     """
     import seaborn as sns
 
@@ -117,14 +152,11 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     order = sorted(data["nodes"].unique(), key=lambda s: int(s.split()[0]))
     sns.lineplot(data=data, x="concurrency", y="mean_ms", hue="nodes", hue_order=order,
                  marker="o", errorbar=None, ax=ax, palette="viridis")
+    _mark_errors(ax, data, "mean_ms")
     _threshold_lines(ax, sla, {"mean": FAIL_COLOR})
     _log_concurrency_axis(ax, df["concurrency"].unique())
     ax.set_ylabel("mean request time (ms)")
-    title = "Mean request time vs concurrent users"
-    n_aborted = int(df["aborted"].sum())
-    if n_aborted:
-        title += f" ({n_aborted} aborted run{'s' if n_aborted != 1 else ''} not plotted)"
-    ax.set_title(title)
+    ax.set_title("Mean request time vs concurrent users" + _left_out(df))
     ax.legend(title=None)
     _margins(fig)
     return fig
@@ -133,7 +165,9 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
 def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
     """SLA pass/fail for every tested (nodes, concurrency); blank cells were not tested.
 
-    Each row's label gives that node count's maximum concurrency (design §8).
+    A point that is not ``ok`` (design §8) is a failing cell labelled with its status
+    (``errors``, ``refused``, ``aborted``). Each row's label gives that node count's
+    maximum concurrency.
     """
     import seaborn as sns
 
@@ -142,7 +176,9 @@ def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
     table = point_table(df, sla)
     grid = table.pivot(index="nodes", columns="concurrency", values="meets")
     values = grid.apply(lambda col: col.map(lambda v: np.nan if pd.isna(v) else float(bool(v))))
-    labels = grid.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else ("pass" if v else "FAIL")))
+    shown = table.assign(shown=[("pass" if m else "FAIL") if st == "ok" else st
+                                for m, st in zip(table["meets"], table["status"])])
+    labels = shown.pivot(index="nodes", columns="concurrency", values="shown").fillna("")
     sns.heatmap(values.astype("float64"), ax=ax, cmap=ListedColormap([FAIL_COLOR, PASS_COLOR]),
                 vmin=0, vmax=1, cbar=False, annot=labels.to_numpy(), fmt="",
                 linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
@@ -159,6 +195,9 @@ def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
 def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
                       logy: bool | None = None) -> Figure:
     """Mean, 98th percentile and longest request vs concurrency.
+
+    Aborted and refused points are left out (the panel's title says how many); points
+    with errors are marked with a red cross on their mean.
 
     With ``nodes`` one chart for that node count (the handout's single
     server is ``nodes=1``); with ``nodes=None`` one panel per tested node
@@ -178,7 +217,7 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
     panels = tested if nodes is None else [int(nodes)]
     cols = list(_METRIC_LABELS)
     data = _completed_means(df[df["nodes"].isin(panels)], cols).melt(
-        id_vars=["nodes", "concurrency"], value_vars=cols, var_name="metric", value_name="ms")
+        id_vars=["nodes", "concurrency", "status"], value_vars=cols, var_name="metric", value_name="ms")
     data["metric"] = data["metric"].map(_METRIC_LABELS)
     positive = data["ms"].dropna()
     positive = positive[positive > 0]
@@ -200,13 +239,14 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
     for ax, n in zip(axes, panels):
         sns.lineplot(data=data[data["nodes"] == n], x="concurrency", y="ms", hue="metric",
                      hue_order=list(palette), palette=palette, marker="o", errorbar=None, ax=ax)
+        _mark_errors(ax, data[(data["nodes"] == n) & (data["metric"] == "mean")], "ms")
         _threshold_lines(ax, sla, colors)
         _log_concurrency_axis(ax, df.loc[df["nodes"] == n, "concurrency"].unique(),
                               min_gap=0.07 if len(panels) == 1 else 0.12)
         if logy:
             ax.set_yscale("log")
         ax.set_ylabel("request time (ms)" + (", log scale" if logy else ""))
-        ax.set_title(f"Latency vs concurrency, {n} node{'s' if n != 1 else ''}")
+        ax.set_title(f"Latency vs concurrency, {n} node{'s' if n != 1 else ''}" + _left_out(df[df["nodes"] == n]))
         if ax is axes[0]:
             ax.legend(title=None, fontsize=8)
         elif ax.get_legend() is not None:

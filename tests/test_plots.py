@@ -47,7 +47,7 @@ def test_mean_latency_chart(df):
     assert _hlines(ax) == {"SLA mean<200 ms": 200.0}
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[:3] == ["1 node", "2 nodes", "3 nodes"]
-    assert "1 aborted run not plotted" in ax.get_title()
+    assert ax.get_title() == "Mean request time vs concurrent users (not plotted: 1 aborted point)"
     # the 1-node line holds the measured means at the tested levels
     line = ax.get_lines()[0]
     assert list(line.get_xdata()) == [10, 50, 100, 500, 1000]
@@ -59,10 +59,10 @@ def test_percentiles_chart_single_and_panels(df):
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"  # 10 .. 3000 ms spans > 50x
     assert _hlines(ax) == {"SLA max<=1500 ms": 1500.0, "SLA mean<200 ms": 200.0, "SLA p98<=300 ms": 300.0}
-    assert ax.get_title() == "Latency vs concurrency, 1 node"
+    assert ax.get_title() == "Latency vs concurrency, 1 node (not plotted: 1 aborted point)"
     panels = plots.percentiles_chart(df, SLA)
     assert [a.get_title() for a in panels.axes if a.get_visible()] == [
-        "Latency vs concurrency, 1 node", "Latency vs concurrency, 2 nodes", "Latency vs concurrency, 3 nodes"]
+        "Latency vs concurrency, 1 node (not plotted: 1 aborted point)", "Latency vs concurrency, 2 nodes", "Latency vs concurrency, 3 nodes"]
     assert plots.percentiles_chart(df, None, nodes=2, logy=False).axes[0].get_yscale() == "linear"
 
 
@@ -70,8 +70,8 @@ def test_sla_heatmap_cells(df):
     fig = plots.sla_heatmap(df, SLA)
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
-    # 1 node: mean = c ms -> 10, 50, 100 pass; 500, 1000 and the aborted 2000 fail
-    assert texts[:6] == ["pass", "pass", "pass", "FAIL", "FAIL", "FAIL"]
+    # 1 node: mean = c ms -> 10, 50, 100 pass; 500, 1000 fail; 2000 aborted
+    assert texts[:6] == ["pass", "pass", "pass", "FAIL", "FAIL", "aborted"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["1 (max 100)", "2 (max 100)", "3 (max 100)"]
 
 
@@ -119,3 +119,18 @@ def test_vertical_chart_one_bar_per_configuration_and_level(tmp_path):
 def test_save_chart_creates_the_folder(df, tmp_path):
     path = plots.save_chart(plots.throughput_chart(df), tmp_path / "new" / "charts", "t.png")
     assert path == tmp_path / "new" / "charts" / "t.png" and png_size(path) == (800, 500)
+
+
+def test_latency_charts_leave_out_aborted_and_refused_points_and_mark_errors(tmp_path):
+    rows = [make_row(1, 10, mean=10.0), make_row(1, 20, mean=20.0, failed=2, non_2xx=2),
+            make_row(1, 50, mean=3.0, non_2xx=1000, failed=1000), make_row(1, 100, aborted=True),
+            make_row(1, 200, mean=200.0)]
+    df = load_results(write_csv(tmp_path / "s.csv", rows))
+    for fig in (plots.mean_latency_chart(df, SLA), plots.percentiles_chart(df, SLA, nodes=1)):
+        ax = fig.axes[0]
+        assert "(not plotted: 1 aborted, 1 refused points)" in ax.get_title()
+        assert list(ax.get_lines()[0].get_xdata()) == [10, 20, 200]  # no refused 50, no aborted 100
+        (crosses,) = [c for c in ax.collections if c.get_label() == plots.ERRORS_LABEL]
+        assert crosses.get_offsets().tolist() == [[20.0, 20.0]]
+    texts = [t.get_text() for t in plots.sla_heatmap(df, SLA).axes[0].texts]
+    assert texts == ["pass", "errors", "refused", "aborted", "FAIL"]
