@@ -217,3 +217,152 @@ def test_unknown_and_changed_host_keys_are_refused(sshd, tmp_path):
     with pytest.raises(BackendError, match="unknown host key|SSH failed"):
         c.run(f"touch {marker}")
     assert not marker.exists()
+
+
+# -- issue 15 item 4: hosts-file values never reach a remote shell -----------------------------
+
+_GOOD_HOSTS = """\
+[[servers]]
+host = "127.0.0.1"
+{server}
+[balancer]
+host = "127.0.0.1"
+[tester]
+host = "127.0.0.1"
+[options]
+{options}
+"""
+
+
+@pytest.mark.parametrize("server, options, names", [
+    ('name = "web$(touch /tmp/labkit-pwned)"', "", ["name", "web$(touch"]),
+    ('name = "ssh"', "", ["server name 'ssh'", "restserver-"]),
+    ('name = "restserver-0;reboot"', "", ["name", "restserver-0;reboot"]),
+    ('address = "10.0.0.1; rm -rf /"', "", ["address", "not an IP address"]),
+    ('address = "10.0.0.1\\nserver evil:80"', "", ["address"]),
+    ('user = "root$(id)"', "", ["user"]),
+    ("port = 70000", "", ["port 70000"]),
+    ("", 'root = "/"', ["root '/'", "system folder"]),
+    ("", 'root = "/usr"', ["system folder"]),
+    ("", 'root = "/etc/restserver"', ["system folder"]),
+    ("", 'root = "/home/alice"', ["system folder"]),
+    ("", 'root = "/opt/../etc"', ["'..'"]),
+    ("", 'root = "/opt/rest server"', ["root"]),
+    ("", 'python = "/usr/bin/python3 -c evil"', ["python"]),
+    ("", "balancer_port = 0", ["balancer_port 0"]),
+])
+def test_hosts_file_values_that_would_reach_a_shell_are_refused_at_parse_time(tmp_path, server, options, names):
+    """One ConfigError naming file, table and value, before any connection (nothing listens on :22 here)."""
+    from labkit.errors import ConfigError
+    from labkit.hosts_file import load_hosts_file
+
+    path = tmp_path / "hosts.toml"
+    path.write_text(_GOOD_HOSTS.format(server=server, options=options))
+    with pytest.raises(ConfigError) as info:
+        load_hosts_file(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    for name in names:
+        assert name in message, message
+    assert not Path("/tmp/labkit-pwned").exists()
+
+
+def test_good_hosts_file_values_still_load(tmp_path):
+    from labkit.hosts_file import load_hosts_file
+
+    path = tmp_path / "hosts.toml"
+    path.write_text(_GOOD_HOSTS.format(server='name = "labkit-web1"\naddress = "fd00::11"',
+                                       options='root = "/opt/restserver/"\npython = "/usr/bin/python3"'))
+    args = load_hosts_file(path)
+    assert args["servers"][0].name == "labkit-web1" and args["servers"][0].addr == "fd00::11"
+    assert args["root"] == "/opt/restserver"
+
+
+# -- issue 15 items 8 and 10: the system nginx on a host (sandboxed: fake nginx and systemctl) ------
+
+class _SandboxConn:
+    """A Connection look-alike running commands on this machine, with fake nginx/systemctl first on PATH."""
+
+    host, user = "sandbox", "root"
+
+    def __init__(self, bin_dir: Path):
+        self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        self.puts: list[tuple[str, int | None]] = []
+
+    def run(self, cmd, check=True, timeout=None, stdin=None):
+        from labkit.errors import CommandError
+        from labkit.remote import Result
+
+        p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, env=self.env, timeout=60)
+        if check and p.returncode:
+            raise CommandError(self.host, cmd, p.returncode, p.stderr)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    sudo = run
+    mktemp = Connection.mktemp
+
+    def put(self, data, remote, mode=None):
+        existing = stat.S_IMODE(os.stat(remote).st_mode) if os.path.exists(remote) else None
+        self.puts.append((remote, existing))
+        Path(remote).write_bytes(data)
+
+    def get_text(self, remote):
+        return Path(remote).read_text()
+
+    def read_pidfile(self, pidfile, tries=50):
+        return 4242
+
+
+def _sandboxed_system_nginx(tmp_path):
+    from labkit.remote_nginx import SystemNginx
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("nginx", "systemctl"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls.log\nexit 0\n')
+        (bin_dir / tool).chmod(0o755)
+    etc = tmp_path / "etc"
+    (etc / "nginx").mkdir(parents=True)
+    conn = _SandboxConn(bin_dir)
+    nginx = SystemNginx(conn, "loadbalancer-0", "127.0.0.1", 8080, 1)
+    nginx.conf = str(etc / "nginx" / "nginx.conf")
+    nginx.BACKUP = str(etc / "nginx" / "nginx.conf.labkit-backup")
+    nginx.DROPIN = str(etc / "systemd" / "system" / "nginx.service.d" / "local.conf")
+    nginx.pid_file = str(tmp_path / "nginx.pid")
+    return nginx, conn, etc
+
+
+@pytest.mark.parametrize("own_dropin", [None, "[Service]\nNice=5\n"], ids=["no-dropin", "hosts-own-dropin"])
+def test_system_nginx_down_restores_exactly_what_the_run_changed(tmp_path, own_dropin):
+    nginx, conn, etc = _sandboxed_system_nginx(tmp_path)
+    conf, backup, dropin = Path(nginx.conf), Path(nginx.BACKUP), Path(nginx.DROPIN)
+    conf.write_text("# the host's nginx.conf, edited last week\n")
+    backup.write_text("# an ancient backup an earlier run left behind\n")  # stale: must not win
+    if own_dropin:
+        dropin.parent.mkdir(parents=True)
+        dropin.write_text(own_dropin)
+    nginx.apply([("10.0.0.11", 8080)], record=lambda info: None)
+    nginx.apply([("10.0.0.11", 8080), ("10.0.0.12", 8080)], record=lambda info: None)  # scale: applied again
+    assert conf.read_text().startswith("# Generated by labkit") and "10.0.0.12:8080" in conf.read_text()
+    assert "LimitNOFILE=65536" in dropin.read_text()
+    nginx.stop({"mode": "system"})
+    assert conf.read_text() == "# the host's nginx.conf, edited last week\n"
+    assert not backup.exists()
+    if own_dropin:
+        assert dropin.read_text() == own_dropin and not Path(nginx.DROPIN + ".labkit-backup").exists()
+    else:
+        assert not dropin.exists() and not dropin.parent.exists()
+    assert "systemctl restart nginx" in (tmp_path / "calls.log").read_text().splitlines()[-1]
+
+
+def test_system_nginx_stages_its_config_in_a_random_0600_temp_file(tmp_path):
+    nginx, conn, etc = _sandboxed_system_nginx(tmp_path)
+    Path(nginx.conf).write_text("# the host's\n")
+    nginx.apply([("10.0.0.11", 8080)], record=lambda info: None)
+    nginx.apply([("10.0.0.12", 8080)], record=lambda info: None)
+    staged = [(path, mode) for path, mode in conn.puts]
+    assert len(staged) == 2 and staged[0][0] != staged[1][0]
+    for path, mode in staged:
+        assert path != "/tmp/labkit-nginx.conf.loadbalancer-0" and path.startswith("/tmp/labkit-nginx.")
+        assert mode == 0o600  # created by mktemp before anything was written into it
+        assert not os.path.exists(path)  # copied into place and removed

@@ -139,3 +139,118 @@ def test_tunnel_reaches_what_the_host_reaches_and_get_status_uses_it(conn, servi
     with pytest.raises(ConnectionRefusedError):
         conn.tunnel("127.0.0.1", free_port(), timeout=5)
     assert conn.run("echo still usable").ok
+
+
+# -- issue 15: a hung remote command is killed on the host; pid files checked; temp files ----------
+
+def _running(pattern: str) -> list[str]:
+    """Processes on this machine (the sshd's host) whose command line contains ``pattern``."""
+    r = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
+    return [line for line in r.stdout.splitlines() if "pgrep" not in line]
+
+
+def test_run_bounded_kills_the_remote_command_and_all_it_started_and_raises_command_timeout(conn):
+    import random
+    import time
+
+    from labkit.errors import CommandTimeout
+
+    marker = f"{random.randrange(10**6)}.{random.randrange(10**6)}"  # sleep takes a float: a unique argv
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as info:
+        conn.run_bounded(f"sleep 7{marker} & sleep 8{marker}; wait", timeout=1, kill_after=1)
+    assert time.monotonic() - started < 15
+    assert isinstance(info.value, CommandError) and "timed out" in info.value.stderr
+    deadline = time.monotonic() + 5
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(marker) == []  # neither the command nor its child outlives the limit
+    # a command that finishes in time: its result, whatever its exit code
+    assert conn.run_bounded("echo fine; exit 3", timeout=10) == Result(3, "fine\n", "")
+
+
+def test_a_hung_ab_on_the_tester_is_killed_and_measure_records_a_hung_row(sshd, tmp_path):
+    import dataclasses
+    import random
+    import time
+
+    from labkit.ab import AbCommand
+    from labkit.backends.ssh import SshBackend
+    from labkit.errors import CommandTimeout
+    from labkit.hosts_file import HostSpec
+    from labkit.measure import measure
+    from labkit.settings import Settings
+
+    marker = f"9{random.randrange(10**6)}.{random.randrange(10**6)}"
+
+    @dataclasses.dataclass(frozen=True)
+    class HangingAb(AbCommand):  # an ab that never finishes
+        def argv(self, payload, percentiles, gnuplot, ab="ab"):
+            return ["sleep", marker]
+
+    h = HostSpec(sshd.host, user=sshd.user, port=sshd.port, key_filename=sshd.key, known_hosts=sshd.known_hosts)
+    b = SshBackend(Settings(state_dir=tmp_path / ".labkit"), persist=False, servers=[h], balancer=h, tester=h,
+                   root=str(tmp_path / "root"))
+    b._ab_ready = True  # no `command -v ab` (the fake does not need it)
+    cmd = HangingAb("http://127.0.0.1:9", 1, 1)
+    try:
+        with pytest.raises(CommandTimeout):
+            b.run_ab(cmd, timeout=1)
+        deadline = time.monotonic() + 8
+        while _running(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _running(marker) == []
+
+        class Stub:  # what measure needs of a backend; run_ab hangs on a host
+            name, cpu_limited = "ssh", True
+
+            def run_ab(self, command, timeout, progress=None):
+                raise CommandTimeout("tester-0", "ab ...", 124, "timed out after 1 s")
+
+            def __getattr__(self, name):  # settle(), cpu_seconds_by_role(), machine types...
+                return {"settle": lambda *a, **k: 0.0, "warm_up": lambda *a, **k: None,
+                        "cpu_seconds_by_role": lambda *a, **k: {}}.get(name)
+
+        row = measure(Stub(), AbCommand("http://127.0.0.1:9", 1, 1), retries=1, timeout=1, retry_delay=0)
+        assert row.aborted and row.attempts == 2 and "did not finish" in row.abort_reason
+    finally:
+        b.close()
+
+
+def test_a_stale_pid_file_is_not_signalled_when_its_pid_belongs_to_a_newer_process(conn, tmp_path):
+    import os
+    import time
+
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        pidfile = tmp_path / "old.pid"
+        pidfile.write_text(f"{victim.pid}\n")
+        hour_ago = time.time() - 3600
+        os.utime(pidfile, (hour_ago, hour_ago))  # written long before this process started
+        assert conn.pid_in_file(str(pidfile)) is None
+        conn.stop_pidfile(str(pidfile))
+        assert victim.poll() is None and not pidfile.exists()  # removed, nobody signalled
+        pidfile.write_text(f"{victim.pid}\n")  # the file of this very process
+        assert conn.pid_in_file(str(pidfile)) == victim.pid
+        assert conn.pid_in_file(str(pidfile), expect="nginx") is None  # not the program expected
+        conn.stop_pidfile(str(pidfile), expect="sleep")
+        assert victim.wait(10) is not None and not pidfile.exists()
+        conn.stop_pidfile(str(pidfile))  # a missing file is fine
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+
+
+def test_mktemp_makes_a_random_0600_file(conn):
+    import os
+    import stat
+
+    a, b = conn.mktemp("labkit-nginx"), conn.mktemp("labkit-nginx")
+    try:
+        assert a != b and a.startswith("/tmp/labkit-nginx.") and len(a) > len("/tmp/labkit-nginx.") + 6
+        assert stat.S_IMODE(os.stat(a).st_mode) == 0o600 and os.path.getsize(a) == 0
+    finally:
+        conn.run(f"rm -f {a} {b}")
+    with pytest.raises(ValueError):
+        conn.mktemp("x; rm -rf /")
