@@ -42,20 +42,55 @@ def _compute_v1():
     return compute_v1
 
 
+class ConflictError(CloudError):
+    """An insert answered 409: the name is taken (``owner`` is the labkit run that has it, if any)."""
+
+    def __init__(self, message: str, name: str = "", owner: str | None = None):
+        super().__init__(message)
+        self.name, self.owner = name, owner
+
+
+def _endpoint_of(client_options) -> str | None:
+    if client_options is None:
+        return None
+    if isinstance(client_options, dict):
+        return client_options.get("api_endpoint")
+    return getattr(client_options, "api_endpoint", None)
+
+
+def check_endpoint(endpoint: str, credentials=None):
+    """The credentials allowed for ``endpoint`` (design §10, issue 15 item 10).
+
+    Real credentials go only to ``https://*.googleapis.com``; a loopback endpoint (an
+    emulator or the tests' stub, http or https) gets anonymous credentials and
+    nothing else; any other endpoint is refused, so no token is ever sent elsewhere.
+    """
+    from google.auth.credentials import AnonymousCredentials
+
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    host = (parts.hostname or "").lower()
+    if _is_loopback(host):
+        if credentials is not None and not isinstance(credentials, AnonymousCredentials):
+            raise ConfigError(f"Compute endpoint {endpoint} is on loopback: it gets anonymous credentials only")
+        return AnonymousCredentials()
+    if parts.scheme == "https" and (host == "googleapis.com" or host.endswith(".googleapis.com")):
+        return credentials
+    raise ConfigError(f"Compute endpoint {endpoint}: credentials are only sent to https://*.googleapis.com; "
+                      "an emulator must listen on loopback (e.g. http://127.0.0.1:PORT)")
+
+
 class Compute:
     """The Compute API clients one run uses, built from Application Default Credentials
     unless ``credentials`` (and, for tests, ``client_options``) are given; ``endpoint``
-    (``settings.gcp_api_endpoint``) replaces the API's address."""
+    (``settings.gcp_api_endpoint``) replaces the API's address (see :func:`check_endpoint`)."""
 
     def __init__(self, credentials=None, client_options=None, transport: str = "rest", endpoint: str | None = None):
         compute_v1 = _compute_v1()
         if client_options is None and endpoint:
             client_options = {"api_endpoint": endpoint}
-            if credentials is None and endpoint.startswith("http://"):
-                _check_loopback(endpoint)
-                from google.auth.credentials import AnonymousCredentials
-
-                credentials = AnonymousCredentials()
+        target = _endpoint_of(client_options)
+        if target:
+            credentials = check_endpoint(target, credentials)
         if credentials is None:
             import google.auth
 
@@ -69,6 +104,7 @@ class Compute:
         self.instances = compute_v1.InstancesClient(**kw)
         self.images = compute_v1.ImagesClient(**kw)
         self.firewalls = compute_v1.FirewallsClient(**kw)
+        self.zones = compute_v1.ZonesClient(**kw)
         # The clients poll their operations through operations clients they build themselves,
         # without our client_options (so a stub endpoint would be bypassed). Hand them ones
         # built like the others; with default options this changes nothing.
@@ -80,14 +116,11 @@ class Compute:
                 services.update(ops)
 
 
-def _check_loopback(endpoint: str) -> None:
-    host = urllib.parse.urlsplit(endpoint).hostname or ""
+def _is_loopback(host: str) -> bool:
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(f"Compute endpoint {endpoint}: a plain-http endpoint must be on loopback; use https://")
+        return False
 
 
 # -- errors and waiting -------------------------------------------------------------
@@ -104,9 +137,19 @@ def _error_text(exc: BaseException) -> str:
     return " ".join(parts)
 
 
-def translate(exc: BaseException, what: str, zone: str | None = None) -> CloudError:
+SERVICE_DISABLED_MARKERS = ("SERVICE_DISABLED", "accessNotConfigured", "has not been used in project")
+
+
+def translate(exc: BaseException, what: str, zone: str | None = None, project: str | None = None) -> CloudError:
     """Map a Compute API failure to an error whose message says what to do."""
-    text = _error_text(exc)
+    text = _error_text(exc) + " " + " ".join(str(d) for d in (getattr(exc, "details", None) or []))
+    if any(m in text for m in SERVICE_DISABLED_MARKERS):
+        p = project or "PROJECT"
+        return CloudError(f"{what}: the Compute Engine API is not enabled in project {p}: run "
+                          f"`gcloud services enable compute.googleapis.com --project {p}` (or enable it at "
+                          "https://console.cloud.google.com/apis/library/compute.googleapis.com), then retry")
+    if getattr(exc, "code", None) == 409 or "alreadyExists" in text or "already exists" in text:
+        return ConflictError(f"{what}: the name is already taken in this project ({text.strip()[:200]})")
     if any(m in text for m in QUOTA_MARKERS):
         return QuotaError(f"{what}: the project's quota is exhausted ({text.strip()[:300]}). Delete unused VMs "
                           "(`labkit gc`), use a smaller machine type or fewer nodes, or request more quota at "
@@ -138,7 +181,73 @@ def _call(fn, what: str, where: str | None = None, /, **kw):
     try:
         return fn(**kw)
     except gexc.GoogleAPICallError as e:
-        raise translate(e, what, where) from e
+        project = kw.get("project") or getattr(kw.get("request"), "project", None)
+        raise translate(e, what, where, project) from e
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether a CloudError says the resource does not exist (404)."""
+    cause = exc.__cause__
+    return getattr(cause, "code", None) == 404 or "was not found" in str(exc)
+
+
+def get_zone(c: Compute, project: str, zone: str):
+    """The zone ``zone`` of ``project`` (404 when there is no such zone; 403 when the API is off)."""
+    return _call(c.zones.get, f"zone {zone}", zone, project=project, zone=zone)
+
+
+def check_zones(c: Compute, project: str, zones: list[str]) -> list[str]:
+    """The zones of ``zones`` that exist (one read each, before anything is created).
+
+    Unknown ones are dropped with a warning; none known is one line of advice.
+    The first call also tells a project without the Compute API (one line, from translate).
+    """
+    known = []
+    for zone in zones:
+        try:
+            get_zone(c, project, zone)
+            known.append(zone)
+        except CloudError as e:
+            if not is_not_found(e):
+                raise
+            log.warning("zone %s does not exist in project %s; skipping it", zone, project)
+    if not known:
+        raise ConfigError(f"none of the zones {', '.join(zones)} exists: pick one from `gcloud compute zones "
+                          "list` (e.g. --zone us-central1-a,us-central1-b)")
+    return known
+
+
+def run_of(resource) -> str | None:
+    """The labkit run an instance, image or firewall rule belongs to (None: not labkit's)."""
+    labels = getattr(resource, "labels", None)
+    if labels is not None and LABEL_RUN_KEY in labels:
+        return labels[LABEL_RUN_KEY]
+    description = getattr(resource, "description", None)
+    if description:
+        return req.parse_firewall_description(description).get(LABEL_RUN_KEY)
+    return None
+
+
+LABEL_RUN_KEY = req.LABEL_RUN
+
+
+def get_resource(c: Compute, project: str, kind: str, name: str, zone: str | None = None):
+    """The instance, image or firewall rule ``name``."""
+    if kind == "instance":
+        return get_instance(c, project, zone, name)
+    if kind == "image":
+        return _call(c.images.get, f"get image {name}", project=project, image=name)
+    return _call(c.firewalls.get, f"get firewall {name}", project=project, firewall=name)
+
+
+def owner(c: Compute, project: str, kind: str, name: str, zone: str | None = None) -> str | None:
+    """The run that owns ``name`` ("" when it exists without a labkit label; None when it does not exist)."""
+    try:
+        return run_of(get_resource(c, project, kind, name, zone)) or ""
+    except CloudError as e:
+        if is_not_found(e):
+            return None
+        raise
 
 
 # -- one function per operation -------------------------------------------------------
@@ -169,6 +278,16 @@ def start_instance(c: Compute, project: str, zone: str, name: str):
 def delete_instance(c: Compute, project: str, zone: str, name: str):
     """Send the delete of ``name`` (its boot disk goes with it); return the operation."""
     return _call(c.instances.delete, f"delete {name}", zone, project=project, zone=zone, instance=name)
+
+
+def run_resources(c: Compute, project: str, run_id: str) -> list[tuple[str, str, str | None]]:
+    """``(kind, name, zone)`` of everything labelled with ``run_id`` (what `labkit down` finds by label)."""
+    found = [("instance", i.name, zone) for zone, i in list_labkit_instances(c, project)
+             if i.labels.get(req.LABEL_RUN) == run_id]
+    found += [("image", i.name, None) for i in list_labkit_images(c, project) if i.labels.get(req.LABEL_RUN) == run_id]
+    found += [("firewall", f.name, None) for f in list_labkit_firewalls(c, project)
+              if req.parse_firewall_description(f.description).get(req.LABEL_RUN) == run_id]
+    return found
 
 
 def list_labkit_instances(c: Compute, project: str) -> list[tuple[str, object]]:
@@ -230,34 +349,55 @@ def insert_firewall(c: Compute, project: str, body: dict):
 
 
 def create_instance(c: Compute, project: str, zones: list[str], make_body, timeout: float = 300.0,
-                    on_insert=None) -> str:
+                    on_insert=None, on_done=None) -> str:
     """Create one instance, moving to the next zone on a stock-out; return the zone used.
 
     ``on_insert(name, zone)`` is called just before each insert is sent, so the
-    caller can record the instance before it exists (and delete it if interrupted).
+    caller can record the instance before it exists (and delete it if interrupted);
+    ``on_done(name, zone, created)`` when that insert's outcome is known: ``created``
+    False means the instance does not exist (a failed insert: forget it), None that
+    the outcome is unknown (a wait that timed out: keep it recorded).
     """
     last = None
     for zone in zones:
         body = make_body(zone)
+        name = body["name"]
         if on_insert is not None:
-            on_insert(body["name"], zone)
+            on_insert(name, zone)
+        outcome = None
         try:
-            wait(insert_instance(c, project, zone, body), f"create {body['name']}", timeout, zone)
-            log.info("created %s in %s", body["name"], zone)
+            try:
+                op = insert_instance(c, project, zone, body)
+            except CloudError:
+                outcome = False  # the insert was refused: nothing was created
+                raise
+            try:
+                wait(op, f"create {name}", timeout, zone)
+                outcome = True
+            except CloudError as e:
+                outcome = False if "not done after" not in str(e) else None
+                raise
+            log.info("created %s in %s", name, zone)
             return zone
+        except ConflictError as e:
+            e.name = name
+            raise
         except StockoutError as e:
             log.warning("%s; trying the next zone", e)
             last = e
+        finally:
+            if on_done is not None:
+                on_done(name, zone, outcome)
     raise StockoutError(f"no capacity in any of {', '.join(zones)}: {last}")
 
 
 def create_instances(c: Compute, project: str, zones: list[str], makers: dict, timeout: float = 300.0,
-                     on_insert=None) -> dict:
+                     on_insert=None, on_done=None) -> dict:
     """Create several instances in parallel: ``makers`` maps name -> ``make_body(zone)``; returns name -> zone."""
     if not makers:
         return {}
     with ThreadPoolExecutor(max_workers=min(16, len(makers))) as pool:
-        futures = {name: pool.submit(create_instance, c, project, zones, mk, timeout, on_insert)
+        futures = {name: pool.submit(create_instance, c, project, zones, mk, timeout, on_insert, on_done)
                    for name, mk in makers.items()}
         out, errors = {}, []
         for name, f in futures.items():
@@ -266,8 +406,8 @@ def create_instances(c: Compute, project: str, zones: list[str], makers: dict, t
             except CloudError as e:
                 errors.append(e)
     if errors:
-        quota = [e for e in errors if isinstance(e, QuotaError)]
-        err = (quota or errors)[0]
+        first = [e for e in errors if isinstance(e, (ConflictError, QuotaError))]
+        err = (first or errors)[0]
         err.created = out  # what did get created, so the caller can delete it
         raise err
     return out

@@ -2,7 +2,17 @@
 
 Runs http.server in a thread on 127.0.0.1, records every request (method, path,
 query, JSON body) and answers like Compute: inserts return an operation that is
-DONE after ``delay`` seconds; errors can be injected per instance name.
+DONE after ``delay`` seconds; errors can be injected per instance name; an insert
+of a name that exists answers 409; ``insert_delay`` holds the insert's answer
+back (an insert "in flight"); ``known_zones`` are the zones that exist;
+``service_disabled`` answers every call with the real 403 SERVICE_DISABLED shape.
+
+With ``machines=SshMachines(...)`` every instance it creates is a real machine
+as far as SSH can tell: an OpenSSH ``sshd`` on the instance's own loopback
+address (127.S.N.k, port 22, which is both its internal and external IP), with
+its own host key published as guest attributes and the ``ssh-keys`` metadata as
+its authorized keys. ``stop`` kills what runs on that address (except sshd),
+``delete`` kills everything on it, sshd included (by PID).
 """
 
 from __future__ import annotations
@@ -10,17 +20,175 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+KNOWN_ZONES = ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f", "europe-west1-b")
+
+SERVICE_DISABLED = {"error": {
+    "code": 403,
+    "message": "Compute Engine API has not been used in project 123456789 before or it is disabled. Enable it by "
+               "visiting https://console.developers.google.com/apis/api/compute.googleapis.com/overview?project="
+               "123456789 then retry. If you enabled this API recently, wait a few minutes for the action to "
+               "propagate to our systems and retry.",
+    "errors": [{"message": "Compute Engine API has not been used in project 123456789 before or it is disabled.",
+                "domain": "usageLimits", "reason": "accessNotConfigured",
+                "extendedHelp": "https://console.developers.google.com"}],
+    "status": "PERMISSION_DENIED",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
+                 "domain": "googleapis.com",
+                 "metadata": {"service": "compute.googleapis.com", "consumer": "projects/123456789"}}]}}
+
+
+def _listener_pids(ip: str) -> set[int]:
+    """PIDs holding a TCP socket bound to ``ip`` (read from /proc: listening or connected)."""
+    want = "".join(f"{int(o):02X}" for o in reversed(ip.split(".")))
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1].split(":")[0] == want:
+                inodes.add(cols[9])
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    pids.add(int(pid))
+                    break
+        except OSError:
+            continue
+    return pids - {os.getpid()}
+
+
+def _kill(pids) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 3
+        while any(os.path.exists(f"/proc/{p}") and _state(p) not in ("Z", None) for p in pids) \
+                and time.time() < deadline:
+            time.sleep(0.05)
+
+
+def _state(pid: int):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+class SshMachines:
+    """Instances as real sshd processes, one loopback address each (see the module docstring)."""
+
+    _nets = itertools.count(240)
+
+    def __init__(self, octet: int | None = None):
+        self.octet = octet if octet is not None else 1 + os.getpid() % 250
+        self.net = next(self._nets)
+        self._hosts = itertools.count(1)
+        self.dir = tempfile.mkdtemp(prefix="compute-stub-")
+        self.machines: dict[str, dict] = {}  # name -> {ip, pid, dir, proc, host_key}
+
+    def start(self, name: str, metadata: dict) -> dict:
+        ip = f"127.{self.octet}.{self.net}.{next(self._hosts)}"
+        d = os.path.join(self.dir, name)
+        os.makedirs(d, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/host_ed25519"],
+                       check=True, capture_output=True)
+        keys = [v.split(":", 1)[1] for item in metadata.get("items", []) if item["key"] == "ssh-keys"
+                for v in item["value"].splitlines() if ":" in v]
+        with open(f"{d}/authorized_keys", "w") as f:
+            f.write("".join(k.strip() + "\n" for k in keys))
+        os.chmod(f"{d}/authorized_keys", 0o600)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        with open(f"{d}/sshd_config", "w") as f:
+            f.write(f"""ListenAddress {ip}:22
+HostKey {d}/host_ed25519
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+MaxSessions 50
+MaxStartups 50:30:100
+LogLevel ERROR
+""")
+        log = open(f"{d}/sshd.log", "wb")
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", f"{d}/sshd_config"], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection((ip, 22), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"sshd for {name} did not start: {open(f'{d}/sshd.log').read()}")
+                time.sleep(0.05)
+        with open(f"{d}/host_ed25519.pub") as f:
+            host_key = " ".join(f.read().split()[:2])
+        self.machines[name] = {"ip": ip, "pid": proc.pid, "proc": proc, "dir": d, "host_key": host_key}
+        return self.machines[name]
+
+    def stop(self, name: str) -> None:
+        """A stopped VM runs nothing: kill what holds its address, but keep sshd (it "boots" again)."""
+        m = self.machines.get(name)
+        if m:
+            _kill(_listener_pids(m["ip"]) - {m["pid"]})
+
+    def delete(self, name: str) -> None:
+        m = self.machines.pop(name, None)
+        if m is None:
+            return
+        _kill({m["pid"]})
+        m["proc"].wait(5)
+        _kill(_listener_pids(m["ip"]))
+        shutil.rmtree(m["dir"], ignore_errors=True)
+
+    def close(self) -> None:
+        for name in list(self.machines):
+            self.delete(name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def leftovers(self) -> dict[str, set[int]]:
+        """Per address this stub ever handed out: PIDs still holding a socket on it (should be none)."""
+        out = {}
+        for k in range(1, 64):
+            ip = f"127.{self.octet}.{self.net}.{k}"
+            pids = _listener_pids(ip)
+            if pids:
+                out[ip] = pids
+        return out
 
 P = r"/compute/v1/projects/(?P<project>[^/]+)"
 
 
 class ComputeStub:
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, machines: SshMachines | None = None):
         self.delay = delay
+        self.machines = machines
+        self.insert_delay = 0.0  # seconds an instance insert's answer is held back (outside the lock)
+        self.known_zones = set(KNOWN_ZONES)
+        self.service_disabled = False
         self.requests: list[dict] = []
         self.instances: dict[str, dict] = {}  # name -> resource (with "zone")
         self.images: dict[str, dict] = {}
@@ -44,6 +212,8 @@ class ComputeStub:
                 raw = self.rfile.read(n) if n else b""
                 body = json.loads(raw) if raw else None
                 query = dict(urllib.parse.parse_qsl(url.query))
+                if self.command == "POST" and url.path.endswith("/instances") and stub.insert_delay:
+                    time.sleep(stub.insert_delay)
                 with stub._lock:
                     stub.requests.append({"method": self.command, "path": url.path, "query": query, "body": body})
                     try:
@@ -71,6 +241,15 @@ class ComputeStub:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+        if self.machines is not None:
+            self.machines.close()
+
+    def count(self) -> int:
+        """How many Compute API calls were made."""
+        return len(self.requests)
+
+    def empty(self) -> bool:
+        return not (self.instances or self.images or self.firewalls)
 
     # -- helpers --
 
@@ -106,6 +285,13 @@ class ComputeStub:
                                "errors": [{"reason": "notFound", "message": f"The resource '{what}' was not found"}]}}
 
     def route(self, method, path, query, body):
+        if self.service_disabled:
+            return 403, SERVICE_DISABLED
+        m = re.fullmatch(P + r"/zones/(?P<zone>[^/]+)", path)
+        if m:
+            if m["zone"] not in self.known_zones:
+                return self._not_found(f"projects/{m['project']}/zones/{m['zone']}")
+            return 200, {"kind": "compute#zone", "name": m["zone"], "status": "UP"}
         m = re.fullmatch(P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)(?P<wait>/wait)?", path)
         if m or (m := re.fullmatch(P + r"/global/operations/(?P<op>[^/]+)(?P<wait>/wait)?", path)):
             op = self.ops.get(m["op"])
@@ -124,6 +310,8 @@ class ComputeStub:
             if not m:
                 continue
             if method == "POST":
+                if body["name"] in store:
+                    return self._exists(f"projects/{m['project']}/global/{coll}/{body['name']}")
                 store[body["name"]] = dict(body)
                 return self._op(m["project"], None, body["name"])
             if m["name"] is None:
@@ -136,7 +324,17 @@ class ComputeStub:
             return 200, store[m["name"]]
         return self._not_found(path)
 
+    @staticmethod
+    def _exists(what):
+        msg = f"The resource '{what}' already exists"
+        return 409, {"error": {"code": 409, "message": msg, "errors": [
+            {"domain": "global", "reason": "alreadyExists", "message": msg}]}}
+
     def _instances(self, method, project, zone, name, verb, query, body):
+        if zone not in self.known_zones:
+            return self._not_found(f"projects/{project}/zones/{zone}")
+        if name is None and method == "POST" and body["name"] in self.instances:
+            return self._exists(f"projects/{project}/zones/{zone}/instances/{body['name']}")
         if name is None and method == "POST":
             failure = self.fail.get((body["name"], zone)) or self.fail.get((body["name"], "*"))
             if failure == "quota":
@@ -147,8 +345,11 @@ class ComputeStub:
                 return self._op(project, zone, body["name"], error="stockout")
             n = next(self._ids)
             inst = dict(body, zone=zone, status="RUNNING", id=str(n))
-            inst["networkInterfaces"] = [dict(nic, networkIP=f"10.128.0.{n}", accessConfigs=[
-                dict(ac, natIP="127.0.0.1") for ac in nic.get("accessConfigs", [])]) for nic in body.get("networkInterfaces", [])]
+            internal, external = f"10.128.0.{n}", "127.0.0.1"
+            if self.machines is not None:
+                internal = external = self.machines.start(body["name"], body.get("metadata", {}))["ip"]
+            inst["networkInterfaces"] = [dict(nic, networkIP=internal, accessConfigs=[
+                dict(ac, natIP=external) for ac in nic.get("accessConfigs", [])]) for nic in body.get("networkInterfaces", [])]
             self.instances[body["name"]] = inst
             return self._op(project, zone, body["name"])
         if name is None:
@@ -157,12 +358,17 @@ class ComputeStub:
         if inst is None or inst["zone"] != zone:
             return self._not_found(name)
         if verb == "getGuestAttributes":
+            keys = [self.machines.machines[name]["host_key"]] if self.machines is not None else self.host_keys
             return 200, {"queryPath": query.get("queryPath"), "queryValue": {"items": [
-                {"namespace": "hostkeys", "key": k.split()[0], "value": k.split()[1]} for k in self.host_keys]}}
+                {"namespace": "hostkeys", "key": k.split()[0], "value": k.split()[1]} for k in keys]}}
         if verb in ("stop", "start"):
             inst["status"] = "TERMINATED" if verb == "stop" else "RUNNING"
+            if verb == "stop" and self.machines is not None:
+                self.machines.stop(name)
             return self._op(project, zone, name, kind=verb)
         if method == "DELETE":
             del self.instances[name]
+            if self.machines is not None:
+                self.machines.delete(name)
             return self._op(project, zone, name, kind="delete")
         return 200, inst

@@ -95,33 +95,53 @@ def test_five_instances_created_in_parallel(tmp_path):
         assert sorted(stub.instances) == [f"restserver-{i}" for i in range(5)]
 
 
-def test_up_without_deploy_creates_handout_resources_and_down_deletes_them(stub, tmp_path):
+def test_up_without_deploy_grows_the_handouts_way_and_down_deletes_all(stub, tmp_path):
     b = _backend(stub, tmp_path, key_dir=str(tmp_path / "keys"), deploy=False)
-    b.up(ClusterSpec(nodes=2, port=80))
-    assert sorted(stub.instances) == ["loadbalancer-0", "restserver-0", "restserver-1", "tester-0"]
-    assert list(stub.images) == ["lab02-restserver"]
-    assert stub.images["lab02-restserver"]["sourceDisk"] == f"zones/{ZONE}/disks/restserver-0"
-    assert stub.instances["restserver-1"]["disks"][0]["initializeParams"]["sourceImage"] == \
-        f"projects/{PROJECT}/global/images/lab02-restserver"
-    assert stub.instances["loadbalancer-0"]["tags"]["items"] == ["http-server", "labkit-balancer"]
-    stops = [r["path"] for r in stub.requests if r["path"].endswith("/stop")]
-    assert stops == [f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances/restserver-0/stop"]
+    b.up(ClusterSpec(nodes=1, port=80))
+    assert sorted(stub.instances) == ["restserver-0", "tester-0"]  # no balancer, no image for one node
+    assert stub.images == {}
     fw = stub.firewalls
     assert sorted(fw) == ["labkit-run1-http", "labkit-run1-servers", "labkit-run1-ssh"]
     assert fw["labkit-run1-http"]["targetTags"] == ["http-server"]
     assert fw["labkit-run1-servers"]["sourceTags"] == ["labkit-balancer", "labkit-tester"]
     assert fw["labkit-run1-servers"]["targetTags"] == ["labkit-server"]
     assert fw["labkit-run1-servers"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["80"]}]
+
+    b.scale(2)  # the balancer when nodes first exceed 1; restserver-1 from the run's image
+    assert sorted(stub.instances) == ["loadbalancer-0", "restserver-0", "restserver-1", "tester-0"]
+    assert list(stub.images) == ["lab02-restserver-run1"]  # the image name carries the run id
+    assert stub.images["lab02-restserver-run1"]["sourceDisk"] == f"zones/{ZONE}/disks/restserver-0"
+    assert stub.instances["restserver-1"]["disks"][0]["initializeParams"]["sourceImage"] == \
+        f"projects/{PROJECT}/global/images/lab02-restserver-run1"
+    assert stub.instances["loadbalancer-0"]["tags"]["items"] == ["http-server", "labkit-balancer"]
+    assert b.ssh.balancer.name == "loadbalancer-0" and len(b.ssh.servers) == 2
+
+    b.scale(5)  # a sweep to 5 nodes after up --nodes 1: clones from the same image
+    assert sorted(n for n in stub.instances if n.startswith("restserver-")) == [f"restserver-{i}" for i in range(5)]
+    stops = [r["path"] for r in stub.requests if r["path"].endswith("/stop")]
+    assert stops == [f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances/restserver-0/stop"], "imaged once"
+    assert len([r for r in stub.requests if r["method"] == "POST" and r["path"].endswith("/global/images")]) == 1
     # SSH goes to the external IP with the host key from guest attributes pinned
-    assert b.ssh.servers[1].host_key == tuple(stub.host_keys)
-    assert b.ssh.servers[1].address.startswith("10.128.0.")
+    assert b.ssh.servers[4].host_key == tuple(stub.host_keys)
+    assert b.ssh.servers[4].address.startswith("10.128.0.")
     assert any(r["query"].get("queryPath") == "hostkeys/" for r in stub.requests)
-    with pytest.raises(ConfigError, match="this run has 2 servers"):
-        b.scale(3)
+
+    before = len(stub.instances)
+    b.scale(2)  # shrinking leaves the machines up until down
+    assert len(stub.instances) == before
     down = b.down()
-    assert down["backend"] == "gcp" and down["left"] == [] and "instance restserver-1" in down["stopped"]
+    assert down["backend"] == "gcp" and down["left"] == [] and "instance restserver-4" in down["stopped"]
     assert stub.instances == {} and stub.images == {} and stub.firewalls == {}
     assert b.down() == {"backend": "gcp", "stopped": [], "left": []}  # safe twice
+
+
+def test_up_with_two_nodes_creates_the_balancer_with_the_first_machines(stub, tmp_path):
+    b = _backend(stub, tmp_path, key_dir=str(tmp_path / "keys"), deploy=False)
+    b.up(ClusterSpec(nodes=2, port=80))
+    first = [r["body"]["name"] for r in stub.requests if r["method"] == "POST" and r["path"].endswith("/instances")]
+    assert set(first[:3]) == {"restserver-0", "tester-0", "loadbalancer-0"} and first[3:] == ["restserver-1"]
+    b.down()
+    assert stub.empty()
 
 
 def test_failed_up_deletes_what_it_created(stub, tmp_path):
@@ -159,11 +179,18 @@ def test_plan_is_offline_and_complete():
     assert methods.count("instances.insert") == 5 and methods.count("firewalls.insert") == 3
     assert methods.index("instances.stop") < methods.index("images.insert") < methods.index("instances.start")
     clone = p["requests"][-1]["body"]
-    assert clone["disks"][0]["initializeParams"]["sourceImage"] == f"projects/{PROJECT}/global/images/lab02-restserver"
+    assert p["image"] == "lab02-restserver-abc"
+    assert clone["disks"][0]["initializeParams"]["sourceImage"] == \
+        f"projects/{PROJECT}/global/images/lab02-restserver-abc"
     assert clone["labels"] == {"labkit-run": "abc", "labkit-expires": p["expires"]}
-    # 4 e2-small + 1 e2-small tester at 0.01675/h, plus 5 x 10 GB pd-standard
-    assert p["cost"]["instances_per_hour"] == pytest.approx(5 * 0.01675)
-    assert p["cost"]["disks_per_hour"] == pytest.approx(5 * 10 * 0.04 / 730, rel=1e-3)
+    # 4 e2-small + 1 e2-small tester at 0.01675/h, 5 x 10 GB pd-standard, 5 external IPv4 at 0.005/h
+    cost = p["cost"]
+    assert cost["instances_per_hour"] == pytest.approx(5 * 0.01675)
+    assert cost["disks_per_hour"] == pytest.approx(5 * 10 * 0.04 / 730, rel=1e-3)
+    assert cost["external_ipv4_per_hour"] == pytest.approx(5 * 0.005)
+    assert cost["total_per_hour"] == pytest.approx(cost["instances_per_hour"] + cost["disks_per_hour"]
+                                                   + cost["external_ipv4_per_hour"], abs=1e-6)
+    assert set(cost["prices_as_of"]) == {"machine types", "pd-standard disks", "external IPv4"}
     json.dumps(p)  # JSON-serialisable as is
     single = req.plan(PROJECT, ZONE, 1, run_id="abc")
     assert single["instances"] == ["restserver-0", "tester-0"] and single["image"] is None
