@@ -40,7 +40,10 @@ _EXPORTS = {
     "mean_latency_chart": "plots", "percentiles_chart": "plots", "sla_heatmap": "plots",
     "throughput_chart": "plots", "vertical_chart": "plots", "save_chart": "plots",
     "reanalysis_csv": "reanalysis", "describe_results": "reanalysis",
+    "provenance_text": "reanalysis", "ReanalysisDashboard": "reanalysis",
     "SlaExplorer": "widgets",
+    # the capacity model and the bottleneck (design §8)
+    "capacity_answer": "capacity", "part2_accepts": "capacity", "role_utilisation_chart": "plots_roles",
 }
 #: Names whose module attribute is called something else.
 _RENAMED = {"get_profile": "get"}
