@@ -31,6 +31,8 @@ _EXPORTS = {
     # the handout's questions and their answers (01, 02, 04)
     "PART1_SLA": "handout", "PART2_SLA": "handout", "PART2_USERS": "handout", "handout_spec": "handout",
     "UNANSWERED": "handout", "require_answer": "handout", "answers": "handout",
+    # the autograder's hidden checks (01, 02): the answers against the student's own CSV
+    "check_part1": "grading", "check_part2": "grading",
     "load_handout": "handout", "tables_by_nodes": "handout", "part2_from_report": "handout",
     "justify_part1": "handout", "justify_part2": "handout",
     # analysis
