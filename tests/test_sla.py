@@ -144,3 +144,69 @@ def test_mixed_configurations_are_warned(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="labkit"):
         point_table(df, PART1)
     assert "mix several configurations" in caplog.text
+
+
+def test_point_status_from_rows(tmp_path):
+    """refused = every response non-2xx; errors = some; aborted wins over all; ok only when every repeat is."""
+    from labkit.sla import point_status
+
+    rows = [make_row(1, 10),
+            make_row(1, 20, failed=4, non_2xx=3),
+            make_row(2, 20, non_2xx=1000, failed=999, mean=2.0),  # nginx with no live server: fast 502s
+            make_row(1, 50, aborted=True),
+            make_row(1, 100), make_row(1, 100, non_2xx=1000),  # a refused repeat
+            make_row(1, 200), make_row(1, 200, aborted=True), make_row(1, 200, non_2xx=5)]
+    df = load(tmp_path, rows)
+    by_point = {k: point_status(g) for k, g in df.groupby(["nodes", "concurrency"])}
+    assert by_point == {(1, 10): "ok", (1, 20): "errors", (2, 20): "refused", (1, 50): "aborted",
+                        (1, 100): "refused", (1, 200): "aborted"}
+    table = point_table(df, "max<=100000")
+    assert table["status"].tolist() == ["ok", "errors", "aborted", "refused", "aborted", "refused"]
+    assert table["meets"].tolist() == [True, False, False, False, False, False]  # a non-ok point never meets
+    refused = table[(table["nodes"] == 2)].iloc[0]
+    assert refused["reason"] == ("refused: all 1000 responses non-2xx (the balancer had no live server; "
+                                 "not a measurement of the service)")
+    assert max_concurrency(df, "max<=100000") == {1: 10, 2: None}
+
+
+def test_reasons_in_words(tmp_path):
+    rows = [
+        # only max fails, p99 holds: one slow request, and 1,041 ms is a SYN retransmission
+        make_row(2, 10, mean=60.0, p98=80.0, max_ms=1041.0, p99_ms=95.0),
+        # max fails with mean: no "one slow request"
+        make_row(2, 20, mean=400.0, p98=500.0, max_ms=1500.0),
+        # connect mean near 3 s: SYN retransmissions
+        make_row(2, 50, mean=250.0, p98=600.0, max_ms=900.0, connect_mean_ms=3050.0),
+    ]
+    table = point_table(load(tmp_path, rows), "max<=1000 mean<300 p98<400")
+    assert table["reason"].tolist() == [
+        "max 1041 > 1000: one slow request (p99 95 ms); 1041 ms ≈ 1 s: a SYN retransmission (the listen "
+        "backlog was full); max 1041 ms, 4 % over 1000: a repeat may decide differently",
+        "max 1500 > 1000; mean 400 >= 300; p98 500 >= 400",
+        "p98 600 >= 400; connect mean 3050 ms ≈ 3 s: SYN retransmissions (the listen backlog was full)",
+    ]
+
+
+def test_borderline_points(tmp_path):
+    rows = [make_row(1, 10, mean=150.0, p98=200.0, max_ms=400.0),   # 25 % under: clear
+            make_row(1, 20, mean=195.0, p98=250.0, max_ms=500.0),   # mean 2.5 % under 200
+            make_row(1, 50, mean=206.0, p98=280.0, max_ms=600.0),   # mean 3 % over 200
+            make_row(1, 100, mean=260.0, p98=290.0, max_ms=700.0),  # mean 30 % over: clear
+            make_row(1, 200, mean=205.0, p98=450.0, max_ms=800.0)]  # p98 50 % over: not borderline
+    table = point_table(load(tmp_path, rows), PART1)
+    assert table["borderline"].tolist() == [
+        "", "mean 195 ms, 2 % under 200: a repeat may decide differently",
+        "mean 206 ms, 3 % over 200: a repeat may decide differently", "", ""]
+    assert table["reason"].tolist()[2] == "mean 206 >= 200; mean 206 ms, 3 % over 200: a repeat may decide differently"
+    assert table["reason"].tolist()[1] == ""  # it meets; the borderline column says how narrowly
+
+
+def test_max_concurrency_on_given_levels(tmp_path):
+    from labkit.profiles import HANDOUT_CONCURRENCY
+    from labkit.sla import max_concurrency_of_table
+
+    means = {10: 50.0, 20: 80.0, 35: 150.0, 42: 190.0, 46: 210.0, 50: 220.0}  # 35, 42, 46: probes
+    df = load(tmp_path, [make_row(1, c, mean=m, p98=m, max_ms=m) for c, m in means.items()])
+    table = point_table(df, PART1)
+    assert max_concurrency_of_table(table) == {1: 42}
+    assert max_concurrency_of_table(table, HANDOUT_CONCURRENCY) == {1: 20}
