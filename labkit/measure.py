@@ -6,6 +6,12 @@ The handout's advice for ab's ``apr_pollset_poll: The timeout specified has expi
 errors, ``Too many open files``, or no report at all) and, when every attempt aborted,
 returns an *aborted* record holding what ab did report -- so a sweep never crashes on a
 bad level and never silently skips one (design §6).
+
+Each attempt measures the system it names, not the backlog of the one before (design §6):
+it first waits for the lab to be idle (:meth:`Backend.settle`, recorded as ``settle_s``),
+and the CPU every role used during ab's run is read around it
+(:meth:`Backend.cpu_seconds_by_role`: ``server_cpu_s``, ``balancer_cpu_s``, ``tester_cpu_s``,
+design §7) together with the balancer's and the tester's machine types.
 """
 
 from __future__ import annotations
@@ -48,20 +54,38 @@ def abort_of(run: AbRun) -> dict | None:
     return abort
 
 
+def _cpu_by_role(backend) -> dict:
+    read = getattr(backend, "cpu_seconds_by_role", None)  # a bare test double may only run ab
+    return (read() if read is not None else None) or {}
+
+
+def _used(before: dict, after: dict, role: str) -> float | None:
+    b, a = before.get(role), after.get(role)
+    return None if a is None or b is None else max(0.0, a - b)
+
+
 def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: float | None = None,
-            retry_delay: float = 1.0, progress=None) -> Measurement:
+            retry_delay: float = 1.0, progress=None, *, settle: bool = True,
+            settle_timeout: float = 30.0) -> Measurement:
     """Run ``command`` on ``backend`` and return its :class:`~labkit.record.Measurement`.
 
     Success: :func:`labkit.ab.measurement` of the report, the ``-e`` percentiles and the
     ``-g`` per-request times, with ``concurrency``, ``requests`` and ``attempts`` set.
-    Early exit: retried up to ``retries`` more times (a warning logged each time, after
-    ``retry_delay`` seconds so the server can drain its backlog); if every attempt
+    Early exit: retried up to ``retries`` more times (a warning logged each time, once the
+    lab settled, or after ``retry_delay`` seconds without settling); if every attempt
     aborted, an aborted record: ``aborted=True``, latency columns None, ``complete`` as
     ab reported it on the last attempt, ``attempts = retries + 1`` and ``abort_reason``.
     A run that outlives ``timeout`` (default :func:`default_timeout`) counts as an abort.
     The configuration fields (run, backend, machines, nodes) are the caller's to add.
 
     ``progress`` (optional) is passed to the backend to report ab's requests done.
+
+    With ``settle`` (the default) every attempt starts once the lab is idle
+    (:meth:`Backend.settle`, at most ``settle_timeout`` seconds; their sum is ``settle_s``)
+    instead of after ``retry_delay``. The CPU columns hold what each role used during the
+    returned attempt's ab run (None where the backend cannot read a counter; the balancer's
+    None with one node), and ``cpu_limited``, ``balancer_machine_type`` and
+    ``tester_machine_type`` what the backend says.
 
     Never raises for an ab abort; raises :class:`~labkit.errors.AbParseError` only when a
     run that looked successful printed a report that cannot be read.
@@ -70,24 +94,35 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
         raise ConfigError(f"retries must be a non-negative integer, not {retries!r}")
     timeout = default_timeout(command) if timeout is None else timeout
     abort: dict = {}
+    settled = 0.0 if settle else None
     for attempt in range(1, retries + 2):
+        if settle and getattr(backend, "settle", None) is not None:
+            settled += backend.settle(settle_timeout)
+        before = _cpu_by_role(backend)
         try:
             run = backend.run_ab(command, timeout, progress=progress)
         except (subprocess.TimeoutExpired, TimeoutError, CommandTimeout):  # hung, here or on a host
+            run = None
             abort = {"complete": 0, "reason": f"ab did not finish within {timeout:g}s", "kind": "hung"}
-        else:
+        after = _cpu_by_role(backend)
+        context = dict(settle_s=settled, cpu_limited=getattr(backend, "cpu_limited", None),
+                       balancer_machine_type=getattr(backend, "balancer_machine_type", None),
+                       tester_machine_type=getattr(backend, "tester_machine_type", None),
+                       server_cpu_s=_used(before, after, "server"), balancer_cpu_s=_used(before, after, "balancer"),
+                       tester_cpu_s=_used(before, after, "tester"))
+        if run is not None:
             found = abort_of(run)
             if found is None:
                 pct = ab_parse.parse_percentiles(run.percentiles_csv) if run.percentiles_csv else None
                 gp = ab_parse.parse_gnuplot(run.gnuplot_tsv) if run.gnuplot_tsv else None
                 return measurement(ab_parse.parse_report(run.stdout), pct, gp).replace(
-                    concurrency=command.concurrency, requests=command.requests, attempts=attempt)
+                    concurrency=command.concurrency, requests=command.requests, attempts=attempt, **context)
             abort = found
         if attempt <= retries:
             log.warning("ab aborted at concurrency %d (attempt %d of %d): %s; retrying",
                         command.concurrency, attempt, retries + 1, abort["reason"])
-            if retry_delay > 0:
+            if retry_delay > 0 and not settle:  # settling waits for the backlog to drain instead
                 time.sleep(retry_delay)
     log.warning("ab aborted at concurrency %d in all %d attempts; recording an aborted row: %s",
                 command.concurrency, retries + 1, abort["reason"])
-    return aborted_measurement(abort, command).replace(attempts=retries + 1)
+    return aborted_measurement(abort, command).replace(attempts=retries + 1, **context)

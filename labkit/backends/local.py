@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 
 from .. import cgroups as cg
-from .. import machine_types, processes
+from .. import cpu_accounting, machine_types, processes
 from ..errors import BackendError, ConfigError, MissingToolError
 from ..loadbalancer import LocalNginx
 from ..service import get_status, service_command, wait_until_up
@@ -84,10 +84,14 @@ def _communicate(proc: subprocess.Popen, timeout: float | None, progress) -> tup
     return b"".join(chunks["out"]), b"".join(chunks["err"])
 
 
+SERVING_TIMEOUT = 45.0  # s: servers idle and answering, then the balancer (nginx's fail_timeout is 10 s)
+
+
 class LocalBackend(Backend):
     """Servers, balancer and tester as cgroup-limited processes on loopback addresses."""
 
     name = "local"
+    warms_up = True
 
     def _new_state(self, net: str | None = None, balancer_machine_type: str | None = None,
                    tester_machine_type: str | None = None) -> dict:
@@ -119,6 +123,7 @@ class LocalBackend(Backend):
     def _runtime(self) -> None:
         self._cgroups: cg.Cgroups | None = None
         self._popen: dict[str, subprocess.Popen] = {}
+        self._ab_cpu = 0.0  # ab's CPU seconds from its rusage, where the tester has no cgroup
 
     # -- addresses and bookkeeping -------------------------------------------------
     @property
@@ -221,6 +226,8 @@ class LocalBackend(Backend):
             for role in booting:
                 self._groups().set_cpu(f"labkit/{self.run_id}/{role}", vcpu)
         self._configure_balancer(spec)
+        if spec.nodes == 1:  # the tester talks to the server: it must be idle and answering
+            self._wait_servers(spec, time.monotonic() + SERVING_TIMEOUT)
         log.info("local lab up: %d x %s (%s, %d workers) at %s, cgroups %s", spec.nodes,
                  spec.machine_type, spec.server, spec.workers, self.url, self._state["cgroups"])
 
@@ -239,19 +246,49 @@ class LocalBackend(Backend):
         else:
             self._start(role, nginx.argv(), dict(os.environ), self._state["balancer_machine_type"])
             nginx.wait_listening()
-        self._wait_round_robin(spec)
+        deadline = time.monotonic() + SERVING_TIMEOUT
+        self._wait_servers(spec, deadline)
+        self._wait_round_robin(spec, deadline)
 
-    def _wait_round_robin(self, spec: ClusterSpec, timeout: float = 15.0) -> None:
-        """Wait until the balancer answers from exactly the expected nodes (a reload is asynchronous)."""
+    def _wait_servers(self, spec: ClusterSpec, deadline: float) -> None:
+        """Wait until the machines are idle (a point before may have left a backlog) and every
+        server answers ``/status`` directly; a one-line BackendError naming the one that does not."""
+        self.settle(timeout=max(1.0, min(30.0, deadline - time.monotonic())))
+        for i in range(spec.nodes):
+            role = f"restserver-{i}"
+            url = f"http://{self.address(role)}:{spec.port}"
+            try:
+                wait_until_up(url, timeout=max(1.0, deadline - time.monotonic()))
+            except BackendError as exc:
+                alive = "running" if (rec := self._record(role)) and rec.alive() else "not running"
+                raise BackendError(f"{role} ({alive}) does not answer at {url}: {exc}") from None
+
+    def _wait_round_robin(self, spec: ClusterSpec, deadline: float) -> None:
+        """Wait until the balancer answers from exactly the expected nodes.
+
+        A reload is asynchronous, and after a point that overloaded the servers nginx keeps
+        them marked down for its ``fail_timeout`` and answers 502 meanwhile: both are waited
+        out until ``deadline``; then a one-line BackendError says what the balancer answered.
+        """
         want = {f"restserver-{i}" for i in range(spec.nodes)}
-        deadline = time.monotonic() + timeout
         seen: set[str] = set()
-        while time.monotonic() < deadline:
-            seen = {get_status(self.url)["node"] for _ in range(2 * spec.nodes)}
-            if seen == want:
+        last = "nothing yet"
+        while True:
+            seen, failed = set(), None
+            for _ in range(2 * spec.nodes):
+                try:
+                    seen.add(get_status(self.url, timeout=max(0.5, min(5.0, deadline - time.monotonic())))["node"])
+                except (OSError, ValueError) as exc:
+                    failed = str(exc)
+                    break
+            if failed is None and seen == want:
                 return
-            time.sleep(0.1)
-        raise BackendError(f"the balancer answers from {sorted(seen)}, expected {sorted(want)}")
+            last = failed or f"from {sorted(seen)}"
+            if time.monotonic() >= deadline:
+                raise BackendError(f"loadbalancer-0 at {self.url} still answers {last} after {SERVING_TIMEOUT:.0f} s "
+                                   f"(expected answers from {', '.join(sorted(want))}); `labkit status` shows each "
+                                   "server, `labkit down` then `labkit up` starts afresh")
+            time.sleep(0.2)
 
     def _log_tail(self, role: str) -> str:
         path = self.run_dir / "logs" / f"{role}.log"
@@ -282,6 +319,7 @@ class LocalBackend(Backend):
             want = AB_NOFILE if hard == resource.RLIM_INFINITY else min(AB_NOFILE, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(real, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=preexec, cwd=workdir)
         self._state["processes"][role] = dataclasses.asdict(processes.ProcessRecord(
@@ -300,6 +338,9 @@ class LocalBackend(Backend):
                 processes.terminate(self._record(role), grace=1)
             self._state["processes"].pop(role, None)
             self._save()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # ab was reaped just now
+            self._ab_cpu += max(0.0, (after.ru_utime + after.ru_stime)
+                                - (children_before.ru_utime + children_before.ru_stime))
 
         def read(key):
             path = files[key]
@@ -336,6 +377,56 @@ class LocalBackend(Backend):
                 "spec": dataclasses.asdict(spec) if spec else None,
                 "url": self.url if spec else None, "cgroups": self._state["cgroups"],
                 "machines": machines}
+
+    # -- measurement hygiene (base.Backend.settle / cpu_seconds_by_role) ----------------
+    def _machine_cpu(self, role: str) -> float | None:
+        """``role``'s cumulative CPU seconds: its cgroup, or its process tree without cgroups."""
+        if self.cpu_limited:
+            try:
+                return self._groups().cpu_seconds(f"labkit/{self.run_id}/{role}")
+            except FileNotFoundError:
+                return None
+        rec = self._record(role)
+        return cpu_accounting.proc_tree_seconds(rec.pid) if rec else None
+
+    def _cpu_sample(self):
+        spec = self.spec
+        if spec is None:
+            return None
+        vcpu = machine_types.get(spec.machine_type).vcpu
+        sample = {f"server:restserver-{i}": (self._machine_cpu(f"restserver-{i}"), vcpu) for i in range(spec.nodes)}
+        if spec.nodes > 1:
+            sample["balancer:loadbalancer-0"] = (self._machine_cpu("loadbalancer-0"),
+                                                 machine_types.get(self._state["balancer_machine_type"]).vcpu)
+        return sample
+
+    def _tester_cpu_seconds(self) -> float | None:
+        if not self.cpu_limited:
+            return self._ab_cpu
+        try:
+            return self._groups().cpu_seconds(f"labkit/{self.run_id}/tester-0")
+        except FileNotFoundError:  # no ab has run yet: its group is made with the first
+            return 0.0
+
+    def _status_probes(self) -> dict:
+        spec = self._require_spec()
+
+        def probe(url):
+            def run(timeout: float) -> float:
+                t0 = time.monotonic()
+                get_status(url, timeout=timeout)
+                return time.monotonic() - t0
+            return run
+
+        return {f"restserver-{i}": probe(f"http://{self.address(f'restserver-{i}')}:{spec.port}")
+                for i in range(spec.nodes)}
+
+    def _balancer_type(self, spec: ClusterSpec) -> str:
+        return self._state["balancer_machine_type"]
+
+    @property
+    def tester_machine_type(self) -> str:
+        return self._state["tester_machine_type"]
 
     def cpu_seconds(self, role: str) -> float | None:
         """CPU time used by ``role``'s cgroup (None when unlimited): for efficiency benchmarks."""
