@@ -19,6 +19,11 @@
 # Scale the service horizontally: clone the server, put an nginx load balancer in front of the
 # servers (round robin), watch the balancer spread requests, then repeat the benchmark with
 # 1–5 servers and answer report part 2: how many nodes do 2000 concurrent users need?
+#
+# Your measurements go to `results_csv` (in the handed-out assignment: `results.csv` beside this
+# notebook), and you hand that file in with the notebooks. When the lab is graded, the cells tagged
+# `measure` are not run: nothing is deployed or measured again, the cells after them read your
+# `results_csv`, and your answers are checked against *your* numbers.
 
 # %% tags=["parameters"]
 backend = "local"  # where the machines are: local | ssh | gcp
@@ -33,10 +38,9 @@ charts_dir = "../runs/charts"  # where the PNG charts are saved
 # %%
 from IPython.display import display
 
-from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, answers, build_report, fibonacci, format_report,
-                    get_backend, handout_spec, justify_part2, load_handout, mean_latency_chart, part2_from_report,
-                    profiles_grid, require_answer, round_robin_table, run_sweep, save_chart, sla_heatmap,
-                    tables_by_nodes, throughput_chart)
+from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, build_report, fibonacci, format_report, get_backend,
+                    handout_spec, justify_part2, load_handout, mean_latency_chart, profiles_grid, require_answer,
+                    round_robin_table, run_sweep, save_chart, sla_heatmap, tables_by_nodes, throughput_chart)
 
 # %% [markdown]
 # ## A second server and the balancer (handout steps 1–13)
@@ -48,7 +52,7 @@ from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, answers, build_report, f
 # configuration is checked with `nginx -t` before it is loaded, so a bad one never replaces
 # a working one. The status now lists both servers and the balancer.
 
-# %%
+# %% tags=["measure"]
 lab = get_backend(backend)
 lab.up(handout_spec(machine_type, nodes=2))
 lab.status()
@@ -56,7 +60,7 @@ lab.status()
 # %% [markdown]
 # The configuration nginx is running — compare it with the handout's step 11:
 
-# %%
+# %% tags=["measure"]
 print(lab.balancer_config())
 
 # %% [markdown]
@@ -64,7 +68,7 @@ print(lab.balancer_config())
 #
 # The same curl request as before, now sent to the balancer's address.
 
-# %%
+# %% tags=["measure"]
 answer = fibonacci(lab.url, 20)
 assert answer == {"fibonacci_number": 20, "value": 6765}, answer
 answer
@@ -77,7 +81,7 @@ answer
 # server's own counters — which is why the output changes from call to call. With round robin
 # the nodes take turns.
 
-# %%
+# %% tags=["measure"]
 round_robin_table(lab.url, calls=3 * lab.spec.nodes)
 
 # %% [markdown]
@@ -87,7 +91,7 @@ round_robin_table(lab.url, calls=3 * lab.spec.nodes)
 # upstream list rewritten and reloaded) and every concurrency level measured. Points already
 # in `results_csv` — notebook 01's single-server levels — are not measured again.
 
-# %%
+# %% tags=["measure"]
 grid = profiles_grid(profile, handout_spec(machine_type), nodes, concurrency, requests)
 run_sweep(lab, grid, results_csv, resume=True)
 
@@ -134,31 +138,75 @@ fig
 # > than 300 milliseconds, with requests 98% of the time less than 400 ms, how many nodes do you
 # > need to provision?
 #
-# The SLA is `max<=1000 mean<300 p98<400` for 2000 users: the answer is the smallest tested node
-# count whose maximum concurrency within the SLA reaches 2000. When no tested count does,
-# the report extrapolates with a USL fit of throughput against nodes — an estimate, labelled as such.
+# The SLA is `max<=1000 mean<300 p98<400` for 2000 users. `build_report` and `format_report` do the
+# counting for you:
 #
-# Set `part2_nodes` to your answer (an integer, or `None` when neither a measurement nor an
-# extrapolation gives one) and `part2_why` to a sentence saying where the number comes from.
-# `build_report` and `format_report` (in `labkit.report`) do the counting for you.
+# - when a tested node count meets it, the answer is the **smallest such count** (measured);
+# - when none does, measuring cannot give the answer: the report's *capacity* section (a model,
+#   labelled as such) gives `servers_min`, the throughput 2000 users need under the mean bound
+#   (Little's law) divided by the best throughput one server gave. Fewer servers cannot meet the SLA,
+#   so your answer is a node count **at least** `servers_min`. When your results measure the
+#   balancer's CPU, the capacity answer also says which balancer machine type the need requires
+#   (`balancer_needed`): name it in `part2_balancer` (otherwise leave it `None`).
+#
+# Set `part2_nodes` to your answer (an integer) and `part2_why` to a sentence saying where the
+# number comes from (measured, or the capacity answer and its numbers).
 
 # %% nbgrader={"grade": false, "grade_id": "part2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 part2_nodes = UNANSWERED
 part2_why = UNANSWERED
+part2_balancer = None
 ### BEGIN SOLUTION
 report = build_report(df, PART2_SLA, users=PART2_USERS)
 print(format_report(report))
-part2_nodes, part2_source = part2_from_report(report)
-part2_why = justify_part2(report)
+capacity = report["capacity"]
+if report["nodes_needed"] is not None:
+    part2_nodes = report["nodes_needed"]
+    part2_why = justify_part2(report)
+else:
+    part2_nodes = capacity["servers_min"]
+    part2_balancer = capacity["balancer_needed"]
+    part2_why = (f"No tested node count keeps {PART2_USERS} users within the SLA, so the answer is the capacity "
+                 f"model's: {capacity['conclusion']}; {part2_nodes} nodes.")
 ### END SOLUTION
-print("part 2:", part2_nodes)
+print("part 2:", part2_nodes, "nodes", f"and a {part2_balancer} balancer" if part2_balancer else "")
 print(part2_why)
 
+# %% [markdown]
+# The checks below compare your answer with what your own results CSV gives (when the lab is graded).
+
 # %% nbgrader={"grade": true, "grade_id": "part2_answer_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# part2_nodes (and part2_balancer) against design §8's rule on the student's own results_csv
 require_answer(part2_nodes)
-expected = answers(results_csv, machine_type)["part2"]
-assert part2_nodes == expected, "part2_nodes does not follow from your results (or from their USL extrapolation)"
+### BEGIN HIDDEN TESTS
+from labkit import check_part2
+
+check_part2(part2_nodes, results_csv, machine_type, part2_balancer)
+### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "part2_why_check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# part2_why is a sentence that quotes the answer
 require_answer(part2_why)
 assert isinstance(part2_why, str) and len(part2_why.split()) >= 8, "justify the answer in a full sentence"
+assert str(part2_nodes) in part2_why, "quote your answer in the justification"
+
+# %% [markdown]
+# ### Interpret your results
+#
+# In two to four sentences: how did throughput and the mean request time change from one node to
+# the most nodes you measured, and was the gain per added server constant? Name the point (nodes,
+# concurrency) where your results stop scaling, and what in them (status, errors, Little's-law
+# ratio, throughput per server) shows it.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_02_scaling", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# A full answer (2 points):
+#
+# - quotes peak throughput at 1 node and at the largest node count measured, and says how close the
+#   gain is to linear (e.g. "from ~230 req/s on one node to ~1,500 on five: about 300 req/s per
+#   added server") — 1 point;
+# - names where scaling stops or degrades (a concurrency at which errors, aborted runs or a
+#   Little's-law ratio well below 1 appear, or extra servers that add little) and ties it to a
+#   cause (the single-process server's CPU share, the balancer, the tester, SYN retransmissions
+#   when the listen backlog fills) — 1 point.
+#
+# Half credit for a correct description without numbers from the student's own table.

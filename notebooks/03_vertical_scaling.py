@@ -19,6 +19,9 @@
 # Instead of more servers, a **bigger** server: the same single node on machine types with more
 # CPU, running either the Flask development server (what the handout uses) or gunicorn with
 # several worker processes. The question: when does a bigger machine make the service faster?
+#
+# As in notebooks 01 and 02, every point goes to `results_csv`, which you hand in; when the lab is
+# graded, the cells tagged `measure` are not run and the cells after them read your results.
 
 # %% tags=["parameters"]
 backend = "local"  # where the machines are: local | ssh | gcp
@@ -57,7 +60,7 @@ grids = vertical_grids(profile, requests)
 # tester is therefore an `e2-standard-2` for this notebook (on ssh/gcp, use a tester host at
 # least as big as the biggest server).
 
-# %%
+# %% tags=["measure"]
 lab = vertical_backend(backend)
 run_vertical(lab, grids, results_csv)
 
@@ -96,10 +99,30 @@ fig
 # scale horizontally (notebook 02) — or change the server.
 
 # %% [markdown]
+# ### Interpret your results
+#
+# Do *your* numbers show this? In two to four sentences, quote from your table the throughput of
+# the Flask development server on the smallest and the largest machine type you measured, and the
+# same for gunicorn (at the highest concurrency level). Say whether each scaled with the machine's
+# vCPUs, and why — or, if your results disagree with the explanation above, what limited them.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_03_vertical", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# A full answer (2 points):
+#
+# - quotes the student's own rps for flask on the smallest and largest machine type and for gunicorn
+#   on the multi-vCPU types, and states the ratios: flask gains from 0.2 to 1 vCPU (starved of its
+#   one core), then stays flat; gunicorn grows with the vCPUs — 1 point;
+# - explains it: one Python process with the GIL computes on at most one core, several worker
+#   processes use several; and notes a confounder when the numbers show one (the tester's capacity,
+#   gunicorn vs Werkzeug on the same machine type, noise between runs) — 1 point.
+#
+# Half credit for the explanation without the student's own numbers.
+
+# %% [markdown]
 # ## Clean up
 #
 # Stop every server, the balancer and the tester, and release their resources (on `gcp` this
 # deletes the VMs — they cost money while they exist).
 
-# %%
+# %% tags=["measure"]
 lab.down()
