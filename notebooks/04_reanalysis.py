@@ -16,9 +16,12 @@
 # %% [markdown]
 # # Lab 02 · Scaling — 04 Re-analysis
 #
-# Re-open saved results — the reference data in `data/` by default, or any results CSV — without
-# running anything, and explore how the answers change with the SLA. Served with Voilà
-# (`make dashboard`) this notebook is a stand-alone dashboard.
+# Re-open saved results without running anything: by default your own latest results
+# (`reports/*/results.csv`, or the CSV notebooks 01–03 wrote), the reference data in `data/` only when
+# you have none. Overlay several CSVs (the reference vs yours vs a cloud run), choose the machine type
+# and server, change the SLA — every percentile clause — and the number of users: the answers, the
+# capacity model and its bottleneck follow. Served with Voilà (`make dashboard`) this notebook is a
+# stand-alone dashboard.
 
 # %% tags=["parameters"]
 backend = "local"  # where the machines are: local | ssh | gcp
@@ -28,46 +31,65 @@ nodes = None  # node counts for the load-balancer sweeps, e.g. [1, 2, 3, 4, 5], 
 concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
 requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
-charts_dir = "../runs/charts"  # where the PNG charts are saved
-csv = None  # results to re-analyse, or None for data/reference.csv, else the newest report, else results_csv
+charts_dir = "../runs/charts"  # where the PNG charts (and the exported table) are saved
+csv = None  # results to re-analyse, or None for your newest results, else data/reference.csv
 
 # %%
 from IPython.display import display
 
-from labkit import (PART1_SLA, PART2_SLA, PART2_USERS, SlaExplorer, build_report, describe_results, format_report,
-                    load_handout, mean_latency_chart, reanalysis_csv, tables_by_nodes)
+from labkit import (PART1_SLA, PART2_SLA, PART2_USERS, ReanalysisDashboard, build_report, describe_results,
+                    format_report, load_handout, mean_latency_chart, provenance_text, reanalysis_csv,
+                    role_utilisation_chart, save_chart, tables_by_nodes)
 
 # %% [markdown]
-# ## The data
+# ## The dashboard
 #
-# Which CSV is read, and its rows for the handout's configuration (the chosen machine type,
-# Flask development server): notebook 03's other machine types would otherwise be counted as
-# repeats of the same points.
+# **Results**: the CSV opened first is selected; ctrl/shift-click to overlay more (or add any path).
+# **Answers for** picks the CSV the SLA answers and the capacity model are computed from; **machine
+# type** and **server** filter every CSV (notebook 03's other machine types and gunicorn would otherwise
+# count as repeats of the same points). Below the overlay chart, the SLA explorer: switch each clause
+# on or off, change its operator and bound, change the number of users. The table shows each point's
+# status, throughput, connect time, the Little's-law check X·R/N (≈ 1 for a sound measurement) and the
+# busiest role. **Export** writes the filtered rows as CSV.
 
 # %%
 source = reanalysis_csv(csv, fallback=results_csv)
-df = load_handout(source, machine_type)
-print(describe_results(df, source))
+dashboard = ReanalysisDashboard(source, root="..", fallback=results_csv, sla=PART2_SLA, users=PART2_USERS,
+                                machine_type=machine_type, export_dir=charts_dir)
+dashboard
 
 # %% [markdown]
-# ## The SLA explorer
-#
-# Switch each clause on or off, change its operator and bound, change the number of users:
-# the answers, the pass/FAIL heatmap and the per-point table (green: meets the SLA; the darker
-# row sets each node count's maximum concurrency; red: fails, with the reason) follow.
-# It opens on the part-1 SLA and part 2's 2000 users.
+# ## The data, and where it came from
 
 # %%
-SlaExplorer(df, sla=PART1_SLA, users=PART2_USERS)
+df = load_handout(source, machine_type)
+print(describe_results(df, source))
+print(provenance_text(source))
 
 # %% [markdown]
 # ## The two report answers from this data
+#
+# Part 2 also gives the capacity model (labelled as one): Little's law N = X·R turns 2000 users at a
+# mean under 300 ms into the throughput they need, the best throughput per server into the fewest
+# servers that can deliver it, and — when the results have the per-role CPU columns — which machine
+# caps first and which balancer the need requires.
 
 # %%
 print(format_report(build_report(df, PART1_SLA)))
 
 # %%
 print(format_report(build_report(df, PART2_SLA, users=PART2_USERS)))
+
+# %% [markdown]
+# ## Which machine is the bottleneck
+#
+# CPU utilisation of the servers, the balancer and the tester against concurrency, one panel per node
+# count: the first line to reach 100 % limits the throughput.
+
+# %%
+roles = role_utilisation_chart(df)
+save_chart(roles, charts_dir, "role_utilisation_04.png")
+roles
 
 # %% [markdown]
 # ## The handout's tables and the single chart

@@ -205,3 +205,19 @@ def test_reference_csv_gives_the_bound_and_says_what_it_cannot(tmp_path):
     assert a["servers_min"] == math.ceil(6666.67 / a["per_server_rps"])
     assert a["bottleneck"] is None and a["unavailable"]
     assert isinstance(pd.Series(a["roles"]).to_dict(), dict)
+
+
+def test_role_utilisation_chart(cpu_df, tmp_path):
+    from labkit.plots import save_chart
+    from labkit.plots_roles import role_utilisation_chart, role_utilisation_table
+
+    long = role_utilisation_table(cpu_df)
+    assert set(long["role"]) == {"server", "balancer", "tester"}
+    assert set(long[long["role"] == "balancer"]["nodes"]) == {2, 3}  # no balancer at one node
+    fig = role_utilisation_chart(cpu_df)
+    assert len([ax for ax in fig.axes if ax.axison]) == 3  # one panel per node count
+    path = save_chart(fig, tmp_path, "roles.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and fig._repr_png_()[:4] == b"\x89PNG"
+    old = load_results(write_csv(tmp_path / "old.csv", [make_row(1, 10)]))
+    empty = role_utilisation_chart(old)
+    assert "no per-role CPU columns" in empty.axes[0].texts[0].get_text()

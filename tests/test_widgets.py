@@ -24,10 +24,17 @@ def test_initial_answers(df):
     assert ex.answers_text.splitlines() == [
         "Max concurrency within the SLA: 1 node: 100, 2 nodes: 200, 3 nodes: 500",
         "Nodes needed for 300 users: 3",
+        # every row: 1000 requests in 2 s = 500 req/s; 300 users / 0.2 s = 1,500 req/s
+        "Capacity (model, Little's law): 300 users need ≥ 1,500 req/s; so at least 3 servers at 500 req/s each; "
+        "which role saturates first is not measured in these results. "
+        "Bottleneck: not measured (no per-role CPU columns)",
     ]
     assert ex.heatmap.value[:4] == b"\x89PNG"
     assert ex.table.value.count("class='pass'") == 15 and ex.table.value.count("class='fail'") == 6
     assert ex.table.value.count("pass ← max") == 3
+    for column in ("status", "req/s", "connect (ms)", "X·R/N", "busiest role"):
+        assert f"<th>{column}</th>" in ex.table.value
+    assert ex.capacity["servers_min"] == 3
 
 
 def test_changing_bounds_operator_and_users(df):
@@ -69,3 +76,25 @@ def test_fixed_clause_kept(df):
     assert str(ex.sla) == "p50<=5"
     assert ex.max_concurrency == {1: None, 2: 10, 3: 10}
     assert ex.nodes_needed == 2
+
+
+def test_every_percentile_clause_is_editable(df):
+    ex = SlaExplorer(df, "mean<200", users=100, show_heatmap=False, all_percentiles=True)
+    assert list(ex.enabled) == ["max", "mean", "p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99"]
+    assert [m for m, box in ex.enabled.items() if box.value] == ["mean"]
+    ex.enabled["p50"].value = True
+    ex.bounds["p50"].value = 40          # p50 = 0.8 c/n <= 40: c/n <= 50
+    assert str(ex.sla) == "mean<200 p50<=40"
+    assert ex.max_concurrency == {1: 50, 2: 100, 3: 100}
+
+
+def test_the_bottleneck_is_named_from_the_cpu_columns(tmp_path):
+    from test_capacity import cpu_rows
+
+    df = load_results(write_csv(tmp_path / "cpu.csv", cpu_rows()))
+    ex = SlaExplorer(df, "max<=1000 mean<300 p98<400", users=2000, show_heatmap=False)
+    last = ex.answers_text.splitlines()[-1]
+    assert last.startswith("Capacity (model, Little's law): 2000 users need ≥ 6,667 req/s; so at least 34 servers")
+    assert last.endswith("Bottleneck: balancer")
+    assert "the balancer must be at least e2-medium" in last
+    assert "<td>server</td>" in ex.table.value  # the busiest role per point: servers at 400 % here
