@@ -60,9 +60,10 @@ def test_bracket_from_tested_levels():
 
 class OneAtATime(_Quiet):
     """Serves one request at a time, ``SERVICE_MS`` each: a closed loop of C users then waits about
-    C x ``SERVICE_MS`` per request (Little's law), so the SLA ``mean<40`` holds up to about 40 users."""
+    C x ``SERVICE_MS`` per request (Little's law), so the SLA ``mean<160`` holds up to about 40 users
+    (4 ms: long enough that a busy machine's scheduling noise is small beside it)."""
 
-    SERVICE_MS = 1.0
+    SERVICE_MS = 4.0
     lock = threading.Lock()
 
     def do_POST(self):
@@ -116,7 +117,7 @@ def _rows(path) -> list[dict]:
 
 def test_refine_converges_on_a_real_service_and_resume_reuses_its_probes(crowded, tmp_path):
     out = tmp_path / "refined.csv"
-    grid = Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 100), requests=200, retries=0, refine="mean<40")
+    grid = Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 100), requests=150, retries=0, refine="mean<160")
     run_sweep(crowded, grid, out, progress=False)
     rows = _rows(out)
     assert [(r["concurrency"], r["repeat"]) for r in rows[:2]] == [("10", "0"), ("100", "0")]
@@ -126,15 +127,15 @@ def test_refine_converges_on_a_real_service_and_resume_reuses_its_probes(crowded
     assert 3 <= len(probes) <= 6, sorted(probes)
     for c, runs in probes.items():
         assert [int(r["repeat"]) for r in runs] == list(range(len(runs))), c
-        good = [r["aborted"] == "false" and r["failed"] == "0" and float(r["mean_ms"]) < 40 for r in runs]
+        good = [r["aborted"] == "false" and r["failed"] == "0" and float(r["mean_ms"]) < 160 for r in runs]
         # a probe meets in all 3 repeats, or stops at its first failing one
         assert good == [True, True, True] or (good[-1] is False and all(good[:-1])), (c, good)
     df = results.load_results(out)
-    answer = max_concurrency(df, "mean<40")[1]
+    answer = max_concurrency(df, "mean<160")[1]
     higher = sorted(c for c in df["concurrency"].unique() if c > answer)[0]
     assert refine.converged(answer, higher), (answer, higher)
-    assert 25 <= answer <= 45, answer  # the service's limit is about 40 users (mean ≈ 1 ms per user)
-    report = build_report(df, "mean<40")
+    assert 25 <= answer <= 45, answer  # the service's limit is about 40 users (mean ≈ 4 ms per user)
+    report = build_report(df, "mean<160")
     assert report["max_concurrency"] == {1: answer}
     assert report["max_concurrency_handout_levels"] == {1: 10} and report["refined"] == [1]
     assert f"{answer}  (refined; on the handout's levels: 10)" in format_report(report)
