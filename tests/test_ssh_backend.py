@@ -15,6 +15,7 @@ from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
 from labkit.backends.ssh import SshBackend
 from labkit.errors import ConfigError
+from labkit.measure import measure
 from labkit.hosts_file import HostSpec
 from labkit.settings import Settings
 
@@ -88,6 +89,9 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     assert "worker_connections 4096;" in conf
     assert backend.balancer_config() == conf  # read back over SSH
 
+    warmed = [s["status"]["requests"] for s in st["servers"]]
+    assert sum(warmed) == 100 and min(warmed) > 0  # up() warmed both servers up (ab -c 4 -n 100)
+
     nodes = [_get(backend.url + "/status")["node"] for _ in range(4)]
     assert sorted(nodes) == ["restserver-0", "restserver-0", "restserver-1", "restserver-1"]
     assert nodes[0] != nodes[1]
@@ -102,13 +106,26 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     assert not any("{" in a for a in run.argv)
     assert run.argv[run.argv.index("-p") + 1].startswith("/tmp/labkit-ab.")
     counts = [s["status"]["requests"] for s in backend.status()["servers"]]
-    assert counts == [20, 20]
+    assert [c - w for c, w in zip(counts, warmed)] == [20, 20]
+
+    # a measured point: settled first, CPU per role read on the hosts around ab
+    row = measure(backend, AbCommand(backend.url, 4, 200))
+    assert row.complete == 200 and not row.aborted
+    assert 0 <= row.settle_s < 30
+    assert (row.balancer_machine_type, row.tester_machine_type) == ("f1-micro", "f1-micro")
+    # the service's own demand is ~1 ms of CPU per fib(20) request here; /proc counts in 10 ms ticks
+    assert 0.02 <= row.server_cpu_s <= 200 * 0.05, row.server_cpu_s
+    assert 0 < row.balancer_cpu_s < row.server_cpu_s * 3, row.balancer_cpu_s
+    assert 0 < row.tester_cpu_s < 5, row.tester_cpu_s
 
     pids = [s["pid"] for s in st["servers"]] + [st["balancer"]["pid"]]
     assert all(_alive(p) for p in pids)
 
     backend.scale(1)  # back to the single server, no balancer
     assert backend.url == f"http://127.0.0.1:{base}"
+    row = measure(backend, AbCommand(backend.url, 2, 100), settle=False)
+    assert row.settle_s is None and row.balancer_cpu_s is None and row.balancer_machine_type is None
+    assert row.server_cpu_s > 0 and row.tester_cpu_s > 0
     assert not _alive(pids[1]) and not _alive(pids[2]) and _alive(pids[0])
     assert backend.balancer_config().startswith("(no balancer is running")
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .. import settle as settling
 from .. import state
-from ..errors import BackendError, ConfigError, LabkitError
+from ..errors import BackendError, ConfigError
 from ..settings import Settings
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ class Backend(abc.ABC):
         previous = getattr(self, "_last_sample", None)
         try:
             first = self._sampled()
-        except (LabkitError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - accounting never fails a point
             log.debug("%s: no CPU counters for settling: %s", self.name, exc)
             first = None
         what = f"the {self.name} lab"
@@ -317,7 +317,7 @@ class Backend(abc.ABC):
                 settling.wait_idle(self._sampled, left, previous=previous, what=what)
             elif probes := self._status_probes():
                 settling.wait_responsive(lambda name, t: probes[name](t), list(probes), left, what=what)
-        except (LabkitError, OSError) as exc:  # a counter that went away mid-wait: measure anyway
+        except Exception as exc:  # noqa: BLE001 - a counter that went away mid-wait: measure anyway
             log.warning("%s: could not tell whether it is idle (%s); measuring anyway", what, exc)
         return time.monotonic() - start
 
@@ -347,7 +347,7 @@ class Backend(abc.ABC):
             if run.exit_code != 0:
                 log.warning("%s: the warm-up run (ab -c %d -n %d) exited with code %d: %s", self.name, c,
                             command.requests, run.exit_code, run.stderr.strip()[-200:])
-        except (LabkitError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up is a warning, not an error
             log.warning("%s: the warm-up run failed: %s", self.name, exc)
         else:
             log.debug("%s: warmed up in %.2f s", self.name, time.monotonic() - t0)
@@ -366,7 +366,7 @@ class Backend(abc.ABC):
         spec = self.spec
         try:
             sample = self._sampled() or {}
-        except (LabkitError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - accounting never fails a point
             log.debug("%s: no CPU counters: %s", self.name, exc)
             sample = {}
         out: dict[str, float | None] = {}
@@ -377,7 +377,7 @@ class Backend(abc.ABC):
             out["balancer"] = None
         try:
             out["tester"] = self._tester_cpu_seconds()
-        except (LabkitError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - accounting never fails a point
             log.debug("%s: no tester CPU counter: %s", self.name, exc)
             out["tester"] = None
         return out

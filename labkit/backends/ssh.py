@@ -21,14 +21,17 @@ import dataclasses
 import logging
 import shlex
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .. import cpu_accounting, machine_types
 from ..errors import BackendError, ConfigError
 from ..hosts_file import HostSpec, load_hosts_file
 from ..remote import Connection
 from ..remote_nginx import RemoteNginx, SystemNginx, from_record
 from ..remote_service import SYSTEM_ROOT, RemoteService, hostport, install_packages
+from ..service import get_status, wait_until_up
 from .base import AB_NOFILE, AbRun, Backend, ClusterSpec
 
 log = logging.getLogger("labkit")
@@ -36,7 +39,10 @@ log = logging.getLogger("labkit")
 AB_ULIMIT = f"ulimit -n {AB_NOFILE} 2>/dev/null || ulimit -n $(ulimit -Hn) 2>/dev/null || true; "
 PATH_PREFIX = "PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin; "
 OPTIONS = {"root": SYSTEM_ROOT, "python": None, "balancer_port": 80, "use_systemd": None, "system_nginx": None,
-           "service_timeout": 30.0, "cpu_limited": True, "nginx_workers": "auto"}
+           "service_timeout": 30.0, "cpu_limited": True, "nginx_workers": "auto",
+           "balancer_machine_type": None, "tester_machine_type": None}  # None: the servers' machine type
+SERVING_TIMEOUT = 45.0  # s: servers idle and answering, then the balancer (nginx's fail_timeout is 10 s)
+SAMPLE_TIMEOUT = 10.0  # s: one CPU-counter command on a host
 
 
 class SshBackend(Backend):
@@ -53,6 +59,7 @@ class SshBackend(Backend):
     """
 
     name = "ssh"
+    warms_up = True
 
     # -- making one, attaching to one ------------------------------------------------
     def _new_state(self, hosts: str | None = None, servers: list[HostSpec] | None = None,
@@ -98,6 +105,7 @@ class SshBackend(Backend):
         self._services: dict[tuple, RemoteService] = {}
         self._lock = threading.Lock()
         self._ab_ready = False
+        self._ab_cpu: float | None = 0.0  # CPU seconds ab used on the tester (its shell's `times`)
 
     # -- what the state says ---------------------------------------------------------
     @property
@@ -227,6 +235,43 @@ class SshBackend(Backend):
             self.nginx().apply(upstreams, record=self._record_nginx)
         else:
             self._stop_balancer()
+        self._wait_serving(spec)
+
+    def _wait_serving(self, spec: ClusterSpec) -> None:
+        """Wait until the machines are idle, every server answers ``/status`` from its own host,
+        then (nodes > 1) until the balancer answers from exactly those servers, as the tester
+        sees it. After an overloaded point nginx keeps servers marked down for its
+        ``fail_timeout`` (502s meanwhile): waited out, bounded, then a one-line BackendError."""
+        deadline = time.monotonic() + SERVING_TIMEOUT
+        self.settle(timeout=max(1.0, min(30.0, deadline - time.monotonic())))
+        servers = self.servers
+        for i in range(spec.nodes):
+            h = servers[i]
+            url = f"http://{hostport(h.addr, self.server_port(i))}"
+            try:
+                wait_until_up(url, timeout=max(1.0, deadline - time.monotonic()), via=self.conn(h))
+            except BackendError as exc:
+                raise BackendError(f"{h.name} ({h.host}) does not answer at {url}: {exc}") from None
+        if spec.nodes == 1:
+            return
+        want = {servers[i].name for i in range(spec.nodes)}
+        via, last = self.conn(self.tester), "nothing yet"
+        while True:
+            seen, failed = set(), None
+            for _ in range(2 * spec.nodes):
+                try:
+                    seen.add(get_status(self.url, timeout=max(0.5, min(5.0, deadline - time.monotonic())),
+                                        via=via)["node"])
+                except (OSError, ValueError) as exc:
+                    failed = str(exc)
+                    break
+            if failed is None and seen == want:
+                return
+            last = failed or f"from {sorted(seen)}"
+            if time.monotonic() >= deadline:
+                raise BackendError(f"{self.balancer.name} at {self.url} still answers {last} after "
+                                   f"{SERVING_TIMEOUT:.0f} s (expected answers from {', '.join(sorted(want))})")
+            time.sleep(0.2)
 
     def _stop_balancer(self) -> None:
         info = self._state["nginx"]
@@ -282,13 +327,88 @@ class SshBackend(Backend):
             c.put(command.payload, files["payload"])
             argv = command.argv(payload=files["payload"], percentiles=files["percentiles"],
                                 gnuplot=files["gnuplot"])
-            # killed on the tester at the limit (a closed channel would leave it running)
-            r = c.run_bounded(AB_ULIMIT + shlex.join(argv), timeout)
+            # killed on the tester at the limit (a closed channel would leave it running); the
+            # shell reports the CPU ab used (`times`) after it
+            try:
+                r = c.run_bounded(cpu_accounting.wrap_with_times(AB_ULIMIT + shlex.join(argv)), timeout)
+            except BaseException:
+                self._ab_cpu = None  # unknown from here on
+                raise
+            stderr, used = cpu_accounting.split_times(r.stderr)
+            self._ab_cpu = None if used is None else (self._ab_cpu or 0.0) + used
             got = {k: c.get_text(files[k]) if c.exists(files[k]) else None for k in ("percentiles", "gnuplot")}
-            return AbRun(tuple(argv), r.exit_code, r.stdout, r.stderr,
+            return AbRun(tuple(argv), r.exit_code, r.stdout, stderr,
                          got["percentiles"] or None, got["gnuplot"] or None)
         finally:
             c.run(f"rm -rf {shlex.quote(work)}", check=False)
+
+    # -- measurement hygiene (base.Backend.settle / cpu_seconds_by_role) ----------------
+    def _counters(self) -> dict:
+        """Host key -> (host, {sample key: how to read its CPU counter}) for what runs now."""
+        spec, servers, hosts = self.spec, self.servers, {}
+        for key, info in self._running.items():
+            i = int(key)
+            if spec is None or i >= spec.nodes:
+                continue
+            h = servers[i]
+            how = {"unit": info["unit"]} if "unit" in info else {"pidfile": info["pidfile"]}
+            hosts.setdefault(h.key, (h, {}))[1][f"server:{h.name}"] = how
+        nginx = self._state["nginx"]
+        if nginx and spec is not None and spec.nodes > 1:
+            b = self.balancer
+            how = {"unit": "nginx.service"} if nginx.get("mode") == "system" else {"pidfile": nginx["pidfile"]}
+            hosts.setdefault(b.key, (b, {}))[1][f"balancer:{b.name}"] = how
+        return hosts
+
+    def _cpu_sample(self):
+        """Every server's and the balancer's CPU counter: ONE command per host, hosts in parallel."""
+        spec = self.spec
+        if spec is None:
+            return None
+        hosts = self._counters()
+
+        def read(item):
+            h, entries = item
+            r = self.conn(h).run(cpu_accounting.remote_script(entries), check=False, timeout=SAMPLE_TIMEOUT)
+            return cpu_accounting.parse_remote(r.stdout)
+
+        if len(hosts) == 1:
+            found = read(next(iter(hosts.values())))
+        else:
+            found = {}
+            with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+                for part in pool.map(read, hosts.values()):
+                    found.update(part)
+        vcpu = {"server": machine_types.get(spec.machine_type).vcpu,
+                "balancer": machine_types.get(self._balancer_type(spec)).vcpu}
+        return {name: (found.get(name), vcpu[name.split(":")[0]])
+                for _, entries in hosts.values() for name in entries}
+
+    def _tester_cpu_seconds(self) -> float | None:
+        return self._ab_cpu
+
+    def _status_probes(self) -> dict:
+        spec, servers = self._require_spec(), self.servers
+
+        def probe(i):
+            h = servers[i]
+            url = f"http://{hostport(h.addr, self.server_port(i))}"
+
+            def run(timeout: float) -> float:
+                t0 = time.monotonic()
+                get_status(url, timeout=timeout, via=self.conn(h))
+                return time.monotonic() - t0
+            return run
+
+        return {servers[i].name: probe(i) for i in range(spec.nodes)}
+
+    def _balancer_type(self, spec: ClusterSpec) -> str:
+        return self.options.get("balancer_machine_type") or spec.machine_type
+
+    @property
+    def tester_machine_type(self) -> str | None:
+        spec = self.spec
+        return self.options.get("tester_machine_type") or (spec.machine_type if spec else None)
 
     def close(self) -> None:
         """Close the SSH connections, stopping nothing (the gcp backend deletes the machines instead)."""
