@@ -53,10 +53,11 @@ def point_key(m: Measurement) -> tuple:
 
 def check_repeats(value) -> int:
     """``value`` as a repeat count (a positive integer; digits in a string are accepted), or one clear error."""
+    given = value
     if isinstance(value, str) and value.strip().lstrip("+").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"--repeats must be a positive integer (times to measure each point), got {value!r}")
+        raise ConfigError(f"--repeats must be a positive integer (times to measure each point), got {given!r}")
     return value
 
 

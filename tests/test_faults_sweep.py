@@ -18,7 +18,7 @@ import pytest
 from labkit import processes, provenance, results, state
 from labkit.backends.base import AbRun, Backend, ClusterSpec
 from labkit.backends.local import LocalBackend
-from labkit.errors import LockError
+from labkit.errors import BackendError, LockError
 from labkit.service import get_status
 from labkit.settings import Settings
 from labkit.sweep import Grid, run_sweep
@@ -338,3 +338,39 @@ def test_a_second_sweep_in_the_same_folder_is_refused(local_env, same_out):
     if not same_out:
         assert not second_out.exists()
     assert state.load(local_env["settings"], "local") is None
+
+
+# -- a library error while reconfiguring: one line, every measured row kept (issue 16) ---------
+
+class BrokenAtTwoNodes(ReplayBackend):
+    """Measures (replayed ab) at one node; scaling to two fails like a balancer still marking servers down."""
+
+    name = "broken"
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def _deploy(self, spec):
+        if spec.nodes == 2:
+            raise self.error
+
+    def run_ab(self, command, timeout, progress=None):
+        return _capture("success")
+
+
+@pytest.mark.parametrize("error", [
+    BackendError("balancer 127.0.0.1:8080 answered 502 Bad Gateway for 30 s (restserver-1 is reachable directly)"),
+    OSError("HTTP Error 502: Bad Gateway"),  # what urllib raised before the waits tolerated it
+], ids=["labkit-error", "network-error"])
+def test_an_error_while_scaling_is_one_line_and_the_rows_stay(tmp_path, error):
+    out = tmp_path / "scale.csv"
+    with pytest.raises(BackendError) as exc:
+        run_sweep(BrokenAtTwoNodes(error), Grid(ClusterSpec(), nodes=(1, 2), concurrency=(10, 20), requests=200),
+                  out, progress=False)
+    message = str(exc.value)
+    assert "\n" not in message and exc.value.__cause__ is None and exc.value.__suppress_context__
+    assert message.startswith("sweep stopped while setting up 2 node(s) for nodes=2 c=10: ")
+    assert " ".join(str(error).split()) in message
+    assert f"the 2 row(s) measured in this run are kept in {out}" in message and "--resume" in message
+    assert [(r["nodes"], r["concurrency"]) for r in _rows(out)] == [("1", "10"), ("1", "20")]

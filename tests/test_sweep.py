@@ -166,3 +166,16 @@ def test_a_lab_left_up_in_another_configuration_is_redeployed_before_measuring(l
     row = _rows(out)[0]
     assert (row["machine_type"], row["server"], row["workers"]) == ("f1-micro", "flask", "1")
     b.down()
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1.5", "x"])
+def test_bad_repeats_is_one_line_and_nothing_is_measured(local_env, bad):
+    out = local_env["tmp"] / "rep.csv"
+    res = subprocess.run([sys.executable, "-m", "labkit.cli", "sweep", "--nodes", "1", "--concurrency", "10",
+                          "--requests", "20", "--repeats", bad, "--out", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"labkit: error: --repeats must be a positive integer (times to measure each point), got {bad!r}"]
+    assert not out.exists()
+    assert state.load(local_env["settings"], "local") is None  # nothing was started
