@@ -30,6 +30,8 @@ Environment
 -----------
 ``LABKIT_NODE``     name reported by ``/status`` (default: the host name)
 ``LABKIT_FIB_MAX``  largest n accepted (default 10000)
+``LABKIT_MAX_BODY`` largest request body in bytes (default 4096); a larger one is refused with
+                    413 and a JSON error before it is read (on ssh hosts the servers listen on the LAN)
 
 Running it
 ----------
@@ -50,24 +52,31 @@ import sys
 import threading
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger("labkit.restserver")
 
 DEFAULT_FIB_MAX = 10000
+DEFAULT_MAX_BODY = 4096  # bytes: {"fibonacci_number": 10000} is 27
 
 
-def _fib_max_from_env() -> int:
-    """Read ``LABKIT_FIB_MAX``; a bad value stops the service at start-up, not at request time."""
-    raw = os.environ.get("LABKIT_FIB_MAX", "").strip()
+def _int_from_env(name: str, default: int) -> int:
+    """Read a non-negative integer ``name``; a bad value stops the service at start-up, not at request time."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_FIB_MAX
+        return default
     if not re.fullmatch(r"\d+", raw):
-        raise ValueError(f"LABKIT_FIB_MAX must be a non-negative integer, not {raw!r}")
+        raise ValueError(f"{name} must be a non-negative integer, not {raw!r}")
     return int(raw)
 
 
+def _fib_max_from_env() -> int:
+    """Read ``LABKIT_FIB_MAX`` (see :func:`_int_from_env`)."""
+    return _int_from_env("LABKIT_FIB_MAX", DEFAULT_FIB_MAX)
+
+
 FIB_MAX = _fib_max_from_env()
+MAX_BODY = _int_from_env("LABKIT_MAX_BODY", DEFAULT_MAX_BODY)
 NODE = os.environ.get("LABKIT_NODE") or socket.gethostname()
 
 # F(n) has about n*log10(phi) = 0.209*n decimal digits. Python refuses to turn ints with
@@ -87,6 +96,8 @@ _fib_lock = threading.Lock()
 _INT_TEXT = re.compile(r"[+-]?\d+")
 
 app = Flask(__name__)
+# werkzeug refuses to read more than this (chunked bodies too): RequestEntityTooLarge, a 413
+app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
 
 class BadInput(Exception):
@@ -128,6 +139,8 @@ def _read_number() -> int:
         number = int(text)
     else:
         body = request.get_data(cache=False)
+        if request.content_length is None and len(body) >= MAX_BODY:  # chunked: cut at the bound,
+            request.stream.read(1)  # so one byte more raises RequestEntityTooLarge (413) if there is one
         if not body.strip():
             raise BadInput('request body must be JSON like {"fibonacci_number": 20}')
         try:
@@ -147,6 +160,13 @@ def _read_number() -> int:
     if number > FIB_MAX:
         raise BadInput(f"fibonacci_number must be at most {FIB_MAX}")
     return number
+
+
+@app.before_request
+def _bounded_body() -> None:
+    """Refuse a declared body above ``MAX_BODY`` on every path before anything reads it."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise RequestEntityTooLarge(f"the request body must be at most {MAX_BODY} bytes (LABKIT_MAX_BODY)")
 
 
 @app.route("/fibonacci", methods=["POST", "GET"])

@@ -172,3 +172,50 @@ def test_status_counts_exactly_after_5000_concurrent_requests(service_proc, serv
     assert get_status(url)["requests"] == 5000
     _still_answers(url)
     assert get_status(url)["requests"] == 5001
+
+
+# -- issue 15 item 5: bounded request bodies ------------------------------------------------------
+
+def _raw_exchange(url: str, head: bytes, body_parts: list[bytes], timeout: float = 15) -> tuple[int, dict]:
+    """Send ``head`` and as much of ``body_parts`` as the server takes; return the status and JSON answer."""
+    import socket
+
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(head)
+        try:
+            for part in body_parts:
+                sock.sendall(part)
+        except OSError:  # the server answered and closed without reading the rest: fine
+            pass
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, json.loads(resp.read())
+
+
+@pytest.mark.parametrize("server", ["flask", "gunicorn"])
+def test_an_oversized_body_is_refused_with_413_json_before_it_is_read(service_proc, server):
+    url = service_proc(server, workers=2)
+    # 50 MB declared; only 64 KB sent: the answer must come without waiting for the rest
+    head = (b"POST /fibonacci HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\nConnection: close\r\n\r\n")
+    status, doc = _raw_exchange(url, head, [b'{"fibonacci_number": 1' + b" " * 65536])
+    assert status == 413 and "4096 bytes" in doc["error"]
+    # chunked, no length given: cut off once past the bound
+    chunk = b" " * 3000
+    head = (b"POST /fibonacci HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    body = [b'%x\r\n{"fibonacci_number": 1%s\r\n' % (len(chunk) + 22, chunk)] * 3 + [b"0\r\n\r\n"]
+    status, doc = _raw_exchange(url, head, body)
+    assert status == 413 and doc["error"]
+    # every other path too, and the service still answers; a body just under the bound is fine
+    assert _call(url, "POST", "/status", b"x" * 5000)[0] == 413
+    padded = b'{"fibonacci_number": 20}' + b" " * (4096 - 24)
+    assert _call(url, "POST", "/fibonacci", padded, {"Content-Type": "application/json"}) == (
+        200, b'{"fibonacci_number": 20, "value": 6765}')
+
+
+def test_the_body_bound_is_configurable(service_proc):
+    url = service_proc("flask", env={"LABKIT_MAX_BODY": "100"})
+    assert _call(url, "POST", "/fibonacci", b'{"fibonacci_number": 2}' + b" " * 100)[0] == 413
+    assert _call(url, "POST", "/fibonacci", b'{"fibonacci_number": 2}')[0] == 200

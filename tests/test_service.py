@@ -124,12 +124,26 @@ BAD_BODIES = [
 ]
 
 
+@pytest.fixture(params=["flask", "gunicorn"])
+def roomy_url(request, service_proc):
+    """Like ``url``, with the body bound raised (LABKIT_MAX_BODY) so the JSON parser's own limits are reached."""
+    workers = 2 if request.param == "gunicorn" else 1
+    return service_proc(request.param, workers=workers, env={"LABKIT_MAX_BODY": "65536"})
+
+
 @pytest.mark.parametrize("body, message", BAD_BODIES)
-def test_bad_bodies_get_400_with_json_error(url, body, message):
-    status, headers, raw = call(url, "POST", "/fibonacci", body)
+def test_bad_bodies_get_400_with_json_error(roomy_url, body, message):
+    status, headers, raw = call(roomy_url, "POST", "/fibonacci", body)
     assert status == 400
     assert headers["Content-Type"] == "application/json"
     assert message in json.loads(raw)["error"]
+
+
+@pytest.mark.parametrize("body", [b'{"fibonacci_number": 1' + b"0" * 6000 + b"}", b"[" * 50000])
+def test_bodies_above_the_default_bound_get_413_with_json_error(url, body):
+    status, headers, raw = call(url, "POST", "/fibonacci", body)
+    assert status == 413 and headers["Content-Type"] == "application/json"
+    assert "at most 4096 bytes" in json.loads(raw)["error"]
 
 
 @pytest.mark.parametrize("query, message", [
