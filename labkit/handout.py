@@ -178,7 +178,8 @@ def _handout_levels_note(table: pd.DataFrame, answer: int | None) -> str:
     probes = sorted(int(c) for c in table["concurrency"] if c not in profiles.HANDOUT_CONCURRENCY)
     on_levels = max_concurrency_of_table(table, profiles.HANDOUT_CONCURRENCY).get(1)
     return (f" The boundary was refined between the handout's levels (probes at {', '.join(map(str, probes))} "
-            f"users, each repeated); on the handout's own levels the answer is "
+            f"users, each measured up to 3 times: a probe meets only if every run does); on the handout's own "
+            f"levels the answer is "
             f"{on_levels if on_levels is not None else 'none'}.")
 
 

@@ -256,6 +256,11 @@ def point_table(df: pd.DataFrame, sla) -> pd.DataFrame:
     return table[cols]
 
 
+def _ms(v: float) -> str:
+    """A latency for a sentence: whole milliseconds from 100 ms up, three significant digits below."""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def _near_syn_retry(value) -> float | None:
     """The SYN retransmission delay ``value`` (ms) sits just above, or None."""
     if value is None or pd.isna(value):
@@ -285,7 +290,7 @@ def _reason(row, sla: Sla) -> str:
     failing = [c for c in sla.clauses if not pd.isna(values[c.column]) and not c.holds_value(values[c.column])]
     for c in failing:
         v = values[c.column]
-        text = f"{c.metric} {v:g} {'>=' if c.strict else '>'} {c.ms:g}"
+        text = f"{c.metric} {_ms(v)} {'>=' if c.strict else '>'} {c.ms:g}"
         p99 = values.get("p99_ms")
         if c.metric == "max" and len(failing) == 1 and p99 is not None and not pd.isna(p99) and p99 <= c.ms:
             text += f": one slow request (p99 {p99:.0f} ms)"

@@ -114,3 +114,29 @@ def test_extrapolation_gives_a_node_count(tmp_path):
     assert ex["nodes"] == 6
     assert (ex["reference_nodes"], ex["reference_max_concurrency"]) == (3, 700)
     assert "extrapolation (USL fit) — not measured: 6 nodes" in format_report(report)
+
+
+def test_points_carry_status_and_the_text_marks_borderline_and_refined_answers(tmp_path):
+    sla = "max<=1500 mean<200 p98<=300"
+    rows = [make_row(1, 10, mean=90.0, p98=150.0, max_ms=300.0),
+            make_row(1, 20, mean=195.0, p98=270.0, max_ms=370.0),
+            make_row(1, 23, mean=198.0, p98=329.0, max_ms=470.0),  # a probe: p98 10 % over
+            make_row(1, 50, mean=450.0, p98=550.0, max_ms=620.0),
+            make_row(1, 100, aborted=True),
+            make_row(2, 10, mean=50.0, non_2xx=1000, failed=1000)]
+    report = build_report(load_results(write_csv(tmp_path / "p.csv", rows)), sla)
+    points = {(p["nodes"], p["concurrency"]): p for p in report["points"]}
+    assert [points[k]["status"] for k in sorted(points)] == ["ok", "ok", "ok", "ok", "aborted", "refused"]
+    assert points[(1, 20)]["borderline"] == "mean 195 ms, 2 % under 200: a repeat may decide differently"
+    assert points[(1, 23)]["meets"] is False and points[(1, 23)]["p98_ms"] == 329.0
+    assert points[(2, 10)]["reason"].startswith("refused: all 1000 responses non-2xx (the balancer had no live server")
+    assert set(points[(1, 10)]) >= {"littles_law", "bottleneck", "mean_ms", "max_ms"}
+    assert report["max_concurrency"] == {1: 20, 2: None}
+    assert report["max_concurrency_handout_levels"] == {1: 20, 2: None} and report["refined"] == [1]
+    assert json.loads(json.dumps(report))["points"][0]["status"] == "ok"
+    text = format_report(report)
+    assert "      1  20  (refined; on the handout's levels: 20)" in text
+    grid = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.startswith(("  1 ", "  2 "))}
+    assert grid == {"1": ["pass", "pass", "FAIL", "FAIL", "aborted"], "2": ["refused", "-", "-", "-", "-"]}
+    assert "Borderline points (the deciding clause within 10 % of its bound)" in text
+    assert "nodes=1   c=23     p98 329 ms, 10 % over 300: a repeat may decide differently" in text
