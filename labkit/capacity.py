@@ -419,7 +419,7 @@ def format_capacity(a: dict) -> list[str]:
                  "no fewer servers can meet the mean bound]")
     lines.append(f"  servers_usl (model):        {num(a['servers_usl'])}  [{a['servers_usl_note']}]")
     lines.append("  per role (model: utilisation law U = X·D; capacity = vCPU / CPU per request):")
-    lines.append(f"    {'role':<9}{'CPU ms/req':>11}{'vCPU needed':>13}  {'one machine for all (≤80 %)':<27}"
+    lines.append(f"    {'role':<9}{'CPU ms/req':>11}{'vCPU needed':>13}  {'one machine for all (≤80 %)':<29}"
                  f"{'measured type':<15}{'capacity':>14}")
     for role, r in a["roles"].items():
         cap = num(r["capacity_rps"], " req/s") if r["capacity_rps"] is not None else "-"
@@ -427,7 +427,7 @@ def format_capacity(a: dict) -> list[str]:
             cap += " each"
         lines.append(f"    {role:<9}{num(r['cpu_ms_per_request'], '', 3) if r['cpu_ms_per_request'] is not None else '-':>11}"
                      f"{num(r['vcpu_needed'], '', 2) if r['vcpu_needed'] is not None else '-':>13}  "
-                     f"{(r['machine_type'] or ('none' if r['vcpu_needed'] is not None else '-')):<27}"
+                     f"{(r['machine_type'] or ('none' if r['vcpu_needed'] is not None else '-')):<29}"
                      f"{(r['measured_machine_type'] or '-'):<15}{cap:>14}")
     lines.append(f"  bottleneck (model):         {a['bottleneck'] or 'not available'}"
                  + (f" (caps at {a['bottleneck_capacity_rps']:,.0f} req/s)" if a.get("bottleneck_capacity_rps") else ""))
