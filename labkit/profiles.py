@@ -69,7 +69,8 @@ def get(name: str) -> Profile:
 
 
 def profiles_table():
-    """Every profile as a DataFrame row: its grid size and the number of ab requests the lab makes with it."""
+    """Every profile as a DataFrame row: its grid size, repeats, refinement and the number of ab requests the
+    lab makes with it (before the refinement's probes: at most a few levels, up to 3 runs each)."""
     import pandas as pd
 
     rows = []
@@ -78,6 +79,9 @@ def profiles_table():
         vertical = len(p.vertical) * len(p.vertical_concurrency)
         rows.append({"profile": p.name, "requests per point": p.requests,
                      "concurrency levels": ", ".join(map(str, p.concurrency)),
-                     "nodes": ", ".join(map(str, p.nodes)), "points (01+02)": horizontal,
-                     "points (03)": vertical, "requests in total": (horizontal + vertical) * p.requests})
+                     "nodes": ", ".join(map(str, p.nodes)), "repeats": p.repeats,
+                     "refines": (f"{p.refine} at {', '.join(map(str, p.refine_nodes))} node(s)" if p.refine
+                                 else ""),
+                     "points (01+02)": horizontal,
+                     "points (03)": vertical, "requests in total": (horizontal * p.repeats + vertical) * p.requests})
     return pd.DataFrame(rows)

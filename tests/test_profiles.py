@@ -17,3 +17,12 @@ def test_profiles_table_counts_points_and_requests():
 def test_unknown_profile_names_the_known_ones():
     with pytest.raises(ConfigError, match="unknown profile 'huge'; known: full, quick, tiny"):
         profiles.get("huge")
+
+
+def test_quick_refines_part_one_at_one_node_with_the_handouts_sla():
+    from labkit.handout import PART1_SLA
+
+    t = profiles.profiles_table().set_index("profile")
+    assert t.loc["quick", "refines"] == f"{PART1_SLA} at 1 node(s)" and t.loc["full", "refines"] == ""
+    assert (t["repeats"] == 1).all()
+    assert profiles.get("quick").refine == PART1_SLA == "max<=1500 mean<200 p98<=300"
