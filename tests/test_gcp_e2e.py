@@ -1,0 +1,128 @@
+"""Notebooks 01 and 02 end to end on ``backend="gcp"`` and ``backend="ssh"`` without any cloud.
+
+The gcp run drives the real google-cloud-compute client against the Compute stub
+(``LABKIT_GCP_API_ENDPOINT``), where every instance is a real sshd on its own loopback
+address with its host key published as a guest attribute; the real paramiko deploy,
+the real service, nginx and ab then run on those "machines". The test brings up the
+first node itself only to choose the login and install folder the stub's machines need
+(root, one shared file system); notebook 02 then grows the lab the handout's way
+(balancer, image, restserver-1) and sweeps. The ssh run uses a hosts file naming such
+machines. Teardown must leave nothing in the stub and nothing running on the addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labkit.backends.gcp import GcpBackend
+from labkit.backends.ssh import SshBackend
+from labkit.handout import handout_spec
+from labkit.lab import NOTEBOOKS_DIR, _execute, kernel_environment, notebook_parameters
+from labkit.results import load_results
+from labkit.settings import Settings
+from tests.compute_stub import SSHD, ComputeStub, SshMachines
+
+pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("nginx") and shutil.which("ab")
+                                     and os.geteuid() == 0),
+                                reason="sshd, nginx and ab as root are needed (make test installs them)")
+
+PROJECT, ZONE = "lab-project", "us-central1-a"
+NOTEBOOKS = ("01_single_server", "02_load_balancer")
+
+
+def _run_notebooks(settings: Settings, backend: str, out: Path) -> None:
+    env = kernel_environment(settings)
+    for name in NOTEBOOKS:
+        params = notebook_parameters(name, out, "tiny", backend, "f1-micro")
+        _execute(NOTEBOOKS_DIR / f"{name}.ipynb", out / f"{name}.ipynb", params, out, 600, env)
+
+
+def _check_outputs(out: Path) -> None:
+    for name in NOTEBOOKS:
+        nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o["output_type"] == "error"]
+        assert errors == [], name
+    df = load_results(out / "results.csv")
+    assert sorted(set(df["nodes"])) == [1, 2]
+    assert (df["complete"] == df["requests"]).all()
+
+
+def test_notebooks_on_gcp_against_the_compute_stub(tmp_path):
+    machines = SshMachines()
+    with ComputeStub(machines=machines) as stub:
+        settings = Settings(state_dir=tmp_path / ".labkit", gcp_project=PROJECT, gcp_zone=ZONE,
+                            gcp_api_endpoint=stub.endpoint, cgroups="off")
+        root = tmp_path / "root"
+        out = tmp_path / "report"
+        out.mkdir()
+        started = time.monotonic()
+        first = GcpBackend(settings, ssh_user="root", timeout=60,
+                           ssh_options={"root": str(root), "python": sys.executable})
+        first.up(handout_spec("f1-micro"))  # restserver-0 and tester-0 only
+        first._restore_signal_handlers()  # the notebooks' kernels take over from here
+        assert sorted(stub.instances) == ["restserver-0", "tester-0"]
+        try:
+            _run_notebooks(settings, "gcp", out)
+            grown = sorted(stub.instances)
+            images = sorted(stub.images)
+        finally:
+            down = GcpBackend(settings).down()
+        elapsed = time.monotonic() - started
+        calls = stub.count()
+        print(f"\ngcp end to end (create -> deploy -> 01 + 02 sweeps -> down): {elapsed:.0f} s, "
+              f"{calls} Compute API calls")
+        (tmp_path.parent / "gcp_e2e.json").write_text(json.dumps({"seconds": round(elapsed, 1), "calls": calls}))
+        assert grown == ["loadbalancer-0", "restserver-0", "restserver-1", "tester-0"]
+        assert images == ["lab02-restserver-" + first.run_id]
+        assert "instance loadbalancer-0" in down["stopped"]
+        assert stub.empty(), "teardown leaves nothing in the stub"
+        assert machines.leftovers() == {}, "nothing runs on the machines' addresses"
+        assert not (tmp_path / ".labkit" / "gcp.json").exists()
+    _check_outputs(out)
+
+
+def test_notebooks_on_ssh_hosts(tmp_path):
+    machines = SshMachines()
+    try:
+        key = tmp_path / "client_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                       capture_output=True)
+        meta = {"items": [{"key": "ssh-keys", "value": "root:" + key.with_suffix(".pub").read_text().strip()}]}
+        hosts = {name: machines.start(name, meta) for name in
+                 ("restserver-0", "restserver-1", "loadbalancer-0", "tester-0")}
+
+        def table(name):
+            return f'host = "{hosts[name]["ip"]}"\nname = "{name}"\nhost_key = "{hosts[name]["host_key"]}"\n'
+
+        hosts_file = tmp_path / "hosts.toml"
+        hosts_file.write_text(
+            f'[defaults]\nuser = "root"\nkey_filename = "{key}"\n\n'
+            + "".join(f"[[servers]]\n{table(f'restserver-{i}')}\n" for i in range(2))
+            + f"[balancer]\n{table('loadbalancer-0')}\n[tester]\n{table('tester-0')}\n"
+            + f'[options]\nroot = "{tmp_path / "root"}"\npython = "{sys.executable}"\n')
+        settings = Settings(state_dir=tmp_path / ".labkit", ssh_hosts=str(hosts_file), cgroups="off")
+        out = tmp_path / "report"
+        out.mkdir()
+        started = time.monotonic()
+        try:
+            _run_notebooks(settings, "ssh", out)
+        finally:
+            SshBackend(settings).down()
+        print(f"\nssh end to end (01 + 02): {time.monotonic() - started:.0f} s")
+        _check_outputs(out)
+        assert not (tmp_path / ".labkit" / "ssh.json").exists()
+        up = {ip: pids - {hosts_pid} for ip, pids in machines.leftovers().items()
+              for hosts_pid in [next(m["pid"] for m in machines.machines.values() if m["ip"] == ip)]}
+        assert all(not pids for pids in up.values()), f"only sshd is left on the hosts: {up}"
+    finally:
+        machines.close()
