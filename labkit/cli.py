@@ -17,8 +17,10 @@ from pathlib import Path
 import click
 
 from . import profiles
-from .errors import ConfigError, LabkitError
+from .errors import ConfigError, LabkitError, StateError
+from .processes import sigterm_as_interrupt
 from .settings import Settings
+from .state import lab_locked, salvage
 
 log = logging.getLogger("labkit")
 
@@ -131,8 +133,9 @@ port_option = click.option("--port", default=8080, show_default=True, help="Port
 @port_option
 def up(backend, nodes, machine_type, server, workers, port):
     """Start the servers (and the balancer when nodes > 1)."""
-    b = _backend(backend)
-    b.up(_spec(nodes, machine_type, server, workers, port))
+    with lab_locked(_settings(), "labkit up"):  # one command changes the lab at a time (a sweep holds it too)
+        b = _backend(backend)
+        b.up(_spec(nodes, machine_type, server, workers, port))
     _echo_json({"url": b.url, "nodes": nodes, "cpu_limited": b.cpu_limited})
 
 
@@ -141,8 +144,9 @@ def up(backend, nodes, machine_type, server, workers, port):
 @click.argument("nodes", type=int)
 def scale(backend, nodes):
     """Change the number of servers behind the balancer."""
-    b = _backend(backend)
-    b.scale(nodes)
+    with lab_locked(_settings(), "labkit scale"):
+        b = _backend(backend)
+        b.scale(nodes)
     _echo_json({"url": b.url, "nodes": nodes})
 
 
@@ -158,8 +162,13 @@ def status(backend):
 @backend_option
 def down(backend):
     """Stop everything the lab started (processes, cgroups, temp files, cloud resources)."""
-    b = _backend(backend, attach_only=True)
-    _echo_json(b.down() if b else {"backend": backend, "down": "nothing was up"})
+    with lab_locked(_settings(), "labkit down"):
+        try:
+            b = _backend(backend, attach_only=True)
+        except StateError:  # unreadable state: stop what can be found without it, then say so
+            _echo_json(salvage(_settings(), backend))
+            raise
+        _echo_json(b.down() if b else {"backend": backend, "down": "nothing was up"})
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -214,7 +223,7 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
                          concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
                          requests=requests, repeats=None if repeats is None else check_repeats(repeats),
                          refine=refine_sla)
-    if timeout_s:
+    if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
         grid = dataclasses.replace(grid, timeout_s=timeout_s)
     with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab
         b = _backend(backend)
@@ -235,7 +244,10 @@ def parse_ab(file, percentiles, as_json):
     """Parse a saved ab report into the results-CSV fields."""
     from .ab import parse_file
 
-    _show(parse_file(file, percentiles).to_json(), as_json)
+    try:
+        _show(parse_file(file, percentiles).to_json(), as_json)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{percentiles or file} is not a text file (ab's output or its -e CSV)") from None
 
 
 @cli.command()
@@ -372,6 +384,7 @@ def dashboard(port):
 
 def main() -> None:
     """Entry point: run the CLI, turning LabkitErrors into one line and exit 2."""
+    sigterm_as_interrupt()  # SIGTERM tears down like Ctrl-C
     try:
         rc = cli.main(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
@@ -387,6 +400,9 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except LabkitError as exc:
+        click.echo(f"labkit: error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a full disk, a read-only or missing folder: the file and the reason
         click.echo(f"labkit: error: {exc}", err=True)
         sys.exit(2)
 
