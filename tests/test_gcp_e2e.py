@@ -126,3 +126,38 @@ def test_notebooks_on_ssh_hosts(tmp_path):
         assert all(not pids for pids in up.values()), f"only sshd is left on the hosts: {up}"
     finally:
         machines.close()
+
+
+@pytest.mark.parametrize("case", ["changed host key", "unreachable host"])
+def test_a_bad_hosts_file_is_one_line_and_starts_nothing(tmp_path, case):
+    from labkit.errors import LabkitError
+
+    machines = SshMachines()
+    try:
+        key = tmp_path / "client_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                       capture_output=True)
+        meta = {"items": [{"key": "ssh-keys", "value": "root:" + key.with_suffix(".pub").read_text().strip()}]}
+        server, tester = machines.start("restserver-0", meta), machines.start("tester-0", meta)
+        host, host_key = server["ip"], server["host_key"]
+        if case == "changed host key":
+            host_key = tester["host_key"]  # what the file trusts is not what the host offers
+        else:
+            host = f"127.{machines.octet}.{machines.net}.60"  # nothing listens there
+        hosts_file = tmp_path / "hosts.toml"
+        hosts_file.write_text(
+            f'[defaults]\nuser = "root"\nkey_filename = "{key}"\n'
+            f'[[servers]]\nhost = "{host}"\nhost_key = "{host_key}"\n'
+            f'[balancer]\nhost = "{server["ip"]}"\nhost_key = "{server["host_key"]}"\n'
+            f'[tester]\nhost = "{tester["ip"]}"\nhost_key = "{tester["host_key"]}"\n'
+            f'[options]\nroot = "{tmp_path / "root"}"\npython = "{sys.executable}"\n')
+        settings = Settings(state_dir=tmp_path / ".labkit", ssh_hosts=str(hosts_file), cgroups="off")
+        with pytest.raises(LabkitError) as err:
+            SshBackend(settings).up(handout_spec("f1-micro"))
+        assert "\n" not in str(err.value) and host in str(err.value)
+        assert ("host key" in str(err.value)) == (case == "changed host key")
+        sshds = {m["pid"] for m in machines.machines.values()}
+        assert all(pids <= sshds for pids in machines.leftovers().values()), "nothing but sshd runs"
+        assert not SshBackend(settings)._state.get("running")
+    finally:
+        machines.close()
