@@ -19,16 +19,26 @@ def cloud_cost(profile: str, machine_type: str = "f1-micro", rps_per_node: float
 
     p = profiles.get(profile)
     top = max(p.nodes)
-    hourly = plan(project=project, zone=zone, nodes=top, machine_type=machine_type)["cost"]["total_per_hour"]
+    cost = plan(project=project, zone=zone, nodes=top, machine_type=machine_type,
+                ssh_source_ranges=["0.0.0.0/0"])["cost"]  # the rule's source does not change the price
+    hourly = cost["total_per_hour"]
     seconds = sum(p.requests * len(p.concurrency) / (rps_per_node * n) for n in p.nodes)
     hours = setup_hours + seconds / 3600
     return {"profile": p.name, "machine_type": machine_type, "largest cluster": f"{top} servers + balancer + tester",
+            "machines per hour": cost["instances_per_hour"], "disks per hour": cost["disks_per_hour"],
+            "external IPv4 per hour": cost["external_ipv4_per_hour"],
             "per hour (USD)": round(hourly, 4), "assumed req/s per server": rps_per_node,
-            "estimated hours": round(hours, 2), "estimated cost (USD)": round(hourly * hours, 2)}
+            "estimated hours": round(hours, 2), "estimated cost (USD)": round(hourly * hours, 2),
+            "prices as of": ", ".join(f"{k} {v}" for k, v in cost["prices_as_of"].items())}
 
 
-def cost_table(machine_type: str = "f1-micro", **assumptions):
-    """:func:`cloud_cost` for every profile, one row each (a DataFrame); ``assumptions`` as there."""
+def cost_table(machine_type: str = "f1-micro", profile: str | None = None, **assumptions):
+    """:func:`cloud_cost` for every profile (or only ``profile``), one row each (a DataFrame).
+
+    Priced from :func:`labkit.gcp_requests.plan` (machines, disks and the external IPv4
+    address every VM gets); no cloud call is made. ``assumptions`` as in :func:`cloud_cost`.
+    """
     import pandas as pd
 
-    return pd.DataFrame([cloud_cost(name, machine_type, **assumptions) for name in profiles.PROFILES])
+    names = [profile] if profile is not None else list(profiles.PROFILES)
+    return pd.DataFrame([cloud_cost(name, machine_type, **assumptions) for name in names])

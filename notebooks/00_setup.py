@@ -118,3 +118,13 @@ get_profile(profile)
 
 # %%
 cost_table(machine_type)
+
+# %% [markdown]
+# The run you chose (the `profile` and `machine_type` parameters), priced from `labkit plan`
+# before anything is created: machines, boot disks and the external IPv4 address every VM
+# gets, each with the date of its price. On `gcp` set the project and zone with
+# `labkit lab --project P --zone Z`, or `LABKIT_GCP_PROJECT` / `LABKIT_GCP_ZONE`;
+# `labkit plan --nodes 5` shows every request it would send.
+
+# %%
+cost_table(machine_type, profile=profile)

@@ -201,3 +201,13 @@ def test_plan_rejects_bad_input():
         req.plan(PROJECT, ZONE, 2, "n9-huge")
     with pytest.raises(ConfigError, match="run id"):
         req.plan(PROJECT, ZONE, 2, run_id="Bad Id")
+
+
+def test_cost_table_for_the_chosen_profile_includes_the_external_addresses():
+    from labkit.costs import cost_table
+
+    row = cost_table("f1-micro", profile="tiny").iloc[0]
+    assert row["profile"] == "tiny" and row["external IPv4 per hour"] == pytest.approx(4 * 0.005)  # 2 + lb + tester
+    assert row["per hour (USD)"] == pytest.approx(row["machines per hour"] + row["disks per hour"]
+                                                  + row["external IPv4 per hour"], abs=1e-4)
+    assert "external IPv4 2024-02-01" in row["prices as of"]
