@@ -122,8 +122,9 @@ class Sla:
             if m["op"] not in OPERATORS:
                 raise SlaSyntaxError(f"operator {m['op']!r} in clause {token!r}: use < or <=")
             ms = float(m["ms"])
-            if ms < 0:
-                raise SlaSyntaxError(f"negative bound in clause {token!r}")
+            if not ms > 0:  # -0 and 0 too: no latency is below them
+                what = "negative" if m["ms"].startswith("-") else "zero"
+                raise SlaSyntaxError(f"{what} bound in clause {token!r}: a bound must be > 0 ms")
             clauses.append(Clause(metric, m["op"], ms))
         return cls(tuple(clauses))
 

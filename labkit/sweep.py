@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import logging
+import numbers
 import os
 import signal
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import profiles, provenance, refine
-from .ab import AbCommand
+from .ab import MAX_CONCURRENCY, AbCommand
 from .backends.base import Backend, ClusterSpec
 from .errors import AbParseError, BackendError, ConfigError, LabkitError, LockError
 from .measure import measure
@@ -87,6 +88,17 @@ class Grid:
             object.__setattr__(self, "refine_nodes", tuple(int(n) for n in self.refine_nodes))
         if not self.nodes or not self.concurrency:
             raise ConfigError("a sweep needs at least one node count and one concurrency level")
+        # everything a point would refuse is refused now, before anything starts
+        for name, least in (("requests", 1), ("timeout_s", 1), ("retries", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ConfigError(f"{name} must be an integer >= {least}, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        for n in self.nodes:
+            dataclasses.replace(self.spec, nodes=n)  # ClusterSpec's own bounds (nodes 1..16)
+        over = [c for c in self.concurrency if c > MAX_CONCURRENCY]
+        if over:
+            raise ConfigError(f"concurrency levels {over} exceed ab's limit of {MAX_CONCURRENCY}")
         bad = [c for c in self.concurrency if c < 1 or c > self.requests]
         if bad:
             raise ConfigError(f"concurrency levels {bad} must be between 1 and --requests ({self.requests})")
@@ -132,8 +144,9 @@ def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None
         refine, refine_nodes = (p.refine, p.refine_nodes) if concurrency is None else (None, None)
     else:
         refine, refine_nodes = (refine or None), None
-    return Grid(spec=spec, nodes=tuple(nodes or p.nodes), concurrency=tuple(concurrency or p.concurrency),
-                requests=int(requests or p.requests), timeout_s=p.timeout_s, retries=p.retries,
+    return Grid(spec=spec, nodes=tuple(p.nodes if nodes is None else nodes),
+                concurrency=tuple(p.concurrency if concurrency is None else concurrency),
+                requests=p.requests if requests is None else requests, timeout_s=p.timeout_s, retries=p.retries,
                 repeats=p.repeats if repeats is None else repeats, refine=refine, refine_nodes=refine_nodes)
 
 

@@ -34,6 +34,7 @@ import abc
 import copy
 import dataclasses
 import logging
+import numbers
 import threading
 import time
 from typing import TYPE_CHECKING, Literal
@@ -65,10 +66,19 @@ class ClusterSpec:
     def __post_init__(self):
         if self.server not in ("flask", "gunicorn"):
             raise ConfigError(f"server must be 'flask' or 'gunicorn', not {self.server!r}")
+        for name in ("nodes", "workers", "port", "fib_max"):  # ints, before anything starts
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer, not {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy ints from a notebook become ints
         if not 1 <= self.nodes <= 16:
             raise ConfigError(f"nodes must be between 1 and 16, not {self.nodes}")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 1 and 65535, not {self.port}")
+        if self.fib_max < 1:
+            raise ConfigError(f"fib_max must be at least 1, not {self.fib_max}")
         if self.server == "flask" and self.workers != 1:
             object.__setattr__(self, "workers", 1)
 
