@@ -82,7 +82,7 @@ def _override(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
-def _backend(name: str, attach_only: bool = False):
+def _backend(name: str, attach_only: bool = False, **options):
     """The backend ``name`` with this invocation's settings; None if ``attach_only`` and nothing is up."""
     from . import state
     from .backends import get_backend
@@ -90,7 +90,7 @@ def _backend(name: str, attach_only: bool = False):
     settings = _settings()
     if attach_only and name != "local" and state.load(settings, name) is None:
         return None
-    return get_backend(name, settings=settings)
+    return get_backend(name, settings=settings, **options)
 
 
 def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
@@ -131,10 +131,12 @@ port_option = click.option("--port", default=8080, show_default=True, help="Port
 @server_option
 @workers_option
 @port_option
-def up(backend, nodes, machine_type, server, workers, port):
+@click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (default: this machine's "
+              "public address when it has one, else anywhere, with a warning).")
+def up(backend, nodes, machine_type, server, workers, port, ssh_source):
     """Start the servers (and the balancer when nodes > 1)."""
     with lab_locked(_settings(), "labkit up"):  # one command changes the lab at a time (a sweep holds it too)
-        b = _backend(backend)
+        b = _backend(backend, **({"ssh_source_ranges": ssh_source} if backend == "gcp" and ssh_source else {}))
         b.up(_spec(nodes, machine_type, server, workers, port))
     _echo_json({"url": b.url, "nodes": nodes, "cpu_limited": b.cpu_limited})
 
@@ -292,12 +294,15 @@ def _project() -> str:
 @click.option("--nodes", default=5, show_default=True, help="Servers to create.")
 @machine_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan(backend, nodes, machine_type, as_json):
+@click.option("--ssh-source", help="Who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
+def plan(backend, nodes, machine_type, as_json, ssh_source):
     """What a cloud run would create and cost per hour - without touching the cloud."""
     from .gcp_requests import plan as make_plan
+    from .gcp_requests import ssh_source_ranges
 
     zone = (_settings().gcp_zone or "us-central1-a").split(",")[0].strip()
-    _show(make_plan(project=_project(), zone=zone, nodes=nodes, machine_type=machine_type), as_json)
+    _show(make_plan(project=_project(), zone=zone, nodes=nodes, machine_type=machine_type,
+                    ssh_source_ranges=ssh_source_ranges(ssh_source)), as_json)
 
 
 @cli.command()
