@@ -41,6 +41,7 @@ concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None 
 requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
 charts_dir = "../runs/charts"  # where the PNG charts are saved
+cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
 import pandas as pd
@@ -80,7 +81,7 @@ require_healthy(backend)
 # Attaching to the backend shows what is running now (nothing, on a fresh start).
 
 # %%
-lab = get_backend(backend)
+lab = get_backend(backend, **cloud)
 lab.status()
 
 # %% [markdown]
