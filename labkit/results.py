@@ -47,13 +47,16 @@ def append_row(path: str | os.PathLike, measurement: Measurement) -> None:
             raise ResultsError(str(path), None, None, "its header is not a labkit results header; not appending")
         fieldnames = tuple(header)
     cells = measurement.to_cells()
-    with open(path, "a", newline="") as fh:
-        writer = csv.writer(fh)
-        if new:
-            writer.writerow(fieldnames)
-        writer.writerow([cells.get(c, "") for c in fieldnames])
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(fieldnames)
+            writer.writerow([cells.get(c, "") for c in fieldnames])
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as e:  # a full disk, a read-only folder: one line naming the file
+        raise ResultsError(str(path), None, None, f"cannot append the row: {e.strerror or e}") from None
 
 
 def check_line_end(path: str | os.PathLike) -> None:
