@@ -366,3 +366,21 @@ def test_system_nginx_stages_its_config_in_a_random_0600_temp_file(tmp_path):
         assert path != "/tmp/labkit-nginx.conf.loadbalancer-0" and path.startswith("/tmp/labkit-nginx.")
         assert mode == 0o600  # created by mktemp before anything was written into it
         assert not os.path.exists(path)  # copied into place and removed
+
+
+def test_a_server_unit_never_replaces_or_disables_a_unit_of_the_hosts_own(tmp_path):
+    """Even past the hosts file (a name from elsewhere, a tampered state): ssh.service is left alone."""
+    from labkit.errors import CommandError
+    from labkit.remote_service import RemoteService
+
+    nginx, conn, etc = _sandboxed_system_nginx(tmp_path)  # the fake systemctl answers `cat` for any unit
+    root = tmp_path / "root"
+    service = RemoteService(conn, "ssh", root=str(root), python="/usr/bin/python3", use_systemd=True)
+    with pytest.raises(CommandError, match="labkit did not write"):
+        service.start(ClusterSpec(), "ssh", "127.0.0.1", 8080, record=lambda info: None)
+    service.stop({"unit": "ssh.service", "port": 8080})  # a state naming the host's ssh.service
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls == ["systemctl cat ssh.service"], calls  # asked, never enabled, restarted or disabled
+    with pytest.raises(Exception, match="name"):
+        service.start(ClusterSpec(), "web$(touch /tmp/labkit-pwned)", "127.0.0.1", 8080, record=lambda info: None)
+    assert not Path("/tmp/labkit-pwned").exists()
