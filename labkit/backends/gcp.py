@@ -138,7 +138,6 @@ class GcpBackend(Backend):
         self._inflight: set[str] = set()  # instance inserts sent whose outcome is not known yet
         self._inflight_done = threading.Condition()
         self._closing = False  # set by down(): no new insert may start
-        self._warmed = False
 
     # -- what the state says ----------------------------------------------------------
     project = _saved("project", "The Compute Engine project.")
@@ -149,7 +148,6 @@ class GcpBackend(Backend):
     ssh_user = _saved("ssh_user", "The login created on every machine with the run's key.")
     timeout = _saved("timeout", "Seconds to wait for one Compute operation.")
     max_nodes = _saved("max_nodes", "Servers to create up front (more are created when first needed anyway).")
-    tester_machine_type = _saved("tester_machine_type", "The tester's machine type (default: the servers').")
     ssh_source_ranges = _saved("ssh_source_ranges", "Who may SSH in (--ssh-source).")
     deploy = _saved("deploy", "False: create the machines only (the tests against the Compute stub).")
     created = _saved("created", "Instance name -> zone, recorded when each insert is sent.")
@@ -341,7 +339,7 @@ class GcpBackend(Backend):
         self._check_zones()
         s0, t0, lb = self.server_name(0), self.tester_name, self.balancer_name
         makers = {s0: self._maker(s0, "server", spec.machine_type, pub),
-                  t0: self._maker(t0, "tester", self.tester_machine_type or spec.machine_type, pub)}
+                  t0: self._maker(t0, "tester", self._state.get("tester_machine_type") or spec.machine_type, pub)}
         if max(spec.nodes, self.max_nodes or 1) > 1:
             makers[lb] = self._maker(lb, "balancer", spec.machine_type, pub)
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -351,8 +349,11 @@ class GcpBackend(Backend):
             finally:
                 firewalls.result()
         hosts = self._hosts(list(makers), key_path)
+        options = dict(self._state.get("ssh_options", {}))
+        if self._state.get("tester_machine_type"):
+            options["tester_machine_type"] = self._state["tester_machine_type"]
         ssh = SshBackend(self.settings, persist=False, servers=[hosts[s0]], balancer=hosts.get(lb, hosts[s0]),
-                         tester=hosts[t0], balancer_port=80, **self._state.get("ssh_options", {}))
+                         tester=hosts[t0], balancer_port=80, **options)
         with self._save_lock:
             self._state["ssh"] = ssh._state
             self._save()
@@ -432,7 +433,6 @@ class GcpBackend(Backend):
             raise
         if self.deploy:
             self.ssh.up(spec)
-            self._warmed = True
 
     def status(self) -> dict:
         out = {"backend": self.name, "project": self.project, "run_id": self.run_id, "expires": self.expires,
@@ -456,32 +456,13 @@ class GcpBackend(Backend):
         return True
 
     @property
-    def balancer_machine_type(self) -> str | None:
+    def tester_machine_type(self) -> str | None:
+        """The tester's machine type: ``tester_machine_type`` when given, else the servers'."""
         spec = self.spec
-        return spec.machine_type if spec is not None and spec.nodes > 1 else None
+        return self._state.get("tester_machine_type") or (spec.machine_type if spec is not None else None)
 
-    @property
-    def tester_machine_type_used(self) -> str | None:
-        spec = self.spec
-        return self.tester_machine_type or (spec.machine_type if spec else None)
-
-    def settle(self, timeout: float = 30.0) -> float:
-        ssh = self._ssh_up()
-        return ssh.settle(timeout) if hasattr(ssh, "settle") else 0.0
-
-    def warm_up(self) -> None:
-        if self._warmed:  # the ssh backend's up() just did
-            self._warmed = False
-            return
-        ssh = self._ssh_up()
-        if hasattr(ssh, "warm_up"):
-            ssh.warm_up()
-
-    def cpu_seconds_by_role(self) -> dict:
-        ssh = self._ssh_up()
-        if hasattr(ssh, "cpu_seconds_by_role"):
-            return ssh.cpu_seconds_by_role()
-        return {"server": None, "balancer": None, "tester": None}
+    # settle(), warm_up(), cpu_seconds_by_role() and balancer_machine_type are the base's:
+    # it delegates them to inner(), the ssh backend driving the machines.
 
     def run_ab(self, command, timeout: float, progress=None) -> AbRun:
         return self._ssh_up().run_ab(command, timeout, progress)
