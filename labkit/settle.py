@@ -3,7 +3,9 @@
 After an overloaded or aborted point a server is still draining queued connections for
 seconds; a light point started then measures that backlog, not itself. :func:`wait_idle`
 samples every machine's cumulative CPU seconds and returns once each one's rate over a
-short window is below ``threshold`` (5 %) of its quota; :func:`wait_responsive` is the
+short window is below ``threshold`` (5 %) of its quota *and* no connection is still queued
+for a server (optional ``pending`` counts: an aborted point's backlog drains in TCP
+retransmission waves seconds apart, idle in between); :func:`wait_responsive` is the
 fallback where no CPU counter can be read: every server's ``/status`` answers at its idle
 latency. Both are bounded: on timeout they log a warning and return the time waited --
 the point is measured anyway and the wait is recorded in ``settle_s``.
@@ -47,7 +49,7 @@ def busy(before: tuple[float, Sample], after: tuple[float, Sample], threshold: f
 
 
 def wait_idle(sample: Callable[[], Sample], timeout: float = 30.0, *, previous: tuple[float, Sample] | None = None,
-              threshold: float = THRESHOLD, first_window: float = FIRST_WINDOW, window: float = WINDOW,
+              pending: Callable[[], dict[str, int] | None] | None = None, threshold: float = THRESHOLD, first_window: float = FIRST_WINDOW, window: float = WINDOW,
               clock=time.monotonic, sleep=time.sleep, what: str = "the lab") -> float:
     """Sample until every machine is idle or ``timeout`` passed; return the seconds waited.
 
@@ -67,11 +69,14 @@ def wait_idle(sample: Callable[[], Sample], timeout: float = 30.0, *, previous: 
     while True:
         now = (clock(), sample())
         hot = busy(last, now, threshold)
-        if not hot:
+        # queued connections are only asked for once the CPU looks idle (it costs a little)
+        queued = {k: v for k, v in ((pending() if pending and not hot else None) or {}).items() if v > 0}
+        if not hot and not queued:
             return now[0] - start
         if now[0] >= deadline:
-            log.warning("%s did not go idle within %.0f s (%s); measuring anyway", what, timeout,
-                        ", ".join(f"{k} at {v:.0%} of its CPU" for k, v in sorted(hot.items())))
+            why = [f"{k} at {v:.0%} of its CPU" for k, v in sorted(hot.items())]
+            why += [f"{v} connections queued for {k}" for k, v in sorted(queued.items())]
+            log.warning("%s did not go idle within %.0f s (%s); measuring anyway", what, timeout, ", ".join(why))
             return now[0] - start
         last = now
         sleep(min(window, max(0.0, deadline - now[0])) or 0.01)
@@ -108,3 +113,20 @@ def wait_responsive(probe: Callable[[str, float], float], names: list[str], time
                         timeout, "; ".join(f"{k}: {last.get(k, '?')}" for k, v in streak.items() if v < 2))
             return clock() - start
         sleep(0.05)
+
+
+def wait_answering(probe: Callable[[float], object], timeout: float, *, clock=time.monotonic, sleep=time.sleep,
+                   what: str = "the balancer") -> float:
+    """Until ``probe(timeout)`` succeeds (the balancer routes ``/status`` to a server again: nginx
+    answers 502 while it keeps every server marked down); bounded like :func:`wait_idle`."""
+    start = clock()
+    deadline = start + max(0.0, timeout)
+    while True:
+        try:
+            probe(max(0.2, min(2.0, deadline - clock())))
+            return clock() - start
+        except (OSError, ValueError) as exc:
+            if clock() >= deadline:
+                log.warning("%s still answers %s after %.0f s; measuring anyway", what, str(exc)[-80:], timeout)
+                return clock() - start
+        sleep(0.25)

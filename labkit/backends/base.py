@@ -283,10 +283,20 @@ class Backend(abc.ABC):
         """Cumulative CPU seconds ab has used on the tester, or None when unknown."""
         return None
 
+    def _pending(self) -> dict[str, int] | None:
+        """Connections still queued for each server (listen backlog, half-open, clients' unacked
+        SYN/FIN), as of the last :meth:`_cpu_sample` or now; None when unknown."""
+        return None
+
     def _status_probes(self) -> dict:
         """``{name: probe(timeout) -> seconds}``: one ``/status`` round trip per server, the
         settle fallback where no CPU counter can be read. None by default (nothing to wait for)."""
         return {}
+
+    def _balancer_probe(self):
+        """``probe(timeout)`` fetching ``/status`` through the balancer as the tester does (raises
+        OSError on a 502), or None without a balancer. None by default."""
+        return None
 
     def _sampled(self) -> settling.Sample | None:
         """:meth:`_cpu_sample`, remembered with its time (settle starts from the last one)."""
@@ -324,9 +334,13 @@ class Backend(abc.ABC):
                 if (previous is None or set(previous[1]) != set(first)
                         or time.monotonic() - previous[0] > settling.MAX_AGE):
                     previous = self._last_sample
-                settling.wait_idle(self._sampled, left, previous=previous, what=what)
+                settling.wait_idle(self._sampled, left, previous=previous, pending=self._pending, what=what)
             elif probes := self._status_probes():
                 settling.wait_responsive(lambda name, t: probes[name](t), list(probes), left, what=what)
+            if (balancer := self._balancer_probe()) is not None:
+                # after an overloaded point nginx keeps the servers marked down for its fail_timeout
+                settling.wait_answering(balancer, max(0.0, timeout - (time.monotonic() - start)),
+                                        what=f"the {self.name} lab's balancer")
         except Exception as exc:  # noqa: BLE001 - a counter that went away mid-wait: measure anyway
             log.warning("%s: could not tell whether it is idle (%s); measuring anyway", what, exc)
         return time.monotonic() - start

@@ -216,8 +216,7 @@ class LocalBackend(Backend):
                 self._stop(role)
         vcpu = machine_types.get(spec.machine_type).vcpu
         try:
-            for i in range(spec.nodes):
-                role = f"restserver-{i}"
+            for role in booting:  # the ones already running are waited for in _wait_servers
                 try:
                     wait_until_up(f"http://{self.address(role)}:{spec.port}", timeout=30)
                 except Exception as exc:
@@ -400,6 +399,13 @@ class LocalBackend(Backend):
                                                  machine_types.get(self._state["balancer_machine_type"]).vcpu)
         return sample
 
+    def _pending(self) -> dict[str, int] | None:
+        spec = self.spec
+        if spec is None:
+            return None
+        return cpu_accounting.pending_connections(
+            {f"restserver-{i}": (self.address(f"restserver-{i}"), spec.port) for i in range(spec.nodes)})
+
     def _tester_cpu_seconds(self) -> float | None:
         if not self.cpu_limited:
             return self._ab_cpu
@@ -420,6 +426,13 @@ class LocalBackend(Backend):
 
         return {f"restserver-{i}": probe(f"http://{self.address(f'restserver-{i}')}:{spec.port}")
                 for i in range(spec.nodes)}
+
+    def _balancer_probe(self):
+        spec = self.spec
+        if spec is None or spec.nodes == 1:
+            return None
+        url = self.url
+        return lambda timeout: get_status(url, timeout=timeout)
 
     def _balancer_type(self, spec: ClusterSpec) -> str:
         return self._state["balancer_machine_type"]

@@ -372,17 +372,40 @@ class SshBackend(Backend):
             r = self.conn(h).run(cpu_accounting.remote_script(entries), check=False, timeout=SAMPLE_TIMEOUT)
             return cpu_accounting.parse_remote(r.stdout)
 
-        if len(hosts) == 1:
-            found = read(next(iter(hosts.values())))
-        else:
-            found = {}
-            with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
-                for part in pool.map(read, hosts.values()):
-                    found.update(part)
+        found = {}
+        for part in self._on_hosts(read, list(hosts.values())):
+            found.update(part)
         vcpu = {"server": machine_types.get(spec.machine_type).vcpu,
                 "balancer": machine_types.get(self._balancer_type(spec)).vcpu}
         return {name: (found.get(name), vcpu[name.split(":")[0]])
                 for _, entries in hosts.values() for name in entries}
+
+    @staticmethod
+    def _on_hosts(read, items: list) -> list:
+        """``read(item)`` for every host's item, hosts in parallel threads."""
+        if len(items) <= 1:
+            return [read(i) for i in items]
+        with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+            return list(pool.map(read, items))
+
+    def _pending(self) -> dict[str, int] | None:
+        """Connections still queued for each running server, from ``ss`` on its host (one command per host)."""
+        spec, servers, hosts = self.spec, self.servers, {}
+        for key in self._running:
+            i = int(key)
+            if spec is not None and i < spec.nodes:
+                h = servers[i]
+                hosts.setdefault(h.key, (h, {}))[1][h.name] = (h.addr, self.server_port(i))
+
+        def read(item):
+            h, listening = item
+            r = self.conn(h).run(cpu_accounting.SS_COMMAND, check=False, timeout=SAMPLE_TIMEOUT)
+            return cpu_accounting.pending_from_ss(r.stdout, listening) if r.ok else {}
+
+        out: dict[str, int] = {}
+        for part in self._on_hosts(read, list(hosts.values())):
+            out.update(part)
+        return out
 
     def _tester_cpu_seconds(self) -> float | None:
         return self._ab_cpu
@@ -401,6 +424,13 @@ class SshBackend(Backend):
             return run
 
         return {servers[i].name: probe(i) for i in range(spec.nodes)}
+
+    def _balancer_probe(self):
+        spec = self.spec
+        if spec is None or spec.nodes == 1:
+            return None
+        url, via = self.url, self.conn(self.tester)
+        return lambda timeout: get_status(url, timeout=timeout, via=via)
 
     def _balancer_type(self, spec: ClusterSpec) -> str:
         return self.options.get("balancer_machine_type") or spec.machine_type
