@@ -13,7 +13,7 @@ the feedback, under a line saying why it did not run.
 from __future__ import annotations
 
 from nbconvert.preprocessors import Preprocessor
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 
 NOTE = "# Not run when graded: this cell measures. The cells below read your results_csv.\n"
 NOTE_UNGRADED = "# Not run when graded: this notebook has no graded cells.\n"
@@ -26,6 +26,7 @@ def _commented(source: str) -> str:
 class SkipMeasuring(Preprocessor):
     """Comment out the measuring cells (tag :attr:`tag`) before nbgrader executes a notebook."""
 
+    enabled = Bool(True, help="nbconvert runs only enabled preprocessors").tag(config=True)
     tag = Unicode("measure", help="cells with this tag are not run when autograding").tag(config=True)
 
     def preprocess(self, nb, resources):
