@@ -374,6 +374,22 @@ def release(out, notebooks_dir):
 
 
 @cli.command()
+@click.argument("submitted", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", default="grading", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The grading course nbgrader works in (gradebook, autograded/, feedback/); replaced each run.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"<student>": {"score", "max_score", "flags", ...}}.')
+def grade(submitted, out, as_json):
+    """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv); never measures."""
+    from .grade import format_grades, grade as grade_all
+
+    grades = grade_all(submitted, out)
+    if as_json:
+        _echo_json(grades)
+    else:
+        click.echo(format_grades(grades, out.resolve()), nl=False)
+
+
+@cli.command()
 @click.option("--port", default=8866, show_default=True, help="Port Voila listens on (127.0.0.1).")
 def dashboard(port):
     """Serve notebooks/04_reanalysis as a stand-alone Voila dashboard (code hidden)."""
