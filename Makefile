@@ -15,7 +15,7 @@ export GCE_METADATA_IP := 127.0.0.1:9
 LAB_TOOLS  := nginx:nginx ab:apache2-utils
 TEST_TOOLS := sshd:openssh-server chromium:chromium
 
-.PHONY: setup setup-test lab test jupyter release dashboard bench clean
+.PHONY: setup setup-test lab test jupyter release grade dashboard bench clean
 
 # ensure(bin:package ...): install the Debian packages whose binaries are missing.
 define ensure
@@ -61,6 +61,11 @@ jupyter: setup
 release: setup
 	$(BIN)/labkit release --out release
 
+# Grading needs neither nginx nor ab: only the Python environment (no `setup` tools check).
+SUBMITTED ?= submitted
+grade: $(STAMP)
+	$(BIN)/labkit grade $(SUBMITTED) --out grading
+
 dashboard: setup
 	$(BIN)/voila notebooks/04_reanalysis.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
 
@@ -69,4 +74,4 @@ bench: setup
 
 clean:
 	$(BIN)/labkit down || true
-	rm -rf reports release
+	rm -rf reports release grading
