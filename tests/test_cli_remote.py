@@ -272,7 +272,7 @@ def test_gcp_state_lets_another_backend_tear_down(stub, state_dir, tmp_path):
         saved = json.loads((state_dir / "gcp.json").read_text())
         assert saved["project"] == PROJECT and saved["run_id"] == "run2" and saved["zones"] == [ZONE]
         assert saved["created"] == {n: ZONE for n in names}
-        assert saved["images"] == ["lab02-restserver"]
+        assert saved["images"] == ["lab02-restserver-run2"]
         assert sorted(saved["firewalls"]) == ["labkit-run2-http", "labkit-run2-servers", "labkit-run2-ssh"]
         assert saved["spec"]["nodes"] == 3
         assert [s["host_key"] for s in saved["ssh"]["servers"]] == [stub.host_keys] * 3
@@ -287,9 +287,9 @@ def test_gcp_state_lets_another_backend_tear_down(stub, state_dir, tmp_path):
         assert other.balancer_config() == "(no balancer is running: with one node the tester talks to the server directly)"
         result = other.down()
         assert result["left"] == [] and result["stopped"] == ["firewall labkit-run2-http", "firewall labkit-run2-servers",
-                                     "firewall labkit-run2-ssh", "image lab02-restserver"] + \
+                                     "firewall labkit-run2-ssh", "image lab02-restserver-run2"] + \
             [f"instance {n}" for n in names]
-        assert _deletes(stub) == sorted([f"instances/{n}" for n in names] + ["images/lab02-restserver"]
+        assert _deletes(stub) == sorted([f"instances/{n}" for n in names] + ["images/lab02-restserver-run2"]
                                         + [f"firewalls/labkit-run2-{k}" for k in ("http", "servers", "ssh")])
         assert all(r["method"] in ("DELETE", "GET") for r in stub.requests[n_before:])
         assert stub.instances == {} and stub.images == {} and stub.firewalls == {}
@@ -338,7 +338,9 @@ def test_gcp_down_after_a_killed_up_from_the_cli(state_dir, tmp_path):
             while time.time() < deadline:
                 saved = state.load(state_dir, "gcp") if (state_dir / "gcp.json").exists() else None
                 first = {"restserver-0", "loadbalancer-0", "tester-0"}
-                if saved and first <= set(saved["created"]) and first <= set(stub.instances):
+                rules = {f"labkit-killed-{k}" for k in ("http", "servers", "ssh")}  # created alongside them
+                if (saved and first <= set(saved["created"]) and first <= set(stub.instances)
+                        and rules <= set(saved["firewalls"]) and rules <= set(stub.firewalls)):
                     break
                 assert proc.poll() is None, proc.communicate()
                 time.sleep(0.05)
@@ -347,10 +349,10 @@ def test_gcp_down_after_a_killed_up_from_the_cli(state_dir, tmp_path):
         finally:
             proc.wait(10)
         assert proc.returncode == -signal.SIGKILL
-        # killed while the creates were still running: recorded when sent, not when done
+        # killed while the creates (instances and firewall rules) were still running: recorded when sent, not when done
         pending = [op["targetLink"] for op in stub.ops.values()
                    if op["operationType"] == "insert" and op["_done_at"] > killed_at]
-        assert sorted(pending) == sorted(first)
+        assert sorted(pending) == sorted(first | rules)
         assert sorted(saved["firewalls"]) == sorted(stub.firewalls) == [f"labkit-killed-{k}" for k in
                                                                        ("http", "servers", "ssh")]
 
