@@ -403,11 +403,15 @@ def test_gc_cli_dry_run_then_delete(stub, state_dir):
 
 
 def test_plain_http_endpoint_must_be_loopback(tmp_path):
-    with pytest.raises(ConfigError, match="must be on loopback"):
+    refused = (r"^Compute endpoint {}: credentials are only sent to https://\*\.googleapis\.com; "
+               r"an emulator must listen on loopback \(e\.g\. http://127\.0\.0\.1:PORT\)$")
+    with pytest.raises(ConfigError, match=refused.format("http://compute.example.com:80")):
         gcp.Compute(endpoint="http://compute.example.com:80")
+    with pytest.raises(ConfigError, match=refused.format("https://compute.example.com")):  # https elsewhere too
+        gcp.Compute(endpoint="https://compute.example.com")
     b = GcpBackend(Settings(state_dir=tmp_path, gcp_project=PROJECT, gcp_api_endpoint="http://compute.example.com:80"))
     assert b.project == PROJECT and b.zones == list(gcp_backend.DEFAULT_ZONES)  # project and zones from settings
-    with pytest.raises(ConfigError, match="must be on loopback"):
+    with pytest.raises(ConfigError, match=refused.format("http://compute.example.com:80")):
         b.compute
 
 
@@ -450,9 +454,12 @@ def test_plan_cli_offline_without_credentials(tmp_path):
         assert body["networkInterfaces"][0]["accessConfigs"] == [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}]
         assert body["tags"]["items"] and body["labels"]["labkit-run"] == plan["run_id"]
         assert {i["key"] for i in body["metadata"]["items"]} == {"ssh-keys", "enable-guest-attributes"}
-    assert inserts[-1]["disks"][0]["initializeParams"]["sourceImage"] == "projects/p1/global/images/lab02-restserver"
+    assert inserts[-1]["disks"][0]["initializeParams"]["sourceImage"] == \
+        f"projects/p1/global/images/lab02-restserver-{plan['run_id']}"  # the run's own image
     price = sum(machine_types.get(b["machineType"].rsplit("/", 1)[1]).price_per_hour for b in inserts)
     assert plan["cost"]["instances_per_hour"] == pytest.approx(price)
     assert price == pytest.approx(7 * machine_types.get("f1-micro").price_per_hour)
-    assert plan["cost"]["total_per_hour"] == pytest.approx(price + plan["cost"]["disks_per_hour"])
+    ipv4 = 7 * req.EXTERNAL_IPV4_PER_HOUR  # every VM has an external address (accessConfigs above)
+    assert plan["cost"]["external_ipv4_per_hour"] == pytest.approx(ipv4)
+    assert plan["cost"]["total_per_hour"] == pytest.approx(price + plan["cost"]["disks_per_hour"] + ipv4)
     assert not (tmp_path / ".labkit").exists()  # plan touches no state either
