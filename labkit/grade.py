@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from .errors import LabkitError
-from .release import ASSIGNMENT, RESULTS_NAME, generate_assignment, has_grade_cells, rubric, source_notebooks, write_course
+from .release import (ASSIGNMENT, RESULTS_NAME, generate_assignment, has_grade_cells, nbgrader_env, rubric,
+                      source_notebooks, write_course)
 
 log = logging.getLogger("labkit")
 
@@ -78,7 +82,7 @@ def csv_flags(folder: Path) -> list[str]:
     try:
         df = load_results(csv)
     except (LabkitError, OSError, ValueError) as exc:
-        return [f"csv-unreadable: {RESULTS_NAME} does not load: {exc}"]
+        return [f"csv-unreadable: {RESULTS_NAME} does not load: {str(exc).replace(str(csv) + ', ', '')}"]
     if df.empty:
         return [f"csv-unreadable: {RESULTS_NAME} has no rows"]
     return authenticity_flags(df)
@@ -128,22 +132,33 @@ def cell_flags(released: Path, submitted: Path) -> list[str]:
 
 
 # -- nbgrader --------------------------------------------------------------------------------------------
-def _api(course: Path):
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
-    config.CourseDirectory.root = str(course)
-    config.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
-    coursedir = CourseDirectory(config=config)
-    return NbGraderAPI(coursedir=coursedir, config=config)
+def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    """``nbgrader ARGS`` run in ``course``, as an instructor would: it reads the course's nbgrader_config.py."""
+    argv = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
+            f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"]
+    log.info("running nbgrader %s", " ".join(args))
+    return subprocess.run(argv, cwd=course, capture_output=True, text=True, env=nbgrader_env())
 
 
-def _last_error(result: dict) -> str:
-    text = (result.get("error") or result.get("log") or "").strip().splitlines()
-    errors = [ln for ln in text if "Error" in ln or "error" in ln]
-    return (errors[-1] if errors else text[-1] if text else "no detail").strip()
+_FAILED = re.compile(r"There was an error processing assignment '[^']*' for student '([^']*)'")
+_PROCESSING = re.compile(r"There was an error processing assignment: (.*)")
+_EXCEPTION = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([A-Za-z_.]*(?:Error|Exception)\b.*)$")
+
+
+def autograde_errors(output: str, course: Path, assignment: str) -> dict[str, str]:
+    """Student -> the last exception line nbgrader logged for them, from ``nbgrader autograde``'s log."""
+    failed = {m.group(1): "no detail in nbgrader's log" for m in _FAILED.finditer(output)}
+    current = None
+    for line in output.splitlines():
+        m = _PROCESSING.search(line)
+        if m:
+            parts = Path(m.group(1).strip()).parts
+            current = parts[-2] if len(parts) >= 2 and parts[-1] == assignment else None
+            continue
+        m = _EXCEPTION.match(line)
+        if current in failed and m and "error processing" not in line:
+            failed[current] = m.group(1).strip()[:300]
+    return failed
 
 
 def _scores(course: Path, assignment: str, student: str) -> dict:
@@ -195,50 +210,54 @@ def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGN
             flags[student] = [f"no-submission: no {assignment}/ folder in {submitted / student} "
                               f"(found: {', '.join(found) or 'nothing'})"]
             continue
+        if not any(folder.glob("*.ipynb")):
+            flags[student] = [f"no-submission: no notebooks in {folder}"] + csv_flags(folder)
+            continue
         dest = course / "submitted" / student / assignment
         shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(*IGNORE))
         flags[student] = csv_flags(dest) + cell_flags(released, dest)
-        if not any(dest.glob("*.ipynb")):
-            flags[student].append(f"no-notebooks: no notebooks in {folder}")
-            continue
         autograde.append(student)
 
     if autograde:
-        api = _api(course)
-        for student in autograde:
-            log.info("autograding %s", student)
-            result = api.autograde(assignment, student, force=True, create=True)
-            if not result.get("success"):
-                flags[student].append(f"autograde-error: nbgrader could not autograde: {_last_error(result)}")
-        result = api.generate_feedback(assignment, force=True)
-        if not result.get("success"):
-            log.warning("nbgrader generate_feedback: %s", _last_error(result))
+        # One `nbgrader autograde` over every submission: a failing one is logged and the others go on.
+        res = _nbgrader(course, "autograde", assignment, "--force")
+        (course / "autograde.log").write_text(res.stderr + res.stdout)
+        for student, why in autograde_errors(res.stderr + res.stdout, course, assignment).items():
+            if student in flags:
+                flags[student].append(f"autograde-error: nbgrader could not autograde this submission: {why} "
+                                      f"(log: {course / 'autograde.log'})")
+        res = _nbgrader(course, "generate_feedback", assignment, "--force")
+        (course / "feedback.log").write_text(res.stderr + res.stdout)
+        if res.returncode != 0:
+            log.warning("nbgrader generate_feedback failed (exit %d): see %s", res.returncode, course / "feedback.log")
 
     grades: dict[str, dict] = {}
-    # Every student's maximum is the assignment's, also for those nbgrader never saw.
-    full = _assignment_max(course, assignment, sources)
+    # A student nbgrader never graded scores 0 of the assignment's maximum, every autograded cell lost.
+    full = _assignment_points(sources)
     for student in students:
         s = _scores(course, assignment, student) if student in autograde else None
         if s is None or s["max_score"] + s["manual_max_score"] == 0:
-            s = {"score": 0.0, "max_score": full[0], "manual_max_score": full[1], "failed": ["all"]}
+            s = {"score": 0.0, "max_score": full["max_score"], "manual_max_score": full["manual_max_score"],
+                 "failed": list(full["cells"])}
         grades[student] = {"score": s["score"], "max_score": s["max_score"], "flags": flags[student],
                            "failed": s["failed"], "manual_max_score": s["manual_max_score"]}
     (course / "grades.json").write_text(json.dumps(grades, indent=2) + "\n")
     return grades
 
 
-def _assignment_max(course: Path, assignment: str, sources) -> tuple[float, float]:
-    """(autograded points, points graded by hand) of the whole assignment."""
+def _assignment_points(sources) -> dict:
+    """The assignment's autograded ``max_score``, ``manual_max_score`` and autograded ``cells``."""
     from .release import graded_cells
 
-    auto = manual = 0.0
+    out = {"max_score": 0.0, "manual_max_score": 0.0, "cells": []}
     for p in sources:
         for g in graded_cells(json.loads(Path(p).read_text())):
             if g["manual"]:
-                manual += g["points"]
+                out["manual_max_score"] += g["points"]
             else:
-                auto += g["points"]
-    return auto, manual
+                out["max_score"] += g["points"]
+                out["cells"].append(f"{Path(p).stem}:{g['grade_id']}")
+    return out
 
 
 def format_grades(grades: dict[str, dict], course: Path | None = None) -> str:

@@ -1,0 +1,214 @@
+"""``labkit grade``: the real nbgrader autograde and feedback over a submitted/ layout, never measuring.
+
+One grading run (module fixture) over students whose results CSVs are derived from
+``data/reference.csv`` (tests/grading_data.py: re-timed, latencies scaled, Little's
+law kept), and whose notebooks are the released student versions with the answers
+typed in: two students with different data and their own right answers, one with
+wrong answers, one who copied the reference data, and the bad inputs (no CSV, a CSV
+that does not load, a deleted test cell, an edited locked cell, no lab02 folder).
+The run strips nginx and ab from PATH: grading must not need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import grading_data as gd
+from labkit.grade import GradeError, autograde_errors, grade
+from labkit.grading import authenticity_flags, expected_part1, part2_rule
+from labkit.handout import handout_rows
+from labkit.release import build_release
+from labkit.results import load_results
+
+FULL = 6.0  # autograded points: part 1 answer 2 + why 1, part 2 answer 2 + why 1
+MANUAL = 4.0  # the "Interpret your results" cells of 02 and 03, 2 each
+
+
+def _answers(tmp: Path, rows) -> tuple[int | None, int | None]:
+    """What the student reads off their own results: part 1, and part 2 (measured, else servers_min)."""
+    df = handout_rows(load_results(gd.write_csv(tmp, rows)), "f1-micro")
+    measured, least = part2_rule(df)
+    return expected_part1(df), measured if measured is not None else least
+
+
+@pytest.fixture(scope="module")
+def release_dir(tmp_path_factory):
+    return build_release(tmp_path_factory.mktemp("release"))[0].parent
+
+
+@pytest.fixture(scope="module")
+def graded(release_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grade")
+    sub = tmp / "submitted"
+    alice = gd.student_rows(1.1, tag="a11c")
+    bob = gd.student_rows(0.8, start=gd.dt.datetime(2026, 11, 21, 14, 0, tzinfo=gd.dt.timezone.utc), tag="b0b0")
+    answers = {"alice": _answers(tmp / "a.csv", alice), "bob": _answers(tmp / "b.csv", bob)}
+    gd.submission(sub, "alice", release_dir, alice, *answers["alice"])
+    gd.submission(sub, "bob", release_dir, bob, *answers["bob"])
+    # erin: alice's kind of data, wrong numbers (quoted in her sentences, so only the answer cells fail)
+    gd.submission(sub, "erin", release_dir, alice, answers["alice"][0] + 30, 3)
+    # carol: data/reference.csv handed in as hers, with the right answers for it
+    ref = gd.REFERENCE.read_text()
+    carol = gd.submission(sub, "carol", release_dir, None, 20, 22)
+    (carol / "results.csv").write_text(ref)
+    # the bad inputs: only notebook 01 each, to keep the run short
+    only01 = tmp / "rel01"
+    only01.mkdir()
+    shutil.copy(release_dir / "01_single_server.ipynb", only01)
+    gd.submission(sub, "frank", only01, None, *answers["alice"])  # no results.csv
+    gina = gd.submission(sub, "gina", only01, None, *answers["alice"])
+    (gina / "results.csv").write_text("this is not,a results file\n1,2\n")
+    hank = gd.submission(sub, "hank", only01, alice, *answers["alice"])
+    nb = nbformat.read(str(hank / "01_single_server.ipynb"), as_version=4)
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "part1_answer_check"]
+    nbformat.write(nb, str(hank / "01_single_server.ipynb"))
+    ivan = gd.submission(sub, "ivan", only01, alice, *answers["alice"])
+    nb = nbformat.read(str(ivan / "01_single_server.ipynb"), as_version=4)
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "part1_why_check":
+            c.source = "pass  # nothing to check here"
+    nbformat.write(nb, str(ivan / "01_single_server.ipynb"))
+    (sub / "judy").mkdir()
+    (sub / "judy" / "notes.txt").write_text("forgot the notebooks")
+
+    env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                                  if not (Path(p) / "nginx").exists() and not (Path(p) / "ab").exists())}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "labkit.cli", "grade", str(sub), "--out", str(tmp / "grading"), "--json"],
+                         capture_output=True, text=True, env=env, cwd=tmp)
+    elapsed = time.monotonic() - started
+    assert res.returncode == 0, res.stderr[-3000:]
+    print(f"labkit grade over {len(list(sub.iterdir()))} submissions: {elapsed:.0f} s\n{res.stdout}")
+    return {"grades": json.loads(res.stdout), "course": tmp / "grading", "answers": answers, "sub": sub}
+
+
+def test_two_students_with_different_data_both_get_full_marks(graded):
+    a, b = graded["answers"]["alice"], graded["answers"]["bob"]
+    assert a != b and a == (20, 24) and b == (50, 17), "different data, different right answers"
+    for student in ("alice", "bob"):
+        g = graded["grades"][student]
+        assert (g["score"], g["max_score"], g["failed"], g["flags"]) == (FULL, FULL, [], []), (student, g)
+        assert g["manual_max_score"] == MANUAL
+
+
+def test_wrong_answers_lose_exactly_their_cells_points(graded):
+    g = graded["grades"]["erin"]
+    assert g["score"] == FULL - 4 and g["max_score"] == FULL
+    assert sorted(g["failed"]) == ["01_single_server:part1_answer_check", "02_load_balancer:part2_answer_check"]
+
+
+def test_copied_reference_data_is_flagged_not_failed(graded):
+    g = graded["grades"]["carol"]
+    assert g["score"] == FULL, "a flag is not a failure: her answers follow from the CSV she handed in"
+    assert [f for f in g["flags"] if f.startswith("reference-copy:")], g["flags"]
+
+
+def test_grading_never_measured(graded):
+    course = graded["course"]
+    for student in ("alice", "bob"):
+        folder = course / "autograded" / student / "lab02"
+        assert not (folder / ".labkit").exists(), "no backend was brought up"
+        assert (folder / "results.csv").read_bytes() == (graded["sub"] / student / "lab02" / "results.csv").read_bytes()
+        nb = nbformat.read(str(folder / "02_load_balancer.ipynb"), as_version=4)
+        measuring = [c for c in nb.cells if "measure" in c.metadata.get("tags", [])] or \
+            [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Not run when graded")]
+        assert len(measuring) == 5 and all(c.source.startswith("# Not run when graded") for c in measuring)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert errors == []
+
+
+def test_feedback_and_manual_cells_reach_formgrader(graded):
+    from nbgrader.api import Gradebook
+
+    course = graded["course"]
+    assert sorted(p.name for p in (course / "feedback" / "alice" / "lab02").glob("*.html")) == [
+        "01_single_server.html", "02_load_balancer.html", "03_vertical_scaling.html"]
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        manual = {(nb.name, g.name): (g.max_score, g.needs_manual_grade)
+                  for nb in gb.find_submission("lab02", "alice").notebooks for g in nb.grades
+                  if g.name.startswith("interpret_")}
+    assert manual == {("02_load_balancer", "interpret_02_scaling"): (2.0, True),
+                      ("03_vertical_scaling", "interpret_03_vertical"): (2.0, True)}
+    rubric = (course / "rubric.md").read_text()
+    assert "`interpret_02_scaling` (2 points)" in rubric and "A full answer contains" in rubric
+
+
+def test_bad_inputs_are_lines_for_that_student_and_grading_goes_on(graded):
+    g = graded["grades"]
+    assert [f.split(":")[0] for f in g["frank"]["flags"]][:1] == ["csv-missing"]
+    assert g["frank"]["score"] == 1.0, "only the sentence check passes without a CSV"
+    assert "01_single_server:part1_answer_check" in g["frank"]["failed"]
+    assert g["gina"]["flags"][0].startswith("csv-unreadable:") and g["gina"]["score"] == 1.0
+    assert any(f.startswith("deleted-cell: 01_single_server part1_answer_check") for f in g["hank"]["flags"])
+    assert "01_single_server:part1_answer_check" in g["hank"]["failed"], "a deleted test cell scores 0"
+    assert any(f.startswith("edited-locked-cell: 01_single_server part1_why_check") for f in g["ivan"]["flags"])
+    assert "01_single_server:part1_why_check" not in g["ivan"]["failed"], "nbgrader graded the original cell"
+    for student in ("frank", "gina", "hank", "ivan"):
+        assert any(f.startswith("missing-notebook: 02_load_balancer.ipynb") for f in g[student]["flags"])
+    assert g["judy"]["flags"][0].startswith("no-submission:") and g["judy"]["score"] == 0
+    assert g["judy"]["max_score"] == FULL and len(g["judy"]["failed"]) == 4
+    assert g["alice"]["score"] == FULL, "the others were graded all the same"
+
+
+def test_empty_folder_is_one_clear_line(tmp_path):
+    (tmp_path / "submitted").mkdir()
+    with pytest.raises(GradeError, match="no submissions in"):
+        grade(tmp_path / "submitted", tmp_path / "grading")
+    res = subprocess.run([sys.executable, "-m", "labkit.cli", "grade", str(tmp_path / "submitted"),
+                          "--out", str(tmp_path / "grading")], capture_output=True, text=True)
+    assert res.returncode != 0 and "no submissions in" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_grade_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "submitted" / "alice" / "lab02").mkdir(parents=True)
+    (tmp_path / "course").mkdir()
+    (tmp_path / "course" / "gradebook.db").write_text("the instructor's")
+    with pytest.raises(GradeError, match="not a labkit grading folder"):
+        grade(tmp_path / "submitted", tmp_path / "course")
+    assert (tmp_path / "course" / "gradebook.db").read_text() == "the instructor's"
+
+
+def test_autograde_errors_are_attributed_to_their_student(tmp_path):
+    log = ("[AutogradeApp | ERROR] There was an error processing assignment: /c/submitted/zoe/lab02\n"
+           "[AutogradeApp | ERROR] Traceback (most recent call last):\n"
+           "  File \"x.py\", line 1, in <module>\n"
+           "nbformat.reader.NotJSONError: Notebook does not appear to be JSON: 'oops'\n"
+           "[AutogradeApp | ERROR] There was an error processing assignment 'lab02' for student 'zoe'\n")
+    assert autograde_errors(log, tmp_path, "lab02") == {
+        "zoe": "nbformat.reader.NotJSONError: Notebook does not appear to be JSON: 'oops'"}
+
+
+# -- the authenticity flags, without nbgrader ----------------------------------------------------------
+def _frame(tmp_path, rows):
+    return load_results(gd.write_csv(tmp_path / "x.csv", rows))
+
+
+def test_a_measured_looking_csv_has_no_flags(tmp_path):
+    assert authenticity_flags(_frame(tmp_path, gd.student_rows(0.9))) == []
+
+
+def test_fabricated_numbers_are_flagged(tmp_path):
+    rows = gd.student_rows(1.05)
+    rows[3]["mean_ms"] = "150.0"  # 1 node, c=100: mean lowered to pass the SLA, rps left as measured
+    rows[2]["rps"] = str(2 * float(rows[2]["rps"]))  # 1 node, c=50: throughput doubled, ab's times left
+    rows[13]["p99_ms"] = "5.0"  # percentiles out of order
+    rows[20]["started_at"] = rows[19]["started_at"]  # two ab runs at once
+    rows[26]["run_id"] = "mine"
+    kinds = [f.split(":")[0] for f in authenticity_flags(_frame(tmp_path, rows))]
+    assert kinds == ["littles-law", "littles-law", "percentiles", "run-id", "timestamps"]
+
+
+def test_rows_copied_from_the_reference_are_flagged(tmp_path):
+    rows = gd.student_rows(1.0)
+    flags = authenticity_flags(_frame(tmp_path, rows))
+    assert [f for f in flags if f.startswith("reference-copy: 51 row(s)")], "scale 1.0 keeps the measured numbers"
