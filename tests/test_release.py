@@ -1,5 +1,7 @@
 """Student versions: built by nbgrader's real pipeline, and graded by their own test cells.
 
+(Grading submissions with ``labkit grade`` is tests/test_grade.py.)
+
 The source notebooks are run (tiny profile, real local lab) and must pass their
 autograder cells; the student versions built by :func:`labkit.release.build_release`
 are then run on the same results CSV with errors allowed, and every error they
@@ -8,6 +10,7 @@ raise must be the ``NotImplementedError`` that stands in for a removed solution.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -38,8 +41,8 @@ def student_dir(tmp_path_factory):
     return out / "lab02"
 
 
-def test_student_versions_replace_every_solution_with_not_implemented(student_dir):
-    solutions = 0
+def test_student_versions_replace_every_solution_and_hide_the_expected_answers(student_dir):
+    solutions = {"code": 0, "markdown": 0}
     for name in NOTEBOOKS:
         source = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
         student = nbformat.read(student_dir / f"{name}.ipynb", as_version=4)
@@ -48,19 +51,71 @@ def test_student_versions_replace_every_solution_with_not_implemented(student_di
         for src, stu in zip(source.cells, student.cells):
             text = stu.source
             assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
-            if src.metadata.get("nbgrader", {}).get("solution"):
-                solutions += 1
-                assert "raise NotImplementedError()" in text
-                kept = src.source.split("### BEGIN SOLUTION")[0]
-                assert text.startswith(kept), "lines outside the solution region are kept"
-                assert "max_concurrency(" not in text and "part2_from_report" not in text
+            assert "HIDDEN TESTS" not in text and "check_part" not in text, "the expected answer is not in sight"
+            meta = src.metadata.get("nbgrader", {})
+            if meta.get("solution"):
+                solutions[src.cell_type] += 1
+                if src.cell_type == "code":
+                    assert "raise NotImplementedError()" in text
+                    kept = src.source.split("### BEGIN SOLUTION")[0]
+                    assert text.startswith(kept), "lines outside the solution region are kept"
+                    assert "max_concurrency(" not in text and "capacity[" not in text
+                else:
+                    assert text == "YOUR ANSWER HERE", "a manually graded answer starts empty"
+            elif "### BEGIN HIDDEN TESTS" in src.source:
+                assert meta.get("grade") and text == src.source.split("### BEGIN HIDDEN TESTS")[0].rstrip("\n")
+            elif "parameters" in src.metadata.get("tags", []):
+                assert 'results_csv = "results.csv"' in text and 'charts_dir = "charts"' in text
+                assert "../runs" not in text, "the results live inside the assignment folder"
             else:
                 assert text == src.source
             if stu.metadata.get("nbgrader", {}).get("grade"):
-                assert stu.metadata["nbgrader"]["locked"] is True and "checksum" in stu.metadata["nbgrader"]
+                assert stu.metadata["nbgrader"]["locked"] is (stu.cell_type == "code")
+                assert "checksum" in stu.metadata["nbgrader"]
             if stu.cell_type == "code":
                 assert stu.outputs == [] and stu.execution_count is None
-    assert solutions == 2
+            assert stu.metadata.get("tags", []) == src.metadata.get("tags", []), "the measure tags stay"
+    assert solutions == {"code": 2, "markdown": 2}
+
+
+def test_every_graded_notebook_has_a_manually_graded_cell_with_points_in_the_rubric(student_dir):
+    from labkit.release import graded_cells
+
+    rubric = (student_dir.parent / "lab02-rubric.md").read_text()
+    for name in ("02_load_balancer", "03_vertical_scaling"):
+        cells = graded_cells(json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text()))
+        manual = [c for c in cells if c["manual"]]
+        assert manual and all(c["grade_id"].startswith(f"interpret_{name[:2]}_") and c["points"] > 0 for c in manual)
+        for c in manual:
+            assert f"### {name} · `{c['grade_id']}` ({c['points']:g} points)" in rubric
+            assert c["answer"].splitlines()[0] in rubric
+    assert not (student_dir / "lab02-rubric.md").exists(), "students do not get the rubric"
+
+
+def test_release_ships_an_nbgrader_course_that_never_measures(student_dir):
+    course = student_dir.parent / "course"
+    config = (course / "nbgrader_config.py").read_text()
+    assert "labkit.nbgrader_hooks.SkipMeasuring" in config
+    assert sorted(p.name for p in (course / "source" / "lab02").glob("*.ipynb")) == [f"{n}.ipynb" for n in NOTEBOOKS]
+    src = nbformat.read(course / "source" / "lab02" / "02_load_balancer.ipynb", as_version=4)
+    assert any("### BEGIN HIDDEN TESTS" in c.source for c in src.cells), "the course keeps the hidden tests"
+
+
+def test_skip_measuring_comments_out_the_measuring_cells_only():
+    from labkit.nbgrader_hooks import SkipMeasuring
+
+    nb = nbformat.read(NOTEBOOKS_DIR / "02_load_balancer.ipynb", as_version=4)
+    before = [c.source for c in nb.cells]
+    nb, _ = SkipMeasuring().preprocess(nb, {})
+    for old, cell in zip(before, nb.cells):
+        if "measure" in cell.metadata.get("tags", []):
+            assert cell.source.startswith("# Not run when graded: this cell measures.")
+            assert all(line.startswith("#") for line in cell.source.splitlines())
+        else:
+            assert cell.source == old
+    ungraded = nbformat.read(NOTEBOOKS_DIR / "00_setup.ipynb", as_version=4)
+    ungraded, _ = SkipMeasuring().preprocess(ungraded, {})
+    assert all(line.startswith("#") for c in ungraded.cells if c.cell_type == "code" for line in c.source.splitlines())
 
 
 def test_release_via_cli_writes_into_out_lab02(tmp_path):
@@ -70,6 +125,7 @@ def test_release_via_cli_writes_into_out_lab02(tmp_path):
     listed = [Path(line).name for line in res.stdout.split()]
     assert listed == [f"{n}.ipynb" for n in NOTEBOOKS]
     assert sorted(p.name for p in (tmp_path / "rel" / "lab02").iterdir()) == listed
+    assert sorted(p.name for p in (tmp_path / "rel").iterdir()) == ["course", "lab02", "lab02-rubric.md"]
 
 
 def test_release_names_missing_source_notebooks(tmp_path):
