@@ -212,3 +212,39 @@ def test_rows_copied_from_the_reference_are_flagged(tmp_path):
     rows = gd.student_rows(1.0)
     flags = authenticity_flags(_frame(tmp_path, rows))
     assert [f for f in flags if f.startswith("reference-copy: 51 row(s)")], "scale 1.0 keeps the measured numbers"
+
+
+# -- the answers the hidden tests accept (design §8), without nbgrader -----------------------------------
+def test_part2_is_the_measured_count_when_one_exists_else_at_least_servers_min(tmp_path):
+    import numpy as np
+
+    from labkit.grading import check_part1, check_part2
+
+    fast = gd.student_rows(0.1)  # 4 and 5 nodes carry 2000 users within the SLA; 3 nodes do not
+    for r in fast:
+        if r["nodes"] in ("4", "5") and r["rps"]:
+            r["failed"] = r["non_2xx"] = "0"
+            for col in gd.LATENCIES:
+                r[col] = str(min(float(r[col] or 0), 250.0))
+    measured = gd.write_csv(tmp_path / "measured.csv", fast)
+    assert part2_rule(handout_rows(load_results(measured), "f1-micro")) == (4, None)
+    check_part2(4, measured, "f1-micro")
+    for wrong in (3, 5, 24, None):
+        with pytest.raises(AssertionError):
+            check_part2(wrong, measured, "f1-micro")
+
+    modelled = gd.write_csv(tmp_path / "modelled.csv", gd.student_rows(1.1))
+    assert part2_rule(handout_rows(load_results(modelled), "f1-micro")) == (None, 24)
+    for right in (24, 30, np.int64(25)):
+        check_part2(right, modelled, "f1-micro")
+    for wrong in (23, 5, None, 24.5, True):
+        with pytest.raises(AssertionError):
+            check_part2(wrong, modelled, "f1-micro")
+
+    check_part1(20, modelled, "f1-micro")
+    check_part1(np.int64(20), modelled, "f1-micro")
+    for wrong in (50, None, "20"):
+        with pytest.raises(AssertionError):
+            check_part1(wrong, modelled, "f1-micro")
+    with pytest.raises(AssertionError, match="cannot be graded"):
+        check_part1(20, tmp_path / "missing.csv", "f1-micro")
