@@ -95,8 +95,11 @@ def _read_notebook(path: Path):
 
 
 def cell_flags(released: Path, submitted: Path) -> list[str]:
-    """Deleted graded cells, edited locked cells (nbgrader's checksums), notebooks missing or unreadable."""
+    """Deleted graded cells, edited locked cells (nbgrader's checksums), measuring cells that lost their
+    tag, notebooks missing or unreadable."""
     from nbgrader.utils import compute_checksum, is_grade, is_locked
+
+    from .grading import MEASURE_TAG
 
     flags = []
     for ref_path in sorted(released.glob("*.ipynb")):
@@ -111,6 +114,10 @@ def cell_flags(released: Path, submitted: Path) -> list[str]:
             flags.append(f"broken-notebook: {ref_path.name} does not read as a notebook: {str(exc).splitlines()[0]}")
             continue
         ref = _read_notebook(ref_path)
+        tagged = [sum(MEASURE_TAG in c.metadata.get("tags", []) for c in n.cells) for n in (ref, nb)]
+        if tagged[1] < tagged[0]:
+            flags.append(f"measure-tag-removed: {name} has {tagged[0] - tagged[1]} measuring cell(s) without "
+                         f"the '{MEASURE_TAG}' tag: autograding ran them")
         mine = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells if "nbgrader" in c.metadata}
         for cell in ref.cells:
             meta = cell.metadata.get("nbgrader", {})

@@ -248,3 +248,16 @@ def test_part2_is_the_measured_count_when_one_exists_else_at_least_servers_min(t
             check_part1(wrong, modelled, "f1-micro")
     with pytest.raises(AssertionError, match="cannot be graded"):
         check_part1(20, tmp_path / "missing.csv", "f1-micro")
+
+
+def test_a_measuring_cell_that_lost_its_tag_is_flagged(release_dir, tmp_path):
+    from labkit.grade import cell_flags
+
+    mine = tmp_path / "lab02"
+    shutil.copytree(release_dir, mine)
+    assert cell_flags(release_dir, mine) == []
+    nb = nbformat.read(str(mine / "02_load_balancer.ipynb"), as_version=4)
+    next(c for c in nb.cells if "measure" in c.metadata.get("tags", [])).metadata["tags"] = []
+    nbformat.write(nb, str(mine / "02_load_balancer.ipynb"))
+    assert cell_flags(release_dir, mine) == [
+        "measure-tag-removed: 02_load_balancer has 1 measuring cell(s) without the 'measure' tag: autograding ran them"]
