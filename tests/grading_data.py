@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -98,8 +97,3 @@ def submission(root: Path, student: str, release: Path, rows: list[dict] | None,
     if rows is not None:
         write_csv(folder / "results.csv", rows)
     return folder
-
-
-def copy_release(release: Path, dest: Path) -> Path:
-    shutil.copytree(release, dest)
-    return dest
