@@ -172,3 +172,30 @@ def test_source_pass_and_student_versions_fail_only_with_not_implemented(student
                                           ("part2_answer_check", "NotImplementedError"),
                                           ("part2_why_check", "NotImplementedError")]
     assert (work / "results.csv").read_text() == (report / "results.csv").read_text(), "nothing re-measured"
+
+
+def test_submit_and_collect_carry_the_results_csv(student_dir, tmp_path):
+    """nbgrader's own exchange: release, fetch, the student's sweeps write results.csv, submit, collect."""
+    from labkit.release import generate_assignment, nbgrader_env
+
+    course = tmp_path / "course"
+    shutil.copytree(student_dir.parent / "course", course)
+    generate_assignment(course)
+    exchange, home = tmp_path / "exchange", tmp_path / "home"
+    exchange.mkdir()
+    home.mkdir()
+    common = [f"--Exchange.root={exchange}", "--CourseDirectory.course_id=lab02"]
+
+    def nbgrader(cwd, *args):
+        res = subprocess.run([sys.executable, "-m", "nbgrader", *args, *common], cwd=cwd, capture_output=True,
+                             text=True, env=nbgrader_env())
+        assert res.returncode == 0, res.stderr[-2000:]
+
+    nbgrader(course, "release_assignment", "lab02", f"--CourseDirectory.root={course}")
+    nbgrader(home, "fetch_assignment", "lab02")
+    (home / "lab02" / "results.csv").write_text((NOTEBOOKS_DIR.parent / "data" / "reference.csv").read_text())
+    nbgrader(home, "submit", "lab02")
+    nbgrader(course, "collect", "lab02", f"--CourseDirectory.root={course}")
+    collected = list((course / "submitted").glob("*/lab02/results.csv"))
+    assert len(collected) == 1 and collected[0].read_text() == (home / "lab02" / "results.csv").read_text()
+    assert (collected[0].parent / "02_load_balancer.ipynb").is_file()
