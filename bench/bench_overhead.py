@@ -26,6 +26,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,10 +51,10 @@ def shell_loop(backend, levels, n, tmp: Path) -> tuple[float, float]:
     payload = tmp / "payload.json"
     payload.write_bytes(AbCommand(backend.url, 1, 1).payload)
     lines = ["set -e"]
+    ab = shutil.which("ab") or "ab"
     for c in levels:
-        argv = AbCommand(backend.url, c, n).argv()
-        argv = [a.format(payload=payload, percentiles=tmp / "pct.csv", gnuplot=tmp / "g.tsv") if "{" in a else a
-                for a in argv]
+        argv = AbCommand(backend.url, c, n).argv(payload=str(payload), percentiles=str(tmp / "pct.csv"),
+                                                 gnuplot=str(tmp / "g.tsv"), ab=ab)
         join = "; ".join(f"echo $BASHPID > {p}" for p in procs.split()) or ":"
         lines.append(f"( {join}; ulimit -n 10000; exec {shlex.join(argv)} ) >> {tmp}/ab.out 2>/dev/null")
     script = "\n".join(lines)

@@ -26,7 +26,7 @@ log = logging.getLogger("labkit")
 Sample = dict[str, tuple[float | None, float]]
 
 THRESHOLD = 0.05  # of a machine's quota
-FIRST_WINDOW = 0.05  # s: a quiet lab is recognised in one short window...
+FIRST_WINDOW = 0.025  # s: a quiet lab is recognised in one short window (a busy f1-micro uses 5 ms of it)...
 WINDOW = 0.25  # s: ...a busy one is re-checked at this pace
 MAX_AGE = 1.0  # s: an older previous sample is not used (its average could hide a recent burst)
 IDLE_LATENCY = 0.1  # s: /status answering faster than this is "idle" (an idle f1-micro: a few ms)
