@@ -23,6 +23,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from . import machine_types
 from .errors import ConfigError
 from .remote import Connection
 
@@ -130,7 +131,8 @@ _HOST_KEYS = {"host": str, "user": str, "port": int, "key_filename": str, "known
               "host_key": (str, list), "address": str, "name": str}
 _DEFAULT_KEYS = {k: t for k, t in _HOST_KEYS.items() if k not in ("host", "address", "name")}
 _OPTION_KEYS = {"root": str, "python": str, "balancer_port": int, "use_systemd": bool, "system_nginx": bool,
-                "nginx_workers": (int, str), "cpu_limited": bool, "service_timeout": (int, float)}
+                "nginx_workers": (int, str), "cpu_limited": bool, "service_timeout": (int, float),
+                "balancer_machine_type": str, "tester_machine_type": str}
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings",
                float: "a number"}
 
@@ -210,6 +212,9 @@ def load_hosts_file(path) -> dict:
             raise ConfigError(f"nginx_workers {options['nginx_workers']} is not between 1 and 1024")
         if "service_timeout" in options and not options["service_timeout"] > 0:
             raise ConfigError(f"service_timeout {options['service_timeout']} must be positive")
+        for role in ("balancer_machine_type", "tester_machine_type"):
+            if role in options:  # what the role's host is, for the capacity answer's per-role CPU
+                machine_types.get(options[role])
     except ConfigError as e:
         raise ConfigError(f"{path}: [options]: {e}") from None
 

@@ -278,6 +278,21 @@ def test_good_hosts_file_values_still_load(tmp_path):
     assert args["root"] == "/opt/restserver"
 
 
+def test_hosts_file_names_the_balancer_and_tester_machine_types(tmp_path):
+    """The per-role CPU columns need each role's machine type; an unknown one is refused at parse time."""
+    from labkit.errors import ConfigError
+    from labkit.hosts_file import load_hosts_file
+
+    path = tmp_path / "hosts.toml"
+    path.write_text(_GOOD_HOSTS.format(server='name = "labkit-web1"',
+                                       options='balancer_machine_type = "e2-medium"\ntester_machine_type = "e2-small"'))
+    args = load_hosts_file(path)
+    assert (args["balancer_machine_type"], args["tester_machine_type"]) == ("e2-medium", "e2-small")
+    path.write_text(_GOOD_HOSTS.format(server='name = "labkit-web1"', options='tester_machine_type = "m9-huge"'))
+    with pytest.raises(ConfigError, match=r"\[options\].*m9-huge"):
+        load_hosts_file(path)
+
+
 # -- issue 15 items 8 and 10: the system nginx on a host (sandboxed: fake nginx and systemctl) ------
 
 class _SandboxConn:
