@@ -94,8 +94,7 @@ def main() -> None:
         ]),
         "",
         "Per submission the time is three notebook kernels (start, `import labkit`/pandas, the report "
-        "and four PNG charts); nbgrader runs them one after another. Grading is an offline job: "
-        "a class of 30 is a coffee break, not an interactive wait.",
+        "and four PNG charts); nbgrader runs them one after another, so the time grows linearly with the class.",
     ])
     C.write_section(args.section, body)
 
