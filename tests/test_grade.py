@@ -26,11 +26,16 @@ import grading_data as gd
 from labkit.grade import GradeError, autograde_errors, grade
 from labkit.grading import authenticity_flags, expected_part1, part2_rule
 from labkit.handout import handout_rows
-from labkit.release import build_release
+from labkit.lab import NOTEBOOKS_DIR
+from labkit.release import build_release, graded_cells
 from labkit.results import load_results
 
 FULL = 6.0  # autograded points: part 1 answer 2 + why 1, part 2 answer 2 + why 1
-MANUAL = 4.0  # the "Interpret your results" cells of 02 and 03, 2 each
+#: The cells graded by hand ("Interpret your results") in the graded notebooks: (notebook, grade_id) -> points.
+MANUAL_CELLS = {(name, c["grade_id"]): c["points"] for name in ("01_single_server", "02_load_balancer",
+                                                                 "03_vertical_scaling")
+                for c in graded_cells(json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text())) if c["manual"]}
+MANUAL = sum(MANUAL_CELLS.values())
 
 
 def _answers(tmp: Path, rows) -> tuple[int | None, int | None]:
@@ -137,10 +142,12 @@ def test_feedback_and_manual_cells_reach_formgrader(graded):
         manual = {(nb.name, g.name): (g.max_score, g.needs_manual_grade)
                   for nb in gb.find_submission("lab02", "alice").notebooks for g in nb.grades
                   if g.name.startswith("interpret_")}
-    assert manual == {("02_load_balancer", "interpret_02_scaling"): (2.0, True),
-                      ("03_vertical_scaling", "interpret_03_vertical"): (2.0, True)}
+    assert manual == {key: (points, True) for key, points in MANUAL_CELLS.items()}
+    assert {("02_load_balancer", "interpret_02_scaling"), ("03_vertical_scaling", "interpret_03_vertical")} <= set(manual)
     rubric = (course / "rubric.md").read_text()
-    assert "`interpret_02_scaling` (2 points)" in rubric and "A full answer contains" in rubric
+    assert "A full answer contains" in rubric
+    for (name, grade_id), points in MANUAL_CELLS.items():
+        assert f"### {name} · `{grade_id}` ({points:g} points)" in rubric
 
 
 def test_bad_inputs_are_lines_for_that_student_and_grading_goes_on(graded):

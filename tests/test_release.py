@@ -75,17 +75,19 @@ def test_student_versions_replace_every_solution_and_hide_the_expected_answers(s
             if stu.cell_type == "code":
                 assert stu.outputs == [] and stu.execution_count is None
             assert stu.metadata.get("tags", []) == src.metadata.get("tags", []), "the measure tags stay"
-    assert solutions == {"code": 2, "markdown": 2}
+    assert solutions["code"] == 2, "part 1 and part 2"
+    assert solutions["markdown"] >= 2, "at least one answer graded by hand in each of 02 and 03"
 
 
 def test_every_graded_notebook_has_a_manually_graded_cell_with_points_in_the_rubric(student_dir):
     from labkit.release import graded_cells
 
     rubric = (student_dir.parent / "lab02-rubric.md").read_text()
-    for name in ("02_load_balancer", "03_vertical_scaling"):
+    for name in ("01_single_server", "02_load_balancer", "03_vertical_scaling"):
         cells = graded_cells(json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text()))
         manual = [c for c in cells if c["manual"]]
-        assert manual and all(c["grade_id"].startswith(f"interpret_{name[:2]}_") and c["points"] > 0 for c in manual)
+        assert manual or name == "01_single_server", f"{name} has an answer graded by hand"
+        assert all(c["grade_id"].startswith(f"interpret_{name[:2]}_") and c["points"] > 0 for c in manual)
         for c in manual:
             assert f"### {name} · `{c['grade_id']}` ({c['points']:g} points)" in rubric
             assert c["answer"].splitlines()[0] in rubric
