@@ -129,18 +129,19 @@ def answers(csv, machine_type: str, server: str = HANDOUT_SERVER) -> dict:
 def part2_from_report(report: dict) -> tuple[int | None, str]:
     """(nodes, where the number comes from) for a :func:`labkit.report.build_report` dict with users.
 
-    ``"measured"`` when a tested node count meets the SLA; else the
-    extrapolation's label with its node count; else None with the reason
-    (the fit says no number of nodes reaches the users, or no fit was possible).
+    Design §8's part-2 rule: ``"measured"`` when a tested node count meets the SLA; else the
+    capacity model's ``servers_min`` (Little's law: no fewer servers can meet the mean bound),
+    labelled as a model; else None with the reason. The USL extrapolation is reported beside
+    it (:func:`justify_part2`), never as the answer: it scales one node count's users, not
+    the throughput the users need.
     """
     if report["nodes_needed"] is not None:
         return report["nodes_needed"], "measured"
-    ex = report.get("extrapolation") or {}
-    if ex.get("refused"):
-        return None, f"unanswered: no tested node count meets the SLA and the extrapolation is refused ({ex['refused']})"
-    if ex.get("nodes") is not None:
-        return int(ex["nodes"]), ex.get("label", "extrapolation")
-    return None, "unanswered: no tested node count meets the SLA and the extrapolation says no node count does"
+    cap = report.get("capacity") or {}
+    if cap.get("servers_min") is not None:
+        return int(cap["servers_min"]), "model: Little's-law lower bound (servers_min), not measured"
+    return None, ("unanswered: no tested node count meets the SLA and the capacity model has no "
+                  "per-server throughput to work from")
 
 
 def justify_part1(df: pd.DataFrame, answer: int | None, sla=PART1_SLA) -> str:
@@ -184,17 +185,36 @@ def _handout_levels_note(table: pd.DataFrame, answer: int | None) -> str:
 
 
 def justify_part2(report: dict) -> str:
-    """A sentence for the part-2 answer: which node count suffices, or what the extrapolation says."""
+    """A paragraph for the part-2 answer from the student's own numbers (design §8).
+
+    Measured when a tested node count suffices; otherwise the capacity model's numbers, each
+    labelled as a model with its basis: the throughput the users need, the best measured
+    per-server throughput, ``servers_min``, the USL estimate, and the balancer the need requires.
+    """
     nodes, source = part2_from_report(report)
     mc = ", ".join(f"{n} node(s): {c if c is not None else 'none'}" for n, c in report["max_concurrency"].items())
     users = report["users"]
-    ex = report.get("extrapolation") or {}
     if source == "measured":
         return f"{nodes} nodes is the smallest tested count supporting {users} users (max concurrency per count: {mc})."
-    head = f"No tested node count supports {users} users ({mc}); "
-    if nodes is not None:
-        return head + (f"extrapolating peak throughput with a USL fit gives {nodes} nodes — an estimate, "
-                       f"not a measurement, to confirm by measuring {nodes} nodes.")
-    if ex.get("refused"):
-        return head + f"no extrapolation is possible ({ex['refused']}): measure more node counts or levels."
-    return head + f"a USL fit of throughput says adding nodes does not get there ({ex.get('note', 'no note')})."
+    head = f"No tested node count supports {users} users ({mc}). "
+    cap = report.get("capacity") or {}
+    if nodes is None:
+        return head + source + "."
+    basis = cap.get("per_server_basis") or {}
+    text = head + (f"Model (Little's law, N = X·R for ab's closed loop): {users} users at a mean under "
+                   f"{cap['mean_bound_s'] * 1000:.0f} ms need at least {cap['throughput_needed_rps']:,.0f} req/s; "
+                   f"the best measured throughput per server is {cap['per_server_rps']:,.0f} req/s")
+    if basis:
+        text += f" ({basis['rps']:,.0f} req/s at {basis['nodes']} node(s), c={basis['concurrency']})"
+    text += f", so no fewer than {nodes} servers can meet the mean bound."
+    if cap.get("servers_usl") is not None:
+        text += f" A USL fit of throughput against nodes (a model) puts it at {cap['servers_usl']}."
+    balancer = (cap.get("roles") or {}).get("balancer") or {}
+    if cap.get("balancer_needed") or balancer.get("machine_type"):
+        need = cap.get("balancer_needed") or balancer["machine_type"]
+        text += (f" Every request also crosses the balancer: at the measured "
+                 f"{balancer.get('cpu_ms_per_request', float('nan')):.2f} CPU ms per request it must be at least "
+                 f"{need}.")
+    elif cap.get("bottleneck") is None:
+        text += " These results do not measure the balancer's CPU, so which machine caps first is not known."
+    return text + " Confirm by measuring that many nodes."

@@ -184,10 +184,12 @@ def summarize(report: Path, profile: str, backend: str, machine_type: str, start
         "results_csv": "results.csv",
         "part1": {"question": handout.PART1_QUESTION, "sla": r1["sla"], "nodes": 1,
                   "max_concurrency": a["part1"], "max_concurrency_by_nodes": r1["max_concurrency"],
+                  "max_concurrency_handout_levels": r1.get("max_concurrency_handout_levels", {}).get(1),
                   "justification": handout.justify_part1(df, a["part1"])},
         "part2": {"question": handout.PART2_QUESTION, "sla": r2["sla"], "users": r2["users"],
                   "nodes_needed": r2["nodes_needed"], "answer": a["part2"], "answer_source": a["part2_source"],
                   "max_concurrency": r2["max_concurrency"], "extrapolation": r2["extrapolation"],
+                  "capacity": r2.get("capacity"),
                   "justification": handout.justify_part2(r2)},
     }
 

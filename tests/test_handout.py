@@ -39,21 +39,33 @@ def test_answers_from_the_csv(mixed_csv):
     assert a["part1"] == 50
     # part 2 (mean<300 p98<400 max<=1000): n nodes pass while 2c/n < 266.7 (p98 bound binds) and 6c/n <= 1000
     assert a["report2"]["max_concurrency"] == {1: 100, 2: 100, 3: 100}
-    assert (a["part2"], a["part2_source"]) == (None, a["part2_source"]) and a["part2_source"].startswith("unanswered")
+    # no tested count supports 2000 users, so part 2 is the capacity model's bound (design §8):
+    # 2000 users / 0.3 s = 6,667 req/s; the best per-server rate is 500 req/s (1 node), so ceil(13.3) = 14
+    assert a["report2"]["capacity"]["per_server_rps"] == 500.0
+    assert a["part2"] == 14 and a["part2_source"].startswith("model:")
 
 
 def test_part2_from_report_branches():
+    """Design §8: the measured nodes_needed, else the capacity model's servers_min (labelled), never the USL."""
     base = {"users": 2000, "max_concurrency": {1: 100, 2: 200}}
-    assert handout.part2_from_report({**base, "nodes_needed": 4, "extrapolation": None}) == (4, "measured")
     ex = {"label": "extrapolation (USL fit) — not measured", "nodes": 9}
-    assert handout.part2_from_report({**base, "nodes_needed": None, "extrapolation": ex}) == (9, ex["label"])
-    nodes, why = handout.part2_from_report({**base, "nodes_needed": None,
-                                             "extrapolation": {"label": "x", "nodes": None, "refused": "2 points"}})
-    assert nodes is None and why.endswith("(2 points)")
-    nodes, why = handout.part2_from_report({**base, "nodes_needed": None, "extrapolation": {"nodes": None}})
-    assert nodes is None and "no node count does" in why
-    text = handout.justify_part2({**base, "nodes_needed": None, "extrapolation": ex})
-    assert "9 nodes" in text and "estimate" in text and "1 node(s): 100, 2 node(s): 200" in text
+    assert handout.part2_from_report({**base, "nodes_needed": 4, "extrapolation": ex}) == (4, "measured")
+    cap = {"servers_min": 22, "servers_usl": 24, "throughput_needed_rps": 6666.7, "mean_bound_s": 0.3,
+           "per_server_rps": 314.1, "per_server_basis": {"nodes": 2, "concurrency": 200, "rps": 628.17},
+           "roles": {"balancer": {"cpu_ms_per_request": 0.26, "machine_type": "e2-medium"}},
+           "balancer_needed": "e2-medium", "bottleneck": "balancer"}
+    nodes, why = handout.part2_from_report({**base, "nodes_needed": None, "extrapolation": ex, "capacity": cap})
+    assert nodes == 22 and why.startswith("model:") and "not measured" in why
+    nodes, why = handout.part2_from_report({**base, "nodes_needed": None, "extrapolation": ex, "capacity": {}})
+    assert nodes is None and why.startswith("unanswered")
+    text = handout.justify_part2({**base, "nodes_needed": None, "extrapolation": ex, "capacity": cap})
+    assert "1 node(s): 100, 2 node(s): 200" in text
+    assert "at least 6,667 req/s" in text and "314 req/s (628 req/s at 2 node(s), c=200)" in text
+    assert "no fewer than 22 servers" in text and "puts it at 24" in text
+    assert "0.26 CPU ms per request it must be at least e2-medium" in text
+    no_cpu = {**cap, "roles": {}, "balancer_needed": None, "bottleneck": None}
+    text = handout.justify_part2({**base, "nodes_needed": None, "capacity": no_cpu})
+    assert "do not measure the balancer's CPU" in text
 
 
 def test_justify_part1_quotes_the_deciding_numbers(mixed_csv):

@@ -137,11 +137,10 @@ def test_summary_answers_agree_with_build_report_on_the_csv(lab_report):
         assert (p2["answer"], p2["answer_source"]) == (r2["nodes_needed"], "measured")
     else:
         # The tiny profile tops out at 50 users, so no tested node count serves 2000: the
-        # answer comes from the labelled USL extrapolation, or is None when it is refused.
-        ex = r2["extrapolation"]
-        assert ex["label"].startswith("extrapolation (USL fit)")
-        assert p2["answer"] == (None if ex.get("refused") else ex["nodes"])
-        assert p2["answer_source"] != "measured"
+        # answer is the capacity model's Little's-law bound (design §8), labelled as a model.
+        assert p2["capacity"] == r2["capacity"]
+        assert p2["answer"] == r2["capacity"]["servers_min"] and p2["answer"] >= 1
+        assert p2["answer_source"].startswith("model:")
 
 
 def test_summary_text_prints_tables_and_both_answers(lab_report):
