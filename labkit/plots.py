@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from .errors import ConfigError
 from .sla import as_sla, max_concurrency, point_table, row_status
-from .usl import fit_usl, throughput_by_nodes
+from .usl import describe_fit, fit_usl, throughput_by_nodes
 
 log = logging.getLogger("labkit")
 
@@ -284,7 +284,7 @@ def throughput_chart(df: pd.DataFrame) -> Figure:
         end = max(top * 1.6, top + 2)
         inside = np.linspace(1, top, 100)
         beyond = np.linspace(top, end, 60)
-        label = f"USL fit σ={fit.sigma:.3g} κ={fit.kappa:.3g} λ={fit.lam:.3g} (R²={fit.r2:.3f})"
+        label = f"USL fit (model): {describe_fit(fit)}"
         ax.plot(inside, fit.predict(inside), color="C1", label=label)
         ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--", label="extrapolation (USL fit)")
         if np.isfinite(fit.peak_n) and fit.peak_n <= end:

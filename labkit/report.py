@@ -189,7 +189,7 @@ def format_report(report: dict) -> str:
 
 
 def _fit_line(fit: dict, what: str) -> str:
-    peak = ("no peak (κ = 0)" if fit["peak_n"] is None
-            else f"peak at {what} ≈ {fit['peak_n']:.1f} ({fit['peak_throughput']:.0f} req/s)")
-    return (f"  σ={fit['sigma']:.4g}  κ={fit['kappa']:.4g}  λ={fit['lambda']:.4g} req/s  "
-            f"R²={fit['r2']:.3f}  {peak}  [{fit['points']} points]")
+    """One line saying what the USL fit means, in words (:func:`labkit.usl.describe_fit`)."""
+    from .usl import describe_fit
+
+    return f"  {describe_fit(fit, what)}"

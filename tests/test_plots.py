@@ -79,7 +79,8 @@ def test_throughput_chart_with_and_without_fit(df):
     fig = plots.throughput_chart(df)
     ax = fig.axes[0]
     labels = [ln.get_label() for ln in ax.get_lines()]
-    assert any(lbl.startswith("USL fit σ=0.05 κ=0.02") for lbl in labels)
+    # σ=0.05, κ=0.02: the fitted peak is at sqrt((1-σ)/κ) = 6.9 nodes, said in words, not as parameters
+    assert any(lbl.startswith("USL fit (model): peaks at 6.9 nodes") for lbl in labels), labels
     assert "extrapolation (USL fit)" in labels
     two = df[df["nodes"] <= 2]
     ax2 = plots.throughput_chart(two).axes[0]
