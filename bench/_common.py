@@ -147,7 +147,8 @@ def write_section(name: str, body: str) -> None:
     print(f"wrote section {name!r} of {RESULTS}")
 
 
-ORDER = ["fixes", "overhead", "horizontal", "vertical", "efficiency", "analysis", "fullrun", "startup"]
+ORDER = ["fixes", "overhead", "horizontal", "vertical", "efficiency", "analysis", "fullrun", "startup", "capacity",
+         "settle", "grade"]
 
 
 def _order(name: str) -> int:

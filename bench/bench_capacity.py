@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--csv", default=str(C.ROOT / "data" / "reference.csv"), help="a full run (1–5 nodes)")
     ap.add_argument("--cpu-csv", help="a measured CSV with the per-role CPU columns (for the balancer check)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    args = ap.parse_args()
+    args, _ = ap.parse_known_args()  # run_all passes --runs to every benchmark; this one has no repeats
     from labkit.handout import PART2_SLA, PART2_USERS
     from labkit.results import load_results
 
