@@ -46,6 +46,11 @@ _EXPORTS = {
     "SlaExplorer": "widgets",
     # the capacity model and the bottleneck (design §8)
     "capacity_answer": "capacity", "part2_accepts": "capacity", "role_utilisation_chart": "plots_roles",
+    # "Interpret your results" (01-03): explanations printed from the student's own numbers
+    "littles_law_text": "interpret", "bottleneck_text": "interpret", "noise_text": "interpret",
+    "usl_text": "interpret", "backlog_text": "interpret_network", "round_robin_text": "interpret_network",
+    "nginx_limits_text": "interpret_network", "first_ab_run": "interpret_handout",
+    "payload_text": "interpret_handout", "handout_bug_text": "interpret_handout", "vertical_text": "vertical",
 }
 #: Names whose module attribute is called something else.
 _RENAMED = {"get_profile": "get"}

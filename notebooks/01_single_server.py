@@ -31,13 +31,13 @@ repeats = None  # rows per level (to check an outlier, e.g. 3), or None for the 
 refine = None  # SLA whose boundary to bisect after the levels, None for the profile's (quick: part 1's), "" for none
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
 charts_dir = "../runs/charts"  # where the PNG charts are saved
+cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
-import pandas as pd
-
-from labkit import (PART1_SLA, UNANSWERED, AbCommand, Sla, fibonacci, get_backend, handout_spec,
-                    justify_part1, load_handout, max_concurrency, measure, percentiles_chart, profiles_grid,
-                    require_answer, run_sweep, save_chart, tables_by_nodes)
+from labkit import (PART1_SLA, UNANSWERED, AbCommand, Sla, backlog_text, fibonacci, first_ab_run, get_backend,
+                    handout_bug_text, handout_spec, justify_part1, littles_law_text, load_handout, max_concurrency,
+                    noise_text, payload_text, percentiles_chart, profiles_grid, require_answer, run_sweep, save_chart,
+                    tables_by_nodes)
 
 # %% [markdown]
 # ## Deploy a simple web service (handout steps 1–5)
@@ -45,10 +45,11 @@ from labkit import (PART1_SLA, UNANSWERED, AbCommand, Sla, fibonacci, get_backen
 # The handout creates `restserver-0`, installs Flask, copies `restserver.py` to it and starts
 # `flask run`. Here one call does all of it on the chosen backend: one server of the chosen
 # machine type running the Flask development server (no load balancer yet). The status lists
-# the machines, their addresses and the service's own `/status` counters.
+# the machines, their addresses and the service's own `/status` counters. On `gcp` or `ssh`, the
+# `cloud` parameter says where (or `labkit lab --backend gcp` / the `LABKIT_*` settings do).
 
 # %% tags=["measure"]
-lab = get_backend(backend)
+lab = get_backend(backend, **cloud)
 lab.up(handout_spec(machine_type))
 lab.status()
 
@@ -65,17 +66,43 @@ assert answer == {"fibonacci_number": 20, "value": 6765}, answer
 answer
 
 # %% [markdown]
+# With the handout's own `restserver.py` (step 4) that output never appears: its responses are built
+# with `str.format` on a JSON template, and the template's own braces break it. Run here, the handout's
+# line raises; the service labkit deploys (`service/restserver.py`) builds the same bytes with
+# `json.dumps` instead:
+
+# %%
+print(handout_bug_text())
+
+# %% [markdown]
 # ## Measuring your instance performance: a first `ab` run (step 5)
 #
 # The handout's verification run: 10 requests, 10 at a time,
 # `ab -p payload.json -T application/json -m POST -c 10 -n 10 -s 10 -r`. labkit runs `ab` on
 # the tester with its open-file limit raised (the handout's `ulimit -n 10000`, step 6) and
 # reads every field of the report into one results row.
+#
+# First the handout's `payload.json` (step 4 on the tester), the body ab posts with every request:
+
+# %%
+print(payload_text())
+
+# %% [markdown]
+# The command, and ab's report exactly as ab printed it on the tester — compare it with the
+# handout's sample output (yours has `Percentage of the requests served within a certain time` too):
 
 # %% tags=["measure"]
 first = AbCommand(lab.url, concurrency=10, requests=10, timeout_s=10)
 print(" ".join(first.argv(payload="payload.json", percentiles="percentiles.csv", gnuplot="times.tsv")))
-pd.Series(measure(lab, first, retries=1).to_json())
+run, first_row = first_ab_run(lab, first)
+print(run.stdout)
+
+# %% [markdown]
+# The same report read into one results row (the columns every sweep below appends to `results_csv`;
+# `mean_ms` is the mean time one request took, `ab_mean_ms` ab's `Time per request`):
+
+# %% tags=["measure"]
+first_row
 
 # %% [markdown]
 # ## The concurrency sweep (step 7)
@@ -121,6 +148,84 @@ tables_by_nodes(df)[1]
 fig = percentiles_chart(df, PART1_SLA, nodes=1)
 save_chart(fig, charts_dir, "01_latency_one_server.png")
 fig
+
+# %% [markdown]
+# ## Interpret your results
+#
+# The explanations below are printed from **your** `results_csv`: the law or the mechanism, then your
+# own points that show it. Read them, compare them with your table and chart, and answer each question
+# in your own words, quoting your numbers (these answers are graded by hand).
+#
+# **Little's law.** Why does the mean request time grow with the number of users?
+
+# %%
+print(littles_law_text(df, nodes=1))
+
+# %% [markdown]
+# ### Interpret your results
+#
+# Little's law: using two of your points, show that concurrency ≈ throughput × mean request time
+# (N = X·R), and explain with your numbers why, once throughput stops growing, each additional user
+# adds waiting time instead of throughput. At which concurrency did your server saturate?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_01_littles_law", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# A full answer (2 points):
+#
+# - computes X·R for at least two of the student's own points and compares it with the concurrency
+#   (e.g. "c=50: 217 rps × 0.230 s = 49.9 ≈ 50"), noting a ratio far from 1 where the printout flags
+#   one — 1 point;
+# - names the level from which throughput stays flat (the server is busy all the time, about
+#   X_max rps) and explains R = N / X_max: more users only lengthen the queue, so the mean grows in
+#   proportion to the users — with the student's own numbers — 1 point.
+#
+# Half credit for the explanation without the student's own numbers.
+
+# %% [markdown]
+# **One node, reached directly.** What happens to connections when the server falls behind, and what
+# the 70007 abort of the handout's note is:
+
+# %%
+print(backlog_text(df))
+
+# %% [markdown]
+# ### Interpret your results
+#
+# Backlog, SYN retries and 70007: which of your levels aborted or showed connect times near 1 s or
+# 3 s? Explain from your results what happens to a connection when more clients than the server's
+# listen backlog (128) are waiting, and why ab then aborts the run with 70007 instead of counting
+# failed requests.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_01_backlog", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# A full answer (2 points):
+#
+# - quotes the student's aborted levels (or that none aborted) and their largest connect mean or a
+#   max near 1,000 / 3,000 ms, from the printout or the table — 1 point;
+# - explains the chain: Werkzeug's listen backlog of 128 fills, the kernel drops new SYNs, the
+#   client retransmits them after 1 s and 3 s (connect times jump to those values), and a socket
+#   that waits longer than ab's `-s 10` makes ab stop the whole run with 70007 — so the row is
+#   aborted, not a measurement of latency; when nothing aborted, says that the backlog never filled
+#   at the levels measured — 1 point.
+#
+# Half credit for the mechanism without the student's own levels.
+
+# %% [markdown]
+# **Noise.** How much can one request, or one run, decide?
+
+# %%
+print(noise_text(df[df["nodes"] == 1], PART1_SLA))
+
+# %% [markdown]
+# ### Interpret your results
+#
+# `max` and repeats: the part-1 SLA bounds the longest request. In one or two sentences, say from
+# your results how far `max` is from p99 at your answer's level and the next, and whether a repeat
+# could change your part-1 answer (a borderline point, or the spread of repeated points).
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_01_noise", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# A full answer (1 point): states that `max` is a single request out of thousands (p99 describes
+# the slowest 1 %), quotes max vs p99 at the student's deciding levels, and uses the printout's
+# borderline points or repeats (or their absence) to say whether the part-1 answer could flip on a
+# repeat. Half credit without the student's own numbers.
 
 # %% [markdown]
 # ## Report, part 1

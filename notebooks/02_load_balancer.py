@@ -34,13 +34,16 @@ concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None 
 requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
 charts_dir = "../runs/charts"  # where the PNG charts are saved
+cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
 from IPython.display import display
 
-from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, build_report, fibonacci, format_report, get_backend,
-                    handout_spec, justify_part2, load_handout, mean_latency_chart, profiles_grid, require_answer,
-                    round_robin_table, run_sweep, save_chart, sla_heatmap, tables_by_nodes, throughput_chart)
+from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, backlog_text, bottleneck_text, build_report, fibonacci,
+                    format_report, get_backend, handout_spec, justify_part2, littles_law_text, load_handout,
+                    mean_latency_chart, nginx_limits_text, noise_text, profiles_grid, require_answer,
+                    role_utilisation_chart, round_robin_table, round_robin_text, run_sweep, save_chart, sla_heatmap,
+                    tables_by_nodes, throughput_chart)
 
 # %% [markdown]
 # ## A second server and the balancer (handout steps 1–13)
@@ -53,15 +56,18 @@ from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, build_report, fibonacci,
 # a working one. The status now lists both servers and the balancer.
 
 # %% tags=["measure"]
-lab = get_backend(backend)
+lab = get_backend(backend, **cloud)
 lab.up(handout_spec(machine_type, nodes=2))
 lab.status()
 
 # %% [markdown]
-# The configuration nginx is running — compare it with the handout's step 11:
+# The configuration nginx is running — compare it with the handout's step 11. Below it, handout
+# step 7's check of the balancer's open-file limit, `cat /proc/<PID>/limits` (the PID from
+# `ps | grep nginx`), read from the running balancer's nginx processes:
 
 # %% tags=["measure"]
 print(lab.balancer_config())
+print(nginx_limits_text(lab))
 
 # %% [markdown]
 # ## Test the balancer (step 14)
@@ -79,10 +85,13 @@ answer
 # `curl http://<LOADBALANCER>/status`, several times. Each answer comes from whichever server
 # nginx picked: the `node` column names it, and `requests` and `cache_length` are **that**
 # server's own counters — which is why the output changes from call to call. With round robin
-# the nodes take turns.
+# the nodes take turns; how strictly depends on how many worker processes nginx runs (each keeps
+# its own turn), which the text under the table reads from your balancer.
 
 # %% tags=["measure"]
-round_robin_table(lab.url, calls=3 * lab.spec.nodes)
+rr = round_robin_table(lab.url, calls=3 * lab.spec.nodes)
+print(round_robin_text(rr, lab))
+rr
 
 # %% [markdown]
 # ## Report 1–2: the sweep for 1–5 nodes
@@ -129,6 +138,72 @@ fig
 fig = throughput_chart(df)
 save_chart(fig, charts_dir, "02_throughput.png")
 fig
+
+# %% [markdown]
+# ## Interpret your results
+#
+# The explanations below are printed from **your** `results_csv`; answer each question in your own
+# words, quoting your numbers (graded by hand).
+#
+# **Direct vs through the balancer.** One node is reached directly (no nginx); two or more sit behind
+# nginx. The two paths fail in different ways:
+
+# %%
+print(backlog_text(df))
+
+# %% [markdown]
+# ### Interpret your results
+#
+# Direct vs through the balancer: compare how your one-node runs and your runs behind nginx failed
+# at high concurrency (aborted levels, connect times, non-2xx responses). Explain the difference from
+# what accepts the connections in each case.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_02_balancer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# A full answer (2 points):
+#
+# - quotes the student's own evidence on both sides: aborted levels (70007) and connect means or
+#   maxima near 1 s / 3 s at one node; and behind nginx the aborted levels, small connect times and
+#   any `errors`/`refused` points with their non-2xx counts — 1 point;
+# - explains it: directly, Werkzeug's listen backlog of 128 fills, SYNs are dropped and retransmitted
+#   after 1 s and 3 s, and a socket waiting past ab's `-s 10` aborts the run (70007); nginx accepts
+#   every connection at once (backlog 511, 4096 worker connections) and queues requests to the
+#   servers, so connections do not stall — but when an upstream times out nginx marks it down and
+#   answers 502 at once (fast non-2xx responses, not measurements of the service) — 1 point.
+#
+# Half credit for the mechanism without the student's own numbers.
+
+# %% [markdown]
+# **The bottleneck.** Which machine was busy? The CPU each role (servers, balancer, tester) used
+# during every ab run, as a share of what its machine type has — one panel per node count; a line
+# reaching 100 % is the limit at that node count:
+
+# %%
+fig = role_utilisation_chart(df)
+save_chart(fig, charts_dir, "role_utilisation.png")
+fig
+
+# %%
+print(bottleneck_text(df, PART2_SLA, PART2_USERS))
+
+# %% [markdown]
+# ### Interpret your results
+#
+# The bottleneck: from your utilisation chart and the printout, which role limited throughput at one
+# node and at your largest node count? What does the USL fit say about adding servers, and what
+# would limit 2000 users first if you only added servers?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_02_bottleneck", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# A full answer (2 points):
+#
+# - names the busiest role at one node (the server, near 100 % of its 0.2 vCPU) and at the largest
+#   node count measured, with the student's utilisation percentages or CPU ms per request — 1 point;
+# - states the USL fit in words (e.g. "linear so far: no contention measured", or where it peaks)
+#   and, from the CPU per request, which role would cap throughput first as servers are added
+#   (typically one f1-micro balancer near its vCPU / CPU-per-request, below the 6,667 req/s that
+#   2000 users under a 300 ms mean need by Little's law) — labelled as a model — 1 point.
+#
+# Without per-role CPU columns in the student's results: full credit for reasoning from throughput
+# per server and the USL fit, saying the bottleneck cannot be measured from those results.
 
 # %% [markdown]
 # ## Report 4: how many nodes?
@@ -189,6 +264,16 @@ check_part2(part2_nodes, results_csv, machine_type, part2_balancer)
 require_answer(part2_why)
 assert isinstance(part2_why, str) and len(part2_why.split()) >= 8, "justify the answer in a full sentence"
 assert str(part2_nodes) in part2_why, "quote your answer in the justification"
+
+# %% [markdown]
+# **Little's law and noise across node counts.** N = X·R at a few points per node count, where
+# throughput stopped growing, how far `max` sits from p99, and which points are borderline under
+# part 2's SLA:
+
+# %%
+print(littles_law_text(df, k=2))
+print()
+print(noise_text(df, PART2_SLA))
 
 # %% [markdown]
 # ### Interpret your results

@@ -32,10 +32,11 @@ concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None 
 requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
 charts_dir = "../runs/charts"  # where the PNG charts are saved
+cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
 from labkit import (get_profile, load_results, run_vertical, save_chart, vertical_backend, vertical_chart,
-                    vertical_grids, vertical_table)
+                    vertical_grids, vertical_table, vertical_text)
 
 # %% [markdown]
 # ## What is compared
@@ -61,7 +62,7 @@ grids = vertical_grids(profile, requests)
 # least as big as the biggest server).
 
 # %% tags=["measure"]
-lab = vertical_backend(backend)
+lab = vertical_backend(backend, **cloud)
 run_vertical(lab, grids, results_csv)
 
 # %% [markdown]
@@ -97,6 +98,12 @@ fig
 #
 # So vertical scaling only pays when the software can use what the bigger machine adds; otherwise
 # scale horizontally (notebook 02) — or change the server.
+#
+# Your own numbers, per configuration at its highest concurrency: throughput, mean, and how many
+# cores the server actually kept busy (its CPU seconds per second of the run, measured):
+
+# %%
+print(vertical_text(results, concurrency=get_profile(profile).vertical_concurrency))
 
 # %% [markdown]
 # ### Interpret your results
