@@ -8,38 +8,27 @@ creates in parallel, moving an instance to the next zone on a stock-out, and
 :func:`gc` deletes every labelled resource whose expiry has passed. Request bodies
 come from :mod:`labkit.gcp_requests` (what ``labkit plan`` prints).
 
-:class:`Compute` holds the clients of one run. Its ``endpoint`` (the gcp backend
-passes ``settings.gcp_api_endpoint``) points them at another Compute endpoint; a
-plain-``http://`` one must be on loopback (an emulator or the tests' stub) and gets
-anonymous credentials, so no token is ever sent in clear text.
+:class:`~labkit.gcp_client.Compute` (from :mod:`labkit.gcp_client`, which also decides
+which endpoint may get credentials) holds the clients of one run; every function here
+takes one.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 from . import gcp_requests as req
-from .errors import CloudError, ConfigError, MissingToolError, QuotaError, StockoutError
+from .errors import CloudError, ConfigError, QuotaError, StockoutError
+from .gcp_client import Compute, compute_api  # Compute: every function takes one (callers import it here too)
 
 log = logging.getLogger("labkit")
 
 POLL_MAX = 1.0  # seconds between operation polls, at most
-SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 QUOTA_MARKERS = ("QUOTA_EXCEEDED", "quotaExceeded", "Quota '", "quota exceeded")
 STOCKOUT_MARKERS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "RESOURCE_POOL_EXHAUSTED", "does not have enough resources")
-
-
-def _compute_v1():
-    try:
-        from google.cloud import compute_v1
-    except ImportError:
-        raise MissingToolError("google-cloud-compute is missing: pip install 'labkit[gcp]'") from None
-    return compute_v1
 
 
 class ConflictError(CloudError):
@@ -48,79 +37,6 @@ class ConflictError(CloudError):
     def __init__(self, message: str, name: str = "", owner: str | None = None):
         super().__init__(message)
         self.name, self.owner = name, owner
-
-
-def _endpoint_of(client_options) -> str | None:
-    if client_options is None:
-        return None
-    if isinstance(client_options, dict):
-        return client_options.get("api_endpoint")
-    return getattr(client_options, "api_endpoint", None)
-
-
-def check_endpoint(endpoint: str, credentials=None):
-    """The credentials allowed for ``endpoint`` (design §10, issue 15 item 10).
-
-    Real credentials go only to ``https://*.googleapis.com``; a loopback endpoint (an
-    emulator or the tests' stub, http or https) gets anonymous credentials and
-    nothing else; any other endpoint is refused, so no token is ever sent elsewhere.
-    """
-    from google.auth.credentials import AnonymousCredentials
-
-    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-    host = (parts.hostname or "").lower()
-    if _is_loopback(host):
-        if credentials is not None and not isinstance(credentials, AnonymousCredentials):
-            raise ConfigError(f"Compute endpoint {endpoint} is on loopback: it gets anonymous credentials only")
-        return AnonymousCredentials()
-    if parts.scheme == "https" and (host == "googleapis.com" or host.endswith(".googleapis.com")):
-        return credentials
-    raise ConfigError(f"Compute endpoint {endpoint}: credentials are only sent to https://*.googleapis.com; "
-                      "an emulator must listen on loopback (e.g. http://127.0.0.1:PORT)")
-
-
-class Compute:
-    """The Compute API clients one run uses, built from Application Default Credentials
-    unless ``credentials`` (and, for tests, ``client_options``) are given; ``endpoint``
-    (``settings.gcp_api_endpoint``) replaces the API's address (see :func:`check_endpoint`)."""
-
-    def __init__(self, credentials=None, client_options=None, transport: str = "rest", endpoint: str | None = None):
-        compute_v1 = _compute_v1()
-        if client_options is None and endpoint:
-            client_options = {"api_endpoint": endpoint}
-        target = _endpoint_of(client_options)
-        if target:
-            credentials = check_endpoint(target, credentials)
-        if credentials is None:
-            import google.auth
-
-            try:
-                credentials, _ = google.auth.default(scopes=SCOPES)
-            except google.auth.exceptions.DefaultCredentialsError as e:
-                raise CloudError(f"no Google Cloud credentials: run `gcloud auth application-default login` ({e})") from None
-        kw = {"credentials": credentials, "transport": transport}
-        if client_options is not None:
-            kw["client_options"] = client_options
-        self.instances = compute_v1.InstancesClient(**kw)
-        self.images = compute_v1.ImagesClient(**kw)
-        self.firewalls = compute_v1.FirewallsClient(**kw)
-        self.zones = compute_v1.ZonesClient(**kw)
-        # The clients poll their operations through operations clients they build themselves,
-        # without our client_options (so a stub endpoint would be bypassed). Hand them ones
-        # built like the others; with default options this changes nothing.
-        ops = {"zone_operations": compute_v1.ZoneOperationsClient(**kw),
-               "global_operations": compute_v1.GlobalOperationsClient(**kw)}
-        for client in (self.instances, self.images, self.firewalls):
-            services = getattr(client._transport, "_extended_operations_services", None)
-            if isinstance(services, dict):
-                services.update(ops)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- errors and waiting -------------------------------------------------------------
@@ -255,7 +171,7 @@ def owner(c: Compute, project: str, kind: str, name: str, zone: str | None = Non
 
 def insert_instance(c: Compute, project: str, zone: str, body: dict):
     """Send the insert of the instance ``body`` (from ``gcp_requests.instance_body``); return its operation."""
-    res = _compute_v1().Instance.from_json(json.dumps(body))
+    res = compute_api().Instance.from_json(json.dumps(body))
     return _call(c.instances.insert, f"create {body['name']}", zone, project=project, zone=zone,
                  instance_resource=res)
 
@@ -292,7 +208,7 @@ def run_resources(c: Compute, project: str, run_id: str) -> list[tuple[str, str,
 
 def list_labkit_instances(c: Compute, project: str) -> list[tuple[str, object]]:
     """(zone, instance) for every instance with a labkit-run label, in all zones."""
-    request = _compute_v1().AggregatedListInstancesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
+    request = compute_api().AggregatedListInstancesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
     pager = _call(c.instances.aggregated_list, "list instances", request=request)
     out = []
     for scope, scoped in pager:
@@ -304,7 +220,7 @@ def list_labkit_instances(c: Compute, project: str) -> list[tuple[str, object]]:
 
 def host_keys(c: Compute, project: str, zone: str, name: str) -> list[str]:
     """The instance's SSH host keys (``"TYPE BASE64"``) from its guest attributes."""
-    request = _compute_v1().GetGuestAttributesInstanceRequest(project=project, zone=zone, instance=name,
+    request = compute_api().GetGuestAttributesInstanceRequest(project=project, zone=zone, instance=name,
                                                               query_path="hostkeys/")
     attrs = _call(c.instances.get_guest_attributes, f"read host keys of {name}", zone, request=request)
     return [f"{i.key} {i.value}" for i in attrs.query_value.items if i.namespace == "hostkeys"]
@@ -312,7 +228,7 @@ def host_keys(c: Compute, project: str, zone: str, name: str) -> list[str]:
 
 def insert_image(c: Compute, project: str, body: dict):
     """Send the insert of the image ``body`` (from a stopped server's disk); return the operation."""
-    res = _compute_v1().Image.from_json(json.dumps(body))
+    res = compute_api().Image.from_json(json.dumps(body))
     return _call(c.images.insert, f"create image {body['name']}", project=project, image_resource=res)
 
 
@@ -323,7 +239,7 @@ def delete_image(c: Compute, project: str, name: str):
 
 def list_labkit_images(c: Compute, project: str):
     """Every image in ``project`` carrying a labkit run label."""
-    request = _compute_v1().ListImagesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
+    request = compute_api().ListImagesRequest(project=project, filter=f"labels.{req.LABEL_RUN}:*")
     return [i for i in _call(c.images.list, "list images", request=request)
             if req.LABEL_RUN in i.labels]
 
@@ -341,7 +257,7 @@ def delete_firewall(c: Compute, project: str, name: str):
 
 def insert_firewall(c: Compute, project: str, body: dict):
     """Send the insert of the firewall rule ``body``; return the operation."""
-    res = _compute_v1().Firewall.from_json(json.dumps(body))
+    res = compute_api().Firewall.from_json(json.dumps(body))
     return _call(c.firewalls.insert, f"create firewall {body['name']}", project=project, firewall_resource=res)
 
 

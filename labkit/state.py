@@ -126,6 +126,32 @@ def clear(where: Where, name: str) -> None:
 
 
 @contextlib.contextmanager
+def exclusive(lock_path: Path, refusal, holder: str, *, remove: bool = False):
+    """Hold an exclusive ``flock`` on ``lock_path`` for the duration, its text saying who holds it.
+
+    Refused at once (no waiting): ``LockError(refusal(text))`` names whoever has it (the
+    text its holder wrote, else "another process"). ``remove``: delete the lock file after
+    a body that did not raise.
+    """
+    fh = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise LockError(refusal(fh.read().strip() or "another process")) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(holder)
+        fh.flush()
+        yield
+        if remove:
+            lock_path.unlink(missing_ok=True)
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
 def lab_locked(where: Where, command: str):
     """Hold the lab folder's lock while ``command`` (e.g. ``"labkit scale"``) changes the lab.
 
@@ -134,23 +160,13 @@ def lab_locked(where: Where, command: str):
     changing a lab somebody else is measuring, or saving over a state it just wrote.
     """
     directory = folder(where)
-    lock_path = directory / LOCK_NAME
-    fh = open(lock_path, "a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise LockError(f"another labkit command is using the lab in {directory} ({holder}); wait for it "
-                            f"to finish (or stop it) before `{command}`") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}: {command}")
-        fh.flush()
+
+    def refusal(holder: str) -> str:
+        return (f"another labkit command is using the lab in {directory} ({holder}); wait for it "
+                f"to finish (or stop it) before `{command}`")
+
+    with exclusive(directory / LOCK_NAME, refusal, f"pid {os.getpid()}: {command}"):
         yield
-    finally:
-        fh.close()
 
 
 # -- down without a readable state ------------------------------------------------------------

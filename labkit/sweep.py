@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import logging
 import numbers
 import os
@@ -30,10 +29,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import profiles, provenance, refine
+from . import profiles, provenance, refine, state
 from .ab import MAX_CONCURRENCY, AbCommand
 from .backends.base import Backend, ClusterSpec
-from .errors import AbParseError, BackendError, ConfigError, LabkitError, LockError
+from .errors import AbParseError, BackendError, ConfigError, LabkitError
 from .measure import measure
 from .record import Measurement
 from .results import append_row
@@ -179,24 +178,10 @@ def interrupt_noted():
 def locked(out: Path, refusal: str | None = None):
     """Hold an exclusive lock on ``out`` for the duration; refuse at once if another sweep has it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = out.with_name(f".{out.name}.lock")
-    fh = open(lock_path, "a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise LockError((refusal or f"{out} is being written by another sweep ({{holder}}); "
-                             "wait for it or use another --out").replace("{holder}", holder)) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+    refusal = refusal or f"{out} is being written by another sweep ({{holder}}); wait for it or use another --out"
+    with state.exclusive(out.with_name(f".{out.name}.lock"), lambda holder: refusal.replace("{holder}", holder),
+                         f"pid {os.getpid()}", remove=True):
         yield
-        lock_path.unlink(missing_ok=True)
-    finally:
-        fh.close()
 
 
 #: Backends whose running lab is recorded in the folder's ``.labkit/`` (one lab per folder).

@@ -14,6 +14,7 @@ from labkit import gcp_requests as req
 from labkit.backends.base import ClusterSpec
 from labkit.backends.gcp import GcpBackend
 from labkit.errors import CloudError, ConfigError
+from labkit.gcp_client import check_endpoint
 from labkit.settings import Settings
 from tests.compute_stub import ComputeStub
 
@@ -185,13 +186,13 @@ def test_a_key_that_cannot_be_made_leaves_nothing_behind(stub, tmp_path):
                                       "https://googleapis.com.evil.example"])
 def test_credentials_go_only_to_googleapis_or_loopback(endpoint):
     with pytest.raises(ConfigError, match="googleapis.com"):
-        gcp.check_endpoint(endpoint, object())
+        check_endpoint(endpoint, object())
 
 
 def test_loopback_endpoints_get_anonymous_credentials_only():
-    assert isinstance(gcp.check_endpoint("http://127.0.0.1:9999"), AnonymousCredentials)
-    assert isinstance(gcp.check_endpoint("https://localhost:9999"), AnonymousCredentials)
+    assert isinstance(check_endpoint("http://127.0.0.1:9999"), AnonymousCredentials)
+    assert isinstance(check_endpoint("https://localhost:9999"), AnonymousCredentials)
     with pytest.raises(ConfigError, match="anonymous"):
-        gcp.check_endpoint("https://127.0.0.1:9999", object())
+        check_endpoint("https://127.0.0.1:9999", object())
     creds = object()
-    assert gcp.check_endpoint("https://compute.googleapis.com", creds) is creds
+    assert check_endpoint("https://compute.googleapis.com", creds) is creds

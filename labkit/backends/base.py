@@ -20,12 +20,11 @@ Defined once here, not per backend:
   :meth:`Backend.ensure` re-deploys only when the running spec differs and
   :meth:`Backend.scale` changes ``nodes`` only;
 * **the shape of down()** -- ``{"backend", "stopped", "left"}`` everywhere;
-* **measurement hygiene** (design §6, §7) -- :meth:`Backend.settle` (wait until the
-  servers and the balancer are idle), :meth:`Backend.warm_up` (a short unrecorded ab
-  run, which the ``up`` template does after every reconfiguration) and
-  :meth:`Backend.cpu_seconds_by_role`, built on two small hooks a backend provides
-  (:meth:`Backend._cpu_sample`, :meth:`Backend._tester_cpu_seconds`); a backend that
-  drives another one (gcp drives ssh) hands all of it to that one (:meth:`Backend.inner`).
+* **measurement hygiene** (design §6, §7) -- ``settle``, ``warm_up`` (which the ``up``
+  template does after every reconfiguration) and ``cpu_seconds_by_role``, from the
+  :class:`~labkit.backends.hygiene.MeasurementHygiene` mixin, built on small hooks a
+  backend provides; a backend that drives another one (gcp drives ssh) hands all of it
+  to that one (``inner()``).
 """
 
 from __future__ import annotations
@@ -36,13 +35,12 @@ import dataclasses
 import logging
 import numbers
 import threading
-import time
 from typing import TYPE_CHECKING, Literal
 
-from .. import settle as settling
 from .. import state
 from ..errors import BackendError, ConfigError
 from ..settings import Settings
+from .hygiene import MeasurementHygiene
 
 if TYPE_CHECKING:
     from ..ab import AbCommand
@@ -96,11 +94,14 @@ class AbRun:
 
 
 AB_NOFILE = 10000  # the handout's `ulimit -n 10000` for ab
-WARM_UP_TIMEOUT = 60.0  # s: the warm-up's ab run is stopped after this (a broken lab must not hang up())
-ROLES = ("server", "balancer", "tester")
 
 
-class Backend(abc.ABC):
+def state_field(key: str, doc: str) -> property:
+    """A read-only attribute showing ``key`` of a backend's saved record (``self._state``)."""
+    return property(lambda self: self._state[key], doc=doc)
+
+
+class Backend(MeasurementHygiene, abc.ABC):
     """A place to run the lab. Implementations: local, ssh, gcp.
 
     ``Backend(settings, **options)`` attaches to the lab recorded in the state
@@ -262,170 +263,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def balancer_config(self) -> str:
         """The nginx.conf text the balancer runs, or one line saying why there is none here."""
-
-    # -- measurement hygiene: settle, warm up, CPU per role (design §6, §7) ------------------
-    def inner(self) -> Backend | None:
-        """The backend this one deploys and measures through, or None (the default).
-
-        The gcp backend drives its machines with an ssh backend (its ``ssh`` attribute), so
-        settling, warming up and the CPU counters are that backend's.
-        """
-        inner = getattr(self, "ssh", None)
-        return inner if isinstance(inner, Backend) and inner is not self else None
-
-    def _cpu_sample(self) -> settling.Sample | None:
-        """Cumulative CPU seconds of every running server and balancer *now*, with its vCPU quota:
-        ``{"server:NAME" | "balancer:NAME": (seconds or None, vcpu)}``; None when this
-        backend cannot read them (then :meth:`settle` falls back to ``/status`` latency)."""
-        return None
-
-    def _tester_cpu_seconds(self) -> float | None:
-        """Cumulative CPU seconds ab has used on the tester, or None when unknown."""
-        return None
-
-    def _pending(self) -> dict[str, int] | None:
-        """Connections still queued for each server (listen backlog, half-open, clients' unacked
-        SYN/FIN), as of the last :meth:`_cpu_sample` or now; None when unknown."""
-        return None
-
-    def _status_probes(self) -> dict:
-        """``{name: probe(timeout) -> seconds}``: one ``/status`` round trip per server, the
-        settle fallback where no CPU counter can be read. None by default (nothing to wait for)."""
-        return {}
-
-    def _balancer_probe(self):
-        """``probe(timeout)`` fetching ``/status`` through the balancer as the tester does (raises
-        OSError on a 502), or None without a balancer. None by default."""
-        return None
-
-    def _sampled(self) -> settling.Sample | None:
-        """:meth:`_cpu_sample`, remembered with its time (settle starts from the last one)."""
-        s = self._cpu_sample()
-        if s is not None:
-            self._last_sample = (time.monotonic(), s)
-        return s
-
-    def settle(self, timeout: float = 30.0) -> float:
-        """Wait until the servers and the balancer are idle; return the seconds waited.
-
-        Idle: every machine's CPU rate over a short window is below 5 % of its quota
-        (:func:`labkit.settle.wait_idle`); where no CPU counter can be read, every server's
-        ``/status`` answering at its idle latency (:func:`labkit.settle.wait_responsive`).
-        Bounded by ``timeout``: then a warning is logged and the point is measured anyway.
-        """
-        inner = self.inner()
-        if inner is not None:
-            return inner.settle(timeout) if inner.spec is not None else 0.0
-        if self.spec is None:
-            return 0.0
-        start = time.monotonic()
-        previous = getattr(self, "_last_sample", None)
-        try:
-            first = self._sampled()
-        except Exception as exc:  # noqa: BLE001 - accounting never fails a point
-            log.debug("%s: no CPU counters for settling: %s", self.name, exc)
-            first = None
-        what = f"the {self.name} lab"
-        try:
-            left = max(0.0, timeout - (time.monotonic() - start))
-            if first is not None and all(cpu is not None for cpu, _ in first.values()):
-                # from the last sample (e.g. the one just after the previous ab run) when it
-                # covers the same machines: a quiet lab then costs no extra window
-                if (previous is None or set(previous[1]) != set(first)
-                        or time.monotonic() - previous[0] > settling.MAX_AGE):
-                    previous = self._last_sample
-                settling.wait_idle(self._sampled, left, previous=previous, pending=self._pending, what=what)
-            elif probes := self._status_probes():
-                settling.wait_responsive(lambda name, t: probes[name](t), list(probes), left, what=what)
-            if (balancer := self._balancer_probe()) is not None:
-                # after an overloaded point nginx keeps the servers marked down for its fail_timeout
-                settling.wait_answering(balancer, max(0.0, timeout - (time.monotonic() - start)),
-                                        what=f"the {self.name} lab's balancer")
-        except Exception as exc:  # noqa: BLE001 - a counter that went away mid-wait: measure anyway
-            log.warning("%s: could not tell whether it is idle (%s); measuring anyway", what, exc)
-        return time.monotonic() - start
-
-    def warm_up(self) -> None:
-        """A short unrecorded ab run (c = min(10, 2 x nodes), 100-200 requests), so the first
-        measured requests don't pay for process, thread and upstream-connection start-up.
-
-        The ``up`` template calls it after every reconfiguration. Bounded
-        (:data:`WARM_UP_TIMEOUT`, ab's own ``-s 2``) and never raises for a failed run: a
-        broken lab is reported by the waits that come before it and by the point itself.
-        """
-        inner = self.inner()
-        if inner is not None:
-            if inner.spec is not None:
-                inner.warm_up()
-            return
-        spec = self.spec
-        if spec is None or not self.warms_up:
-            return
-        from ..ab import AbCommand
-
-        c = min(10, 2 * spec.nodes)
-        command = AbCommand(self.url, c, max(100, min(200, 20 * c)), timeout_s=2)
-        t0 = time.monotonic()
-        try:
-            run = self.run_ab(command, timeout=WARM_UP_TIMEOUT)
-            if run.exit_code != 0:
-                log.warning("%s: the warm-up run (ab -c %d -n %d) exited with code %d: %s", self.name, c,
-                            command.requests, run.exit_code, run.stderr.strip()[-200:])
-        except Exception as exc:  # noqa: BLE001 - a failed warm-up is a warning, not an error
-            log.warning("%s: the warm-up run failed: %s", self.name, exc)
-        else:
-            log.debug("%s: warmed up in %.2f s", self.name, time.monotonic() - t0)
-        self._warmed = spec
-
-    def cpu_seconds_by_role(self) -> dict[str, float | None]:
-        """Cumulative CPU seconds now: ``{"server": sum over the running servers, "balancer": ...
-        or None when nodes == 1, "tester": ...}`` (None where a counter cannot be read).
-
-        Cheap (a few file reads locally; one command per host, in parallel, over SSH), so
-        :func:`labkit.measure.measure` reads it just before and after every ab run.
-        """
-        inner = self.inner()
-        if inner is not None:
-            return inner.cpu_seconds_by_role() if inner.spec is not None else dict.fromkeys(ROLES)
-        spec = self.spec
-        try:
-            sample = self._sampled() or {}
-        except Exception as exc:  # noqa: BLE001 - accounting never fails a point
-            log.debug("%s: no CPU counters: %s", self.name, exc)
-            sample = {}
-        out: dict[str, float | None] = {}
-        for role in ("server", "balancer"):
-            values = [cpu for key, (cpu, _) in sample.items() if key.startswith(role + ":")]
-            out[role] = sum(values) if values and None not in values else None
-        if spec is None or spec.nodes == 1:
-            out["balancer"] = None
-        try:
-            out["tester"] = self._tester_cpu_seconds()
-        except Exception as exc:  # noqa: BLE001 - accounting never fails a point
-            log.debug("%s: no tester CPU counter: %s", self.name, exc)
-            out["tester"] = None
-        return out
-
-    @property
-    def balancer_machine_type(self) -> str | None:
-        """Machine type of the balancer; None when nodes == 1 (no balancer in the path)."""
-        inner = self.inner()
-        if inner is not None:
-            return inner.balancer_machine_type
-        spec = self.spec
-        return None if spec is None or spec.nodes == 1 else self._balancer_type(spec)
-
-    def _balancer_type(self, spec: ClusterSpec) -> str:
-        return spec.machine_type
-
-    @property
-    def tester_machine_type(self) -> str | None:
-        """Machine type of the machine that runs ab (by default the servers')."""
-        inner = self.inner()
-        if inner is not None:
-            return inner.tester_machine_type
-        spec = self.spec
-        return spec.machine_type if spec is not None else None
 
     def down(self) -> dict:
         """Stop and delete everything this backend started; say what. Safe to call twice.

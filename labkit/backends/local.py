@@ -14,6 +14,7 @@ tester-0            127.0.1.3 (nominal)    ab, with its open-file limit raised
 ab has no option to pick its source address, so the tester's address only
 names it; its CPU limit is real. With one node the tester talks to the server
 directly (the handout's first part); with more, to the balancer.
+How ab runs there (its cgroup, open-file limit, progress): :mod:`labkit.backends.local_ab`.
 
 Everything started is recorded in ``.labkit/local.json`` as soon as it is
 started, so :meth:`LocalBackend.down` - from this object or from any other
@@ -27,31 +28,22 @@ import dataclasses
 import hashlib
 import logging
 import os
-import re
-import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
 
 from .. import cgroups as cg
 from .. import cpu_accounting, machine_types, processes
-from ..errors import BackendError, ConfigError, MissingToolError
+from ..errors import BackendError, ConfigError
 from ..loadbalancer import LocalNginx
 from ..service import get_status, service_command, wait_until_up
-from .base import AB_NOFILE, AbRun, Backend, ClusterSpec
+from .base import Backend, ClusterSpec
+from .local_ab import LocalAbRunner
+from .serving import SERVING_TIMEOUT, wait_round_robin
 
 log = logging.getLogger("labkit")
-
-
-def _ab_binary() -> str:
-    found = shutil.which("ab")
-    if not found:
-        raise MissingToolError("ab is not installed: run `sudo apt-get install -y apache2-utils` (or `make setup`)")
-    return found
 
 
 def folder_tag(state_folder: Path) -> str:
@@ -59,35 +51,7 @@ def folder_tag(state_folder: Path) -> str:
     return hashlib.sha1(str(Path(state_folder).resolve()).encode()).hexdigest()[:6]
 
 
-_COMPLETED = re.compile(rb"Completed (\d+) requests")
-
-
-def _communicate(proc: subprocess.Popen, timeout: float | None, progress) -> tuple[bytes, bytes]:
-    """Like ``proc.communicate`` but calls ``progress(n)`` for ab's "Completed n requests" lines."""
-    if progress is None:
-        return proc.communicate(timeout=timeout)
-    chunks: dict[str, list[bytes]] = {"out": [], "err": []}
-
-    def pump(stream, key, watch):
-        for line in iter(stream.readline, b""):
-            chunks[key].append(line)
-            if watch and (m := _COMPLETED.search(line)):
-                progress(int(m.group(1)))
-
-    threads = [threading.Thread(target=pump, args=(proc.stdout, "out", False), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, "err", True), daemon=True)]
-    for t in threads:
-        t.start()
-    proc.wait(timeout=timeout)
-    for t in threads:
-        t.join()
-    return b"".join(chunks["out"]), b"".join(chunks["err"])
-
-
-SERVING_TIMEOUT = 45.0  # s: servers idle and answering, then the balancer (nginx's fail_timeout is 10 s)
-
-
-class LocalBackend(Backend):
+class LocalBackend(LocalAbRunner, Backend):
     """Servers, balancer and tester as cgroup-limited processes on loopback addresses."""
 
     name = "local"
@@ -263,31 +227,10 @@ class LocalBackend(Backend):
                 raise BackendError(f"{role} ({alive}) does not answer at {url}: {exc}") from None
 
     def _wait_round_robin(self, spec: ClusterSpec, deadline: float) -> None:
-        """Wait until the balancer answers from exactly the expected nodes.
-
-        A reload is asynchronous, and after a point that overloaded the servers nginx keeps
-        them marked down for its ``fail_timeout`` and answers 502 meanwhile: both are waited
-        out until ``deadline``; then a one-line BackendError says what the balancer answered.
-        """
-        want = {f"restserver-{i}" for i in range(spec.nodes)}
-        seen: set[str] = set()
-        last = "nothing yet"
-        while True:
-            seen, failed = set(), None
-            for _ in range(2 * spec.nodes):
-                try:
-                    seen.add(get_status(self.url, timeout=max(0.5, min(5.0, deadline - time.monotonic())))["node"])
-                except (OSError, ValueError) as exc:
-                    failed = str(exc)
-                    break
-            if failed is None and seen == want:
-                return
-            last = failed or f"from {sorted(seen)}"
-            if time.monotonic() >= deadline:
-                raise BackendError(f"loadbalancer-0 at {self.url} still answers {last} after {SERVING_TIMEOUT:.0f} s "
-                                   f"(expected answers from {', '.join(sorted(want))}); `labkit status` shows each "
-                                   "server, `labkit down` then `labkit up` starts afresh")
-            time.sleep(0.2)
+        """Wait until the balancer answers from exactly the expected nodes (:func:`.serving.wait_round_robin`)."""
+        wait_round_robin(self.url, [f"restserver-{i}" for i in range(spec.nodes)], deadline,
+                         balancer="loadbalancer-0", waited=SERVING_TIMEOUT,
+                         advice="; `labkit status` shows each server, `labkit down` then `labkit up` starts afresh")
 
     def _log_tail(self, role: str) -> str:
         path = self.run_dir / "logs" / f"{role}.log"
@@ -299,56 +242,6 @@ class LocalBackend(Backend):
         if self.spec is None or self.spec.nodes == 1 or not conf.exists():
             return "(no balancer is running: with one node the tester talks to the server directly)"
         return conf.read_text()
-
-    def run_ab(self, command, timeout: float, progress=None) -> AbRun:
-        role = "tester-0"
-        workdir = self.run_dir / "ab" / uuid.uuid4().hex[:8]
-        workdir.mkdir(parents=True)
-        files = {"payload": workdir / "payload.json", "percentiles": workdir / "percentiles.csv",
-                 "gnuplot": workdir / "gnuplot.tsv"}
-        files["payload"].write_bytes(command.payload)
-        real = command.argv(payload=str(files["payload"]), percentiles=str(files["percentiles"]),
-                            gnuplot=str(files["gnuplot"]), ab=_ab_binary())
-        rel = self._group(role, self._state["tester_machine_type"])
-        join = self._groups().join_preexec(rel)
-
-        def preexec():
-            join()
-            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            want = AB_NOFILE if hard == resource.RLIM_INFINITY else min(AB_NOFILE, hard)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.Popen(real, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=preexec, cwd=workdir)
-        self._state["processes"][role] = dataclasses.asdict(processes.ProcessRecord(
-            role, proc.pid, processes.start_time_of(proc.pid) or 0, real))
-        self._save()
-        try:
-            out, err = _communicate(proc, timeout, progress)
-            code = proc.returncode
-        except subprocess.TimeoutExpired:
-            processes.terminate(self._record(role), grace=1)
-            out, err = _communicate(proc, None, None)
-            code = -9
-            err += f"\nlabkit: ab did not finish within {timeout:.0f} s and was stopped".encode()
-        finally:
-            if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): stop ab too
-                processes.terminate(self._record(role), grace=1)
-            self._state["processes"].pop(role, None)
-            self._save()
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # ab was reaped just now
-            self._ab_cpu += max(0.0, (after.ru_utime + after.ru_stime)
-                                - (children_before.ru_utime + children_before.ru_stime))
-
-        def read(key):
-            path = files[key]
-            return path.read_text() if path.exists() and path.stat().st_size else None
-
-        run = AbRun(tuple(real), code, out.decode(errors="replace"), err.decode(errors="replace"),
-                    read("percentiles"), read("gnuplot"))
-        shutil.rmtree(workdir, ignore_errors=True)
-        return run
 
     def status(self) -> dict:
         spec = self.spec
@@ -405,14 +298,6 @@ class LocalBackend(Backend):
             return None
         return cpu_accounting.pending_connections(
             {f"restserver-{i}": (self.address(f"restserver-{i}"), spec.port) for i in range(spec.nodes)})
-
-    def _tester_cpu_seconds(self) -> float | None:
-        if not self.cpu_limited:
-            return self._ab_cpu
-        try:
-            return self._groups().cpu_seconds(f"labkit/{self.run_id}/tester-0")
-        except FileNotFoundError:  # no ab has run yet: its group is made with the first
-            return 0.0
 
     def _status_probes(self) -> dict:
         spec = self._require_spec()

@@ -13,6 +13,7 @@ gcp backend's own state when it drives this class), so ``labkit down --backend s
 from any shell stops it. The gcp backend provisions machines and then hands them to
 this class, so there is one deploy path. All roles may share one host (tests put
 everything on 127.0.0.1), so every server gets its own port when addresses collide.
+The CPU counters and probes settling reads on these hosts: :mod:`labkit.backends.ssh_sampling`.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .. import cpu_accounting, machine_types
+from .. import cpu_accounting
 from ..errors import BackendError, ConfigError
 from ..hosts_file import HostSpec, load_hosts_file
 from ..remote import Connection
 from ..remote_nginx import RemoteNginx, SystemNginx, from_record
 from ..remote_service import SYSTEM_ROOT, RemoteService, hostport, install_packages
-from ..service import get_status, wait_until_up
+from ..service import wait_until_up
 from .base import AB_NOFILE, AbRun, Backend, ClusterSpec
+from .serving import SERVING_TIMEOUT, wait_round_robin
+from .ssh_sampling import SshSampling
 
 log = logging.getLogger("labkit")
 
@@ -41,11 +44,9 @@ PATH_PREFIX = "PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin; "
 OPTIONS = {"root": SYSTEM_ROOT, "python": None, "balancer_port": 80, "use_systemd": None, "system_nginx": None,
            "service_timeout": 30.0, "cpu_limited": True, "nginx_workers": "auto",
            "balancer_machine_type": None, "tester_machine_type": None}  # None: the servers' machine type
-SERVING_TIMEOUT = 45.0  # s: servers idle and answering, then the balancer (nginx's fail_timeout is 10 s)
-SAMPLE_TIMEOUT = 10.0  # s: one CPU-counter command on a host
 
 
-class SshBackend(Backend):
+class SshBackend(SshSampling, Backend):
     """Backend over SSH: ``servers`` run the service, ``balancer`` nginx, ``tester`` ab.
 
     Made from a hosts file (``hosts=PATH``, default ``settings.ssh_hosts``) or from
@@ -254,24 +255,8 @@ class SshBackend(Backend):
                 raise BackendError(f"{h.name} ({h.host}) does not answer at {url}: {exc}") from None
         if spec.nodes == 1:
             return
-        want = {servers[i].name for i in range(spec.nodes)}
-        via, last = self.conn(self.tester), "nothing yet"
-        while True:
-            seen, failed = set(), None
-            for _ in range(2 * spec.nodes):
-                try:
-                    seen.add(get_status(self.url, timeout=max(0.5, min(5.0, deadline - time.monotonic())),
-                                        via=via)["node"])
-                except (OSError, ValueError) as exc:
-                    failed = str(exc)
-                    break
-            if failed is None and seen == want:
-                return
-            last = failed or f"from {sorted(seen)}"
-            if time.monotonic() >= deadline:
-                raise BackendError(f"{self.balancer.name} at {self.url} still answers {last} after "
-                                   f"{SERVING_TIMEOUT:.0f} s (expected answers from {', '.join(sorted(want))})")
-            time.sleep(0.2)
+        wait_round_robin(self.url, [servers[i].name for i in range(spec.nodes)], deadline,
+                         balancer=self.balancer.name, waited=SERVING_TIMEOUT, via=self.conn(self.tester))
 
     def _stop_balancer(self) -> None:
         info = self._state["nginx"]
@@ -341,96 +326,6 @@ class SshBackend(Backend):
                          got["percentiles"] or None, got["gnuplot"] or None)
         finally:
             c.run(f"rm -rf {shlex.quote(work)}", check=False)
-
-    # -- measurement hygiene (base.Backend.settle / cpu_seconds_by_role) ----------------
-    def _counters(self) -> dict:
-        """Host key -> (host, {sample key: how to read its CPU counter}) for what runs now."""
-        spec, servers, hosts = self.spec, self.servers, {}
-        for key, info in self._running.items():
-            i = int(key)
-            if spec is None or i >= spec.nodes:
-                continue
-            h = servers[i]
-            how = {"unit": info["unit"]} if "unit" in info else {"pidfile": info["pidfile"]}
-            hosts.setdefault(h.key, (h, {}))[1][f"server:{h.name}"] = how
-        nginx = self._state["nginx"]
-        if nginx and spec is not None and spec.nodes > 1:
-            b = self.balancer
-            how = {"unit": "nginx.service"} if nginx.get("mode") == "system" else {"pidfile": nginx["pidfile"]}
-            hosts.setdefault(b.key, (b, {}))[1][f"balancer:{b.name}"] = how
-        return hosts
-
-    def _cpu_sample(self):
-        """Every server's and the balancer's CPU counter: ONE command per host, hosts in parallel."""
-        spec = self.spec
-        if spec is None:
-            return None
-        hosts = self._counters()
-
-        def read(item):
-            h, entries = item
-            r = self.conn(h).run(cpu_accounting.remote_script(entries), check=False, timeout=SAMPLE_TIMEOUT)
-            return cpu_accounting.parse_remote(r.stdout)
-
-        found = {}
-        for part in self._on_hosts(read, list(hosts.values())):
-            found.update(part)
-        vcpu = {"server": machine_types.get(spec.machine_type).vcpu,
-                "balancer": machine_types.get(self._balancer_type(spec)).vcpu}
-        return {name: (found.get(name), vcpu[name.split(":")[0]])
-                for _, entries in hosts.values() for name in entries}
-
-    @staticmethod
-    def _on_hosts(read, items: list) -> list:
-        """``read(item)`` for every host's item, hosts in parallel threads."""
-        if len(items) <= 1:
-            return [read(i) for i in items]
-        with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
-            return list(pool.map(read, items))
-
-    def _pending(self) -> dict[str, int] | None:
-        """Connections still queued for each running server, from ``ss`` on its host (one command per host)."""
-        spec, servers, hosts = self.spec, self.servers, {}
-        for key in self._running:
-            i = int(key)
-            if spec is not None and i < spec.nodes:
-                h = servers[i]
-                hosts.setdefault(h.key, (h, {}))[1][h.name] = (h.addr, self.server_port(i))
-
-        def read(item):
-            h, listening = item
-            r = self.conn(h).run(cpu_accounting.SS_COMMAND, check=False, timeout=SAMPLE_TIMEOUT)
-            return cpu_accounting.pending_from_ss(r.stdout, listening) if r.ok else {}
-
-        out: dict[str, int] = {}
-        for part in self._on_hosts(read, list(hosts.values())):
-            out.update(part)
-        return out
-
-    def _tester_cpu_seconds(self) -> float | None:
-        return self._ab_cpu
-
-    def _status_probes(self) -> dict:
-        spec, servers = self._require_spec(), self.servers
-
-        def probe(i):
-            h = servers[i]
-            url = f"http://{hostport(h.addr, self.server_port(i))}"
-
-            def run(timeout: float) -> float:
-                t0 = time.monotonic()
-                get_status(url, timeout=timeout, via=self.conn(h))
-                return time.monotonic() - t0
-            return run
-
-        return {servers[i].name: probe(i) for i in range(spec.nodes)}
-
-    def _balancer_probe(self):
-        spec = self.spec
-        if spec is None or spec.nodes == 1:
-            return None
-        url, via = self.url, self.conn(self.tester)
-        return lambda timeout: get_status(url, timeout=timeout, via=via)
 
     def _balancer_type(self, spec: ClusterSpec) -> str:
         return self.options.get("balancer_machine_type") or spec.machine_type
