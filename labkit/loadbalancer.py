@@ -38,9 +38,13 @@ def nginx_binary() -> str:
 class LocalNginx:
     """One nginx balancer listening on ``host:port`` with its files under ``prefix``."""
 
-    def __init__(self, prefix: Path, host: str, port: int):
+    def __init__(self, prefix: Path, host: str, port: int, workers: int | str = "auto"):
+        """``workers`` is nginx's ``worker_processes``: the local backend passes one per vCPU of the
+        emulated balancer (an f1-micro balancer runs one worker and so alternates strictly, as the
+        real machine would), not nginx's ``auto`` (one per core of *this* machine)."""
         self.prefix = Path(prefix)
         self.host, self.port = host, port
+        self.workers = workers
         self.conf = self.conf_path(self.prefix)
         self.pid_file = self.prefix / "nginx.pid"
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
@@ -54,6 +58,7 @@ class LocalNginx:
         return render_nginx_conf(
             self.host, self.port, upstreams, prefix=str(self.prefix),
             pid_path=str(self.pid_file), error_log=str(self.prefix / "logs" / "error.log"),
+            worker_processes=self.workers,
         )
 
     def validate(self, conf_path: Path) -> None:

@@ -57,8 +57,12 @@ def test_balancer_round_robins_and_scales(local_env):
     b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=2))
     seen = [_status(b.url)["node"] for _ in range(6)]
+    # an f1-micro balancer runs one nginx worker (one per vCPU, not per core of this machine),
+    # so sequential calls alternate strictly, as on the handout's balancer
+    assert all(a != b_ for a, b_ in zip(seen, seen[1:])), seen
     assert sorted(set(seen)) == ["restserver-0", "restserver-1"]
     conf = b.balancer_config()
+    assert "worker_processes 1;" in conf
     assert f"server {local_env['net']}.10:8080;" in conf and f"server {local_env['net']}.11:8080;" in conf
     before = {r.role: r.pid for r in _pids(b)}
     b.ensure(ClusterSpec(nodes=2))  # the running spec: nothing restarts

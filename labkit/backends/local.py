@@ -199,7 +199,10 @@ class LocalBackend(LocalAbRunner, Backend):
         if spec.nodes == 1:
             self._stop(role)
             return
-        nginx = LocalNginx(self.run_dir / "nginx", self.address(role), spec.port)
+        # one nginx worker per vCPU of the emulated balancer (f1-micro: one, so round robin alternates
+        # strictly, as on the real machine), not one per core of this machine
+        vcpu = machine_types.get(self._state["balancer_machine_type"]).vcpu
+        nginx = LocalNginx(self.run_dir / "nginx", self.address(role), spec.port, workers=max(1, int(vcpu)))
         upstreams = [(self.address(f"restserver-{i}"), spec.port) for i in range(spec.nodes)]
         changed = nginx.apply(upstreams)
         rec = self._record(role)
