@@ -169,15 +169,24 @@ LogLevel ERROR
             self.delete(name)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def leftovers(self) -> dict[str, set[int]]:
-        """Per address this stub ever handed out: PIDs still holding a socket on it (should be none)."""
-        out = {}
-        for k in range(1, 64):
-            ip = f"127.{self.octet}.{self.net}.{k}"
-            pids = _listener_pids(ip)
-            if pids:
-                out[ip] = pids
-        return out
+    def leftovers(self, allow: set[int] = frozenset(), wait: float = 10.0) -> dict[str, set[int]]:
+        """Per address this stub ever handed out: PIDs other than ``allow`` still holding a socket on it.
+
+        Polled for up to ``wait`` seconds: sshd's per-connection child (and a server shutting
+        down) can hold its socket for a moment after the client closed, which is not a leftover.
+        Whatever still holds one after ``wait`` is returned (should be nothing).
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            out = {}
+            for k in range(1, 64):
+                ip = f"127.{self.octet}.{self.net}.{k}"
+                pids = _listener_pids(ip) - set(allow)
+                if pids:
+                    out[ip] = pids
+            if not out or time.monotonic() >= deadline:
+                return out
+            time.sleep(0.2)
 
 P = r"/compute/v1/projects/(?P<project>[^/]+)"
 
