@@ -82,7 +82,18 @@ def test_a_name_prefix_lets_two_runs_share_a_project(stub, tmp_path):
 
 
 # -- item 2: an interrupted up ----------------------------------------------------------------------
-def test_ctrl_c_while_inserts_are_in_flight_deletes_them_once_they_land(tmp_path):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT as in an interactive shell (KeyboardInterrupt), whatever this test process inherited:
+    started in the background by a non-interactive shell (CI), it inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_inserts_are_in_flight_deletes_them_once_they_land(tmp_path, ctrl_c_raises):
     with ComputeStub(delay=0.5) as stub:
         stub.insert_delay = 1.5  # the inserts' answers are still on their way when Ctrl-C comes
         b = _backend(stub, tmp_path)
@@ -172,7 +183,7 @@ def test_the_key_folder_is_private(stub, tmp_path):
     b.down()
 
 
-def test_a_key_that_cannot_be_made_leaves_nothing_behind(stub, tmp_path):
+def test_a_key_that_cannot_be_made_leaves_nothing_behind(stub, tmp_path, ctrl_c_raises):
     (tmp_path / "file").write_text("")
     b = GcpBackend(Settings(state_dir=tmp_path / ".labkit"), project=PROJECT, zone=[ZONE], run_id="run1",
                    compute=_compute(stub), timeout=30, key_dir=str(tmp_path / "file" / "keys"), deploy=False)
