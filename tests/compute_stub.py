@@ -31,6 +31,8 @@ import threading
 import time
 import urllib.parse
 
+from tests.fixtures_sshd import sshd_config
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 KNOWN_ZONES = ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f", "europe-west1-b")
 
@@ -117,21 +119,7 @@ class SshMachines:
         os.chmod(f"{d}/authorized_keys", 0o600)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         with open(f"{d}/sshd_config", "w") as f:
-            f.write(f"""ListenAddress {ip}:22
-HostKey {d}/host_ed25519
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-PermitRootLogin yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-MaxSessions 50
-MaxStartups 50:30:100
-LogLevel ERROR
-""")
+            f.write(sshd_config(d, ip, 22))
         log = open(f"{d}/sshd.log", "wb")
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", f"{d}/sshd_config"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -381,3 +369,12 @@ class ComputeStub:
                 self.machines.delete(name)
             return self._op(project, zone, name, kind="delete")
         return 200, inst
+
+
+def anonymous_compute(stub: "ComputeStub"):
+    """The real google-cloud-compute clients pointed at ``stub`` with anonymous credentials (design §10)."""
+    from google.auth.credentials import AnonymousCredentials
+
+    from labkit.gcp_compute import Compute
+
+    return Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})

@@ -12,4 +12,4 @@ os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
 # Fixture modules contributed by each area of the suite.
 pytest_plugins: list[str] = ["tests.fixtures_sshd", "tests.fixtures_service", "tests.fixtures_local",
-                             "tests.fixtures_leftovers"]
+                             "tests.fixtures_leftovers", "tests.fixtures_lab"]

@@ -38,6 +38,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def sshd_config(folder, address: str, port: int) -> str:
+    """An sshd_config for a test sshd on ``address:port`` with its host key, pid file and keys in ``folder``:
+    key logins only (root allowed), no PAM, enough sessions for parallel deploys."""
+    return f"""\
+ListenAddress {address}:{port}
+HostKey {folder}/host_ed25519
+PidFile {folder}/sshd.pid
+AuthorizedKeysFile {folder}/authorized_keys
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+MaxSessions 50
+MaxStartups 50:30:100
+LogLevel ERROR
+"""
+
 def _keygen(path, kind="ed25519"):
     subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True, capture_output=True)
 
@@ -55,23 +75,7 @@ def sshd(tmp_path_factory):
     port = _free_port()
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
     config = d / "sshd_config"
-    config.write_text(f"""\
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {d}/host_ed25519
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-PermitRootLogin yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-MaxSessions 50
-MaxStartups 50:30:100
-LogLevel ERROR
-""")
+    config.write_text(sshd_config(d, "127.0.0.1", port))
     log = open(d / "sshd.log", "wb")
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:

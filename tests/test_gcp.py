@@ -4,7 +4,6 @@ import json
 import time
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 
 from labkit import gcp_compute as gcp
 from labkit import gcp_requests as req
@@ -13,13 +12,10 @@ from labkit.backends.base import ClusterSpec
 from labkit.errors import ConfigError, QuotaError, StockoutError
 from labkit.settings import Settings
 from tests.compute_stub import ComputeStub
+from tests.compute_stub import anonymous_compute as _compute
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-
-
-def _compute(stub):
-    return gcp.Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
 
 
 @pytest.fixture

@@ -91,13 +91,17 @@ def test_notebooks_on_gcp_against_the_compute_stub(tmp_path):
     _check_outputs(out)
 
 
+def _root_login_key(tmp_path):
+    """A client key and the instance metadata that lets it log in as root (what GCE's ssh-keys item does)."""
+    key = tmp_path / "client_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, capture_output=True)
+    return key, {"items": [{"key": "ssh-keys", "value": "root:" + key.with_suffix(".pub").read_text().strip()}]}
+
+
 def test_notebooks_on_ssh_hosts(tmp_path):
     machines = SshMachines()
     try:
-        key = tmp_path / "client_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
-                       capture_output=True)
-        meta = {"items": [{"key": "ssh-keys", "value": "root:" + key.with_suffix(".pub").read_text().strip()}]}
+        key, meta = _root_login_key(tmp_path)
         hosts = {name: machines.start(name, meta) for name in
                  ("restserver-0", "restserver-1", "loadbalancer-0", "tester-0")}
 
@@ -133,10 +137,7 @@ def test_a_bad_hosts_file_is_one_line_and_starts_nothing(tmp_path, case):
 
     machines = SshMachines()
     try:
-        key = tmp_path / "client_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
-                       capture_output=True)
-        meta = {"items": [{"key": "ssh-keys", "value": "root:" + key.with_suffix(".pub").read_text().strip()}]}
+        key, meta = _root_login_key(tmp_path)
         server, tester = machines.start("restserver-0", meta), machines.start("tester-0", meta)
         host, host_key = server["ip"], server["host_key"]
         if case == "changed host key":

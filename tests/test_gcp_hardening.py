@@ -17,12 +17,9 @@ from labkit.errors import CloudError, ConfigError
 from labkit.gcp_client import check_endpoint
 from labkit.settings import Settings
 from tests.compute_stub import ComputeStub
+from tests.compute_stub import anonymous_compute as _compute
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
-
-
-def _compute(stub):
-    return gcp.Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
 
 
 @pytest.fixture

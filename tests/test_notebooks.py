@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import time
 from pathlib import Path
 
 import jupytext
@@ -29,24 +28,6 @@ from labkit.results import load_results
 from labkit.settings import Settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def lab_report(tmp_path_factory):
-    """Run the whole lab once with the tiny profile on its own loopback network and state folder.
-
-    The settings are passed, not put in the environment: the notebook kernels get them from run_lab.
-    """
-    tmp = tmp_path_factory.mktemp("lab")
-    settings = Settings.from_env().replace(state_dir=tmp / ".labkit", local_net="127.0.201")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        started = time.monotonic()
-        report = run_lab("tiny", out_root=tmp / "reports", settings=settings)
-        elapsed = time.monotonic() - started
-        left_up = state.load(settings, "local")
-    print(f"tiny lab run: {elapsed:.0f} s")
-    return {"dir": report, "elapsed": elapsed, "left_up": left_up, "root": tmp / "reports"}
 
 
 def _as_json(data):

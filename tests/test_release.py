@@ -24,7 +24,7 @@ from papermill.parameterize import parameterize_notebook
 
 from labkit import state
 from labkit.backends import get_backend
-from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, notebook_parameters, run_lab
+from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, notebook_parameters
 from labkit.release import ReleaseError, build_release
 from labkit.settings import Settings
 
@@ -136,11 +136,12 @@ def test_release_names_missing_source_notebooks(tmp_path):
         build_release(tmp_path / "out", notebooks_dir=tmp_path)
 
 
-def test_source_pass_and_student_versions_fail_only_with_not_implemented(student_dir, tmp_path, monkeypatch):
+def test_source_pass_and_student_versions_fail_only_with_not_implemented(student_dir, lab_report, tmp_path,
+                                                                         monkeypatch):
     settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net="127.0.202")
     monkeypatch.chdir(tmp_path)
-    # The source notebooks, run for real: their own autograder cells pass.
-    report = run_lab("tiny", out_root=tmp_path / "reports", settings=settings)
+    # The source notebooks, run for real (the session's tiny lab): their own autograder cells pass.
+    report = lab_report["dir"]
     for name in NOTEBOOKS:
         nb = nbformat.read(report / f"{name}.ipynb", as_version=4)
         for cell in _cells(nb, "grade"):

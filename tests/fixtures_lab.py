@@ -1,0 +1,35 @@
+"""One real tiny-profile lab run for the whole session, shared by the notebook and release tests.
+
+Running the five notebooks for real (Flask servers, nginx, ab on the local backend) is the
+slowest thing the suite does; the notebook tests read what it produced, and the release
+tests grade the student versions against its results CSV, so it is run once, not per module.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from labkit import state
+from labkit.lab import run_lab
+from labkit.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def lab_report(tmp_path_factory):
+    """Run the whole lab once with the tiny profile on its own loopback network and state folder.
+
+    The settings are passed, not put in the environment: the notebook kernels get them from run_lab.
+    """
+    tmp = tmp_path_factory.mktemp("lab")
+    settings = Settings.from_env().replace(state_dir=tmp / ".labkit", local_net="127.0.201")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        started = time.monotonic()
+        report = run_lab("tiny", out_root=tmp / "reports", settings=settings)
+        elapsed = time.monotonic() - started
+        left_up = state.load(settings, "local")
+    print(f"tiny lab run: {elapsed:.0f} s")
+    return {"dir": report, "elapsed": elapsed, "left_up": left_up, "root": tmp / "reports",
+            "settings": settings}
