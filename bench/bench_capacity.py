@@ -100,13 +100,13 @@ def main() -> None:
     ap.add_argument("--cpu-csv", help="a measured CSV with the per-role CPU columns (for the balancer check)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args, _ = ap.parse_known_args()  # run_all passes --runs to every benchmark; this one has no repeats
-    from labkit.handout import PART2_SLA, PART2_USERS
-    from labkit.results import load_results
+    from labkit.handout import PART2_SLA, PART2_USERS, load_handout
 
-    df = load_results(args.csv)
+    # the handout's configuration only: a lab's results.csv also holds notebook 03's bigger machines
+    df = load_handout(args.csv, "f1-micro")
     tp = throughput_holdout(df)
     lc = littles_check(df)
-    cpu_df = load_results(args.cpu_csv) if args.cpu_csv else df
+    cpu_df = load_handout(args.cpu_csv, "f1-micro") if args.cpu_csv else df
     lb = balancer_holdout(cpu_df)
 
     out = [f"Fit on {', '.join(map(str, FIT_NODES))} nodes only (`{Path(args.csv).name}`, peak clean req/s "
