@@ -23,6 +23,7 @@ import logging
 import numbers
 import os
 import signal
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -167,11 +168,21 @@ def interrupt_noted():
         seen.append(signum)
         signal.default_int_handler(signum, frame)
 
+    def unraisable(report):
+        # Python reports the KeyboardInterrupt it drops in a fork handler as "Exception
+        # ignored ... Traceback"; it is already in ``seen`` and the sweep stops on it.
+        if isinstance(report.exc_value, KeyboardInterrupt) and seen:
+            log.info("Ctrl-C arrived while a process was starting; the sweep stops after this point")
+            return
+        previous_hook(report)
+
     previous = signal.signal(signal.SIGINT, handler)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield seen
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager

@@ -374,3 +374,37 @@ def test_an_error_while_scaling_is_one_line_and_the_rows_stay(tmp_path, error):
     assert " ".join(str(error).split()) in message
     assert f"the 2 row(s) measured in this run are kept in {out}" in message and "--resume" in message
     assert [(r["nodes"], r["concurrency"]) for r in _rows(out)] == [("1", "10"), ("1", "20")]
+
+
+def test_a_ctrl_c_dropped_in_a_fork_handler_is_noted_without_a_traceback(caplog, monkeypatch):
+    """Python drops an exception raised in a fork handler; the sweep still notes it, and quietly.
+
+    The CI failure this pins: a SIGINT landing while ``subprocess`` ran logging's at-fork
+    handler printed "Exception ignored ... Traceback" although the sweep stopped correctly.
+    """
+    from labkit.sweep import interrupt_noted
+
+    armed: list[int] = []
+
+    def interrupt_inside_the_fork_handler():
+        if armed:
+            armed.clear()
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # a backward jump: Python runs the pending handler here
+                pass
+
+    os.register_at_fork(after_in_parent=interrupt_inside_the_fork_handler)
+    printed: list = []  # what Python would print as "Exception ignored ... Traceback"
+    recorder = printed.append
+    monkeypatch.setattr(sys, "unraisablehook", recorder)
+    caplog.set_level("INFO", logger="labkit")
+    with interrupt_noted() as seen:
+        armed.append(1)
+        try:
+            subprocess.run(["true"], preexec_fn=lambda: None, check=True)  # preexec_fn runs the fork handlers
+        except KeyboardInterrupt:
+            pytest.fail("the interrupt escaped the fork handler; this test no longer exercises the dropped case")
+    assert seen == [signal.SIGINT]
+    assert printed == []
+    assert "Ctrl-C arrived while a process was starting" in caplog.text
+    assert sys.unraisablehook is recorder
