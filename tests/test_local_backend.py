@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -50,6 +51,13 @@ def test_up_gives_each_machine_its_address_and_cgroup_limits(local_env):
     else:
         assert (groups.base / rel / "cpu.max").read_text().split() == [str(int(0.2 * period)), str(period)]
         assert pid in (groups.base / rel / "cgroup.procs").read_text().split()
+    # each f1-micro is one vCPU: its processes run on one host CPU, servers spread round-robin
+    host = sorted(os.sched_getaffinity(0))
+    for r in _pids(b):
+        want = {host[int(r.role.split("-")[1]) % len(host)]} if r.role.startswith("restserver-") else {host[-1]}
+        assert os.sched_getaffinity(r.pid) == want, r.role
+    _status(f"http://{net}.10:8080")  # a request's thread inherits it
+    assert {os.sched_getaffinity(int(t.name)) == {host[0]} for t in Path(f"/proc/{pid}/task").iterdir()} == {True}
     b.down()
 
 

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from .. import cgroups as cg
-from .. import cpu_accounting, machine_types, processes
+from .. import cpu_accounting, cpu_affinity, machine_types, processes
 from ..errors import BackendError, ConfigError
 from ..loadbalancer import LocalNginx
 from ..service import get_status, service_command, wait_until_up
@@ -127,6 +127,19 @@ class LocalBackend(LocalAbRunner, Backend):
         self._state["cgroup_dirs"] = sorted(set(self._state["cgroup_dirs"]) | set(made))
         return rel
 
+    def _machine_preexec(self, role: str, machine_type: str, rel: str):
+        """A ``preexec_fn`` that puts the child in ``role``'s machine: its cgroup and its ceil(vCPU) host CPUs."""
+        join = self._groups().join_preexec(rel)
+        cpus = cpu_affinity.cpus_for(machine_types.get(machine_type).vcpu, cpu_affinity.slot_of(role))
+        pin = cpu_affinity.pin_preexec(cpus)
+        log.debug("%s (%s) runs on CPU %s", role, machine_type, ",".join(map(str, sorted(cpus))))
+
+        def _enter():
+            join()
+            pin()
+
+        return _enter
+
     def _start(self, role: str, argv: list[str], env: dict, machine_type: str, boot_unlimited: bool = False) -> None:
         rel = self._group(role, machine_type)
         if boot_unlimited:  # see up(): the quota is applied once the service answers
@@ -134,7 +147,7 @@ class LocalBackend(LocalAbRunner, Backend):
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         proc, record = processes.spawn(role, argv, env=env, log_path=logs / f"{role}.log",
-                                       preexec=self._groups().join_preexec(rel))
+                                       preexec=self._machine_preexec(role, machine_type, rel))
         self._popen[role] = proc
         self._state["processes"][role] = dataclasses.asdict(record)
         self._save()

@@ -68,10 +68,10 @@ class LocalAbRunner:
         real = command.argv(payload=str(files["payload"]), percentiles=str(files["percentiles"]),
                             gnuplot=str(files["gnuplot"]), ab=_ab_binary())
         rel = self._group(role, self._state["tester_machine_type"])
-        join = self._groups().join_preexec(rel)
+        enter = self._machine_preexec(role, self._state["tester_machine_type"], rel)
 
         def preexec():
-            join()
+            enter()
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             want = AB_NOFILE if hard == resource.RLIM_INFINITY else min(AB_NOFILE, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))

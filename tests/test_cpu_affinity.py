@@ -1,0 +1,31 @@
+"""A local role runs on ceil(vCPU) host CPUs, spread round-robin by its slot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from labkit import cpu_affinity
+
+
+def test_a_machine_gets_ceil_vcpu_cpus_starting_at_its_slot():
+    cpus = [0, 1, 2, 3]
+    assert cpu_affinity.cpus_for(0.2, 0, cpus) == {0}
+    assert cpu_affinity.cpus_for(0.2, 5, cpus) == {1}
+    assert cpu_affinity.cpus_for(1.0, 3, cpus) == {3}
+    assert cpu_affinity.cpus_for(2.0, 3, cpus) == {3, 0}
+    assert cpu_affinity.cpus_for(8.0, 1, cpus) == {0, 1, 2, 3}  # never more than the host has
+    assert cpu_affinity.cpus_for(0.5, -1, [4, 6]) == {6}
+
+
+def test_slots_spread_servers_and_keep_balancer_and_tester_on_the_last_cpu():
+    assert [cpu_affinity.slot_of(f"restserver-{i}") for i in range(3)] == [0, 1, 2]
+    assert cpu_affinity.slot_of("loadbalancer-0") == cpu_affinity.slot_of("tester-0") == -1
+
+
+def test_the_preexec_step_pins_the_child():
+    one = {cpu_affinity.available()[-1]}
+    out = subprocess.run(["python3", "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                         preexec_fn=cpu_affinity.pin_preexec(one), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(sorted(one))
+    assert os.sched_getaffinity(0) == set(cpu_affinity.available())  # the parent is untouched
