@@ -195,8 +195,11 @@ def justify_part2(report: dict) -> str:
     mc = ", ".join(f"{n} node(s): {c if c is not None else 'none'}" for n, c in report["max_concurrency"].items())
     users = report["users"]
     if source == "measured":
-        return f"{nodes} nodes is the smallest tested count supporting {users} users (max concurrency per count: {mc})."
+        steps = "".join(f" {s}" for s in report.get("steps_down") or [])
+        return (f"{nodes} nodes is the smallest tested count supporting {users} users "
+                f"(max concurrency per count: {mc}).{steps}")
     head = f"No tested node count supports {users} users ({mc}). "
+    head += "".join(f"{s} " for s in report.get("steps_down") or [])
     cap = report.get("capacity") or {}
     if nodes is None:
         return head + source + "."

@@ -54,9 +54,8 @@ def abort_of(run: AbRun) -> dict | None:
     return abort
 
 
-def _cpu_by_role(backend) -> dict:
-    read = getattr(backend, "cpu_seconds_by_role", None)  # a bare test double may only run ab
-    return (read() if read is not None else None) or {}
+def _cpu_by_role(backend: Backend) -> dict:
+    return backend.cpu_seconds_by_role() or {}
 
 
 def _used(before: dict, after: dict, role: str) -> float | None:
@@ -96,7 +95,7 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
     abort: dict = {}
     settled = 0.0 if settle else None
     for attempt in range(1, retries + 2):
-        if settle and getattr(backend, "settle", None) is not None:
+        if settle:
             settled += backend.settle(settle_timeout)
         before = _cpu_by_role(backend)
         try:
@@ -105,9 +104,9 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
             run = None
             abort = {"complete": 0, "reason": f"ab did not finish within {timeout:g}s", "kind": "hung"}
         after = _cpu_by_role(backend)
-        context = dict(settle_s=settled, cpu_limited=getattr(backend, "cpu_limited", None),
-                       balancer_machine_type=getattr(backend, "balancer_machine_type", None),
-                       tester_machine_type=getattr(backend, "tester_machine_type", None),
+        context = dict(settle_s=settled, cpu_limited=backend.cpu_limited,
+                       balancer_machine_type=backend.balancer_machine_type,
+                       tester_machine_type=backend.tester_machine_type,
                        server_cpu_s=_used(before, after, "server"), balancer_cpu_s=_used(before, after, "balancer"),
                        tester_cpu_s=_used(before, after, "tester"))
         if run is not None:

@@ -5,7 +5,7 @@ between them (Little's law: 0.2 s × ~225 rps ≈ 45), so machine noise of ±10 
 part-1 answer between 20 and 50. After a sweep's grid, :func:`bisect` narrows the bracket
 between the highest level that met the SLA (every level up to it met) and the lowest that
 failed: each probe level is measured :data:`PROBE_REPEATS` times and must meet in all of
-them, until the bracket is at most 10 % of its lower end or at most 5 users.
+them, until the bracket is at most 10 % of its lower end or at most 2 users (5 users, 25 % at a 20-user limit, let three quick labs answer 15, 20 and 15).
 
 Probes are ordinary results rows (their ``repeat`` column counts 0, 1, 2), so
 :func:`labkit.sla.max_concurrency` over every tested level *is* the refined answer; the
@@ -26,7 +26,7 @@ PROBE_REPEATS = 3
 #: Stop when the bracket is at most this fraction of its lower end ...
 REL_TOLERANCE = 0.10
 #: ... or at most this many users.
-ABS_TOLERANCE = 5
+ABS_TOLERANCE = 2
 
 
 def converged(lo: int, hi: int, rel: float = REL_TOLERANCE, users: int = ABS_TOLERANCE) -> bool:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .profiles import HANDOUT_CONCURRENCY
+from .capacity_steps import steps_down
 from .sla import _check_users, as_sla, max_concurrency_of_table, nodes_needed_of, point_table
 from .usl import EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, predict_nodes
 
@@ -37,7 +38,9 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     the worst ``mean_ms``/``p98_ms``/``max_ms``, ``littles_law`` and ``bottleneck``),
     ``max_concurrency_handout_levels`` (the same answer over the handout's own levels only,
     leaving out a refinement's probes), ``refined`` (node counts with levels off the
-    handout's: a refined answer) and ``notes``.
+    handout's: a refined answer), ``steps_down`` (a sentence for every node count that
+    supports fewer users than a smaller one, naming the cause: :mod:`labkit.capacity_steps`)
+    and ``notes``.
     """
     sla = as_sla(sla)
     if users is not None:
@@ -90,6 +93,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
         "max_concurrency": mc,
         "max_concurrency_handout_levels": max_concurrency_of_table(table, HANDOUT_CONCURRENCY),
         "refined": refined,
+        "steps_down": steps_down(table, mc),
         "nodes_needed": needed,
         "extrapolation": extrapolation,
         "usl": usl_fit.to_dict() if usl_fit else None,
@@ -129,6 +133,7 @@ def format_report(report: dict) -> str:
             h = on_levels.get(n)
             text += f"  (refined; on the handout's levels: {h if h is not None else 'none'})"
         lines.append(f"  {n:>{width}}  {text}")
+    lines += [f"  note: {s}" for s in report.get("steps_down") or []]
 
     if report.get("users") is not None:
         lines.append("")

@@ -292,9 +292,13 @@ def _reason(row, sla: Sla) -> str:
     for c in failing:
         v = values[c.column]
         text = f"{c.metric} {_ms(v)} {'>=' if c.strict else '>'} {c.ms:g}"
-        p99 = values.get("p99_ms")
-        if c.metric == "max" and len(failing) == 1 and p99 is not None and not pd.isna(p99) and p99 <= c.ms:
-            text += f": one slow request (p99 {p99:.0f} ms)"
+        p99, p98 = values.get("p99_ms"), values.get("p98_ms")
+        if c.metric == "max" and len(failing) == 1 and p99 is not None and not pd.isna(p99):
+            if p99 <= c.ms:
+                text += f": one slow request (p99 {p99:.0f} ms)"
+            elif p98 is not None and not pd.isna(p98) and p98 <= c.ms:
+                text += (f": a tail, between 1 % and 2 % of the requests took longer than {c.ms:g} ms "
+                         f"(p98 {p98:.0f} ms, p99 {p99:.0f} ms)")
         if c.metric == "max" and (t := _near_syn_retry(v)) is not None:
             text += f"; {v:.0f} ms ≈ {t / 1000:g} s: a SYN retransmission (the listen backlog was full)"
         parts.append(text)

@@ -21,6 +21,7 @@ from labkit.record import Measurement
 from labkit.backends.base import AbRun
 from labkit.errors import AbParseError, ConfigError
 from labkit.measure import abort_of, measure
+from tests.backend_doubles import NoMachinesBackend
 from tests.data.capture import SubprocessAb, silent_listener
 
 DATA = Path(__file__).resolve().parent / "data" / "ab"
@@ -364,10 +365,13 @@ def test_successful_captures_are_not_aborts():
 
 # --- measure -------------------------------------------------------------------------------------
 
-class Replay:
+class Replay(NoMachinesBackend):
     """Backend replaying captured ab runs in order (exercises measure's retry logic)."""
 
+    name = "replay"
+
     def __init__(self, *names):
+        super().__init__()
         self.runs = [captured(n) for n in names]
         self.calls = 0
 

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 from labkit import processes, provenance, results, state
-from labkit.backends.base import AbRun, Backend, ClusterSpec
+from labkit.backends.base import AbRun, ClusterSpec
 from labkit.backends.local import LocalBackend
 from labkit.errors import BackendError, LockError
 from labkit.service import get_status
 from labkit.settings import Settings
 from labkit.sweep import Grid, run_sweep
+from tests.backend_doubles import NoMachinesBackend
 from tests.data.capture import SubprocessAb, silent_listener
 from tests.fixtures_local import labkit_cgroups
 
@@ -107,35 +108,7 @@ def _capture(name: str) -> AbRun:
                  read(".e.csv"), read(".g.tsv"))
 
 
-class ReplayBackend(Backend):
-    """A backend without machines, for sweeps whose ab runs are not the lab's: only ``run_ab`` differs."""
-
-    cpu_limited = False
-
-    def __init__(self):
-        super().__init__(Settings(), persist=False)
-
-    def _new_state(self, **options):
-        return {}
-
-    def _stop_servers(self):
-        pass
-
-    def _deploy(self, spec):
-        pass
-
-    def _down(self):
-        return [], []
-
-    def status(self):
-        return {}
-
-    def balancer_config(self):
-        return "no balancer: a test backend"
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:9"
+ReplayBackend = NoMachinesBackend  # the name test_refine imports
 
 
 class ScriptedBackend(ReplayBackend):

@@ -30,15 +30,18 @@ def test_bisect_converges_on_a_predicate_within_the_tolerance():
         return c <= 45  # one f1-micro server's limit, by Little's law (0.2 s x ~225 rps)
 
     lo, hi, probes = refine.bisect(20, 50, meets)
-    assert (lo, hi) == (42, 46)  # 4 users apart: within 5
+    assert (lo, hi) == (42, 46)  # 4 users apart: within 10 % of 42
     assert probes == [(35, True), (42, True), (46, False)]
     assert seen == [c for c, _ in probes]
-    assert refine.converged(lo, hi) and hi - lo <= 5
+    assert refine.converged(lo, hi) and hi - lo <= 0.1 * lo
+    # small limits go down to 2 users (a 5-user bracket at 20 users is 25 %)
+    lo, hi, probes = refine.bisect(10, 20, lambda c: c <= 17)
+    assert (lo, hi) == (17, 18) and probes == [(15, True), (17, True), (18, False)]
     # large levels stop at 10 % of the lower end, not 5 users
     lo, hi, probes = refine.bisect(1000, 2000, lambda c: c <= 1333)
     assert (lo, hi) == (1250, 1375) and len(probes) == 3  # 125 users: 10 % of 1250
     # an already narrow bracket measures nothing
-    assert refine.bisect(20, 24, meets) == (20, 24, [])
+    assert refine.bisect(20, 22, meets) == (20, 22, [])
     with pytest.raises(ValueError):
         refine.bisect(50, 20, meets)
 

@@ -6,6 +6,7 @@ import pytest
 
 from labkit.errors import BackendError, CommandError
 from labkit.remote import Connection, Result
+from tests.backend_doubles import NoMachinesBackend
 
 
 @pytest.fixture
@@ -201,15 +202,11 @@ def test_a_hung_ab_on_the_tester_is_killed_and_measure_records_a_hung_row(sshd, 
             time.sleep(0.1)
         assert _running(marker) == []
 
-        class Stub:  # what measure needs of a backend; run_ab hangs on a host
+        class Stub(NoMachinesBackend):  # run_ab hangs on a host
             name, cpu_limited = "ssh", True
 
             def run_ab(self, command, timeout, progress=None):
                 raise CommandTimeout("tester-0", "ab ...", 124, "timed out after 1 s")
-
-            def __getattr__(self, name):  # settle(), cpu_seconds_by_role(), machine types...
-                return {"settle": lambda *a, **k: 0.0, "warm_up": lambda *a, **k: None,
-                        "cpu_seconds_by_role": lambda *a, **k: {}}.get(name)
 
         row = measure(Stub(), AbCommand("http://127.0.0.1:9", 1, 1), retries=1, timeout=1, retry_delay=0)
         assert row.aborted and row.attempts == 2 and "did not finish" in row.abort_reason

@@ -177,6 +177,8 @@ def test_reasons_in_words(tmp_path):
         make_row(2, 20, mean=400.0, p98=500.0, max_ms=1500.0),
         # connect mean near 3 s: SYN retransmissions
         make_row(2, 50, mean=250.0, p98=600.0, max_ms=900.0, connect_mean_ms=3050.0),
+        # only max fails, p99 over too but p98 under: a tail of 1-2 % (quick lab 3, 3 nodes c=20)
+        make_row(3, 20, mean=68.7, p98=196.4, max_ms=1434.2, p99_ms=1219.0),
     ]
     table = point_table(load(tmp_path, rows), "max<=1000 mean<300 p98<400")
     assert table["reason"].tolist() == [
@@ -184,6 +186,8 @@ def test_reasons_in_words(tmp_path):
         "backlog was full); max 1041 ms, 4 % over 1000: a repeat may decide differently",
         "max 1500 > 1000; mean 400 >= 300; p98 500 >= 400",
         "p98 600 >= 400; connect mean 3050 ms ≈ 3 s: SYN retransmissions (the listen backlog was full)",
+        "max 1434 > 1000: a tail, between 1 % and 2 % of the requests took longer than 1000 ms "
+        "(p98 196 ms, p99 1219 ms)",
     ]
 
 

@@ -45,12 +45,13 @@ sys.path.insert(0, str(REPO))
 
 from labkit.ab import AbCommand  # noqa: E402
 from labkit.backends.base import AbRun  # noqa: E402
+from tests.backend_doubles import NoMachinesBackend  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "ab"
 
 
-class SubprocessAb:
-    """Just enough of a backend to run ab on this machine: ``run_ab`` and nothing else.
+class SubprocessAb(NoMachinesBackend):
+    """A backend without machines that runs ab on this machine: ``run_ab`` is all it adds.
 
     Writes the payload and points ab's -e/-g files into a fresh temporary folder, and
     reads those files back (None when ab did not write them). ``nofile`` sets ab's
@@ -58,7 +59,10 @@ class SubprocessAb:
     script change the command (drop ``-r``, add ``-l``) to provoke ab's other outputs.
     """
 
+    name = "subprocess-ab"
+
     def __init__(self, nofile: int | None = None):
+        super().__init__()
         self.nofile = nofile
         self.runs: list[AbRun] = []
 
