@@ -141,8 +141,8 @@ def main() -> None:
         else:
             what = f"finished, rc={ref['rc']}; one run — a full sweep takes ~{ref['wall_s'] / 60:.0f} min, so it was not repeated"
         lines += [
-            "**Full profile** (`labkit sweep --backend local --profile full --machine-type f1-micro`, another "
-            f"engineer's run producing the reference data in /tmp/ref; {what}):", "",
+            "**Full profile** (`labkit sweep --backend local --profile full --machine-type f1-micro`, the run "
+            f"that produced `data/reference.csv`, read from {args.ref_dir}; {what}):", "",
             C.table(["points", "requests completed", "wall s", "Σ ab time s", "wall / Σ ab", "overhead s",
                      "overhead / point s", "aborted points", "points retried (extra ab runs)"],
                     [[ref["points"], f"{ref['requests']:,}", ref["wall_s"], ref["ab_s"],

@@ -5,7 +5,8 @@ up for the whole benchmark. The same concurrency levels are then run, interleave
 round after round, by:
 
 * ``shell``       — a bash loop of exactly labkit's ab argv (same payload, -e/-g files,
-                    ``ulimit -n 10000``, and ab put in the same tester cgroup), i.e. what
+                    ``ulimit -n 10000``, and ab put in the same tester cgroup, pinned to
+                    the same core), i.e. what
                     the tool itself costs;
 * ``labkit bench``— one ``labkit bench -c C -n N`` process per level (Python start-up,
                     imports, state load, ab, parsing, JSON out);
@@ -50,13 +51,18 @@ def shell_loop(backend, levels, n, tmp: Path) -> tuple[float, float]:
     procs = " ".join(str(p) for p in backend._groups().procs_files(f"labkit/{backend.run_id}/tester-0"))
     payload = tmp / "payload.json"
     payload.write_bytes(AbCommand(backend.url, 1, 1).payload)
+    from labkit import cpu_affinity, machine_types
+
     lines = ["set -e"]
     ab = shutil.which("ab") or "ab"
+    # the tester's cores, as labkit pins it (labkit/cpu_affinity.py)
+    cores = cpu_affinity.cpus_for(machine_types.get(backend.tester_machine_type).vcpu, cpu_affinity.slot_of("tester-0"))
+    pin = f"taskset -c {','.join(map(str, sorted(cores)))}"
     for c in levels:
         argv = AbCommand(backend.url, c, n).argv(payload=str(payload), percentiles=str(tmp / "pct.csv"),
                                                  gnuplot=str(tmp / "g.tsv"), ab=ab)
         join = "; ".join(f"echo $BASHPID > {p}" for p in procs.split()) or ":"
-        lines.append(f"( {join}; ulimit -n 10000; exec {shlex.join(argv)} ) >> {tmp}/ab.out 2>/dev/null")
+        lines.append(f"( {join}; ulimit -n 10000; exec {pin} {shlex.join(argv)} ) >> {tmp}/ab.out 2>/dev/null")
     script = "\n".join(lines)
     (tmp / "ab.out").write_text("")
     t0 = time.perf_counter()

@@ -83,6 +83,10 @@ def describe_fit(fit, what: str = "nodes") -> str:
     unit = "node" if what == "nodes" else "user"
     each = f"{lam:,.0f} req/s per {unit}"
     quality = f" (R² {d['r2']:.2f}, {d['points']} points)"
+    if d["peak_n"] is not None and d["peak_n"] < 1:
+        # the fit's peak lies below one unit: throughput is already at its ceiling at the smallest size
+        return (f"saturated from the start: about {d['peak_throughput']:,.0f} req/s at every {unit} count "
+                f"tested, and each added {unit} only adds coordination (coherency κ {kappa:.2g})" + quality)
     if d["peak_n"] is not None:
         at = f"{d['peak_n']:.1f} {what}" if what == "nodes" else f"concurrency {d['peak_n']:.0f}"
         return (f"peaks at {at} ({d['peak_throughput']:,.0f} req/s), then falls: each added {unit} costs "

@@ -57,6 +57,25 @@ def student_rows(scale: float = 1.0, start: dt.datetime | None = None, tag: str 
     return out
 
 
+def right_answers(rows: list[dict], tmp: Path) -> tuple:
+    """What a student reads off ``rows`` (design §8): (part 1, part 2 nodes, the balancer part 2 names).
+
+    Part 2 is the measured node count when one meets the SLA, else the capacity answer's
+    ``servers_min``, with the balancer machine type the CPU columns say the need requires
+    (None when they do not measure one, or a measured count answers). ``tmp``: a CSV path to use.
+    """
+    from labkit.capacity import capacity_answer
+    from labkit.grading import PART2_SLA, PART2_USERS, expected_part1, part2_rule
+    from labkit.handout import handout_rows
+    from labkit.results import load_results
+
+    df = handout_rows(load_results(write_csv(tmp, rows)), "f1-micro")
+    measured, least = part2_rule(df)
+    if measured is not None:
+        return expected_part1(df), measured, None
+    return expected_part1(df), least, capacity_answer(df, PART2_SLA, PART2_USERS)["balancer_needed"]
+
+
 def write_csv(path: Path, rows: list[dict]) -> Path:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -67,13 +86,16 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 ANSWERS = {
     "part1_answer": "part1_max_users = {part1!r}\npart1_why = \"One server meets the SLA at every tested level up to {part1} users and fails above that.\"",
-    "part2_answer": "part2_nodes = {part2!r}\npart2_why = \"No tested node count meets the SLA, so by the capacity answer I need {part2} nodes.\"",
+    "part2_answer": "part2_nodes = {part2!r}\npart2_balancer = {balancer!r}\npart2_why = \"No tested node count meets the SLA, so by the capacity answer I need {part2} nodes.\"",
 }
 PROSE = "Throughput grew from one node to five, about 300 req/s per server, until errors appeared at 1000 users."
 
 
-def fill_notebooks(release: Path, dest: Path, part1, part2) -> Path:
-    """The released notebooks with the student's answers typed in, into ``dest`` (created)."""
+def fill_notebooks(release: Path, dest: Path, part1, part2, balancer=None) -> Path:
+    """The released notebooks with the student's answers typed in, into ``dest`` (created).
+
+    ``balancer``: the balancer machine type the part-2 answer names (design §8: needed when
+    the CSV's CPU columns show one f1-micro balancer cannot carry the users), or None."""
     dest.mkdir(parents=True, exist_ok=True)
     for src in sorted(release.glob("*.ipynb")):
         nb = nbformat.read(str(src), as_version=4)
@@ -85,15 +107,16 @@ def fill_notebooks(release: Path, dest: Path, part1, part2) -> Path:
                 cell.source = PROSE
             else:
                 assert STUB in cell.source, (src.name, cell.source)
-                answer = ANSWERS[meta["grade_id"]].format(part1=part1, part2=part2)
+                answer = ANSWERS[meta["grade_id"]].format(part1=part1, part2=part2, balancer=balancer)
                 cell.source = cell.source.replace(STUB, answer)
         nbformat.write(nb, str(dest / src.name))
     return dest
 
 
-def submission(root: Path, student: str, release: Path, rows: list[dict] | None, part1, part2) -> Path:
+def submission(root: Path, student: str, release: Path, rows: list[dict] | None, part1, part2,
+               balancer=None) -> Path:
     """``root/<student>/lab02/``: the filled notebooks and ``results.csv`` (none when ``rows`` is None)."""
-    folder = fill_notebooks(release, root / student / "lab02", part1, part2)
+    folder = fill_notebooks(release, root / student / "lab02", part1, part2, balancer)
     if rows is not None:
         write_csv(folder / "results.csv", rows)
     return folder

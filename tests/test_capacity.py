@@ -197,14 +197,26 @@ def test_cheapest_type():
     assert capacity.cheapest_type(1.7) is None
 
 
-def test_reference_csv_gives_the_bound_and_says_what_it_cannot(tmp_path):
+def test_an_old_csv_gives_the_bound_and_says_what_it_cannot(tmp_path):
+    from pathlib import Path
+
+    df = load_results(Path(__file__).resolve().parent / "data" / "reference-2026-11-28.csv")  # no CPU columns
+    a = capacity.capacity_answer(df, PART2, 2000)
+    assert a["servers_min"] == math.ceil(6666.67 / a["per_server_rps"]) == 22
+    assert a["bottleneck"] is None and a["unavailable"]
+    assert isinstance(pd.Series(a["roles"]).to_dict(), dict)
+
+
+def test_the_reference_csv_names_the_balancer():
     from pathlib import Path
 
     df = load_results(Path(__file__).resolve().parent.parent / "data" / "reference.csv")
     a = capacity.capacity_answer(df, PART2, 2000)
-    assert a["servers_min"] == math.ceil(6666.67 / a["per_server_rps"])
-    assert a["bottleneck"] is None and a["unavailable"]
-    assert isinstance(pd.Series(a["roles"]).to_dict(), dict)
+    assert (a["servers_min"], a["servers_usl"], a["bottleneck"], a["balancer_needed"]) == (25, 28, "balancer",
+                                                                                            "e2-standard-2")
+    assert round(a["per_server_rps"]) == 272
+    assert 1.0 < a["roles"]["server"]["cpu_ms_per_request"] < 1.1
+    assert 0.13 < a["roles"]["balancer"]["cpu_ms_per_request"] < 0.16
 
 
 def test_role_utilisation_chart(cpu_df, tmp_path):

@@ -24,7 +24,7 @@ import pytest
 
 import grading_data as gd
 from labkit.grade import GradeError, autograde_errors, grade
-from labkit.grading import authenticity_flags, expected_part1, part2_rule
+from labkit.grading import authenticity_flags, part2_rule
 from labkit.handout import handout_rows
 from labkit.lab import NOTEBOOKS_DIR
 from labkit.release import build_release, graded_cells
@@ -38,13 +38,6 @@ MANUAL_CELLS = {(name, c["grade_id"]): c["points"] for name in ("01_single_serve
 MANUAL = sum(MANUAL_CELLS.values())
 
 
-def _answers(tmp: Path, rows) -> tuple[int | None, int | None]:
-    """What the student reads off their own results: part 1, and part 2 (measured, else servers_min)."""
-    df = handout_rows(load_results(gd.write_csv(tmp, rows)), "f1-micro")
-    measured, least = part2_rule(df)
-    return expected_part1(df), measured if measured is not None else least
-
-
 @pytest.fixture(scope="module")
 def release_dir(tmp_path_factory):
     return build_release(tmp_path_factory.mktemp("release"))[0].parent
@@ -55,15 +48,15 @@ def graded(release_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grade")
     sub = tmp / "submitted"
     alice = gd.student_rows(1.1, tag="a11c")
-    bob = gd.student_rows(0.8, start=gd.dt.datetime(2026, 11, 21, 14, 0, tzinfo=gd.dt.timezone.utc), tag="b0b0")
-    answers = {"alice": _answers(tmp / "a.csv", alice), "bob": _answers(tmp / "b.csv", bob)}
+    bob = gd.student_rows(0.5, start=gd.dt.datetime(2026, 11, 21, 14, 0, tzinfo=gd.dt.timezone.utc), tag="b0b0")
+    answers = {"alice": gd.right_answers(alice, tmp / "a.csv"), "bob": gd.right_answers(bob, tmp / "b.csv")}
     gd.submission(sub, "alice", release_dir, alice, *answers["alice"])
     gd.submission(sub, "bob", release_dir, bob, *answers["bob"])
     # erin: alice's kind of data, wrong numbers (quoted in her sentences, so only the answer cells fail)
-    gd.submission(sub, "erin", release_dir, alice, answers["alice"][0] + 30, 3)
+    gd.submission(sub, "erin", release_dir, alice, answers["alice"][0] + 30, 3, answers["alice"][2])
     # carol: data/reference.csv handed in as hers, with the right answers for it
     ref = gd.REFERENCE.read_text()
-    carol = gd.submission(sub, "carol", release_dir, None, 20, 22)
+    carol = gd.submission(sub, "carol", release_dir, None, 20, 25, "e2-standard-2")
     (carol / "results.csv").write_text(ref)
     # the bad inputs: only notebook 01 each, to keep the run short
     only01 = tmp / "rel01"
@@ -99,7 +92,8 @@ def graded(release_dir, tmp_path_factory):
 
 def test_two_students_with_different_data_both_get_full_marks(graded):
     a, b = graded["answers"]["alice"], graded["answers"]["bob"]
-    assert a != b and a == (20, 24) and b == (50, 17), "different data, different right answers"
+    assert a != b and a == (20, 27, "e2-standard-2") and b == (50, 13, "e2-standard-2"), \
+        "different data, different right answers"
     for student in ("alice", "bob"):
         g = graded["grades"][student]
         assert (g["score"], g["max_score"], g["failed"], g["flags"]) == (FULL, FULL, [], []), (student, g)
@@ -218,7 +212,7 @@ def test_fabricated_numbers_are_flagged(tmp_path):
 def test_rows_copied_from_the_reference_are_flagged(tmp_path):
     rows = gd.student_rows(1.0)
     flags = authenticity_flags(_frame(tmp_path, rows))
-    assert [f for f in flags if f.startswith("reference-copy: 51 row(s)")], "scale 1.0 keeps the measured numbers"
+    assert [f for f in flags if f.startswith("reference-copy: 56 row(s)")], "scale 1.0 keeps the measured numbers"
 
 
 # -- the answers the hidden tests accept (design §8), without nbgrader -----------------------------------
@@ -241,12 +235,15 @@ def test_part2_is_the_measured_count_when_one_exists_else_at_least_servers_min(t
             check_part2(wrong, measured, "f1-micro")
 
     modelled = gd.write_csv(tmp_path / "modelled.csv", gd.student_rows(1.1))
-    assert part2_rule(handout_rows(load_results(modelled), "f1-micro")) == (None, 24)
-    for right in (24, 30, np.int64(25)):
-        check_part2(right, modelled, "f1-micro")
-    for wrong in (23, 5, None, 24.5, True):
+    assert part2_rule(handout_rows(load_results(modelled), "f1-micro")) == (None, 27)
+    for right in (27, 30, np.int64(28)):  # the CPU columns show one f1-micro balancer cannot carry 2000 users
+        check_part2(right, modelled, "f1-micro", "e2-standard-2")
+    for wrong in (26, 5, None, 27.5, True):
         with pytest.raises(AssertionError):
-            check_part2(wrong, modelled, "f1-micro")
+            check_part2(wrong, modelled, "f1-micro", "e2-standard-2")
+    for balancer in (None, "f1-micro", "e2-medium"):  # nodes alone, or a balancer too small for the need
+        with pytest.raises(AssertionError, match="balancer"):
+            check_part2(27, modelled, "f1-micro", balancer)
 
     check_part1(20, modelled, "f1-micro")
     check_part1(np.int64(20), modelled, "f1-micro")

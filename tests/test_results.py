@@ -123,7 +123,7 @@ def test_header_only_gives_empty_typed_frame(tmp_path):
 
 
 def test_a_csv_from_before_the_appended_columns_loads_with_them_empty(tmp_path):
-    """data/reference.csv has only cpu_limited and abort_reason after the §7 columns."""
+    """The reference of 2026-11-28 (tests/data/) has only cpu_limited and abort_reason after the §7 columns."""
     old = ("cpu_limited", "abort_reason")
     path = tmp_path / "old.csv"
     path.write_text(",".join([*COLUMNS, *old]) + "\n")
@@ -137,8 +137,10 @@ def test_a_csv_from_before_the_appended_columns_loads_with_them_empty(tmp_path):
     assert df["abort_reason"].tolist()[1] == "apr_pollset_poll (70007)"
     assert str(df["repeat"].dtype) == "Int64" and df["repeat"].isna().all()  # not in this file's header
     assert str(df["settle_s"].dtype) == "float64" and str(df["tester_machine_type"].dtype) == "string"
-    reference = load_results(Path(__file__).parents[1] / "data" / "reference.csv")
+    reference = load_results(Path(__file__).parent / "data" / "reference-2026-11-28.csv")
     assert len(reference) == 65 and reference["server_cpu_s"].isna().all()
+    current = load_results(Path(__file__).parents[1] / "data" / "reference.csv")  # re-measured with them
+    assert len(current) == 65 and current["server_cpu_s"].notna().all() and current["settle_s"].notna().all()
 
 
 def test_new_columns_are_typed_from_the_record(tmp_path):

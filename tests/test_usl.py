@@ -144,6 +144,10 @@ def test_the_fit_is_described_in_words_never_as_float_dust():
                                          "levelling off towards 5,000 req/s")
     c = np.array([10, 20, 50, 100, 200, 500, 1000])
     assert describe_fit(fit_usl(c, usl(c, 0.02, 1e-5, 20.0)), "concurrency").startswith("peaks at concurrency 313 (762 req/s)")
+    # one f1-micro at c = 10..200 (the 2026-11-29 reference): flat, no "peaks at concurrency 0"
+    one = fit_usl([10, 20, 50, 100, 200], [186.1, 167.9, 155.5, 150.6, 170.4])
+    text = describe_fit(one, "concurrency")
+    assert text.startswith("saturated from the start: about 1") and "concurrency 0" not in text
 
 
 def test_extrapolation_method_is_in_words(tmp_path):
