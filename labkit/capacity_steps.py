@@ -18,24 +18,26 @@ from __future__ import annotations
 import pandas as pd
 
 
-def steps_down(table: pd.DataFrame, max_conc: dict[int, int | None]) -> list[str]:
+def steps_down(table: pd.DataFrame, max_conc: dict[int, int | None], df: pd.DataFrame | None = None) -> list[str]:
     """One sentence per node count whose max concurrency is below a smaller node count's.
 
     ``table`` is a :func:`labkit.sla.point_table`, ``max_conc`` its
-    :func:`labkit.sla.max_concurrency_of_table`. Empty when the answers never decrease.
+    :func:`labkit.sla.max_concurrency_of_table`. With the results ``df`` and their CPU
+    columns, a measured failure also names each machine's utilisation at that point
+    beside the smaller node count's at the same level. Empty when the answers never decrease.
     """
     out: list[str] = []
     best_n, best_c = None, None
     for n, c in sorted(max_conc.items()):
         if best_c is not None and (c is None or c < best_c):
-            out.append(_why(table[table["nodes"] == n], int(n), c, int(best_n), int(best_c)))
+            out.append(_why(table[table["nodes"] == n], int(n), c, int(best_n), int(best_c), df))
             continue
         if c is not None and (best_c is None or c >= best_c):
             best_n, best_c = n, c
     return out
 
 
-def _why(rows: pd.DataFrame, n: int, c: int | None, best_n: int, best_c: int) -> str:
+def _why(rows: pd.DataFrame, n: int, c: int | None, best_n: int, best_c: int, df: pd.DataFrame | None) -> str:
     """The sentence for node count ``n`` (answer ``c``) against ``best_n`` nodes' ``best_c``."""
     fails = rows[~rows["meets"]].sort_values("concurrency")
     said = f"{n} nodes support fewer users ({c if c is not None else 'none'}) than {best_n} node(s) ({best_c})"
@@ -49,5 +51,24 @@ def _why(rows: pd.DataFrame, n: int, c: int | None, best_n: int, best_c: int) ->
                 f"where {best_n} node(s) met {best_c}.")
     runs = int(first["runs"])
     again = " in one run; `--repeats` shows whether it recurs" if runs == 1 else f" in {runs} runs"
+    busy = _busy(df, n, best_n, f) if df is not None else ""
     return (f"{said}: at {f} users, which {best_n} node(s) met, {n} nodes failed{again} "
-            f"({first['reason']}).")
+            f"({first['reason']}){busy}.")
+
+
+def _busy(df: pd.DataFrame, n: int, best_n: int, c: int) -> str:
+    """"; busiest machine: ..." at (n, c) against (best_n, c) from the CPU columns, or "" without them."""
+    from .capacity import utilisation
+
+    def mean_use(nodes):
+        rows = df[(df["nodes"] == nodes) & (df["concurrency"] == c)]
+        return utilisation(rows).mean(skipna=True).dropna() if len(rows) else pd.Series(dtype="float64")
+
+    here, there = mean_use(n), mean_use(best_n)
+    if here.empty:
+        return ""
+    role = str(here.idxmax())
+    text = f"; the busiest machine there was the {role} at {here[role]:.0%} of its CPU"
+    if role in there:
+        text += f" (at {best_n} node(s): {there[role]:.0%})"
+    return text

@@ -93,7 +93,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
         "max_concurrency": mc,
         "max_concurrency_handout_levels": max_concurrency_of_table(table, HANDOUT_CONCURRENCY),
         "refined": refined,
-        "steps_down": steps_down(table, mc),
+        "steps_down": steps_down(table, mc, df),
         "nodes_needed": needed,
         "extrapolation": extrapolation,
         "usl": usl_fit.to_dict() if usl_fit else None,

@@ -59,3 +59,24 @@ def test_non_decreasing_answers_need_no_explanation(tmp_path):
     _, table, mc = _table(tmp_path, rows)
     assert mc == {1: 20, 2: 50, 3: 50}
     assert steps_down(table, mc) == []
+
+
+def test_with_cpu_columns_the_busiest_machine_is_named_beside_the_smaller_count(tmp_path):
+    # quick lab of 2026-11-29: 5 nodes failed c=100 on p98 where 4 nodes met it
+    cpu = dict(balancer_machine_type="f1-micro", tester_machine_type="f1-micro", time_taken_s=2.0)
+    rows = [make_row(4, 50, mean=60.0, p98=160.0, max_ms=250.0, server_cpu_s=0.4, balancer_cpu_s=0.20,
+                     tester_cpu_s=0.1, **cpu),
+            make_row(4, 100, mean=110.0, p98=385.0, max_ms=460.0, server_cpu_s=0.5, balancer_cpu_s=0.28,
+                     tester_cpu_s=0.1, **cpu),
+            make_row(5, 50, mean=40.0, p98=180.0, max_ms=240.0, server_cpu_s=0.5, balancer_cpu_s=0.24,
+                     tester_cpu_s=0.1, **cpu),
+            make_row(5, 100, mean=80.0, p98=517.0, max_ms=700.0, server_cpu_s=0.6, balancer_cpu_s=0.36,
+                     tester_cpu_s=0.1, **cpu)]
+    df, table, mc = _table(tmp_path, rows)
+    assert mc == {4: 100, 5: 50}
+    # balancer: 0.36 CPU-s / (2 s x 0.2 vCPU) = 90 %; at 4 nodes 0.28 / 0.4 = 70 %
+    assert steps_down(table, mc, df) == [
+        "5 nodes support fewer users (50) than 4 node(s) (100): at 100 users, which 4 node(s) met, 5 nodes failed "
+        "in one run; `--repeats` shows whether it recurs (p98 517 >= 400); the busiest machine there was the "
+        "balancer at 90% of its CPU (at 4 node(s): 70%)."]
+    assert steps_down(table, mc) == [steps_down(table, mc, df)[0].split("; the busiest")[0] + "."]
