@@ -16,6 +16,7 @@ import resource
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 
 from .. import processes
@@ -49,7 +50,12 @@ def _communicate(proc: subprocess.Popen, timeout: float | None, progress) -> tup
                threading.Thread(target=pump, args=(proc.stderr, "err", True), daemon=True)]
     for t in threads:
         t.start()
-    proc.wait(timeout=timeout)
+    # ab's pipes reach EOF the moment it exits: join the readers first, then reap it. (Popen.wait
+    # with a timeout polls every 50 ms, which added ~25 ms to every point.)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for t in threads:
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
     for t in threads:
         t.join()
     return b"".join(chunks["out"]), b"".join(chunks["err"])
