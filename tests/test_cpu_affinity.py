@@ -18,9 +18,14 @@ def test_a_machine_gets_ceil_vcpu_cpus_starting_at_its_slot():
     assert cpu_affinity.cpus_for(0.5, -1, [4, 6]) == {6}
 
 
-def test_slots_spread_servers_and_keep_balancer_and_tester_on_the_last_cpu():
+def test_slots_spread_servers_and_put_tester_and_balancer_on_the_last_two_cpus():
     assert [cpu_affinity.slot_of(f"restserver-{i}") for i in range(3)] == [0, 1, 2]
-    assert cpu_affinity.slot_of("loadbalancer-0") == cpu_affinity.slot_of("tester-0") == -1
+    assert (cpu_affinity.slot_of("tester-0"), cpu_affinity.slot_of("loadbalancer-0")) == (-1, -2)
+    two = [0, 1]  # this machine: two nodes' roles two a core
+    on = {r: cpu_affinity.cpus_for(0.2, cpu_affinity.slot_of(r), two)
+          for r in ("restserver-0", "restserver-1", "loadbalancer-0", "tester-0")}
+    assert on == {"restserver-0": {0}, "loadbalancer-0": {0}, "restserver-1": {1}, "tester-0": {1}}
+    assert cpu_affinity.cpus_for(0.2, cpu_affinity.slot_of("loadbalancer-0"), [3]) == {3}  # one core: all on it
 
 
 def test_the_preexec_step_pins_the_child():
