@@ -152,36 +152,44 @@ def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None
 
 @contextlib.contextmanager
 def interrupt_noted():
-    """Yield a list that records every SIGINT while the sweep runs; the interrupt is still raised.
+    """Yield a list that records every interrupt while the sweep runs; the interrupt is still raised.
 
     Python ignores an exception raised inside its fork handlers, so a Ctrl-C that
     lands while ``subprocess`` forks ab can vanish. The sweep checks this record
-    after each point and stops there, so an interrupt is never lost. Only the
-    main thread may set signal handlers; elsewhere nothing is installed.
+    after each point and stops there, so an interrupt is never lost. Recorded: SIGINT,
+    and SIGTERM where it already raises an interrupt (the CLI's
+    :func:`labkit.processes.sigterm_as_interrupt`); elsewhere SIGTERM keeps its default.
+    Only the main thread may set signal handlers; elsewhere nothing is installed.
     """
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield seen
         return
 
-    def handler(signum, frame):
-        seen.append(signum)
-        signal.default_int_handler(signum, frame)
+    def noting(raise_it):
+        def handler(signum, frame):
+            seen.append(signum)
+            raise_it(signum, frame)
+        return handler
 
     def unraisable(report):
         # Python reports the KeyboardInterrupt it drops in a fork handler as "Exception
         # ignored ... Traceback"; it is already in ``seen`` and the sweep stops on it.
         if isinstance(report.exc_value, KeyboardInterrupt) and seen:
-            log.info("Ctrl-C arrived while a process was starting; the sweep stops after this point")
+            log.info("an interrupt arrived while a process was starting; the sweep stops after this point")
             return
         previous_hook(report)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, noting(signal.default_int_handler))}
+    term = signal.getsignal(signal.SIGTERM)
+    if callable(term):
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, noting(term))
     previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield seen
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         sys.unraisablehook = previous_hook
 
 
@@ -353,7 +361,7 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
                 log.warning("nodes=%d c=%d aborted after %d attempt(s): %s", row.nodes,
                             row.concurrency, row.attempts, row.abort_reason)
             bar.update(1)
-            if interrupts:  # a Ctrl-C swallowed during a fork: stop now that the row is safe
+            if interrupts:  # an interrupt swallowed during a fork: stop now that the row is safe
                 raise KeyboardInterrupt
             return row
 

@@ -349,20 +349,27 @@ def test_an_error_while_scaling_is_one_line_and_the_rows_stay(tmp_path, error):
     assert [(r["nodes"], r["concurrency"]) for r in _rows(out)] == [("1", "10"), ("1", "20")]
 
 
-def test_a_ctrl_c_dropped_in_a_fork_handler_is_noted_without_a_traceback(caplog, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_dropped_in_a_fork_handler_is_noted_without_a_traceback(caplog, monkeypatch, signum):
     """Python drops an exception raised in a fork handler; the sweep still notes it, and quietly.
 
     The CI failure this pins: a SIGINT landing while ``subprocess`` ran logging's at-fork
     handler printed "Exception ignored ... Traceback" although the sweep stopped correctly.
+    A fresh-clone run later lost a SIGTERM the same way (the CLI makes SIGTERM an interrupt),
+    and the sweep ran on to the end with exit status 0.
     """
+    from labkit.processes import sigterm_as_interrupt
     from labkit.sweep import interrupt_noted
 
+    term_before = signal.getsignal(signal.SIGTERM)
+    if signum == signal.SIGTERM:
+        sigterm_as_interrupt()  # as the CLI does
     armed: list[int] = []
 
     def interrupt_inside_the_fork_handler():
         if armed:
             armed.clear()
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
             for _ in range(100):  # a backward jump: Python runs the pending handler here
                 pass
 
@@ -371,13 +378,18 @@ def test_a_ctrl_c_dropped_in_a_fork_handler_is_noted_without_a_traceback(caplog,
     recorder = printed.append
     monkeypatch.setattr(sys, "unraisablehook", recorder)
     caplog.set_level("INFO", logger="labkit")
-    with interrupt_noted() as seen:
-        armed.append(1)
-        try:
-            subprocess.run(["true"], preexec_fn=lambda: None, check=True)  # preexec_fn runs the fork handlers
-        except KeyboardInterrupt:
-            pytest.fail("the interrupt escaped the fork handler; this test no longer exercises the dropped case")
-    assert seen == [signal.SIGINT]
+    term_in = signal.getsignal(signal.SIGTERM)
+    try:
+        with interrupt_noted() as seen:
+            armed.append(1)
+            try:
+                subprocess.run(["true"], preexec_fn=lambda: None, check=True)  # preexec_fn runs the fork handlers
+            except KeyboardInterrupt:
+                pytest.fail("the interrupt escaped the fork handler; this test no longer exercises the dropped case")
+        assert signal.getsignal(signal.SIGTERM) is term_in  # put back as it was
+    finally:
+        signal.signal(signal.SIGTERM, term_before)
+    assert seen == [signum]
     assert printed == []
-    assert "Ctrl-C arrived while a process was starting" in caplog.text
+    assert "an interrupt arrived while a process was starting" in caplog.text
     assert sys.unraisablehook is recorder
