@@ -27,9 +27,7 @@ Sample = dict[str, tuple[float | None, float]]
 
 THRESHOLD = 0.05  # of a machine's quota
 FIRST_WINDOW = 0.025  # s: a quiet lab is recognised in one short window (a busy f1-micro uses 5 ms of it)...
-WINDOW = 0.25  # s: ...a busy one is re-checked at a pace that doubles from 2 x FIRST_WINDOW up to this
-# (a server still finishing the previous point's last responses is idle ~50 ms later; a fixed 0.25 s
-# re-check cost that on about every other point of a sweep)
+WINDOW = 0.25  # s: ...a busy one is re-checked at this pace
 MAX_AGE = 1.0  # s: an older previous sample is not used (its average could hide a recent burst)
 IDLE_LATENCY = 0.1  # s: /status answering faster than this is "idle" (an idle f1-micro: a few ms)
 
@@ -68,7 +66,6 @@ def wait_idle(sample: Callable[[], Sample], timeout: float = 30.0, *, previous: 
     if clock() - last[0] < first_window:
         sleep(first_window - (clock() - last[0]))
     hot: dict[str, float] = {}
-    pace = min(window, 2 * first_window)
     while True:
         now = (clock(), sample())
         hot = busy(last, now, threshold)
@@ -82,8 +79,7 @@ def wait_idle(sample: Callable[[], Sample], timeout: float = 30.0, *, previous: 
             log.warning("%s did not go idle within %.0f s (%s); measuring anyway", what, timeout, ", ".join(why))
             return now[0] - start
         last = now
-        sleep(min(pace, max(0.0, deadline - now[0])) or 0.01)
-        pace = min(window, 2 * pace)
+        sleep(min(window, max(0.0, deadline - now[0])) or 0.01)
 
 
 def wait_responsive(probe: Callable[[str, float], float], names: list[str], timeout: float = 30.0, *,
