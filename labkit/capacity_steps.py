@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .capacity import utilisation
+
 
 def steps_down(table: pd.DataFrame, max_conc: dict[int, int | None], df: pd.DataFrame | None = None) -> list[str]:
     """One sentence per node count whose max concurrency is below a smaller node count's.
@@ -32,7 +34,7 @@ def steps_down(table: pd.DataFrame, max_conc: dict[int, int | None], df: pd.Data
         if best_c is not None and (c is None or c < best_c):
             out.append(_why(table[table["nodes"] == n], int(n), c, int(best_n), int(best_c), df))
             continue
-        if c is not None and (best_c is None or c >= best_c):
+        if c is not None:  # not below the best so far (that continued above): the new best
             best_n, best_c = n, c
     return out
 
@@ -58,8 +60,6 @@ def _why(rows: pd.DataFrame, n: int, c: int | None, best_n: int, best_c: int, df
 
 def _busy(df: pd.DataFrame, n: int, best_n: int, c: int) -> str:
     """"; busiest machine: ..." at (n, c) against (best_n, c) from the CPU columns, or "" without them."""
-    from .capacity import utilisation
-
     def mean_use(nodes):
         rows = df[(df["nodes"] == nodes) & (df["concurrency"] == c)]
         return utilisation(rows).mean(skipna=True).dropna() if len(rows) else pd.Series(dtype="float64")

@@ -194,12 +194,11 @@ def justify_part2(report: dict) -> str:
     nodes, source = part2_from_report(report)
     mc = ", ".join(f"{n} node(s): {c if c is not None else 'none'}" for n, c in report["max_concurrency"].items())
     users = report["users"]
+    steps = "".join(f" {s}" for s in report.get("steps_down") or [])  # why a larger count supports fewer
     if source == "measured":
-        steps = "".join(f" {s}" for s in report.get("steps_down") or [])
         return (f"{nodes} nodes is the smallest tested count supporting {users} users "
                 f"(max concurrency per count: {mc}).{steps}")
-    head = f"No tested node count supports {users} users ({mc}). "
-    head += "".join(f"{s} " for s in report.get("steps_down") or [])
+    head = f"No tested node count supports {users} users ({mc}).{steps} "
     cap = report.get("capacity") or {}
     if nodes is None:
         return head + source + "."

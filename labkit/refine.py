@@ -5,7 +5,8 @@ between them (Little's law: 0.2 s × ~225 rps ≈ 45), so machine noise of ±10 
 part-1 answer between 20 and 50. After a sweep's grid, :func:`bisect` narrows the bracket
 between the highest level that met the SLA (every level up to it met) and the lowest that
 failed: each probe level is measured :data:`PROBE_REPEATS` times and must meet in all of
-them, until the bracket is at most 10 % of its lower end or at most 2 users (5 users, 25 % at a 20-user limit, let three quick labs answer 15, 20 and 15).
+them, until the bracket is at most 10 % of its lower end or at most 2 users (a 5-user stop,
+25 % at a 20-user limit, let three quick labs answer 15, 20 and 15).
 
 Probes are ordinary results rows (their ``repeat`` column counts 0, 1, 2), so
 :func:`labkit.sla.max_concurrency` over every tested level *is* the refined answer; the

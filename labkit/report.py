@@ -12,9 +12,9 @@ import logging
 
 import pandas as pd
 
+from .capacity_steps import steps_down
 from .errors import ConfigError
 from .profiles import HANDOUT_CONCURRENCY
-from .capacity_steps import steps_down
 from .sla import _check_users, as_sla, max_concurrency_of_table, nodes_needed_of, point_table
 from .usl import EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, predict_nodes
 

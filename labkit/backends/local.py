@@ -127,8 +127,10 @@ class LocalBackend(LocalAbRunner, Backend):
         self._state["cgroup_dirs"] = sorted(set(self._state["cgroup_dirs"]) | set(made))
         return rel
 
-    def _machine_preexec(self, role: str, machine_type: str, rel: str):
-        """A ``preexec_fn`` that puts the child in ``role``'s machine: its cgroup and its ceil(vCPU) host CPUs."""
+    def _machine(self, role: str, machine_type: str):
+        """``role``'s machine: (its cgroup, made if missing; a ``preexec_fn`` that puts the child in
+        that cgroup and on its ceil(vCPU) host CPUs)."""
+        rel = self._group(role, machine_type)
         join = self._groups().join_preexec(rel)
         cpus = cpu_affinity.cpus_for(machine_types.get(machine_type).vcpu, cpu_affinity.slot_of(role))
         pin = cpu_affinity.pin_preexec(cpus)
@@ -138,16 +140,16 @@ class LocalBackend(LocalAbRunner, Backend):
             join()
             pin()
 
-        return _enter
+        return rel, _enter
 
     def _start(self, role: str, argv: list[str], env: dict, machine_type: str, boot_unlimited: bool = False) -> None:
-        rel = self._group(role, machine_type)
+        rel, enter = self._machine(role, machine_type)
         if boot_unlimited:  # see up(): the quota is applied once the service answers
             self._groups().set_cpu(rel, None)
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         proc, record = processes.spawn(role, argv, env=env, log_path=logs / f"{role}.log",
-                                       preexec=self._machine_preexec(role, machine_type, rel))
+                                       preexec=enter)
         self._popen[role] = proc
         self._state["processes"][role] = dataclasses.asdict(record)
         self._save()

@@ -73,8 +73,7 @@ class LocalAbRunner:
         files["payload"].write_bytes(command.payload)
         real = command.argv(payload=str(files["payload"]), percentiles=str(files["percentiles"]),
                             gnuplot=str(files["gnuplot"]), ab=_ab_binary())
-        rel = self._group(role, self._state["tester_machine_type"])
-        enter = self._machine_preexec(role, self._state["tester_machine_type"], rel)
+        _, enter = self._machine(role, self._state["tester_machine_type"])
 
         def preexec():
             enter()
