@@ -37,9 +37,9 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from labkit.results import load_results
-from labkit.report import build_report
-from labkit.plots import save_all
-from labkit.sla import Sla
+from labkit.analysis.report import build_report
+from labkit.analysis.plots import save_all
+from labkit.analysis.sla import Sla
 t1 = time.perf_counter()
 df = load_results(sys.argv[1]); t2 = time.perf_counter()
 rep = build_report(df, Sla.parse(sys.argv[3]), 2000); t3 = time.perf_counter()

@@ -39,8 +39,8 @@ def _err(pred: float, meas: float) -> float:
 
 def throughput_holdout(df) -> dict:
     """Predictions at the held-out node counts from the rows of FIT_NODES only."""
-    from labkit.capacity import capacity_answer
-    from labkit.usl import describe_fit, fit_usl, throughput_by_nodes
+    from labkit.analysis.capacity import capacity_answer
+    from labkit.analysis.usl import describe_fit, fit_usl, throughput_by_nodes
 
     measured = throughput_by_nodes(df).set_index("nodes")["rps"]
     train = df[df["nodes"].isin(FIT_NODES)]
@@ -60,8 +60,8 @@ def throughput_holdout(df) -> dict:
 def balancer_holdout(df) -> dict | None:
     """Predicted vs measured node count where the balancer saturates; None without the CPU columns."""
     from labkit import machine_types
-    from labkit.capacity import has_cpu_columns, utilisation
-    from labkit.sla import is_ok
+    from labkit.analysis.capacity import has_cpu_columns, utilisation
+    from labkit.analysis.sla import is_ok
 
     if not has_cpu_columns(df, "balancer"):
         return None
@@ -83,8 +83,8 @@ def balancer_holdout(df) -> dict | None:
 
 def littles_check(df) -> dict:
     """rps × mean / c over the clean points (no error, not aborted) and over those with errors."""
-    from labkit.capacity import per_point
-    from labkit.sla import is_ok
+    from labkit.analysis.capacity import per_point
+    from labkit.analysis.sla import is_ok
 
     out = {}
     for name, rows in (("clean", df[is_ok(df)]), ("errors", df[~is_ok(df) & ~df["aborted"].astype(bool)])):
@@ -140,7 +140,7 @@ def main() -> None:
             out.append(f"- {what}: median {v['median']:.3f}, range {v['min']:.3f}–{v['max']:.3f}, "
                        f"{v['within_5']}/{v['points']} within 5 %.")
     out.append("")
-    from labkit.capacity import capacity_answer
+    from labkit.analysis.capacity import capacity_answer
 
     a = capacity_answer(df, PART2_SLA, PART2_USERS)
     out.append(f"Part 2 on this CSV (`labkit report {Path(args.csv).name} --sla \"{PART2_SLA}\" --users {PART2_USERS}`), "

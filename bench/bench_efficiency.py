@@ -72,7 +72,7 @@ def main() -> None:
     from labkit import machine_types
     from labkit.ab import AbCommand
     from labkit.backends.base import ClusterSpec
-    from labkit.backends.local import LocalBackend
+    from labkit.backends.local.backend import LocalBackend
     from labkit.measure import measure
 
     mt = machine_types.get(args.machine_type)

@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--section", default="grade")
     args = ap.parse_args()
     env = C.setup_env()
-    from labkit.release import build_release
+    from labkit.grading.release import build_release
 
     work = Path(tempfile.mkdtemp(prefix="labkit-bench-grade-"))
     with C.Timer() as t_release:

@@ -41,7 +41,7 @@ def one_round(setup: str, nodes_list, c: int, n: int, machine_type: str) -> dict
     from labkit import machine_types
     from labkit.ab import AbCommand
     from labkit.backends.base import ClusterSpec
-    from labkit.backends.local import LocalBackend
+    from labkit.backends.local.backend import LocalBackend
     from labkit.measure import measure
 
     lb_type, tester_type = SETUPS[setup]

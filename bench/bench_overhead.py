@@ -51,11 +51,12 @@ def shell_loop(backend, levels, n, tmp: Path) -> tuple[float, float]:
     procs = " ".join(str(p) for p in backend._groups().procs_files(f"labkit/{backend.run_id}/tester-0"))
     payload = tmp / "payload.json"
     payload.write_bytes(AbCommand(backend.url, 1, 1).payload)
-    from labkit import cpu_affinity, machine_types
+    from labkit import machine_types
+    from labkit.backends.local import cpu_affinity
 
     lines = ["set -e"]
     ab = shutil.which("ab") or "ab"
-    # the tester's cores, as labkit pins it (labkit/cpu_affinity.py)
+    # the tester's cores, as labkit pins it (labkit/backends/local/cpu_affinity.py)
     cores = cpu_affinity.cpus_for(machine_types.get(backend.tester_machine_type).vcpu, cpu_affinity.slot_of("tester-0"))
     pin = f"taskset -c {','.join(map(str, sorted(cores)))}"
     for c in levels:
@@ -122,7 +123,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-overhead-"))
     sh([C.LABKIT, "up", "--nodes", "1", "--machine-type", args.machine_type])
     try:
-        from labkit.backends.local import LocalBackend
+        from labkit.backends.local.backend import LocalBackend
 
         backend = LocalBackend()  # attaches to the lab just started
         sh([C.LABKIT, "bench", "-c", "10", "-n", "100"])  # warm-up; creates the tester cgroup

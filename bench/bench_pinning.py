@@ -2,7 +2,7 @@
 
 One local lab (1 × f1-micro, Flask dev server, its 0.2-vCPU cgroup quota) stays up. The
 same ab run (``-c C -n N``, the handout's payload) is measured with the server's threads
-confined to one core (what :mod:`labkit.cpu_affinity` does) and free to run on every core
+confined to one core (what :mod:`labkit.backends.local.cpu_affinity` does) and free to run on every core
 of this machine (what labkit did before), alternating, ``--runs`` rounds. Figures per mode:
 requests/s, mean and p98 from ab, and the server's CPU milliseconds per request from its
 cgroup. The ratio pinned/free of the medians is the figure to quote.
@@ -38,10 +38,10 @@ def main() -> None:
     ap.add_argument("--section", default="pinning")
     args = ap.parse_args()
     C.setup_env()
-    from labkit import cpu_affinity
+    from labkit.backends.local import cpu_affinity
     from labkit.ab import AbCommand
     from labkit.backends.base import ClusterSpec
-    from labkit.backends.local import LocalBackend
+    from labkit.backends.local.backend import LocalBackend
     from labkit.measure import measure
     from labkit.settings import Settings
 

@@ -32,7 +32,7 @@ def main() -> None:
     C.setup_env()
     from labkit.ab import AbCommand
     from labkit.backends.base import ClusterSpec
-    from labkit.backends.local import LocalBackend
+    from labkit.backends.local.backend import LocalBackend
     from labkit.measure import measure
     from labkit.settings import Settings
 

@@ -22,7 +22,7 @@ import _common as C  # noqa: E402
 
 CHILD = r"""
 import json, time
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.backends.base import ClusterSpec
 b = LocalBackend()
 out = {}

@@ -78,7 +78,7 @@ def run_round(tester, cfgs, args, data, r):
     from labkit import machine_types
     from labkit.ab import AbCommand
     from labkit.backends.base import ClusterSpec
-    from labkit.backends.local import LocalBackend
+    from labkit.backends.local.backend import LocalBackend
     from labkit.measure import measure
 
     backend = LocalBackend(tester_machine_type=tester)

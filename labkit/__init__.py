@@ -9,7 +9,7 @@ command - does not pay for pandas, seaborn or scipy until they are used.
 import importlib
 import logging
 
-from .errors import LabkitError
+from labkit.errors import LabkitError
 
 __version__ = "0.1.0"
 
@@ -20,7 +20,7 @@ _EXPORTS = {
     # 00 setup: the machine, the profiles, what a cloud run costs
     "doctor_table": "setup_checks", "require_healthy": "setup_checks",
     "MACHINE_TYPES": "machine_types", "PRICES_AS_OF": "machine_types",
-    "get_profile": "profiles", "profiles_table": "profiles", "cost_table": "costs",
+    "get_profile": "profiles", "profiles_table": "profiles", "cost_table": "pricing",
     # deploying and measuring (01-03)
     "Settings": "settings", "get_backend": "backends", "ClusterSpec": "backends.base",
     "fibonacci": "client", "round_robin_table": "client",
@@ -32,25 +32,25 @@ _EXPORTS = {
     "PART1_SLA": "handout", "PART2_SLA": "handout", "PART2_USERS": "handout", "handout_spec": "handout",
     "UNANSWERED": "handout", "require_answer": "handout", "answers": "handout",
     # the autograder's hidden checks (01, 02): the answers against the student's own CSV
-    "check_part1": "grading", "check_part2": "grading",
+    "check_part1": "grading.checks", "check_part2": "grading.checks",
     "load_handout": "handout", "tables_by_nodes": "handout", "part2_from_report": "handout",
     "justify_part1": "handout", "justify_part2": "handout",
     # analysis
     "load_results": "results", "handout_table": "results",
-    "Sla": "sla", "max_concurrency": "sla", "nodes_needed": "sla",
-    "build_report": "report", "format_report": "report",
-    "mean_latency_chart": "plots", "percentiles_chart": "plots", "sla_heatmap": "plots",
-    "throughput_chart": "plots", "vertical_chart": "plots", "save_chart": "plots",
-    "reanalysis_csv": "reanalysis", "describe_results": "reanalysis",
-    "provenance_text": "reanalysis", "ReanalysisDashboard": "reanalysis",
-    "SlaExplorer": "widgets",
+    "Sla": "analysis.sla", "max_concurrency": "analysis.sla", "nodes_needed": "analysis.sla",
+    "build_report": "analysis.report", "format_report": "analysis.report",
+    "mean_latency_chart": "analysis.plots", "percentiles_chart": "analysis.plots", "sla_heatmap": "analysis.plots",
+    "throughput_chart": "analysis.plots", "vertical_chart": "analysis.plots", "save_chart": "analysis.plots",
+    "reanalysis_csv": "dashboard.reanalysis", "describe_results": "dashboard.reanalysis",
+    "provenance_text": "dashboard.reanalysis", "ReanalysisDashboard": "dashboard.reanalysis",
+    "SlaExplorer": "dashboard.widgets",
     # the capacity model and the bottleneck (design §8)
-    "capacity_answer": "capacity", "part2_accepts": "capacity", "role_utilisation_chart": "plots_roles",
+    "capacity_answer": "analysis.capacity", "part2_accepts": "analysis.capacity", "role_utilisation_chart": "analysis.plots_roles",
     # "Interpret your results" (01-03): explanations printed from the student's own numbers
-    "littles_law_text": "interpret", "bottleneck_text": "interpret", "noise_text": "interpret",
-    "usl_text": "interpret", "backlog_text": "interpret_network", "round_robin_text": "interpret_network",
-    "nginx_limits_text": "interpret_network", "first_ab_run": "interpret_handout",
-    "payload_text": "interpret_handout", "handout_bug_text": "interpret_handout", "vertical_text": "vertical",
+    "littles_law_text": "teaching.interpret", "bottleneck_text": "teaching.interpret", "noise_text": "teaching.interpret",
+    "usl_text": "teaching.interpret", "backlog_text": "teaching.network", "round_robin_text": "teaching.network",
+    "nginx_limits_text": "teaching.network", "first_ab_run": "teaching.first_run",
+    "payload_text": "teaching.first_run", "handout_bug_text": "teaching.first_run", "vertical_text": "vertical",
 }
 #: Names whose module attribute is called something else.
 _RENAMED = {"get_profile": "get"}

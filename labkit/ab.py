@@ -16,9 +16,9 @@ import statistics
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .ab_parse import has_report, parse_aborted, parse_gnuplot, parse_percentiles, parse_report
-from .errors import AbParseError, ConfigError
-from .record import PERCENTILES, Measurement
+from labkit.ab_parse import has_report, parse_aborted, parse_gnuplot, parse_percentiles, parse_report
+from labkit.errors import AbParseError, ConfigError
+from labkit.record import PERCENTILES, Measurement
 
 DEFAULT_PAYLOAD = b'{"fibonacci_number": 20}\n'
 MAX_CONCURRENCY = 20000  # ab's compiled-in limit (MAX_CONCURRENCY in ab.c)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 
-from .errors import AbParseError
-from .record import PERCENTILES
+from labkit.errors import AbParseError
+from labkit.record import PERCENTILES
 
 
 # --- the report -----------------------------------------------------------------------------

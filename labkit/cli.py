@@ -16,11 +16,11 @@ from pathlib import Path
 
 import click
 
-from . import profiles
-from .errors import ConfigError, LabkitError, StateError
-from .processes import sigterm_as_interrupt
-from .settings import Settings
-from .state import lab_locked, salvage
+from labkit import profiles
+from labkit.errors import ConfigError, LabkitError, StateError
+from labkit.processes import sigterm_as_interrupt
+from labkit.settings import Settings
+from labkit.state import lab_locked, salvage
 
 log = logging.getLogger("labkit")
 
@@ -84,8 +84,8 @@ def _override(ctx: click.Context, param: click.Parameter, value):
 
 def _backend(name: str, attach_only: bool = False, **options):
     """The backend ``name`` with this invocation's settings; None if ``attach_only`` and nothing is up."""
-    from . import state
-    from .backends import get_backend
+    from labkit import state
+    from labkit.backends import get_backend
 
     settings = _settings()
     if attach_only and name != "local" and state.load(settings, name) is None:
@@ -94,7 +94,7 @@ def _backend(name: str, attach_only: bool = False, **options):
 
 
 def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
-    from .backends.base import ClusterSpec
+    from labkit.backends.base import ClusterSpec
 
     return ClusterSpec(nodes=nodes, machine_type=machine_type, server=server, workers=workers, port=port)
 
@@ -182,8 +182,8 @@ def down(backend):
 @click.option("--retries", default=2, show_default=True, help="Re-runs after an early exit.")
 def bench(backend, concurrency, requests, timeout_s, retries):
     """Run one ab benchmark against the running lab and print its row as JSON."""
-    from .ab import AbCommand
-    from .measure import measure
+    from labkit.ab import AbCommand
+    from labkit.measure import measure
 
     b = _backend(backend)
     if b.spec is None:
@@ -218,7 +218,7 @@ def bench(backend, concurrency, requests, timeout_s, retries):
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
           out, resume, repeats, refine_sla, keep_up):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
-    from .sweep import check_repeats, folder_locked, profiles_grid, run_sweep
+    from labkit.sweep import check_repeats, folder_locked, profiles_grid, run_sweep
 
     grid = profiles_grid(profile or "quick", _spec(1, machine_type, server, workers, port),
                          nodes=_ints(nodes, "--nodes") if nodes else None,
@@ -244,7 +244,7 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is key: value lines).")
 def parse_ab(file, percentiles, as_json):
     """Parse a saved ab report into the results-CSV fields."""
-    from .ab import parse_file
+    from labkit.ab import parse_file
 
     try:
         _show(parse_file(file, percentiles).to_json(), as_json)
@@ -261,15 +261,15 @@ def parse_ab(file, percentiles, as_json):
               help="Also write the PNG charts into this folder.")
 def report(csv, sla_text, users, as_json, charts):
     """Answer the SLA questions from results CSVs (files or globs)."""
-    from .report import build_report, format_report
-    from .results import load_results
-    from .sla import Sla
+    from labkit.analysis.report import build_report, format_report
+    from labkit.results import load_results
+    from labkit.analysis.sla import Sla
 
     sla = Sla.parse(sla_text)
     df = load_results(list(csv))
     answers = build_report(df, sla, users)
     if charts:
-        from .plots import save_all
+        from labkit.analysis.plots import save_all
 
         answers["charts"] = [str(p) for p in save_all(df, sla, charts)]
     if as_json:
@@ -297,8 +297,8 @@ def _project() -> str:
 @click.option("--ssh-source", help="Who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
 def plan(backend, nodes, machine_type, as_json, ssh_source):
     """What a cloud run would create and cost per hour - without touching the cloud."""
-    from .gcp_requests import plan as make_plan
-    from .gcp_requests import ssh_source_ranges
+    from labkit.backends.gcp.api_requests import plan as make_plan
+    from labkit.backends.gcp.api_requests import ssh_source_ranges
 
     zone = (_settings().gcp_zone or "us-central1-a").split(",")[0].strip()
     _show(make_plan(project=_project(), zone=zone, nodes=nodes, machine_type=machine_type,
@@ -311,7 +311,7 @@ def plan(backend, nodes, machine_type, as_json, ssh_source):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def gc(dry_run, as_json):
     """Delete every labkit-labelled instance, image and firewall rule whose expiry has passed (any run)."""
-    from .gcp_compute import gc as collect
+    from labkit.backends.gcp.compute import gc as collect
 
     project = _project()
     found = collect(project, dry_run=dry_run, endpoint=_settings().gcp_api_endpoint)
@@ -328,7 +328,7 @@ def gc(dry_run, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def doctor(as_json):
     """Check this machine: tools, cgroups, limits, packages, credentials - and how to fix what is missing."""
-    from .doctor import healthy, run_checks
+    from labkit.doctor import healthy, run_checks
 
     checks = run_checks(_settings())
     if as_json:
@@ -353,7 +353,7 @@ def doctor(as_json):
               help="Folder holding the five notebooks (default: the project's notebooks/).")
 def lab(profile, backend, machine_type, out_root, notebooks_dir):
     """Run all five notebooks headless (papermill) into OUT/<timestamp>/ and print the SLA answers."""
-    from .lab import format_summary, run_lab
+    from labkit.lab import format_summary, run_lab
 
     report_dir = run_lab(profile, backend=backend, out_root=out_root, notebooks_dir=notebooks_dir,
                          machine_type=machine_type, settings=_settings())
@@ -367,7 +367,7 @@ def lab(profile, backend, machine_type, out_root, notebooks_dir):
               help="Folder holding the source notebooks (default: the project's notebooks/).")
 def release(out, notebooks_dir):
     """Build the student notebooks with nbgrader (solutions removed, autograded checks locked)."""
-    from .release import build_release
+    from labkit.grading.release import build_release
 
     for path in build_release(out, notebooks_dir=notebooks_dir):
         click.echo(str(path))
@@ -380,7 +380,7 @@ def release(out, notebooks_dir):
 @click.option("--json", "as_json", is_flag=True, help='Print {"<student>": {"score", "max_score", "flags", ...}}.')
 def grade(submitted, out, as_json):
     """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv); never measures."""
-    from .grade import format_grades, grade as grade_all
+    from labkit.grading.grade import format_grades, grade as grade_all
 
     grades = grade_all(submitted, out)
     if as_json:
@@ -395,7 +395,7 @@ def dashboard(port):
     """Serve notebooks/04_reanalysis as a stand-alone Voila dashboard (code hidden)."""
     import subprocess
 
-    from .lab import NOTEBOOKS_DIR
+    from labkit.lab import NOTEBOOKS_DIR
 
     argv = [sys.executable, "-m", "voila", str(NOTEBOOKS_DIR / "04_reanalysis.ipynb"), f"--port={port}",
             "--no-browser", "--Voila.ip=127.0.0.1"]

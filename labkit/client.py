@@ -12,7 +12,7 @@ import json
 import urllib.error
 import urllib.request
 
-from .errors import BackendError
+from labkit.errors import BackendError
 
 
 def _request(req: urllib.request.Request, timeout: float) -> dict:

@@ -15,8 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import cgroups
-from .settings import Settings
+from labkit.backends.local import cgroups
+from labkit.settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)

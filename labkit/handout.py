@@ -17,12 +17,12 @@ import logging
 
 import pandas as pd
 
-from . import profiles
-from .backends.base import ClusterSpec
-from .errors import ConfigError
-from .report import build_report
-from .results import handout_table, load_results
-from .sla import as_sla, max_concurrency_of_table, point_status, point_table
+from labkit import profiles
+from labkit.backends.base import ClusterSpec
+from labkit.errors import ConfigError
+from labkit.analysis.report import build_report
+from labkit.results import handout_table, load_results
+from labkit.analysis.sla import as_sla, max_concurrency_of_table, point_status, point_table
 
 log = logging.getLogger("labkit")
 
@@ -127,7 +127,7 @@ def answers(csv, machine_type: str, server: str = HANDOUT_SERVER) -> dict:
 
 
 def part2_from_report(report: dict) -> tuple[int | None, str]:
-    """(nodes, where the number comes from) for a :func:`labkit.report.build_report` dict with users.
+    """(nodes, where the number comes from) for a :func:`labkit.analysis.report.build_report` dict with users.
 
     Design §8's part-2 rule: ``"measured"`` when a tested node count meets the SLA; else the
     capacity model's ``servers_min`` (Little's law: no fewer servers can meet the mean bound),

@@ -22,9 +22,9 @@ import os
 import time
 from pathlib import Path
 
-from . import profiles
-from .errors import LabkitError, MissingToolError
-from .settings import ENV, Settings
+from labkit import profiles
+from labkit.errors import LabkitError, MissingToolError
+from labkit.settings import ENV, Settings
 
 log = logging.getLogger("labkit")
 
@@ -110,7 +110,7 @@ def _execute(src: Path, dst: Path, params: dict, cwd: Path, cell_timeout: int | 
 
 def _bring_down(backend: str, settings: Settings) -> None:
     """Stop whatever the notebooks left running on ``backend`` (notebook 03 normally has)."""
-    from .backends import get_backend
+    from labkit.backends import get_backend
 
     try:
         b = get_backend(backend, settings)
@@ -164,12 +164,12 @@ def summarize(report: Path, profile: str, backend: str, machine_type: str, start
     """``summary.json``: the run's configuration, its files and both SLA answers.
 
     ``part1.max_concurrency`` and ``part2.nodes_needed`` are exactly what
-    :func:`labkit.report.build_report` gives for the handout's rows of
+    :func:`labkit.analysis.report.build_report` gives for the handout's rows of
     ``results.csv``; ``part2.answer`` is ``nodes_needed``, or the USL
     extrapolation's node count (``answer_source`` says which) when no tested
     node count meets the SLA.
     """
-    from . import handout
+    from labkit import handout
 
     a = handout.answers(report / "results.csv", machine_type)
     df = handout.load_handout(report / "results.csv", machine_type)
@@ -196,7 +196,7 @@ def summarize(report: Path, profile: str, backend: str, machine_type: str, start
 
 def format_summary(report: Path, summary: dict) -> str:
     """The handout's tables (one per node count) and both answers, as text for a terminal."""
-    from . import handout
+    from labkit import handout
 
     df = handout.load_handout(report / "results.csv", summary["machine_type"])
     lines = [f"Lab 02 report: {report}", f"profile {summary['profile']}, backend {summary['backend']}, "

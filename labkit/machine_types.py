@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import ConfigError
+from labkit.errors import ConfigError
 
 PRICES_AS_OF = "2026-11-01"
 

@@ -20,11 +20,11 @@ import logging
 import subprocess
 import time
 
-from . import ab_parse
-from .ab import AbCommand, aborted_measurement, measurement
-from .backends.base import AbRun, Backend
-from .errors import CommandTimeout, ConfigError
-from .record import Measurement
+from labkit import ab_parse
+from labkit.ab import AbCommand, aborted_measurement, measurement
+from labkit.backends.base import AbRun, Backend
+from labkit.errors import CommandTimeout, ConfigError
+from labkit.record import Measurement
 
 log = logging.getLogger("labkit")
 

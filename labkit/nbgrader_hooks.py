@@ -1,8 +1,8 @@
 """The nbgrader preprocessor that keeps autograding from measuring (design §13).
 
-Configured in the course's ``nbgrader_config.py`` (:data:`labkit.release.NBGRADER_CONFIG`)
+Configured in the course's ``nbgrader_config.py`` (:data:`labkit.grading.release.NBGRADER_CONFIG`)
 ahead of nbgrader's own ``Execute``: every code cell tagged ``measure``
-(:data:`labkit.grading.MEASURE_TAG`: deploying, curl and ab runs, sweeps) is turned
+(:data:`labkit.grading.checks.MEASURE_TAG`: deploying, curl and ab runs, sweeps) is turned
 into comments, so nothing is started or measured on the grading machine and the
 cells after it read the student's submitted ``results_csv``. A notebook with no
 graded cell (00_setup, 04_reanalysis as long as they have none) has nothing to

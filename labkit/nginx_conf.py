@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigError
+from labkit.errors import ConfigError
 
 
 def _check_value(what: str, value: str) -> str:

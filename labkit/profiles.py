@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import ConfigError
+from labkit.errors import ConfigError
 
 HANDOUT_CONCURRENCY = (10, 20, 50, 100, 200, 500, 700, 1000, 1200, 1500, 2000, 2500, 3000)
 #: Handout part 1's SLA (the same text as :data:`labkit.handout.PART1_SLA`; a test keeps them equal).

@@ -17,8 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__, cgroups
-from .settings import Settings
+from labkit import __version__
+from labkit.backends.local import cgroups
+from labkit.settings import Settings
 
 
 def _first_line(argv: list[str]) -> str | None:

@@ -18,7 +18,7 @@ import numbers
 import typing
 from typing import NamedTuple
 
-from .errors import ConfigError
+from labkit.errors import ConfigError
 
 PERCENTILES = (50, 66, 75, 80, 90, 95, 98, 99)
 

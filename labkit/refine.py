@@ -9,7 +9,7 @@ them, until the bracket is at most 10 % of its lower end or at most 2 users (a 5
 25 % at a 20-user limit, let three quick labs answer 15, 20 and 15).
 
 Probes are ordinary results rows (their ``repeat`` column counts 0, 1, 2), so
-:func:`labkit.sla.max_concurrency` over every tested level *is* the refined answer; the
+:func:`labkit.analysis.sla.max_concurrency` over every tested level *is* the refined answer; the
 report also gives the answer on the handout's own levels. This module holds the pure
 search (a predicate over levels); :func:`labkit.sweep.run_sweep` supplies the predicate
 that measures.

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ResultsError
-from .record import ALL_COLUMNS, COLUMNS, Kind, Measurement, column_kinds
+from labkit.errors import ResultsError
+from labkit.record import ALL_COLUMNS, COLUMNS, Kind, Measurement, column_kinds
 
 log = logging.getLogger("labkit")
 

@@ -28,7 +28,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from .errors import BackendError, ConfigError
+from labkit.errors import BackendError, ConfigError
 
 log = logging.getLogger("labkit")
 
@@ -113,7 +113,7 @@ def get_status(url: str, timeout: float = 5.0, via=None) -> dict:
     """GET ``url``/status and return its JSON: the one ``/status`` client of every backend.
 
     Talks HTTP/1.1 on a socket of its own, so no HTTP proxy ever sits between
-    labkit and a server. With ``via`` (a :class:`labkit.remote.Connection`) the
+    labkit and a server. With ``via`` (a :class:`labkit.backends.ssh.connection.Connection`) the
     TCP stream starts on that host (an SSH tunnel), which reaches servers that
     only their own network can see. Raises ``OSError`` (refused, reset, a
     non-200 answer) or ``ValueError`` (not JSON).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .doctor import healthy, run_checks
-from .errors import MissingToolError
+from labkit.doctor import healthy, run_checks
+from labkit.errors import MissingToolError
 
 
 def doctor_table():

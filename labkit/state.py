@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from .errors import LockError, StateError
+from labkit.errors import LockError, StateError
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from labkit.settings import Settings
 
 log = logging.getLogger("labkit")
 
@@ -185,7 +185,7 @@ def salvage(settings: Settings, name: str) -> dict:
     Remote processes (ssh) and cloud resources (gcp) cannot be found this way: they are
     listed in ``left`` with what to do. Returns ``down``'s shape plus ``"moved_to"``.
     """
-    from . import processes
+    from labkit import processes
 
     path = folder(settings, create=False) / f"{name}.json"
     try:
@@ -216,8 +216,8 @@ def _salvage_local(settings: Settings) -> list[str]:
     """Kill what is left in this folder's labkit cgroups, remove them and the run folders."""
     import signal
 
-    from . import cgroups as cg
-    from .backends.local import folder_tag
+    from labkit.backends.local import cgroups as cg
+    from labkit.backends.local.backend import folder_tag
 
     where = folder(settings, create=False)
     tag = folder_tag(where)

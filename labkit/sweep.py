@@ -30,13 +30,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import profiles, provenance, refine, state
-from .ab import MAX_CONCURRENCY, AbCommand
-from .backends.base import Backend, ClusterSpec
-from .errors import AbParseError, BackendError, ConfigError, LabkitError
-from .measure import measure
-from .record import Measurement
-from .results import append_row
+from labkit import profiles, provenance, refine, state
+from labkit.ab import MAX_CONCURRENCY, AbCommand
+from labkit.backends.base import Backend, ClusterSpec
+from labkit.errors import AbParseError, BackendError, ConfigError, LabkitError
+from labkit.measure import measure
+from labkit.record import Measurement
+from labkit.results import append_row
 
 log = logging.getLogger("labkit")
 
@@ -79,7 +79,7 @@ class Grid:
     def __post_init__(self):
         object.__setattr__(self, "repeats", check_repeats(self.repeats))
         if self.refine:
-            from .sla import Sla
+            from labkit.analysis.sla import Sla
 
             object.__setattr__(self, "refine", str(Sla.parse(self.refine)))  # a bad SLA fails before measuring
         else:
@@ -238,7 +238,7 @@ def _load_existing(out: Path):
     """The rows ``out`` already holds as a DataFrame, or None (read strictly: a corrupt CSV is an error)."""
     if not out.exists() or out.stat().st_size == 0:
         return None
-    from .results import check_line_end, load_results
+    from labkit.results import check_line_end, load_results
 
     df = load_results(out)
     check_line_end(out)  # refuse before measuring, not when appending the first new row
@@ -396,8 +396,8 @@ def _refine_nodes(grid: Grid, nodes: int, out: Path, measure_point, bar) -> None
     """
     import pandas as pd
 
-    from .results import load_results
-    from .sla import as_sla, point_table
+    from labkit.results import load_results
+    from labkit.analysis.sla import as_sla, point_table
 
     sla = grid.refine
     df = load_results(out)

@@ -4,7 +4,7 @@ The profile lists (machine type, server, workers) configurations; each is
 measured on one node at the profile's vertical concurrency levels, appended to
 the same results CSV as notebooks 01/02 (every row carries its configuration),
 and compared in :func:`vertical_table` (drawn by
-:func:`labkit.plots.vertical_chart`) and in words, from the student's own numbers, by
+:func:`labkit.analysis.plots.vertical_chart`) and in words, from the student's own numbers, by
 :func:`vertical_text`.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import profiles
-from .backends.base import Backend, ClusterSpec
-from .errors import ConfigError
+from labkit import profiles
+from labkit.backends.base import Backend, ClusterSpec
+from labkit.errors import ConfigError
 
 log = logging.getLogger("labkit")
 
@@ -30,7 +30,7 @@ serve, and a benchmark must measure the server, not the tester."""
 
 def vertical_grids(profile: str, requests=None, concurrency=None) -> list:
     """One single-node grid per (machine type, server, workers) of the profile's vertical list."""
-    from .sweep import profiles_grid
+    from labkit.sweep import profiles_grid
 
     p = profiles.get(profile)
     if not p.vertical:
@@ -46,7 +46,7 @@ def vertical_backend(name: str, settings=None, **options) -> Backend:
     ``options`` are the backend's own, as for :func:`labkit.backends.get_backend` (``project``
     and ``zone`` for gcp, ``hosts`` for ssh: the notebooks' ``cloud`` parameter).
     """
-    from .backends import get_backend
+    from labkit.backends import get_backend
 
     if name == "local":
         options.setdefault("tester_machine_type", VERTICAL_TESTER)
@@ -59,7 +59,7 @@ def run_vertical(backend: Backend, grids, out) -> Path:
     The backend is brought up with each grid's machine type and server first,
     so the sweep measures the configuration the grid names.
     """
-    from .sweep import run_sweep
+    from labkit.sweep import run_sweep
 
     for grid in grids:
         backend.up(grid.spec)
@@ -73,7 +73,7 @@ def vertical_table(df: pd.DataFrame, concurrency=None) -> pd.DataFrame:
     One row per configuration, ordered by vCPU; columns ``vcpu``, then
     ``rps@C`` and ``mean_ms@C`` per concurrency level (completed runs averaged).
     """
-    from .machine_types import MACHINE_TYPES
+    from labkit.machine_types import MACHINE_TYPES
 
     one = df[(df["nodes"] == 1) & ~df["aborted"]]
     if concurrency is not None:
@@ -93,8 +93,8 @@ def vertical_points(df: pd.DataFrame, concurrency=None) -> pd.DataFrame:
     """Per single-node configuration at its highest clean concurrency (or ``concurrency``): ``machine_type``,
     ``server``, ``workers``, ``vcpu``, ``concurrency``, ``rps``, ``mean_ms``, ``cores_busy`` (server CPU
     seconds per second of ab's run: how many cores the server kept busy, NaN without the CPU column)."""
-    from .interpret import _clean
-    from .machine_types import MACHINE_TYPES
+    from labkit.teaching.interpret import _clean
+    from labkit.machine_types import MACHINE_TYPES
 
     one = df[(df["nodes"] == 1) & _clean(df)]
     if concurrency is not None:
@@ -117,7 +117,7 @@ def vertical_points(df: pd.DataFrame, concurrency=None) -> pd.DataFrame:
 
 def vertical_text(df: pd.DataFrame, concurrency=None) -> str:
     """Why a bigger machine does not help one Python process, and does help gunicorn's workers, with their numbers."""
-    from .interpret import _ms, _num
+    from labkit.teaching.interpret import _ms, _num
 
     lines = ["The Flask development server is one Python process: CPython's global interpreter lock runs one thread "
              "at a time, so it computes on at most one core whatever the machine has. gunicorn runs several worker "

@@ -375,6 +375,6 @@ def anonymous_compute(stub: "ComputeStub"):
     """The real google-cloud-compute clients pointed at ``stub`` with anonymous credentials (design §10)."""
     from google.auth.credentials import AnonymousCredentials
 
-    from labkit.gcp_compute import Compute
+    from labkit.backends.gcp.compute import Compute
 
     return Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})

@@ -21,7 +21,7 @@ def local_env(tmp_path, monkeypatch):
     cannot leak processes or cgroups into the next.
     """
     from labkit import state
-    from labkit.backends.local import LocalBackend
+    from labkit.backends.local.backend import LocalBackend
     from labkit.settings import Settings
 
     net = f"127.{_SESSION_OCTET}.{next(_nets)}"
@@ -41,10 +41,10 @@ def labkit_cgroups(state_dir=None) -> list[str]:
     With ``state_dir``, only those of runs made from that ``.labkit`` folder
     (other labs may be running on the same machine at the same time).
     """
-    from labkit.backends.local import folder_tag
+    from labkit.backends.local.backend import folder_tag
 
     tag = folder_tag(state_dir) if state_dir else None
-    from labkit import cgroups
+    from labkit.backends.local import cgroups
     from labkit.settings import Settings
 
     found = []

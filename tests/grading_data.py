@@ -64,8 +64,8 @@ def right_answers(rows: list[dict], tmp: Path) -> tuple:
     ``servers_min``, with the balancer machine type the CPU columns say the need requires
     (None when they do not measure one, or a measured count answers). ``tmp``: a CSV path to use.
     """
-    from labkit.capacity import capacity_answer
-    from labkit.grading import PART2_SLA, PART2_USERS, expected_part1, part2_rule
+    from labkit.analysis.capacity import capacity_answer
+    from labkit.grading.checks import PART2_SLA, PART2_USERS, expected_part1, part2_rule
     from labkit.handout import handout_rows
     from labkit.results import load_results
 

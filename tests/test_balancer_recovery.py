@@ -17,7 +17,7 @@ import pytest
 
 from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.errors import BackendError
 from labkit.measure import measure
 from labkit.service import get_status
@@ -50,7 +50,7 @@ def test_scale_up_right_after_the_balancer_answered_only_502s(local_env):
 
 
 def test_a_server_that_never_answers_is_one_line_naming_it(local_env, monkeypatch):
-    monkeypatch.setattr("labkit.backends.local.SERVING_TIMEOUT", 3.0)
+    monkeypatch.setattr("labkit.backends.local.backend.SERVING_TIMEOUT", 3.0)
     b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=2))
     pid = b.status()["machines"][[m["role"] for m in b.status()["machines"]].index("restserver-1")]["pid"]

@@ -1,4 +1,4 @@
-"""labkit.capacity: the model answer (design §8) on crafted tables with known answers."""
+"""labkit.analysis.capacity: the model answer (design §8) on crafted tables with known answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from analysis_data import grid_rows, make_row, write_csv
-from labkit import capacity
-from labkit.gcp_requests import DISK_GB, HOURS_PER_MONTH, PD_STANDARD_PER_GB_MONTH
+from labkit.analysis import capacity
+from labkit.backends.gcp.api_requests import DISK_GB, HOURS_PER_MONTH, PD_STANDARD_PER_GB_MONTH
 from labkit.machine_types import MACHINE_TYPES
 from labkit.results import load_results
 
@@ -136,7 +136,7 @@ def test_without_cpu_columns_it_lists_what_it_cannot_give_and_keeps_the_bound(tm
 
 
 def test_servers_usl_is_null_when_the_fit_peaks_below_the_need(tmp_path):
-    from labkit.usl import usl
+    from labkit.analysis.usl import usl
 
     rows = [make_row(n, 100, rps=float(usl(n, 0.05, 0.02, 300.0))) for n in (1, 2, 3, 4, 5)]
     df = load_results(write_csv(tmp_path / "u.csv", rows))
@@ -220,8 +220,8 @@ def test_the_reference_csv_names_the_balancer():
 
 
 def test_role_utilisation_chart(cpu_df, tmp_path):
-    from labkit.plots import save_chart
-    from labkit.plots_roles import role_utilisation_chart, role_utilisation_table
+    from labkit.analysis.plots import save_chart
+    from labkit.analysis.plots_roles import role_utilisation_chart, role_utilisation_table
 
     long = role_utilisation_table(cpu_df)
     assert set(long["role"]) == {"server", "balancer", "tester"}

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from analysis_data import make_row, write_csv
-from labkit.capacity_steps import steps_down
-from labkit.report import build_report, format_report
+from labkit.analysis.capacity_steps import steps_down
+from labkit.analysis.report import build_report, format_report
 from labkit.results import load_results
-from labkit.sla import max_concurrency_of_table, point_table
+from labkit.analysis.sla import max_concurrency_of_table, point_table
 
 PART2 = "max<=1000 mean<300 p98<400"
 

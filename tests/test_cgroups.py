@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import cgroups
+from labkit.backends.local import cgroups
 from labkit.settings import Settings
 
 

@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from labkit import gcp_compute as gcp
-from labkit import gcp_requests as req
+from labkit.backends.gcp import compute as gcp
+from labkit.backends.gcp import api_requests as req
 from labkit import machine_types, state
 from labkit.backends import get_backend
 from labkit.backends.base import ClusterSpec
-from labkit.backends import gcp as gcp_backend
-from labkit.backends.gcp import GcpBackend
-from labkit.backends.ssh import SshBackend
+from labkit.backends.gcp import backend as gcp_backend
+from labkit.backends.gcp.backend import GcpBackend
+from labkit.backends.ssh.backend import SshBackend
 from labkit.errors import ConfigError
-from labkit.hosts_file import load_hosts_file
+from labkit.backends.ssh.hosts_file import load_hosts_file
 from labkit.settings import Settings
 from tests.compute_stub import ComputeStub
 from tests.test_ssh_backend import _alive, _free_ports

@@ -1,9 +1,10 @@
-"""labkit.costs: the cloud-cost estimate notebook 00 shows, computed without a cloud call."""
+"""labkit.pricing: the cloud-cost estimate notebook 00 shows, computed without a cloud call."""
 
 from __future__ import annotations
 
-from labkit import costs, profiles
-from labkit.gcp_requests import plan
+from labkit import profiles
+from labkit import pricing as costs
+from labkit.backends.gcp.api_requests import plan
 
 
 def test_cloud_cost_prices_the_largest_cluster_for_the_estimated_time():

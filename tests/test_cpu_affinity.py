@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from labkit import cpu_affinity
+from labkit.backends.local import cpu_affinity
 
 
 def test_a_machine_gets_ceil_vcpu_cpus_starting_at_its_slot():

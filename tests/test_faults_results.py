@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
-from labkit import loadbalancer, provenance, results, state
+from labkit import provenance, results, state
+from labkit.backends.local import nginx as loadbalancer
 from labkit.backends.base import ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.errors import NginxConfigError, ResultsError
-from labkit.loadbalancer import LocalNginx
+from labkit.backends.local.nginx import LocalNginx
 from labkit.record import COLUMNS, EXTRA_COLUMNS, PERCENTILES, Measurement
 from labkit.service import get_status
 from labkit.sweep import Grid, run_sweep

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from labkit import gcp_requests as req
+from labkit.backends.gcp import api_requests as req
 from labkit import state
 from labkit.backends.base import ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.errors import BackendError
-from labkit.hosts_file import HostSpec
-from labkit.remote import Connection
+from labkit.backends.ssh.hosts_file import HostSpec
+from labkit.backends.ssh.connection import Connection
 from labkit.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_the_remote_unit_listens_only_on_the_address_the_balancer_uses(tmp_path,
     (what the balancer and tester use), never 0.0.0.0; the firewall (below) keeps that
     address reachable only from the balancer and the tester. Asserted on the unit the
     ssh backend installs (the gcp backend hands its machines to it), not on a copy."""
-    from labkit.backends.ssh import SshBackend
+    from labkit.backends.ssh.backend import SshBackend
 
     hosts = [HostSpec("203.0.113.10", address="10.128.0.10"), HostSpec("203.0.113.11", address="10.128.0.11")]
     b = SshBackend(Settings(state_dir=tmp_path), persist=False, servers=hosts,
@@ -143,8 +143,8 @@ def test_gcp_firewall_opens_http_only_on_the_balancer():
 def test_generated_ssh_keys_are_0600_and_never_written_anywhere_else(tmp_path, caplog):
     from google.auth.credentials import AnonymousCredentials
 
-    from labkit.backends.gcp import GcpBackend
-    from labkit.gcp_compute import Compute
+    from labkit.backends.gcp.backend import GcpBackend
+    from labkit.backends.gcp.compute import Compute
     from labkit.record import Measurement
     from labkit.results import append_row
     from tests.compute_stub import ComputeStub
@@ -254,7 +254,7 @@ host = "127.0.0.1"
 def test_hosts_file_values_that_would_reach_a_shell_are_refused_at_parse_time(tmp_path, server, options, names):
     """One ConfigError naming file, table and value, before any connection (nothing listens on :22 here)."""
     from labkit.errors import ConfigError
-    from labkit.hosts_file import load_hosts_file
+    from labkit.backends.ssh.hosts_file import load_hosts_file
 
     path = tmp_path / "hosts.toml"
     path.write_text(_GOOD_HOSTS.format(server=server, options=options))
@@ -268,7 +268,7 @@ def test_hosts_file_values_that_would_reach_a_shell_are_refused_at_parse_time(tm
 
 
 def test_good_hosts_file_values_still_load(tmp_path):
-    from labkit.hosts_file import load_hosts_file
+    from labkit.backends.ssh.hosts_file import load_hosts_file
 
     path = tmp_path / "hosts.toml"
     path.write_text(_GOOD_HOSTS.format(server='name = "labkit-web1"\naddress = "fd00::11"',
@@ -281,7 +281,7 @@ def test_good_hosts_file_values_still_load(tmp_path):
 def test_hosts_file_names_the_balancer_and_tester_machine_types(tmp_path):
     """The per-role CPU columns need each role's machine type; an unknown one is refused at parse time."""
     from labkit.errors import ConfigError
-    from labkit.hosts_file import load_hosts_file
+    from labkit.backends.ssh.hosts_file import load_hosts_file
 
     path = tmp_path / "hosts.toml"
     path.write_text(_GOOD_HOSTS.format(server='name = "labkit-web1"',
@@ -306,7 +306,7 @@ class _SandboxConn:
 
     def run(self, cmd, check=True, timeout=None, stdin=None):
         from labkit.errors import CommandError
-        from labkit.remote import Result
+        from labkit.backends.ssh.connection import Result
 
         p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, env=self.env, timeout=60)
         if check and p.returncode:
@@ -329,7 +329,7 @@ class _SandboxConn:
 
 
 def _sandboxed_system_nginx(tmp_path):
-    from labkit.remote_nginx import SystemNginx
+    from labkit.backends.ssh.nginx import SystemNginx
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -386,7 +386,7 @@ def test_system_nginx_stages_its_config_in_a_random_0600_temp_file(tmp_path):
 def test_a_server_unit_never_replaces_or_disables_a_unit_of_the_hosts_own(tmp_path):
     """Even past the hosts file (a name from elsewhere, a tampered state): ssh.service is left alone."""
     from labkit.errors import CommandError
-    from labkit.remote_service import RemoteService
+    from labkit.backends.ssh.service import RemoteService
 
     nginx, conn, etc = _sandboxed_system_nginx(tmp_path)  # the fake systemctl answers `cat` for any unit
     root = tmp_path / "root"

@@ -17,7 +17,7 @@ import pytest
 
 from labkit import processes, provenance, results, state
 from labkit.backends.base import AbRun, ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.errors import BackendError, LockError
 from labkit.service import get_status
 from labkit.settings import Settings

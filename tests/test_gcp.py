@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from labkit import gcp_compute as gcp
-from labkit import gcp_requests as req
-from labkit.backends.gcp import GcpBackend
+from labkit.backends.gcp import compute as gcp
+from labkit.backends.gcp import api_requests as req
+from labkit.backends.gcp.backend import GcpBackend
 from labkit.backends.base import ClusterSpec
 from labkit.errors import ConfigError, QuotaError, StockoutError
 from labkit.settings import Settings
@@ -200,7 +200,7 @@ def test_plan_rejects_bad_input():
 
 
 def test_cost_table_for_the_chosen_profile_includes_the_external_addresses():
-    from labkit.costs import cost_table
+    from labkit.pricing import cost_table
 
     row = cost_table("f1-micro", profile="tiny").iloc[0]
     assert row["profile"] == "tiny" and row["external IPv4 per hour"] == pytest.approx(4 * 0.005)  # 2 + lb + tester

@@ -23,8 +23,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit.backends.gcp import GcpBackend
-from labkit.backends.ssh import SshBackend
+from labkit.backends.gcp.backend import GcpBackend
+from labkit.backends.ssh.backend import SshBackend
 from labkit.handout import handout_spec
 from labkit.lab import NOTEBOOKS_DIR, _execute, kernel_environment, notebook_parameters
 from labkit.results import load_results

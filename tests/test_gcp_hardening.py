@@ -9,12 +9,12 @@ import time
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from labkit import gcp_compute as gcp
-from labkit import gcp_requests as req
+from labkit.backends.gcp import compute as gcp
+from labkit.backends.gcp import api_requests as req
 from labkit.backends.base import ClusterSpec
-from labkit.backends.gcp import GcpBackend
+from labkit.backends.gcp.backend import GcpBackend
 from labkit.errors import CloudError, ConfigError
-from labkit.gcp_client import check_endpoint
+from labkit.backends.gcp.client import check_endpoint
 from labkit.settings import Settings
 from tests.compute_stub import ComputeStub
 from tests.compute_stub import anonymous_compute as _compute

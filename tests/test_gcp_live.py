@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from labkit import gcp_requests as req
+from labkit.backends.gcp import api_requests as req
 from labkit.settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not (PROJECT and _ADC),
 
 
 def test_create_and_delete_one_tiny_instance():
-    from labkit import gcp_compute as gcp
+    from labkit.backends.gcp import compute as gcp
 
     c = gcp.Compute(endpoint=SETTINGS.gcp_api_endpoint)
     run_id = req.new_run_id()

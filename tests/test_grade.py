@@ -23,11 +23,11 @@ import nbformat
 import pytest
 
 import grading_data as gd
-from labkit.grade import GradeError, autograde_errors, grade
-from labkit.grading import authenticity_flags, part2_rule
+from labkit.grading.grade import GradeError, autograde_errors, grade
+from labkit.grading.checks import authenticity_flags, part2_rule
 from labkit.handout import handout_rows
 from labkit.lab import NOTEBOOKS_DIR
-from labkit.release import build_release, graded_cells
+from labkit.grading.release import build_release, graded_cells
 from labkit.results import load_results
 
 FULL = 6.0  # autograded points: part 1 answer 2 + why 1, part 2 answer 2 + why 1
@@ -219,7 +219,7 @@ def test_rows_copied_from_the_reference_are_flagged(tmp_path):
 def test_part2_is_the_measured_count_when_one_exists_else_at_least_servers_min(tmp_path):
     import numpy as np
 
-    from labkit.grading import check_part1, check_part2
+    from labkit.grading.checks import check_part1, check_part2
 
     fast = gd.student_rows(0.1)  # 4 and 5 nodes carry 2000 users within the SLA; 3 nodes do not
     for r in fast:
@@ -255,7 +255,7 @@ def test_part2_is_the_measured_count_when_one_exists_else_at_least_servers_min(t
 
 
 def test_a_measuring_cell_that_lost_its_tag_is_flagged(release_dir, tmp_path):
-    from labkit.grade import cell_flags
+    from labkit.grading.grade import cell_flags
 
     mine = tmp_path / "lab02"
     shutil.copytree(release_dir, mine)

@@ -1,4 +1,4 @@
-"""Interpret your results: the explanations quote the student's own numbers (labkit.interpret*).
+"""Interpret your results: the explanations quote the student's own numbers (labkit.teaching.interpret*).
 
 Crafted results (tests/analysis_data.py rows, written and read back as a sweep would) whose
 numbers are known, so each text must contain exactly them. The notebooks' manually graded
@@ -14,11 +14,11 @@ import pytest
 
 from analysis_data import make_row, write_csv
 from labkit.handout import PART1_SLA, PART2_SLA
-from labkit.interpret import bottleneck_text, littles_law_text, noise_text, points
-from labkit.interpret_handout import HANDOUT_STATUS, handout_bug_text, payload_text
-from labkit.interpret_network import backlog_text, round_robin_text, strictly_alternates
+from labkit.teaching.interpret import bottleneck_text, littles_law_text, noise_text, points
+from labkit.teaching.first_run import HANDOUT_STATUS, handout_bug_text, payload_text
+from labkit.teaching.network import backlog_text, round_robin_text, strictly_alternates
 from labkit.lab import NOTEBOOKS_DIR
-from labkit.release import graded_cells, rubric
+from labkit.grading.release import graded_cells, rubric
 from labkit.results import load_results
 from labkit.vertical import vertical_text
 
@@ -211,7 +211,7 @@ def test_each_interpretation_is_followed_by_a_manually_graded_cell(name):
 
 
 def test_nginx_open_file_limit_is_read_and_judged():
-    from labkit.interpret_network import _open_files, _verdict
+    from labkit.teaching.network import _open_files, _verdict
 
     limits = ("Limit                     Soft Limit           Hard Limit           Units     \n"
               "Max open files            65536                65536                files     \n")

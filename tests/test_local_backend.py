@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cgroups, processes, state
+from labkit import processes, state
+from labkit.backends.local import cgroups
 from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, NginxConfigError
-from labkit.loadbalancer import LocalNginx
+from labkit.backends.local.nginx import LocalNginx
 
 from tests.fixtures_local import labkit_cgroups
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.measure import measure
 
 FLASK_CPU_PER_REQUEST = 0.76e-3  # s, bench/RESULTS.md §4 (Flask dev server, fib(20), one core)

@@ -3,7 +3,7 @@
 One real run (real Flask servers, nginx, ab on the local backend) into a
 temporary reports folder; the tests then read what it produced: executed
 notebooks without error outputs, the PNG charts, the results CSV and a
-``summary.json`` whose answers agree with :func:`labkit.report.build_report`
+``summary.json`` whose answers agree with :func:`labkit.analysis.report.build_report`
 on that CSV. The committed notebooks are checked for being output-free,
 parameterised, and in sync with their jupytext scripts.
 """
@@ -23,7 +23,7 @@ import labkit
 from labkit import profiles, state
 from labkit.handout import PART1_SLA, PART2_SLA, PART2_USERS
 from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, run_lab
-from labkit.report import build_report
+from labkit.analysis.report import build_report
 from labkit.results import load_results
 from labkit.settings import Settings
 

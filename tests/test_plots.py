@@ -9,9 +9,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from analysis_data import make_row, write_csv
-from labkit import plots
+from labkit.analysis import plots
 from labkit.results import load_results
-from labkit.usl import usl
+from labkit.analysis.usl import usl
 
 SLA = "max<=1500 mean<200 p98<=300"
 

@@ -1,4 +1,4 @@
-"""labkit.reanalysis: which CSV notebook 04 re-opens, and the line describing it."""
+"""labkit.dashboard.reanalysis: which CSV notebook 04 re-opens, and the line describing it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit import reanalysis
+from labkit.dashboard import reanalysis
 from labkit.errors import ConfigError
 from labkit.results import load_results
 from tests.analysis_data import make_row, write_csv

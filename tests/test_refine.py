@@ -13,8 +13,8 @@ import pytest
 
 from labkit import refine, results
 from labkit.backends.base import ClusterSpec
-from labkit.report import build_report, format_report
-from labkit.sla import max_concurrency
+from labkit.analysis.report import build_report, format_report
+from labkit.analysis.sla import max_concurrency
 from labkit.sweep import Grid, run_sweep
 from tests.data.capture import SubprocessAb, _Quiet
 from tests.test_faults_sweep import ReplayBackend

@@ -3,7 +3,7 @@
 (Grading submissions with ``labkit grade`` is tests/test_grade.py.)
 
 The source notebooks are run (tiny profile, real local lab) and must pass their
-autograder cells; the student versions built by :func:`labkit.release.build_release`
+autograder cells; the student versions built by :func:`labkit.grading.release.build_release`
 are then run on the same results CSV with errors allowed, and every error they
 raise must be the ``NotImplementedError`` that stands in for a removed solution.
 """
@@ -25,7 +25,7 @@ from papermill.parameterize import parameterize_notebook
 from labkit import state
 from labkit.backends import get_backend
 from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, notebook_parameters
-from labkit.release import ReleaseError, build_release
+from labkit.grading.release import ReleaseError, build_release
 from labkit.settings import Settings
 
 
@@ -80,7 +80,7 @@ def test_student_versions_replace_every_solution_and_hide_the_expected_answers(s
 
 
 def test_every_graded_notebook_has_a_manually_graded_cell_with_points_in_the_rubric(student_dir):
-    from labkit.release import graded_cells
+    from labkit.grading.release import graded_cells
 
     rubric = (student_dir.parent / "lab02-rubric.md").read_text()
     for name in ("01_single_server", "02_load_balancer", "03_vertical_scaling"):
@@ -179,7 +179,7 @@ def test_source_pass_and_student_versions_fail_only_with_not_implemented(student
 
 def test_submit_and_collect_carry_the_results_csv(student_dir, tmp_path):
     """nbgrader's own exchange: release, fetch, the student's sweeps write results.csv, submit, collect."""
-    from labkit.release import generate_assignment, nbgrader_env
+    from labkit.grading.release import generate_assignment, nbgrader_env
 
     course = tmp_path / "course"
     shutil.copytree(student_dir.parent / "course", course)

@@ -1,11 +1,11 @@
-"""labkit.remote against a real OpenSSH sshd on loopback."""
+"""labkit.backends.ssh.connection against a real OpenSSH sshd on loopback."""
 
 import subprocess
 
 import pytest
 
 from labkit.errors import BackendError, CommandError
-from labkit.remote import Connection, Result
+from labkit.backends.ssh.connection import Connection, Result
 from tests.backend_doubles import NoMachinesBackend
 
 
@@ -176,9 +176,9 @@ def test_a_hung_ab_on_the_tester_is_killed_and_measure_records_a_hung_row(sshd, 
     import time
 
     from labkit.ab import AbCommand
-    from labkit.backends.ssh import SshBackend
+    from labkit.backends.ssh.backend import SshBackend
     from labkit.errors import CommandTimeout
-    from labkit.hosts_file import HostSpec
+    from labkit.backends.ssh.hosts_file import HostSpec
     from labkit.measure import measure
     from labkit.settings import Settings
 

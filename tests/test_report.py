@@ -8,9 +8,9 @@ import pytest
 
 from analysis_data import make_row, write_csv
 from labkit.errors import ConfigError, SlaSyntaxError
-from labkit.report import build_report, format_report
+from labkit.analysis.report import build_report, format_report
 from labkit.results import load_results
-from labkit.usl import usl
+from labkit.analysis.usl import usl
 
 PART2 = "max<=1000 mean<300 p98<400"
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from labkit import settle
+from labkit.backends import settle
 from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.measure import measure
 
 

@@ -9,7 +9,7 @@ import pytest
 from analysis_data import grid_rows, make_row, write_csv
 from labkit.errors import ConfigError, SlaSyntaxError
 from labkit.results import load_results
-from labkit.sla import Clause, Sla, max_concurrency, nodes_needed, point_table
+from labkit.analysis.sla import Clause, Sla, max_concurrency, nodes_needed, point_table
 
 PART1 = "max<=1500 mean<200 p98<=300"
 
@@ -148,7 +148,7 @@ def test_mixed_configurations_are_warned(tmp_path, caplog):
 
 def test_point_status_from_rows(tmp_path):
     """refused = every response non-2xx; errors = some; aborted wins over all; ok only when every repeat is."""
-    from labkit.sla import point_status
+    from labkit.analysis.sla import point_status
 
     rows = [make_row(1, 10),
             make_row(1, 20, failed=4, non_2xx=3),
@@ -207,7 +207,7 @@ def test_borderline_points(tmp_path):
 
 def test_max_concurrency_on_given_levels(tmp_path):
     from labkit.profiles import HANDOUT_CONCURRENCY
-    from labkit.sla import max_concurrency_of_table
+    from labkit.analysis.sla import max_concurrency_of_table
 
     means = {10: 50.0, 20: 80.0, 35: 150.0, 42: 190.0, 46: 210.0, 50: 220.0}  # 35, 42, 46: probes
     df = load(tmp_path, [make_row(1, c, mean=m, p98=m, max_ms=m) for c, m in means.items()])

@@ -13,10 +13,10 @@ import pytest
 
 from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
-from labkit.backends.ssh import SshBackend
+from labkit.backends.ssh.backend import SshBackend
 from labkit.errors import ConfigError
 from labkit.measure import measure
-from labkit.hosts_file import HostSpec
+from labkit.backends.ssh.hosts_file import HostSpec
 from labkit.settings import Settings
 
 pytestmark = pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))

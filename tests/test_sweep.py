@@ -11,7 +11,7 @@ import pytest
 
 from labkit import processes, profiles, results, state
 from labkit.backends.base import ClusterSpec
-from labkit.backends.local import LocalBackend
+from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, LockError, SlaSyntaxError
 from labkit.record import COLUMNS, EXTRA_COLUMNS, Measurement
 from labkit.sweep import Grid, locked, point_key, profiles_grid, run_sweep

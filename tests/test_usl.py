@@ -10,7 +10,7 @@ import pytest
 from analysis_data import make_row, write_csv
 from labkit.errors import ConfigError
 from labkit.results import load_results
-from labkit.usl import (EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, fit_usl, predict_nodes,
+from labkit.analysis.usl import (EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, fit_usl, predict_nodes,
                         throughput_by_nodes, usl)
 
 
@@ -92,7 +92,7 @@ def test_predict_nodes_extrapolates_and_is_labelled(tmp_path):
     # No contention/coherency: X(N) = 1000 N. Limit: mean<=100 up to c = 200 N (levels x2).
     df = _sweep(tmp_path, (1, 2, 3), sigma=0.0, kappa=0.0)
     sla = "mean<=100"
-    from labkit.sla import max_concurrency
+    from labkit.analysis.sla import max_concurrency
     assert max_concurrency(df, sla) == {1: 200, 2: 400, 3: 400}
     ex = predict_nodes(df, sla, 1000)
     # reference: 3 nodes at 400 -> 400·N/3 >= 1000 -> N = 8
@@ -128,7 +128,7 @@ def test_perfectly_linear_scaling_has_neither_peak_nor_ceiling():
 
 
 def test_the_fit_is_described_in_words_never_as_float_dust():
-    from labkit.usl import describe_fit
+    from labkit.analysis.usl import describe_fit
 
     linear = fit_usl([1, 2, 3, 4, 5], [300.0, 600.0, 900.0, 1200.0, 1500.0])
     assert linear.sigma == 0.0 or linear.sigma >= 1e-9  # no 3.781e-18: dust is snapped to 0

@@ -6,7 +6,7 @@ import pytest
 
 from analysis_data import grid_rows, write_csv
 from labkit.results import load_results
-from labkit.widgets import SlaExplorer
+from labkit.dashboard.widgets import SlaExplorer
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..settings import Settings
-from .base import AbRun, Backend, ClusterSpec
+from labkit.errors import ConfigError
+from labkit.settings import Settings
+from labkit.backends.base import AbRun, Backend, ClusterSpec
 
 NAMES = ("local", "ssh", "gcp")
 
@@ -17,11 +17,11 @@ def get_backend(name: str, settings: Settings | None = None, **options) -> Backe
     ``project``/``zone`` for gcp, ``tester_machine_type`` for local).
     """
     if name == "local":
-        from .local import LocalBackend as cls
+        from labkit.backends.local.backend import LocalBackend as cls
     elif name == "ssh":
-        from .ssh import SshBackend as cls
+        from labkit.backends.ssh.backend import SshBackend as cls
     elif name == "gcp":
-        from .gcp import GcpBackend as cls
+        from labkit.backends.gcp.backend import GcpBackend as cls
     else:
         raise ConfigError(f"unknown backend {name!r}; choose {', '.join(NAMES)}")
     return cls(settings if settings is not None else Settings.from_env(), **options)

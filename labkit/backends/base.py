@@ -37,13 +37,13 @@ import numbers
 import threading
 from typing import TYPE_CHECKING, Literal
 
-from .. import state
-from ..errors import BackendError, ConfigError
-from ..settings import Settings
-from .hygiene import MeasurementHygiene
+from labkit import state
+from labkit.errors import BackendError, ConfigError
+from labkit.settings import Settings
+from labkit.backends.hygiene import MeasurementHygiene
 
 if TYPE_CHECKING:
-    from ..ab import AbCommand
+    from labkit.ab import AbCommand
 
 log = logging.getLogger("labkit")
 

@@ -3,7 +3,7 @@
 :class:`MeasurementHygiene` is a mixin of :class:`~labkit.backends.base.Backend`:
 
 * :meth:`~MeasurementHygiene.settle` waits until the servers and the balancer are idle
-  (:mod:`labkit.settle`) before a point is measured;
+  (:mod:`labkit.backends.settle`) before a point is measured;
 * :meth:`~MeasurementHygiene.warm_up` is the short unrecorded ab run the ``up`` template
   does after every reconfiguration;
 * :meth:`~MeasurementHygiene.cpu_seconds_by_role` reads the CPU counters just before and
@@ -22,10 +22,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .. import settle as settling
+from labkit.backends import settle as settling
 
 if TYPE_CHECKING:
-    from .base import Backend, ClusterSpec
+    from labkit.backends.base import Backend, ClusterSpec
 
 log = logging.getLogger("labkit")
 
@@ -81,8 +81,8 @@ class MeasurementHygiene:
         """Wait until the servers and the balancer are idle; return the seconds waited.
 
         Idle: every machine's CPU rate over a short window is below 5 % of its quota
-        (:func:`labkit.settle.wait_idle`); where no CPU counter can be read, every server's
-        ``/status`` answering at its idle latency (:func:`labkit.settle.wait_responsive`).
+        (:func:`labkit.backends.settle.wait_idle`); where no CPU counter can be read, every server's
+        ``/status`` answering at its idle latency (:func:`labkit.backends.settle.wait_responsive`).
         Bounded by ``timeout``: then a warning is logged and the point is measured anyway.
         """
         inner = self.inner()
@@ -133,7 +133,7 @@ class MeasurementHygiene:
         spec = self.spec
         if spec is None or not self.warms_up:
             return
-        from ..ab import AbCommand
+        from labkit.ab import AbCommand
 
         c = min(10, 2 * spec.nodes)
         command = AbCommand(self.url, c, max(100, min(200, 20 * c)), timeout_s=2)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from ..errors import BackendError
-from ..service import get_status
+from labkit.errors import BackendError
+from labkit.service import get_status
 
 SERVING_TIMEOUT = 45.0  # s: servers idle and answering, then the balancer (nginx's fail_timeout is 10 s)
 

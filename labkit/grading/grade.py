@@ -1,0 +1,286 @@
+"""``labkit grade DIR``: nbgrader's real autograde and feedback over submitted Lab 02 folders (design §13).
+
+``DIR`` is laid out as nbgrader's ``submitted/`` folder: ``DIR/<student>/lab02/``
+holding the notebooks and the student's ``results.csv``. Grading builds an
+nbgrader course in ``out`` (default ``grading/``) with :mod:`labkit.grading.release`'s
+functions: the course config (autograding never measures: see
+:mod:`labkit.nbgrader_hooks`), the source notebooks that carry graded cells,
+``nbgrader generate_assignment`` (the gradebook and the cells' checksums), a copy
+of each submission, then ``nbgrader autograde`` per student and
+``nbgrader generate_feedback``. Scores come from the gradebook.
+
+Per student: ``score`` and ``max_score`` (the autograded points), ``manual_max_score``
+(the points left to the instructor in formgrader, see the rubric), ``failed``
+(autograded cells that lost their points) and ``flags``: lines for the instructor,
+not failures — a missing or unreadable CSV, the authenticity checks of
+:func:`labkit.grading.checks.authenticity_flags`, a deleted test cell or an edited locked
+one (nbgrader's checksums), a missing notebook, nbgrader's own error. One bad
+submission never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from labkit.errors import LabkitError
+from labkit.grading.release import (ASSIGNMENT, RESULTS_NAME, generate_assignment, has_grade_cells, nbgrader_env, rubric,
+                      source_notebooks, write_course)
+
+log = logging.getLogger("labkit")
+
+#: Marks a folder as labkit's grading course, so a re-run may replace it (and nothing else).
+MARKER = ".labkit-grading"
+IGNORE = (".ipynb_checkpoints", "__pycache__", "feedback", "*.pyc")
+
+
+class GradeError(LabkitError):
+    """Grading could not start (no submissions, an output folder that is not labkit's...)."""
+
+
+def graded_notebooks(notebooks_dir=None) -> list[str]:
+    """Names of the source notebooks that hold graded cells (the others have nothing to grade)."""
+    return [p.stem for p in source_notebooks(notebooks_dir) if has_grade_cells(json.loads(p.read_text()))]
+
+
+def _fresh_course(out: Path) -> Path:
+    out = out.resolve()
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise GradeError(f"{out} exists and is not a labkit grading folder: choose another --out")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("labkit grade replaces this folder on every run\n")
+    return out
+
+
+def _students(submitted: Path) -> list[str]:
+    if not submitted.is_dir():
+        raise GradeError(f"{submitted} is not a folder of submissions (expected {submitted}/<student>/{ASSIGNMENT}/*.ipynb)")
+    names = sorted(p.name for p in submitted.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise GradeError(f"no submissions in {submitted}: expected {submitted}/<student>/{ASSIGNMENT}/*.ipynb "
+                         "and the student's results.csv (nbgrader's submitted/ layout)")
+    return names
+
+
+# -- checks before nbgrader runs -------------------------------------------------------------------------
+def csv_flags(folder: Path) -> list[str]:
+    """Flags for the results CSV of one submission folder: missing, unreadable, or not looking measured."""
+    from labkit.grading.checks import authenticity_flags
+    from labkit.results import load_results
+
+    csv = folder / RESULTS_NAME
+    if not csv.is_file():
+        return [f"csv-missing: no {RESULTS_NAME} in the submission: the answers cannot be checked against "
+                "the student's results"]
+    try:
+        df = load_results(csv)
+    except (LabkitError, OSError, ValueError) as exc:
+        return [f"csv-unreadable: {RESULTS_NAME} does not load: {str(exc).replace(str(csv) + ', ', '')}"]
+    if df.empty:
+        return [f"csv-unreadable: {RESULTS_NAME} has no rows"]
+    return authenticity_flags(df)
+
+
+def _read_notebook(path: Path):
+    import nbformat
+
+    return nbformat.read(str(path), as_version=4)
+
+
+def cell_flags(released: Path, submitted: Path) -> list[str]:
+    """Deleted graded cells, edited locked cells (nbgrader's checksums), measuring cells that lost their
+    tag, notebooks missing or unreadable."""
+    from nbgrader.utils import compute_checksum, is_grade, is_locked
+
+    from labkit.grading.checks import MEASURE_TAG
+
+    flags = []
+    for ref_path in sorted(released.glob("*.ipynb")):
+        name = ref_path.stem
+        path = submitted / ref_path.name
+        if not path.is_file():
+            flags.append(f"missing-notebook: {ref_path.name} was not submitted (its graded cells score 0)")
+            continue
+        try:
+            nb = _read_notebook(path)
+        except Exception as exc:  # nbformat raises several kinds for a broken file
+            flags.append(f"broken-notebook: {ref_path.name} does not read as a notebook: {str(exc).splitlines()[0]}")
+            continue
+        ref = _read_notebook(ref_path)
+        tagged = [sum(MEASURE_TAG in c.metadata.get("tags", []) for c in n.cells) for n in (ref, nb)]
+        if tagged[1] < tagged[0]:
+            flags.append(f"measure-tag-removed: {name} has {tagged[0] - tagged[1]} measuring cell(s) without "
+                         f"the '{MEASURE_TAG}' tag: autograding ran them")
+        mine = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells if "nbgrader" in c.metadata}
+        for cell in ref.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            grade_id = meta.get("grade_id")
+            if not grade_id or not (is_grade(cell) or is_locked(cell)):
+                continue
+            theirs = mine.get(grade_id)
+            if theirs is None:
+                what = f"a graded cell worth {meta.get('points', 0):g} points" if is_grade(cell) else "a locked cell"
+                flags.append(f"deleted-cell: {name} {grade_id} ({what}) was deleted")
+            elif is_locked(cell) and not meta.get("solution"):
+                try:
+                    same = compute_checksum(theirs) == meta.get("checksum")
+                except (KeyError, ValueError, TypeError, AttributeError):
+                    same = False
+                if not same:
+                    flags.append(f"edited-locked-cell: {name} {grade_id} was changed (nbgrader graded the original)")
+    return flags
+
+
+# -- nbgrader --------------------------------------------------------------------------------------------
+def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    """``nbgrader ARGS`` run in ``course``, as an instructor would: it reads the course's nbgrader_config.py."""
+    argv = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
+            f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"]
+    log.info("running nbgrader %s", " ".join(args))
+    return subprocess.run(argv, cwd=course, capture_output=True, text=True, env=nbgrader_env())
+
+
+_FAILED = re.compile(r"There was an error processing assignment '[^']*' for student '([^']*)'")
+_PROCESSING = re.compile(r"There was an error processing assignment: (.*)")
+_EXCEPTION = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([A-Za-z_.]*(?:Error|Exception)\b.*)$")
+
+
+def autograde_errors(output: str, course: Path, assignment: str) -> dict[str, str]:
+    """Student -> the last exception line nbgrader logged for them, from ``nbgrader autograde``'s log."""
+    failed = {m.group(1): "no detail in nbgrader's log" for m in _FAILED.finditer(output)}
+    current = None
+    for line in output.splitlines():
+        m = _PROCESSING.search(line)
+        if m:
+            parts = Path(m.group(1).strip()).parts
+            current = parts[-2] if len(parts) >= 2 and parts[-1] == assignment else None
+            continue
+        m = _EXCEPTION.match(line)
+        if current in failed and m and "error processing" not in line:
+            failed[current] = m.group(1).strip()[:300]
+    return failed
+
+
+def _scores(course: Path, assignment: str, student: str) -> dict:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    out = {"score": 0.0, "max_score": 0.0, "manual_max_score": 0.0, "failed": []}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return out
+        for nb in submission.notebooks:
+            manual_ids = {c.name for c in gb.find_notebook(nb.name, assignment).solution_cells}
+            for g in nb.grades:
+                if g.name in manual_ids:  # a solution cell that is graded: by hand
+                    out["manual_max_score"] += g.max_score
+                    continue
+                score = g.score or 0.0
+                out["max_score"] += g.max_score
+                out["score"] += score
+                if score < g.max_score:
+                    out["failed"].append(f"{nb.name}:{g.name}")
+    return out
+
+
+def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGNMENT) -> dict[str, dict]:
+    """Autograde every submission in ``submitted`` (nbgrader's submitted/ layout); return grades by student.
+
+    Each value: ``score``, ``max_score`` (autograded points), ``manual_max_score``,
+    ``failed`` (``"<notebook>:<grade_id>"`` of autograded cells below full marks) and
+    ``flags``. Also writes ``out/grades.json``, ``out/rubric.md`` and nbgrader's
+    feedback (``out/feedback/<student>/<assignment>/*.html``). Raises
+    :class:`GradeError` when there is nothing to grade.
+    """
+    submitted = Path(submitted)
+    students = _students(submitted)
+    course = _fresh_course(Path(out))
+    names = graded_notebooks(notebooks_dir)
+    sources = write_course(course, notebooks_dir, names, assignment)
+    released = generate_assignment(course, assignment)[0].parent
+    (course / "rubric.md").write_text(rubric(source_notebooks(notebooks_dir), assignment))
+
+    flags: dict[str, list[str]] = {}
+    autograde: list[str] = []
+    for student in students:
+        folder = submitted / student / assignment
+        if not folder.is_dir():
+            found = sorted(p.name for p in (submitted / student).iterdir())
+            flags[student] = [f"no-submission: no {assignment}/ folder in {submitted / student} "
+                              f"(found: {', '.join(found) or 'nothing'})"]
+            continue
+        if not any(folder.glob("*.ipynb")):
+            flags[student] = [f"no-submission: no notebooks in {folder}"] + csv_flags(folder)
+            continue
+        dest = course / "submitted" / student / assignment
+        shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(*IGNORE))
+        flags[student] = csv_flags(dest) + cell_flags(released, dest)
+        autograde.append(student)
+
+    if autograde:
+        # One `nbgrader autograde` over every submission: a failing one is logged and the others go on.
+        res = _nbgrader(course, "autograde", assignment, "--force")
+        (course / "autograde.log").write_text(res.stderr + res.stdout)
+        for student, why in autograde_errors(res.stderr + res.stdout, course, assignment).items():
+            if student in flags:
+                flags[student].append(f"autograde-error: nbgrader could not autograde this submission: {why} "
+                                      f"(log: {course / 'autograde.log'})")
+        res = _nbgrader(course, "generate_feedback", assignment, "--force")
+        (course / "feedback.log").write_text(res.stderr + res.stdout)
+        if res.returncode != 0:
+            log.warning("nbgrader generate_feedback failed (exit %d): see %s", res.returncode, course / "feedback.log")
+
+    grades: dict[str, dict] = {}
+    # A student nbgrader never graded scores 0 of the assignment's maximum, every autograded cell lost.
+    full = _assignment_points(sources)
+    for student in students:
+        s = _scores(course, assignment, student) if student in autograde else None
+        if s is None or s["max_score"] + s["manual_max_score"] == 0:
+            s = {"score": 0.0, "max_score": full["max_score"], "manual_max_score": full["manual_max_score"],
+                 "failed": list(full["cells"])}
+        grades[student] = {"score": s["score"], "max_score": s["max_score"], "flags": flags[student],
+                           "failed": s["failed"], "manual_max_score": s["manual_max_score"]}
+    (course / "grades.json").write_text(json.dumps(grades, indent=2) + "\n")
+    return grades
+
+
+def _assignment_points(sources) -> dict:
+    """The assignment's autograded ``max_score``, ``manual_max_score`` and autograded ``cells``."""
+    from labkit.grading.release import graded_cells
+
+    out = {"max_score": 0.0, "manual_max_score": 0.0, "cells": []}
+    for p in sources:
+        for g in graded_cells(json.loads(Path(p).read_text())):
+            if g["manual"]:
+                out["manual_max_score"] += g["points"]
+            else:
+                out["max_score"] += g["points"]
+                out["cells"].append(f"{Path(p).stem}:{g['grade_id']}")
+    return out
+
+
+def format_grades(grades: dict[str, dict], course: Path | None = None) -> str:
+    """One line per student (score / max, the cells that lost points, points left to grade by hand),
+    then that student's flags indented."""
+    lines = []
+    width = max((len(s) for s in grades), default=0)
+    for student, g in grades.items():
+        line = f"{student:<{width}}  {g['score']:g} / {g['max_score']:g} autograded"
+        if g.get("manual_max_score"):
+            line += f", {g['manual_max_score']:g} to grade by hand"
+        if g.get("failed"):
+            line += f"; lost: {', '.join(g['failed'])}"
+        lines.append(line)
+        lines += [f"{'':<{width}}  flag: {f}" for f in g["flags"]]
+    if course is not None:
+        lines.append(f"feedback in {course / 'feedback'}; rubric {course / 'rubric.md'}; "
+                     f"formgrader: cd {course} && nbgrader formgrader")
+    return "\n".join(lines) + "\n"
