@@ -108,7 +108,7 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
                        balancer_machine_type=backend.balancer_machine_type,
                        tester_machine_type=backend.tester_machine_type,
                        server_cpu_s=_used(before, after, "server"), balancer_cpu_s=_used(before, after, "balancer"),
-                       tester_cpu_s=_used(before, after, "tester"))
+                       tester_cpu_s=_used(before, after, "tester"), testers=1)
         if run is not None:
             found = abort_of(run)
             if found is None:

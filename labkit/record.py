@@ -77,6 +77,14 @@ class Measurement:
     server_cpu_s: float | None = None
     balancer_cpu_s: float | None = None
     tester_cpu_s: float | None = None
+    #: how many ab processes (or tester machines) measured the point, merged from their -g data
+    testers: int | None = _col(min=1)
+    #: the host's calibration: the service's CPU ms per request on one unconstrained core
+    host_cpu_ms_per_request: float | None = None
+    #: the host's CPU steal (%) during ab's run, where the kernel reports it
+    steal_pct: float | None = None
+    #: whether shared-core bursting was emulated for the servers' machine type
+    burst: bool | None = None
 
     def __post_init__(self):
         for name, kind in column_kinds().items():
