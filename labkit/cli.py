@@ -20,7 +20,8 @@ from labkit import profiles
 from labkit.errors import ConfigError, LabkitError, StateError
 from labkit.processes import sigterm_as_interrupt
 from labkit.settings import Settings
-from labkit.state import lab_locked, salvage
+from labkit.state import lab_locked
+from labkit.backends.salvage import salvage
 
 log = logging.getLogger("labkit")
 

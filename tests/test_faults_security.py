@@ -101,7 +101,7 @@ def test_the_remote_unit_listens_only_on_the_address_the_balancer_uses(tmp_path,
     b = SshBackend(Settings(state_dir=tmp_path), persist=False, servers=hosts,
                    balancer=HostSpec("203.0.113.2", address="10.128.0.2"),
                    tester=HostSpec("203.0.113.3", address="10.128.0.3"))
-    b._state["spec"] = dataclasses.asdict(ClusterSpec(nodes=2, server=server, port=8080))
+    b.record.spec = ClusterSpec(nodes=2, server=server, port=8080)
     for i, internal in enumerate(("10.128.0.10", "10.128.0.11")):
         unit = b.unit_text(i)
         exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))

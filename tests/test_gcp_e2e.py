@@ -158,6 +158,6 @@ def test_a_bad_hosts_file_is_one_line_and_starts_nothing(tmp_path, case):
         assert ("host key" in str(err.value)) == (case == "changed host key")
         sshds = {m["pid"] for m in machines.machines.values()}
         assert machines.leftovers(allow=sshds) == {}, "nothing but sshd runs"
-        assert not SshBackend(settings)._state.get("running")
+        assert not SshBackend(settings).record.running
     finally:
         machines.close()

@@ -56,8 +56,8 @@ def test_down_skips_a_recorded_name_that_is_another_runs(stub, tmp_path):
     a = _backend(stub, tmp_path, run_id="runa", folder="a")
     a.up(ClusterSpec(nodes=1, port=80))
     b = _backend(stub, tmp_path, run_id="runb", folder="b")
-    b._state["created"]["restserver-0"] = ZONE  # e.g. a state from before the fix
-    b._state["firewalls"].append("labkit-runa-ssh")
+    b.record.created["restserver-0"] = ZONE  # e.g. a state from before the fix
+    b.record.firewalls.append("labkit-runa-ssh")
     assert b.down()["stopped"] == []
     assert "restserver-0" in stub.instances and "labkit-runa-ssh" in stub.firewalls
     assert not [r for r in stub.requests if r["method"] == "DELETE"]

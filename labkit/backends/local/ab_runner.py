@@ -10,7 +10,6 @@ cgroups the CPU ab used comes from its rusage (:meth:`LocalAbRunner._tester_cpu_
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import resource
 import shutil
@@ -73,7 +72,7 @@ class LocalAbRunner:
         files["payload"].write_bytes(command.payload)
         real = command.argv(payload=str(files["payload"]), percentiles=str(files["percentiles"]),
                             gnuplot=str(files["gnuplot"]), ab=_ab_binary())
-        _, enter = self._machine(role, self._state["tester_machine_type"])
+        _, enter = self._machine(role, self._state.tester_machine_type)
 
         def preexec():
             enter()
@@ -84,8 +83,8 @@ class LocalAbRunner:
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(real, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=preexec, cwd=workdir)
-        self._state["processes"][role] = dataclasses.asdict(processes.ProcessRecord(
-            role, proc.pid, processes.start_time_of(proc.pid) or 0, real))
+        self._state.processes[role] = processes.ProcessRecord(
+            role, proc.pid, processes.start_time_of(proc.pid) or 0, real)
         self._save()
         try:
             out, err = _communicate(proc, timeout, progress)
@@ -98,7 +97,7 @@ class LocalAbRunner:
         finally:
             if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): stop ab too
                 processes.terminate(self._record(role), grace=1)
-            self._state["processes"].pop(role, None)
+            self._state.processes.pop(role, None)
             self._save()
             after = resource.getrusage(resource.RUSAGE_CHILDREN)  # ab was reaped just now
             self._ab_cpu += max(0.0, (after.ru_utime + after.ru_stime)
