@@ -36,7 +36,7 @@ from labkit.backends.ssh.service import SYSTEM_ROOT, RemoteService, hostport, in
 from labkit.service import wait_until_up
 from labkit.backends.base import AB_NOFILE, AbRun, Backend, ClusterSpec
 from labkit.backends.records import Record
-from labkit.backends.ssh.hosts_file import check_address, check_name, check_root
+from labkit.backends.ssh.hosts_file import OPTION_DEFAULTS, check_address, check_name, check_root
 from labkit.backends.serving import SERVING_TIMEOUT, wait_round_robin
 from labkit.backends.ssh.sampling import SshSampling
 
@@ -44,9 +44,7 @@ log = logging.getLogger("labkit")
 
 AB_ULIMIT = f"ulimit -n {AB_NOFILE} 2>/dev/null || ulimit -n $(ulimit -Hn) 2>/dev/null || true; "
 PATH_PREFIX = "PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin; "
-OPTIONS = {"root": SYSTEM_ROOT, "python": None, "balancer_port": 80, "use_systemd": None, "system_nginx": None,
-           "service_timeout": 30.0, "cpu_limited": True, "nginx_workers": "auto",
-           "balancer_machine_type": None, "tester_machine_type": None}  # None: the servers' machine type
+OPTIONS = OPTION_DEFAULTS  # defined once, with the hosts file's types (labkit.backends.ssh.hosts_file)
 
 
 @dataclasses.dataclass
