@@ -52,8 +52,9 @@ def graded(release_dir, tmp_path_factory):
     answers = {"alice": gd.right_answers(alice, tmp / "a.csv"), "bob": gd.right_answers(bob, tmp / "b.csv")}
     gd.submission(sub, "alice", release_dir, alice, *answers["alice"])
     gd.submission(sub, "bob", release_dir, bob, *answers["bob"])
-    # erin: alice's kind of data, wrong numbers (quoted in her sentences, so only the answer cells fail)
-    gd.submission(sub, "erin", release_dir, alice, answers["alice"][0] + 30, 3, answers["alice"][2])
+    # erin: data of her own, wrong numbers (quoted in her sentences, so only the answer cells fail)
+    erin = gd.student_rows(1.2, tag="e1e1")
+    gd.submission(sub, "erin", release_dir, erin, answers["alice"][0] + 30, 3, answers["alice"][2])
     # carol: data/reference.csv handed in as hers, with the right answers for it
     ref = gd.REFERENCE.read_text()
     carol = gd.submission(sub, "carol", release_dir, None, 20, 25, "e2-standard-2")
@@ -65,11 +66,11 @@ def graded(release_dir, tmp_path_factory):
     gd.submission(sub, "frank", only01, None, *answers["alice"])  # no results.csv
     gina = gd.submission(sub, "gina", only01, None, *answers["alice"])
     (gina / "results.csv").write_text("this is not,a results file\n1,2\n")
-    hank = gd.submission(sub, "hank", only01, alice, *answers["alice"])
+    hank = gd.submission(sub, "hank", only01, gd.student_rows(1.3, tag="4a4c"), *answers["alice"])
     nb = nbformat.read(str(hank / "01_single_server.ipynb"), as_version=4)
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "part1_answer_check"]
     nbformat.write(nb, str(hank / "01_single_server.ipynb"))
-    ivan = gd.submission(sub, "ivan", only01, alice, *answers["alice"])
+    ivan = gd.submission(sub, "ivan", only01, gd.student_rows(1.4, tag="1fa4"), *answers["alice"])
     nb = nbformat.read(str(ivan / "01_single_server.ipynb"), as_version=4)
     for c in nb.cells:
         if c.metadata.get("nbgrader", {}).get("grade_id") == "part1_why_check":

@@ -108,7 +108,8 @@ def bwrap_argv(writable: list[Path], limits: Limits = LIMITS) -> list[str]:
         argv += ["--bind", real, real]
     argv += ["--setenv", "HOME", "/tmp/home", "--setenv", "TMPDIR", "/tmp", "--setenv", "MPLCONFIGDIR", "/tmp/home",
              "--setenv", "IPYTHONDIR", "/tmp/home/.ipython", "--unsetenv", "JUPYTER_RUNTIME_DIR",
-             "--unsetenv", "JPY_PARENT_PID"]  # its parent is the sandbox's init: --die-with-parent instead
+             "--unsetenv", "JPY_PARENT_PID",  # its parent is the sandbox's init: --die-with-parent instead
+             "--remount-ro", "/"]  # the sandbox's own root (and the folders made for the binds) read-only
     return argv
 
 
