@@ -14,6 +14,8 @@ export GCE_METADATA_IP := 127.0.0.1:9
 
 LAB_TOOLS  := nginx:nginx ab:apache2-utils
 TEST_TOOLS := sshd:openssh-server chromium:chromium
+# `labkit grade` runs each submission's kernel in a bubblewrap sandbox (labkit/grading/sandbox.py)
+GRADE_TOOLS := bwrap:bubblewrap
 
 .PHONY: setup setup-test lab test jupyter release grade dashboard bench clean
 
@@ -47,7 +49,7 @@ setup: $(STAMP)
 	$(call ensure,$(LAB_TOOLS))
 
 setup-test: setup
-	$(call ensure,$(TEST_TOOLS))
+	$(call ensure,$(TEST_TOOLS) $(GRADE_TOOLS))
 
 lab: setup
 	$(BIN)/labkit lab --profile $(PROFILE)
@@ -61,10 +63,12 @@ jupyter: setup
 release: setup
 	$(BIN)/labkit release --out release
 
-# Grading needs neither nginx nor ab: only the Python environment (no `setup` tools check).
+# Grading needs neither nginx nor ab: the Python environment and bubblewrap (its sandbox).
 SUBMITTED ?= submitted
+JOBS ?=
 grade: $(STAMP)
-	$(BIN)/labkit grade $(SUBMITTED) --out grading
+	$(call ensure,$(GRADE_TOOLS))
+	$(BIN)/labkit grade $(SUBMITTED) --out grading $(if $(JOBS),--jobs $(JOBS))
 
 dashboard: setup
 	$(BIN)/voila notebooks/04_reanalysis.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866

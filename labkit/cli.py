@@ -379,11 +379,14 @@ def release(out, notebooks_dir):
 @click.option("--out", default="grading", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="The grading course nbgrader works in (gradebook, autograded/, feedback/); replaced each run.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"<student>": {"score", "max_score", "flags", ...}}.')
-def grade(submitted, out, as_json):
-    """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv); never measures."""
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Submissions graded at once, each in its own sandbox [default: the cores].")
+def grade(submitted, out, as_json, jobs):
+    """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv), each in a
+    bubblewrap sandbox; never measures."""
     from labkit.grading.grade import format_grades, grade as grade_all
 
-    grades = grade_all(submitted, out)
+    grades = grade_all(submitted, out, jobs=jobs)
     if as_json:
         _echo_json(grades)
     else:

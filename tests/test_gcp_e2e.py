@@ -69,7 +69,6 @@ def test_notebooks_on_gcp_against_the_compute_stub(tmp_path):
         first = GcpBackend(settings, ssh_user="root", timeout=60,
                            ssh_options={"root": str(root), "python": sys.executable})
         first.up(handout_spec("f1-micro"))  # restserver-0 and tester-0 only
-        first._restore_signal_handlers()  # the notebooks' kernels take over from here
         assert sorted(stub.instances) == ["restserver-0", "tester-0"]
         try:
             _run_notebooks(settings, "gcp", out)

@@ -198,18 +198,29 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
         """Nothing here: the ssh backend restarts its servers itself when their configuration changed."""
 
     def _deploy(self, spec: ClusterSpec) -> None:
-        self._install_signal_handlers()
+        """Grow the run as ``spec`` needs, then deploy through the ssh backend.
+
+        The first provisioning (nothing up yet) is torn down when it fails or is interrupted
+        (SIGINT/SIGTERM handlers installed for that span only, restored in ``finally``); a
+        later growth that fails leaves what was up, recorded, for ``down``.
+        """
         first = self.ssh is None
+        if first:
+            self._install_signal_handlers()
         try:
-            self._grow(spec)
-        except BaseException:
+            try:
+                self._grow(spec)
+            except BaseException:
+                if first:
+                    log.error("provisioning failed; deleting what run %s created", self.run_id)
+                    try:
+                        self.down()
+                    except Exception as e:  # noqa: BLE001 - the first error is the one to report
+                        log.error("%s", e)
+                raise
+        finally:
             if first:
-                log.error("provisioning failed; deleting what run %s created", self.run_id)
-                try:
-                    self.down()
-                except Exception as e:  # noqa: BLE001 - the first error is the one to report
-                    log.error("%s", e)
-            raise
+                self._restore_signal_handlers()
         if self.deploy:
             self.ssh.up(spec)
 

@@ -128,6 +128,7 @@ class GcpTeardown:
         return sorted(deleted), []
 
     def _install_signal_handlers(self) -> None:
+        """Delete the run on SIGINT/SIGTERM: installed around the first provisioning only (``_deploy``)."""
         if threading.current_thread() is not threading.main_thread() or self._old_handlers:
             return
 
