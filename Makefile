@@ -71,7 +71,7 @@ grade: $(STAMP)
 	$(BIN)/labkit grade $(SUBMITTED) --out grading $(if $(JOBS),--jobs $(JOBS))
 
 dashboard: setup
-	$(BIN)/voila notebooks/04_reanalysis.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
+	$(BIN)/labkit dashboard --port 8866
 
 bench: setup
 	$(BIN)/python bench/run_all.py

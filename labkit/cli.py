@@ -401,9 +401,12 @@ def dashboard(port):
 
     from labkit.lab import NOTEBOOKS_DIR
 
+    import secrets
+
+    token = secrets.token_urlsafe(24)  # anyone on this machine could otherwise open it (and its kernel)
     argv = [sys.executable, "-m", "voila", str(NOTEBOOKS_DIR / "04_reanalysis.ipynb"), f"--port={port}",
-            "--no-browser", "--Voila.ip=127.0.0.1"]
-    click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
+            "--no-browser", "--Voila.ip=127.0.0.1", f"--Voila.token={token}"]
+    click.echo(f"dashboard on http://127.0.0.1:{port}/?token={token} (Ctrl-C stops it)", err=True)
     sys.exit(subprocess.call(argv))
 
 

@@ -128,9 +128,18 @@ def _point(row) -> str:
     return f"{int(row.nodes)} node(s) c={int(row.concurrency)}"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (terminal escape sequences from a student's CSV), each shown as
+    ``?``: what the grader prints must not drive the instructor's terminal."""
+    return _CONTROL.sub("?", str(text))
+
+
 def _some(items: list[str], limit: int = 3) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+    return printable(", ".join(items[:limit]) + more)
 
 
 def authenticity_flags(df: pd.DataFrame, reference: pd.DataFrame | None = None,

@@ -405,4 +405,6 @@ def format_grades(grades: dict[str, dict], course: Path | None = None) -> str:
     if course is not None:
         lines.append(f"feedback in {course / 'feedback'}; rubric {course / 'rubric.md'}; "
                      f"formgrader: cd {course} && nbgrader formgrader")
-    return "\n".join(lines) + "\n"
+    from labkit.grading.checks import printable
+
+    return "\n".join(printable(line) for line in lines) + "\n"
