@@ -233,24 +233,29 @@ def _autograde_one(course: Path, work: Path, student: str, assignment: str, limi
         f.write(nbgrader_config(runtime, limits))
     env = {**nbgrader_env(), "JUPYTER_PATH": str(work / "jupyter"), "JUPYTER_RUNTIME_DIR": str(runtime),
            "JUPYTER_PLATFORM_DIRS": "1"}
-    flags = []
-    deadline = time.monotonic() + limits.wall_seconds
-    for step in ("autograde", "generate_feedback"):
-        try:
-            res = _nbgrader(work, step, assignment, "--force", f"--student={student}", env=env, timeout=max(1.0, deadline - time.monotonic()), preexec=limit_preexec(limits))
-        except subprocess.TimeoutExpired:
-            flags.append(f"autograde-error: grading took longer than {limits.wall_seconds} s and was stopped")
-            break
-        (work / f"{step}.log").write_text(res.stderr + res.stdout)
-        if step == "autograde":
-            for who, why in autograde_errors(res.stderr + res.stdout, work, assignment).items():
-                if who == student:
-                    flags.append(f"autograde-error: nbgrader could not autograde this submission: {why} "
-                                 f"(log: {course / 'autograde.log'})")
-        elif res.returncode != 0:
-            log.warning("nbgrader generate_feedback failed for %s (exit %d): see %s", student, res.returncode,
-                        work / f"{step}.log")
-    return flags
+    argv = [sys.executable, "-m", "labkit.grading.autograde_one", str(work), assignment, student]
+    log.info("autograding %s (sandboxed)", student)
+    proc = subprocess.Popen(argv, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=limit_preexec(limits))
+    try:
+        out, _ = proc.communicate(timeout=limits.wall_seconds)
+    except subprocess.TimeoutExpired:  # nbgrader and the sandboxed kernels are one process group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        (work / "autograde.log").write_text(out)
+        return [f"autograde-error: grading took longer than {limits.wall_seconds} s and was stopped"]
+    graded, _, feedback = out.partition("=== generate_feedback")
+    (work / "autograde.log").write_text(graded)
+    (work / "generate_feedback.log").write_text(feedback)
+    why = autograde_errors(graded, work, assignment).get(student)
+    if why is None and proc.returncode != 0:
+        lines = [m.group(1) for m in map(_EXCEPTION.match, graded.splitlines()) if m]
+        why = lines[-1][:300] if lines else f"exit {proc.returncode}"
+    if why is not None:
+        return [f"autograde-error: nbgrader could not autograde this submission: {why} "
+                f"(log: {course / 'autograde.log'})"]
+    return []
 
 
 def merge_gradebook(course: Path, work: Path) -> None:
