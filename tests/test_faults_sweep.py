@@ -125,6 +125,7 @@ def test_ab_aborts_are_retried_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     assert made["grid"]["concurrency"] == [10, 20, 30, 40] and made["cores"] >= 1 and made["ab"]
 
 
+@pytest.mark.ab
 def test_above_an_all_abort_level_a_point_is_tried_once_per_node_count(tmp_path, monkeypatch, caplog):
     """Real ab against a server that never answers: c=10 aborts in both attempts, so c=20 (same
     node count) gets one attempt; the next node count starts over; a resumed sweep remembers."""
@@ -166,6 +167,7 @@ class LowFileLimit(NoMachinesBackend):
         return self.ab.run_ab(command, timeout, progress)
 
 
+@pytest.mark.ab
 def test_emfile_from_a_low_open_file_limit_is_recorded_and_the_sweep_goes_on(service_proc, tmp_path, monkeypatch):
     monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)
     url = service_proc("flask")

@@ -120,6 +120,7 @@ def test_skip_measuring_comments_out_the_measuring_cells_only():
     assert all(line.startswith("#") for c in ungraded.cells if c.cell_type == "code" for line in c.source.splitlines())
 
 
+@pytest.mark.kernel
 def test_release_via_cli_writes_into_out_lab02(tmp_path):
     res = subprocess.run([sys.executable, "-m", "labkit.cli", "release", "--out", str(tmp_path / "rel")],
                          capture_output=True, text=True)
@@ -177,6 +178,7 @@ def test_source_pass_and_student_versions_fail_only_with_not_implemented(student
     assert (work / "results.csv").read_text() == (report / "results.csv").read_text(), "nothing re-measured"
 
 
+@pytest.mark.kernel
 def test_submit_and_collect_carry_the_results_csv(student_dir, tmp_path):
     """nbgrader's own exchange: release, fetch, the student's sweeps write results.csv, submit, collect."""
     from labkit.grading.release import generate_assignment, nbgrader_env
