@@ -30,7 +30,8 @@ FIXTURE_MARKS = {
     "lab_report": ("nginx", "ab", "kernel"),  # the session's tiny lab, run through the notebooks
     "sshd": ("sshd",),
     "ssh_machines": ("sshd",),
-    "release_dir": ("kernel",),  # nbgrader builds the student versions
+    "release": ("kernel",),  # nbgrader builds the student versions
+    "release_dir": ("kernel",),
     "graded": ("kernel",),  # nbgrader autograde over submissions
 }
 FAST = "not (nginx or ab or sshd or browser or kernel)"
