@@ -208,6 +208,7 @@ def _env(local_env) -> dict:
     return {**os.environ, "LABKIT_STATE_DIR": str(local_env["state_dir"]), "LABKIT_LOCAL_NET": local_env["net"]}
 
 
+@pytest.mark.cgroups
 def test_sigint_keeps_every_row_tears_down_and_resume_measures_only_the_rest(local_env):
     out = local_env["tmp"] / "runs" / "int.csv"
     args = ["sweep", "--nodes", "1,2", "--concurrency", "10,20,30", "--requests", "300", "--out", str(out)]

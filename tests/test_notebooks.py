@@ -26,6 +26,7 @@ from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, run_lab
 from labkit.analysis.report import build_report
 from labkit.results import load_results
 from labkit.settings import Settings
+from tests.support.local import session_net
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -188,7 +189,8 @@ def test_pair_check_detects_an_edit_on_either_side(tmp_path):
 def test_a_failing_notebook_stops_the_run_names_itself_and_the_lab_still_goes_down(tmp_path, monkeypatch):
     from labkit.lab import NotebookError
 
-    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net="127.0.205")
+    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net=session_net(205),
+                                           cgroups="off")
     monkeypatch.chdir(tmp_path)
     environ_before = dict(os.environ)
     broken = tmp_path / "notebooks"

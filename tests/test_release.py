@@ -26,6 +26,7 @@ from labkit import state
 from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, notebook_parameters
 from labkit.grading.release import ReleaseError, build_release
 from labkit.settings import Settings
+from tests.support.local import session_net
 
 
 def _cells(nb, kind):
@@ -144,7 +145,7 @@ def test_source_pass_and_student_versions_fail_only_with_not_implemented(student
     """
     from labkit.nbgrader_hooks import SkipMeasuring
 
-    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net="127.0.202")
+    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net=session_net(202))
     monkeypatch.chdir(tmp_path)
     # The source notebooks, run for real (the session's tiny lab): their own autograder cells pass.
     report = lab_report["dir"]

@@ -29,7 +29,6 @@ FIXTURE_MARKS = {
     "local_env": ("nginx", "ab"),  # a local lab: service processes, nginx, ab
     "lab_report": ("nginx", "ab", "kernel"),  # the session's tiny lab, run through the notebooks
     "sshd": ("sshd",),
-    "ssh_machines": ("sshd",),
     "release": ("kernel",),  # nbgrader builds the student versions
     "release_dir": ("kernel",),
     "graded": ("kernel",),  # nbgrader autograde over submissions
