@@ -18,7 +18,7 @@ def test_the_fields_are_the_design_columns_in_order():
                        "max_ms", "connect_mean_ms")
     assert EXTRA_COLUMNS == ("cpu_limited", "abort_reason", "repeat", "settle_s", "balancer_machine_type",
                              "tester_machine_type", "server_cpu_s", "balancer_cpu_s", "tester_cpu_s", "testers",
-                             "host_cpu_ms_per_request", "steal_pct", "burst")
+                             "host_cpu_ms_per_request", "steal_pct", "burst", "cpu_scale")
     assert tuple(f.name for f in dataclasses.fields(Measurement)) == COLUMNS + EXTRA_COLUMNS
 
 
