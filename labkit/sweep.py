@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from labkit import profiles, provenance, refine, state
+from labkit import calibration, profiles, provenance, refine, state
 from labkit.ab import MAX_CONCURRENCY, AbCommand
 from labkit.backends.base import Backend, ClusterSpec
 from labkit.errors import AbParseError, BackendError, ConfigError, LabkitError
@@ -319,9 +319,13 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
         if done:
             log.info("resuming %s: %d points already measured, %d to go", out, len(done), len(todo))
         run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+        host = _host_record(backend) if todo else None
         if fresh:  # where the numbers come from, beside them (a resumed file already has it)
             provenance.write_beside(out, backend.settings, run_id=run_id, backend=backend.name,
                                     grid=dataclasses.asdict(grid))
+        if host:  # this host's speed, and the quota scale and bursting its rows were measured with
+            provenance.add_calibration(out, run_id, host)
+        steal_start = calibration.cpu_times()
         bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress)
         ab_bar = tqdm(total=grid.requests, desc="ab", unit="req", leave=False, disable=not progress)
         measured: list[Measurement] = []
@@ -342,6 +346,7 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             command = AbCommand(backend.url, point.concurrency, point.requests, timeout_s=grid.timeout_s)
             ab_bar.reset(total=point.requests)
+            times = calibration.cpu_times()
             try:
                 result = measure(backend, command, retries=policy.retries_for(point),
                                  progress=ab_progress if progress else None)
@@ -353,7 +358,8 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             row = result.replace(run_id=run_id, started_at=started, backend=backend.name,
                                  machine_type=point.machine_type, server=point.server,
                                  workers=point.workers, nodes=point.nodes, repeat=point.repeat or 0,
-                                 cpu_limited=backend.cpu_limited)
+                                 cpu_limited=backend.cpu_limited, steal_pct=calibration.steal_pct(
+                                     times, calibration.cpu_times()), **_host_columns(backend, host))
             append_row(out, row)
             measured.append(row)
             policy.record(row)
@@ -374,7 +380,28 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             finally:
                 ab_bar.close()
                 bar.close()
+                if host and measured:
+                    provenance.add_calibration(out, run_id, {
+                        **host, **_host_columns(backend, host),
+                        "steal_pct_over_sweep": calibration.steal_pct(steal_start, calibration.cpu_times())})
     return out
+
+
+def _host_record(backend: Backend) -> dict | None:
+    """The provenance's ``calibration`` entry for a sweep on ``backend``: this host's calibration (local
+    only: elsewhere the servers are other machines), the quota scale and whether bursting is emulated."""
+    if backend.name != "local":
+        return None
+    cal = calibration.host_calibration(backend.settings)
+    return {**cal.to_json(), "cpu_scale": getattr(backend, "cpu_scale", 1.0), "burst": getattr(backend, "burst", None)}
+
+
+def _host_columns(backend: Backend, host: dict | None) -> dict:
+    """The row's ``host_cpu_ms_per_request``, ``burst`` and ``cpu_scale`` (empty off the local backend)."""
+    if not host:
+        return {}
+    return {"host_cpu_ms_per_request": host["cpu_ms_per_request"], "burst": getattr(backend, "burst", None),
+            "cpu_scale": getattr(backend, "cpu_scale", None)}
 
 
 def _stopped_advice(out: Path, point: Measurement, exc: BaseException, rows: int, measuring: bool = False) -> str:
