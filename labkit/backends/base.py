@@ -266,6 +266,13 @@ class Backend(MeasurementHygiene, abc.ABC):
         core locally, one per tester machine remotely); 1 unless the backend says more."""
         return 1
 
+    def ensure_testers(self, k: int) -> None:
+        """Be able to measure a point with ``k`` ab processes, or raise ConfigError saying why not
+        (the gcp backend creates the missing tester machines)."""
+        if k > self.max_testers():
+            raise ConfigError(f"the {self.name} lab has {self.max_testers()} tester(s) for ab; "
+                              f"{k} ab processes were asked for (--testers)")
+
     def run_ab_together(self, commands: list[AbCommand], timeout: float, progress=None) -> list[tuple[AbRun, float]]:
         """Start ``commands`` together, one ab process per tester (core or machine), and return each
         one's run with the epoch time it ended (as observed here), in ``commands``' order.
