@@ -8,6 +8,7 @@ against the percentiles of the concatenated per-request times.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,38 @@ def test_two_real_ab_processes_give_one_row_with_the_concatenated_percentiles(lo
     assert row.time_taken_s >= max(rep["time_taken_s"] for rep in reports) - 1e-3
     assert row.rps == pytest.approx(400 / row.time_taken_s, rel=1e-3)
     assert any("2 ab processes merged" in m and "start skew" in m for m in caplog.messages)
+
+
+def test_a_sweep_with_two_testers_records_merged_rows_and_refuses_too_few_users(local_env, tmp_path):
+    from labkit.results import load_results
+    from labkit.sweep import Grid, run_sweep
+
+    spec = ClusterSpec(nodes=1)
+    with pytest.raises(ConfigError, match=r"concurrency levels \[1\] are below --testers 2"):
+        Grid(spec=spec, nodes=(1,), concurrency=(1, 4), requests=60, testers=2)
+    b = LocalBackend(local_env["settings"].replace(cgroups="off"))
+    b.up(spec)
+    with pytest.raises(ConfigError, match=r"has \d+ tester\(s\) for ab; 99 ab processes"):
+        b.ensure_testers(99)
+    out = run_sweep(b, Grid(spec=spec, nodes=(1,), concurrency=(2, 4), requests=60, testers=2),
+                    tmp_path / "r.csv", progress=False)
+    b.down()
+    df = load_results(out)
+    assert list(df["testers"]) == [2, 2] and list(df["concurrency"]) == [2, 4]
+    assert list(df["complete"]) == [60, 60] and not df["aborted"].any()
+
+
+def test_cli_plan_and_bench_take_testers(local_env, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LABKIT_STATE_DIR": str(tmp_path / ".labkit")}
+    plan = subprocess.run([sys.executable, "-m", "labkit.cli", "plan", "--project", "p1", "--zone", "us-central1-a",
+                           "--nodes", "1", "--testers", "3", "--ssh-source", "203.0.113.7/32", "--json"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["instances"] == ["restserver-0", "tester-0", "tester-1", "tester-2"]
+    bad = subprocess.run([sys.executable, "-m", "labkit.cli", "bench", "--testers", "0"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--testers" in bad.stderr
