@@ -75,6 +75,7 @@ class Grid:
     repeats: int = 1
     refine: str | None = None  # an SLA: after the grid, bisect its boundary (design §8)
     refine_nodes: tuple[int, ...] | None = None  # node counts to refine at; None: every one of the grid
+    testers: int = 1  # ab processes per point, merged exactly (labkit.ab_merge); each needs a user
 
     def __post_init__(self):
         object.__setattr__(self, "repeats", check_repeats(self.repeats))
@@ -89,7 +90,7 @@ class Grid:
         if not self.nodes or not self.concurrency:
             raise ConfigError("a sweep needs at least one node count and one concurrency level")
         # everything a point would refuse is refused now, before anything starts
-        for name, least in (("requests", 1), ("timeout_s", 1), ("retries", 0)):
+        for name, least in (("requests", 1), ("timeout_s", 1), ("retries", 0), ("testers", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ConfigError(f"{name} must be an integer >= {least}, not {value!r}")
@@ -102,6 +103,10 @@ class Grid:
         bad = [c for c in self.concurrency if c < 1 or c > self.requests]
         if bad:
             raise ConfigError(f"concurrency levels {bad} must be between 1 and --requests ({self.requests})")
+        few = [c for c in self.concurrency if c < self.testers]
+        if few:
+            raise ConfigError(f"concurrency levels {few} are below --testers {self.testers}: "
+                              "each ab process needs at least one user")
         if any(n < 1 for n in self.nodes):
             raise ConfigError("node counts must be at least 1")
 
@@ -128,11 +133,12 @@ class Grid:
 
 
 def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None, concurrency=None,
-                  requests=None, repeats=None, refine=None) -> Grid:
+                  requests=None, repeats=None, refine=None, testers=1) -> Grid:
     """The grid of ``profile`` (a name or a :class:`~labkit.profiles.Profile`) on ``spec``'s machines.
 
     ``nodes``, ``concurrency``, ``requests`` and ``repeats`` override the profile's
-    (``None`` keeps it): the CLI's flags and the notebooks' parameters. ``spec.nodes`` is
+    (``None`` keeps it): the CLI's flags and the notebooks' parameters. ``testers``: ab
+    processes per point (``--testers``). ``spec.nodes`` is
     ignored (the grid scales it). The profile's ab timeout and retries always apply.
 
     ``refine``: an SLA whose boundary to refine at every node count of the grid; ``None``
@@ -147,7 +153,8 @@ def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None
     return Grid(spec=spec, nodes=tuple(p.nodes if nodes is None else nodes),
                 concurrency=tuple(p.concurrency if concurrency is None else concurrency),
                 requests=p.requests if requests is None else requests, timeout_s=p.timeout_s, retries=p.retries,
-                repeats=p.repeats if repeats is None else repeats, refine=refine, refine_nodes=refine_nodes)
+                repeats=p.repeats if repeats is None else repeats, refine=refine, refine_nodes=refine_nodes,
+                testers=testers)
 
 
 @contextlib.contextmanager
@@ -326,6 +333,8 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
         if host:  # this host's speed, and the quota scale and bursting its rows were measured with
             provenance.add_calibration(out, run_id, host)
         steal_start = calibration.cpu_times()
+        if grid.testers > 1:
+            backend.ensure_testers(grid.testers)  # before anything is measured (gcp creates the machines)
         bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress)
         ab_bar = tqdm(total=grid.requests, desc="ab", unit="req", leave=False, disable=not progress)
         measured: list[Measurement] = []
@@ -349,7 +358,7 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             times = calibration.cpu_times()
             try:
                 result = measure(backend, command, retries=policy.retries_for(point),
-                                 progress=ab_progress if progress else None)
+                                 progress=ab_progress if progress else None, testers=grid.testers)
             except AbParseError as exc:  # a report ab printed but nobody can read: the point's row says so
                 result = Measurement(concurrency=point.concurrency, requests=point.requests, complete=0,
                                      aborted=True, attempts=1, abort_reason=f"unreadable ab report: {exc}")
