@@ -4,7 +4,8 @@ Each function takes the results DataFrame (:func:`labkit.results.load_results`) 
 returns a frozen dataclass; :mod:`labkit.teaching.render` words it with a small
 Markdown template. Splitting the two keeps every claim conditional on the data
 (a template can only say what a flag allows) and lets the tests check findings
-by value. Per-point data is read in one place, :func:`labkit.teaching.interpret.points`.
+by value. Per-point data is read in one place, :func:`points` (one row per node count and
+concurrency; the analysis helper's per-point table can replace it here).
 
 - :func:`littles_law`: N = X·R at a few points, and where throughput stopped growing
   (flat, or dropping: a throughput that falls is not called flat);
@@ -59,10 +60,38 @@ def _pick(values: list, k: int) -> list:
     return [values[i] for i in idx]
 
 
-def _points(df: pd.DataFrame) -> pd.DataFrame:
-    from labkit.teaching.interpret import points
+def _clean(df: pd.DataFrame) -> pd.Series:
+    """Per row: completed without failed or non-2xx requests, with a throughput (only such rows measure the service)."""
+    from labkit.analysis.sla import is_ok
 
-    return points(df)
+    return is_ok(df) & df["rps"].notna()
+
+
+def points(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (nodes, concurrency): ``runs``, ``ok_runs``, ``status``, and over the clean rows the mean
+    ``rps``, ``mean_ms``, ``p99_ms``, ``max_ms`` (largest), ``connect_mean_ms`` (largest), ``littles_law``."""
+    from labkit.analysis.sla import is_ok, point_status
+
+    if df.empty:
+        return pd.DataFrame(columns=["nodes", "concurrency", "runs", "ok_runs", "status", "rps", "mean_ms",
+                                     "p99_ms", "max_ms", "connect_mean_ms", "littles_law"])
+    ok = is_ok(df) & df["rps"].notna() & df["mean_ms"].notna()
+    recs = []
+    for (n, c), rows in df.groupby(["nodes", "concurrency"], sort=True):
+        clean = rows[ok.loc[rows.index]]
+        def agg(col, how):
+            return float(getattr(clean[col].astype("float64"), how)()) if len(clean) and col in clean else math.nan
+
+        recs.append({"nodes": int(n), "concurrency": int(c), "runs": len(rows), "ok_runs": len(clean),
+                     "status": point_status(rows), "rps": agg("rps", "mean"), "mean_ms": agg("mean_ms", "mean"),
+                     "p99_ms": agg("p99_ms", "mean"), "max_ms": agg("max_ms", "max"),
+                     "connect_mean_ms": agg("connect_mean_ms", "max"),
+                     "littles_law": capacity.littles_law(clean) if len(clean) else None})
+    return pd.DataFrame.from_records(recs)
+
+
+
+_points = points
 
 
 # -- Little's law -------------------------------------------------------------------------------------

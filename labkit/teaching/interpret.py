@@ -25,6 +25,7 @@ import pandas as pd
 from labkit import machine_types
 from labkit.analysis import capacity
 from labkit.errors import ConfigError
+from labkit.teaching.findings import _clean, points  # noqa: F401 - the one read of per-point data, re-exported
 
 #: A point is in the "flat" part of the throughput curve when its rps is at least this share of the peak.
 FLAT_SHARE = 0.9
@@ -41,36 +42,6 @@ def _ms(v: float) -> str:
 
 def _where(nodes: int, c: int) -> str:
     return f"c={c}" if nodes == 1 else f"{nodes} nodes, c={c}"
-
-
-def _clean(df: pd.DataFrame) -> pd.Series:
-    """Per row: completed without failed or non-2xx requests, with a throughput (only such rows measure the service)."""
-    from labkit.analysis.sla import is_ok
-
-    return is_ok(df) & df["rps"].notna()
-
-
-def points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (nodes, concurrency): ``runs``, ``ok_runs``, ``status``, and over the clean rows the mean
-    ``rps``, ``mean_ms``, ``p99_ms``, ``max_ms`` (largest), ``connect_mean_ms`` (largest), ``littles_law``."""
-    from labkit.analysis.sla import is_ok, point_status
-
-    if df.empty:
-        return pd.DataFrame(columns=["nodes", "concurrency", "runs", "ok_runs", "status", "rps", "mean_ms",
-                                     "p99_ms", "max_ms", "connect_mean_ms", "littles_law"])
-    ok = is_ok(df) & df["rps"].notna() & df["mean_ms"].notna()
-    recs = []
-    for (n, c), rows in df.groupby(["nodes", "concurrency"], sort=True):
-        clean = rows[ok.loc[rows.index]]
-        def agg(col, how):
-            return float(getattr(clean[col].astype("float64"), how)()) if len(clean) and col in clean else math.nan
-
-        recs.append({"nodes": int(n), "concurrency": int(c), "runs": len(rows), "ok_runs": len(clean),
-                     "status": point_status(rows), "rps": agg("rps", "mean"), "mean_ms": agg("mean_ms", "mean"),
-                     "p99_ms": agg("p99_ms", "mean"), "max_ms": agg("max_ms", "max"),
-                     "connect_mean_ms": agg("connect_mean_ms", "max"),
-                     "littles_law": capacity.littles_law(clean) if len(clean) else None})
-    return pd.DataFrame.from_records(recs)
 
 
 def _pick(values: list, k: int) -> list:

@@ -59,6 +59,21 @@ class Text(str):
     def _repr_markdown_(self) -> str:
         return str(self)
 
+    def _repr_pretty_(self, p, cycle) -> None:  # text/plain beside the Markdown: the text, not a quoted repr
+        p.text(str(self))
+
+
+def number(v: float) -> str:
+    """How the notebooks' tables show a float: 1 decimal from 10 up ("1,012.4"), 2 below ("0.98")."""
+    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def use_table_format() -> None:
+    """Tables in this kernel show floats with :func:`number` (not 112.644000)."""
+    import pandas as pd
+
+    pd.set_option("display.float_format", number)
+
 
 def markdown(template: str, **context) -> Text:
     """:func:`render`, displayed as Markdown when it is a cell's value."""
