@@ -31,7 +31,7 @@ log = logging.getLogger("labkit")
 #: Connections a server admits (in service + listen backlog) the calibration chooses from.
 ADMIT_CHOICES = (SERVER_BACKLOG + 8, SERVER_BACKLOG + 64, 2 * SERVER_BACKLOG + 128)
 #: Requests simulated per point (ab's -n when smaller): enough for a p98, bounded for speed.
-SIM_REQUESTS = 3000
+SIM_REQUESTS = 2000
 MODEL_LABEL = "model (queueing: MVA + simulation, calibrated on your data) — not measured"
 
 
