@@ -54,26 +54,10 @@ def _clean(df: pd.DataFrame) -> pd.Series:
 
 
 def points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (nodes, concurrency): ``runs``, ``ok_runs``, ``status``, and over the clean rows the mean
-    ``rps``, ``mean_ms``, ``p99_ms``, ``max_ms`` (largest), ``connect_mean_ms`` (largest), ``littles_law``."""
-    from labkit.analysis.sla import is_ok, point_status
+    """The analysis core's per-point table (:func:`labkit.analysis.points.points`), with ``ok_runs`` (its clean runs)."""
+    from labkit.analysis.points import points as core_points
 
-    if df.empty:
-        return pd.DataFrame(columns=["nodes", "concurrency", "runs", "ok_runs", "status", "rps", "mean_ms",
-                                     "p99_ms", "max_ms", "connect_mean_ms", "littles_law"])
-    ok = is_ok(df) & df["rps"].notna() & df["mean_ms"].notna()
-    recs = []
-    for (n, c), rows in df.groupby(["nodes", "concurrency"], sort=True):
-        clean = rows[ok.loc[rows.index]]
-        def agg(col, how):
-            return float(getattr(clean[col].astype("float64"), how)()) if len(clean) and col in clean else math.nan
-
-        recs.append({"nodes": int(n), "concurrency": int(c), "runs": len(rows), "ok_runs": len(clean),
-                     "status": point_status(rows), "rps": agg("rps", "mean"), "mean_ms": agg("mean_ms", "mean"),
-                     "p99_ms": agg("p99_ms", "mean"), "max_ms": agg("max_ms", "max"),
-                     "connect_mean_ms": agg("connect_mean_ms", "max"),
-                     "littles_law": capacity.littles_law(clean) if len(clean) else None})
-    return pd.DataFrame.from_records(recs)
+    return core_points(df).assign(ok_runs=lambda t: t["clean_runs"])
 
 
 def _pick(values: list, k: int) -> list:
@@ -199,7 +183,7 @@ def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None) -> str
     lines.append("  " + usl_text(df))
     if sla is not None and users is not None:
         try:
-            a = capacity.capacity_answer(df, sla, users)
+            a = capacity.capacity_answer(df, sla, users, model=False)
             lines.append(f"  Capacity for {users} users ({a['label']}): {a['conclusion']}.")
         except ConfigError as exc:
             lines.append(f"  Capacity for {users} users: not available ({exc}).")
