@@ -21,8 +21,9 @@ from labkit import profiles
 from labkit.backends.base import ClusterSpec
 from labkit.errors import ConfigError
 from labkit.analysis.report import build_report
-from labkit.results import handout_table, load_results
-from labkit.analysis.sla import as_sla, max_concurrency_of_table, point_status, point_table
+from labkit.analysis.points import DECIDING_NOTE, points
+from labkit.analysis.sla import as_sla, max_concurrency_of_table, point_table
+from labkit.results import load_results
 
 log = logging.getLogger("labkit")
 
@@ -89,18 +90,25 @@ def load_handout(csv, machine_type: str, server: str = HANDOUT_SERVER) -> pd.Dat
 
 
 def status_table(df: pd.DataFrame, nodes: int) -> pd.DataFrame:
-    """The handout's table (:func:`labkit.results.handout_table`) for ``nodes``, with each level's
-    ``Runs`` (rows: repeats and refinement probes) and ``Status`` (design §8: ok / errors /
-    refused / aborted), so an aborted or all-502 level is not read as a measurement."""
-    table = handout_table(df, nodes)
-    sub = df[df["nodes"] == nodes]
-    if sub.empty:
-        return table.assign(Runs=pd.Series([], dtype="int64"), Status=pd.Series([], dtype="object"))
-    groups = sub.groupby("concurrency")
-    runs = groups.size()
-    status = {int(c): point_status(rows) for c, rows in groups}
-    return table.assign(Runs=table["Concurrency"].map(runs).astype("int64"),
-                        Status=table["Concurrency"].map(status))
+    """The handout's table for ``nodes`` (the columns of :func:`labkit.results.handout_table`), read from the
+    analysis core (:func:`labkit.analysis.points.points`), with each level's ``Runs`` (rows: repeats and
+    refinement probes) and ``Status`` (design §8: ok / errors / refused / aborted).
+
+    With repeats, each latency column is the worst run's — the value that decides the SLA, the one
+    the part-1 sentence quotes — never an average of maxima; ``table.attrs["note"]`` says so. A level
+    whose every row aborted stays in the table with empty values, so a gap is visible.
+    """
+    t = points(df[df["nodes"] == nodes])
+    table = pd.DataFrame({
+        "Concurrency": t["concurrency"].astype("int64"),
+        "Mean Request Time (ms)": t["mean_ms"].astype("float64"),
+        "Longest request (ms)": t["max_ms"].astype("float64"),
+        "98 percentile (ms)": t["p98_ms"].astype("float64"),
+        "Runs": t["runs"].astype("int64"),
+        "Status": t["status"].astype("object"),
+    }).reset_index(drop=True)
+    table.attrs["note"] = DECIDING_NOTE
+    return table
 
 
 def tables_by_nodes(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
