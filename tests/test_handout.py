@@ -106,3 +106,39 @@ def test_the_handout_grid_follows_the_profile_and_the_parameters():
     assert (g.nodes, g.concurrency, g.requests, g.spec.machine_type) == ((1, 3), (5,), 20, "e2-small")
     assert profiles_grid("tiny", handout.handout_spec("e2-small"), nodes=[1]).nodes == (1,)
     assert handout.handout_spec("f1-micro", nodes=2).nodes == 2
+
+
+def test_summary_says_the_part2_answer_once_and_agrees_with_itself(tmp_path):
+    """summary.json, summary.txt, the justification and the capacity conclusion give one part-2 answer."""
+    import datetime as dt
+    import json
+    import re
+
+    from labkit.lab import format_summary, summarize
+
+    rows = []
+    for n in (1, 2, 3, 4, 5):  # servers 80 % busy at 200 req/s each; balancer 0.1 ms, tester 0.025 ms per request
+        x, t = 200.0 * n, 1000 / (200.0 * n)
+        for c in (10, 50, 100, 200):
+            mean = 1000.0 * c / x
+            rows.append(make_row(n, c, mean=mean, p98=mean * 1.2, max_ms=mean * 1.5, time_taken_s=t, rps=x,
+                                 server_cpu_s=0.8, tester_cpu_s=0.025, tester_machine_type="f1-micro",
+                                 balancer_cpu_s=0.1 if n > 1 else None,
+                                 balancer_machine_type="f1-micro" if n > 1 else None))
+    write_csv(tmp_path / "results.csv", rows)
+    s = summarize(tmp_path, profile="quick", backend="local", machine_type="f1-micro",
+                  started=dt.datetime.now(dt.timezone.utc))
+    json.dumps(s, default=str)
+    p2 = s["part2"]
+    plan = p2["plan"]
+    assert p2["nodes_needed"] is None and p2["answer"] == plan["servers"] and p2["answer_source"] == "model plan"
+    assert p2["servers_min_lower_bound"] < p2["answer"]
+    text = format_summary(tmp_path, s)
+    line = next(ln for ln in text.splitlines() if ln.startswith("Part 2"))
+    # the headline, the justification and the capacity conclusion name the same plan
+    for said in (line, p2["justification"], p2["capacity"]["conclusion"]):
+        assert f"{plan['servers']} f1-micro servers" in said
+        assert plan["balancer"]["machine_type"] in said
+    counts = {int(m) for m in re.findall(r"(\d+) servers", line)}
+    assert counts <= {plan["servers"], p2["servers_min_lower_bound"]}  # no third count
+    assert "lower bound" in line and "holdout error" in line

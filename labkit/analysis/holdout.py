@@ -100,6 +100,7 @@ def _err(pred, meas) -> float | None:
 def _score(df: pd.DataFrame, net: Network, sla) -> float:
     """How badly ``net`` reproduces ``df``'s points: mean |log error| of mean and p98, plus pass/fail misses."""
     table = _table(df, sla)
+    table = table[table["status"] != "aborted"]  # nothing measured there to compare (both sides fail)
     bad = []
     for r in table.itertuples(index=False):
         p = predict_point(_with_servers(net, int(r.nodes)), int(r.concurrency), int(r.requests), sla,
