@@ -188,6 +188,8 @@ def summarize(report: Path, profile: str, backend: str, machine_type: str, start
                   "justification": handout.justify_part1(df, a["part1"])},
         "part2": {"question": handout.PART2_QUESTION, "sla": r2["sla"], "users": r2["users"],
                   "nodes_needed": r2["nodes_needed"], "answer": a["part2"], "answer_source": a["part2_source"],
+                  "headline": a["part2_answer"]["headline"], "plan": a["part2_answer"]["plan"],
+                  "servers_min_lower_bound": a["part2_answer"]["servers_min"],
                   "max_concurrency": r2["max_concurrency"], "extrapolation": r2["extrapolation"],
                   "capacity": r2.get("capacity"),
                   "justification": handout.justify_part2(r2)},
@@ -211,7 +213,7 @@ def format_summary(report: Path, summary: dict) -> str:
     if p2["answer"] is None:
         lines.append(f"Part 2 ({p2['sla']}, {p2['users']} users): no answer from these results")
     else:
-        lines.append(f"Part 2 ({p2['sla']}, {p2['users']} users): {p2['answer']} nodes [{p2['answer_source']}]")
+        lines.append(f"Part 2 ({p2['sla']}, {p2['users']} users): {p2.get('headline') or p2['answer']}")
     lines.append(f"  {p2['justification']}")
     lines.append(f"Charts: {', '.join(summary['charts'])}")
     return "\n".join(lines) + "\n"

@@ -119,7 +119,7 @@ def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None) -> str
     lines.append("- " + usl_text(df).strip())
     if sla is not None and users is not None:
         try:
-            a = capacity.capacity_answer(df, sla, users)
+            a = capacity.capacity_answer(df, sla, users, model=False)
             lines.append(f"- Capacity for {users} users ({a['label']}): {a['conclusion']}.")
         except ConfigError as exc:
             lines.append(f"- Capacity for {users} users: not available ({exc}).")
