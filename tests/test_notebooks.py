@@ -184,6 +184,7 @@ def test_pair_check_detects_an_edit_on_either_side(tmp_path):
     assert pair_differences(tmp_path / "n.ipynb", tmp_path / "n.py") == ["n.py is missing"]
 
 
+@pytest.mark.kernel
 def test_a_failing_notebook_stops_the_run_names_itself_and_the_lab_still_goes_down(tmp_path, monkeypatch):
     from labkit.lab import NotebookError
 
