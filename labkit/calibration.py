@@ -270,25 +270,22 @@ def _how(ms: float, label: str, other: float, other_label: str) -> str:
             f"({ms:.2f} vs {other:.2f} CPU ms per request)")
 
 
-def host_speed_notes(df) -> list[str]:
-    """Sentences comparing the hosts behind ``df``'s runs (by ``run_id``) with each other and with the
-    reference: what a report, 04's overlay or a class view says before comparing their answers."""
-    if df is None or df.empty or "run_id" not in df:
+def host_speed_notes(df, by: str = "run_id") -> list[str]:
+    """Sentences comparing the hosts behind ``df``'s groups (``by``: ``run_id``, or 04's ``source``) with the
+    reference and, when they differ, with each other: what a report or 04's overlay says before their answers
+    are compared. Each group's figure is :func:`cost_from_rows`'s."""
+    if df is None or df.empty or by not in df:
         return []
     costs = {}
-    for run, rows in df.groupby(df["run_id"].astype(str), sort=False):
+    for name, rows in df.groupby(df[by].astype(str), sort=False):
         ms = cost_from_rows(rows)
         if ms is not None:
-            costs[run] = ms
-    if not costs:
-        return []
-    notes = [_how(ms, f"run {run}", REFERENCE_CPU_MS_PER_REQUEST, "the reference")
-             for run, ms in costs.items()]
+            costs[f"run {name}" if by == "run_id" else str(name)] = ms
+    notes = [_how(ms, label, REFERENCE_CPU_MS_PER_REQUEST, "the reference") for label, ms in costs.items()]
     if len(costs) > 1:
-        fast = min(costs, key=costs.get)
-        slow = max(costs, key=costs.get)
+        fast, slow = min(costs, key=costs.get), max(costs, key=costs.get)
         if costs[slow] / costs[fast] >= SAME_SPEED:
-            notes.append(f"these results come from hosts of different speed: "
-                         + _how(costs[slow], f"run {slow}", costs[fast], f"run {fast}")
+            notes.append("these results come from hosts of different speed: "
+                         + _how(costs[slow], slow, costs[fast], fast)
                          + "; compare their answers with that in mind (or measure with --calibrate reference)")
     return notes
