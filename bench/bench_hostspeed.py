@@ -130,8 +130,9 @@ def burst_part(seconds: int, rounds: int) -> tuple[str, dict]:
     rows = []
     for label, runs in results.items():
         per_bin = [[sum(1 for s in r["starts"] if lo <= s < lo + 5) / 5 for r in runs] for lo in bins]
-        rows.append([f"{label} (burst={runs[0]['burst_on']})", *(C.fmt(C.median(v), 1) for v in per_bin),
-                     C.fmt(C.median([len(r["starts"]) / seconds for r in runs]), 1),
+        whole = [len(r["starts"]) / seconds for r in runs]
+        rows.append([f"{label} (burst={runs[0]['burst_on']})", *(C.fmt(C.median(v), 2) for v in per_bin),
+                     f"{C.fmt(C.median(whole), 3)} ({C.spread(whole)})",
                      C.fmt(C.median([r["cpu_util"] for r in runs]))])
     body = (f"**One f1-micro at c=1 for {seconds} s** (ab -t, median of {rounds} round(s), burst and no burst "
             "alternating): requests/s per 5-second bin, the whole run's requests/s, and the server's CPU "

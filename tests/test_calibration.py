@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -118,3 +119,30 @@ def test_the_overlay_in_04_names_sources_of_different_speed(tmp_path):
     dash.picker.value = ("reference.csv", "slow.csv")  # overlay both (add() keeps only the new one selected)
     assert "host speed — these results come from hosts of different speed: slow.csv&#x27;s core is 1.9x slower" \
         in dash.status.value
+
+
+def test_doctor_reports_the_host_speed(host_cal):
+    from labkit.doctor import run_checks
+
+    check = next(c for c in run_checks() if c.name == "host speed")
+    assert check.ok and not check.required
+    assert check.detail.startswith(f"{host_cal.cpu_ms_per_request:.2f} CPU ms per request on one core: ")
+    assert "the reference host (1.05 ms)" in check.detail
+
+
+def _cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120, env={**os.environ, "LABKIT_STATE_DIR": str(cwd / ".labkit")})
+
+
+def test_status_takes_json_and_the_host_flags_are_refused_off_the_local_backend(tmp_path):
+    out = _cli("status", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["up"] is False
+    for flags in (["--calibrate", "reference"], ["--no-burst"]):
+        out = _cli("sweep", "--backend", "ssh", "--nodes", "1", "--concurrency", "1", "--requests", "1",
+                   "--out", str(tmp_path / "x.csv"), *flags, cwd=tmp_path)
+        assert out.returncode == 2 and out.stderr.strip() == (
+            "labkit: error: --calibrate and --no-burst apply to the local backend only (other backends run on "
+            "real machines)")
+        assert not (tmp_path / "x.csv").exists()
