@@ -2,9 +2,9 @@
 
 Three parts (``--part``, default all):
 
-* ``calibration``: :func:`labkit.calibration.measure_host` ``--runs`` times (the service on one
-  unconstrained core, ab -c 1, the handout's payload): CPU ms per request, its ratio to the
-  reference's 1.05 ms, the steal, the wall time of one calibration.
+* ``calibration``: :func:`labkit.calibration.measure_host` ``--runs`` times at c=10 (labkit's) and
+  at c=1, alternating (the service on one unconstrained core, the handout's payload): CPU ms per
+  request, its ratio to the reference's 1.05 ms, the steal, the wall time of one calibration.
 * ``part1``: the quick profile's one-node part-1 sweep (its levels 10…1000, 2,000 requests,
   the boundary refined), ``labkit sweep --profile quick --nodes 1``, without and then with
   ``--calibrate reference``; each one's part-1 answer (``labkit report``) beside
@@ -34,18 +34,27 @@ PART1 = "max<=1500 mean<200 p98<=300"
 
 
 def calibration_part(runs: int) -> tuple[str, dict]:
+    """The calibration at c=10 (what labkit uses) and at c=1 (the issue's first idea), alternating."""
     from labkit.calibration import measure_host
 
-    cals = [measure_host() for _ in range(runs)]
-    ms = [c.cpu_ms_per_request for c in cals]
-    rows = [[i + 1, C.fmt(c.cpu_ms_per_request), C.fmt(c.vs_reference), C.fmt(c.steal_pct), C.fmt(c.wall_s),
-             c.cpu_source] for i, c in enumerate(cals)]
-    body = (f"**Calibration** ({runs} runs, {cals[0].requests} requests each at c=1): median "
-            f"**{C.fmt(C.median(ms))} CPU ms per request** (spread {C.spread(ms)}), "
-            f"{C.fmt(C.median(ms) / cals[0].reference_cpu_ms_per_request)}× the reference's "
-            f"{cals[0].reference_cpu_ms_per_request} ms; one calibration takes {C.fmt(C.median([c.wall_s for c in cals]))} s.\n\n"
-            + C.table(["run", "CPU ms/request", "× reference", "steal %", "wall s", "CPU from"], rows))
-    return body, {"cpu_ms_per_request": ms}
+    cals = {10: [], 1: []}
+    for _ in range(runs):
+        for conc in (10, 1):
+            cals[conc].append(measure_host(concurrency=conc))
+    rows = []
+    for conc, runs_ in cals.items():
+        ms = [c.cpu_ms_per_request for c in runs_]
+        rows.append([f"c={conc}" + (" (labkit's)" if conc == 10 else ""), f"{C.fmt(C.median(ms))} ({C.spread(ms)})",
+                     C.fmt(C.median(ms) / runs_[0].reference_cpu_ms_per_request),
+                     C.fmt(C.median([c.steal_pct for c in runs_])), C.fmt(C.median([c.wall_s for c in runs_])),
+                     runs_[0].cpu_source])
+    ref = cals[10][0].reference_cpu_ms_per_request
+    body = (f"**Calibration** ({runs} runs each, alternating; {cals[10][0].requests} requests after "
+            f"{40} unmeasured, the service on one unconstrained core): CPU ms per request, × the reference's "
+            f"{ref} ms, steal, wall time of one calibration.\n\n"
+            + C.table(["ab concurrency", "CPU ms/request (min–max)", "× reference", "steal %", "wall s", "CPU from"],
+                      rows))
+    return body, {f"c{k}": [c.cpu_ms_per_request for c in v] for k, v in cals.items()}
 
 
 def _labkit(*args, env=None) -> subprocess.CompletedProcess:
