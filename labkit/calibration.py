@@ -117,8 +117,8 @@ class Calibration:
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "vs_reference": round(self.vs_reference, 3),
                 "method": f"the {self.server} service on one unconstrained core, ab -c {self.concurrency} "
-                          f"-n {self.requests} (after {WARMUP} unmeasured) posting {{\"fibonacci_number\": 20}}; the CPU time of the "
-                          f"service (from {self.cpu_source}) per request answered",
+                          f"-n {self.requests} (after {WARMUP} unmeasured) posting {{\"fibonacci_number\": 20}}; "
+                          f"the CPU time of the service (from {self.cpu_source}) per request answered",
                 "reference_method": "data/reference.csv: median server_cpu_s/complete over clean rows with "
                                     "concurrency/nodes <= 10"}
 
