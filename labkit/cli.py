@@ -217,7 +217,10 @@ def down(backend):
 @click.option("-n", "--requests", default=100, show_default=True, help="ab -n")
 @click.option("-s", "--timeout", "timeout_s", default=10, show_default=True, help="ab -s")
 @click.option("--retries", default=2, show_default=True, help="Re-runs after an early exit.")
-def bench(backend, concurrency, requests, timeout_s, retries):
+@click.option("--testers", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="ab processes started together, each its share of -c and -n (locally one per core, "
+                   "remotely one per tester machine); the row is their exact merge.")
+def bench(backend, concurrency, requests, timeout_s, retries, testers):
     """Run one ab benchmark against the running lab and print its row as JSON."""
     from labkit.ab import AbCommand
     from labkit.measure import measure
@@ -226,7 +229,10 @@ def bench(backend, concurrency, requests, timeout_s, retries):
     if b.spec is None:
         raise ConfigError("nothing is up: run `labkit up` first")
     spec = b.spec
-    row = measure(b, AbCommand(b.url, concurrency, requests, timeout_s=timeout_s), retries=retries)
+    command = AbCommand(b.url, concurrency, requests, timeout_s=timeout_s)
+    if testers > 1:
+        b.ensure_testers(testers)
+    row = measure(b, command, retries=retries, testers=testers)
     row = row.replace(backend=b.name, machine_type=spec.machine_type, server=spec.server, workers=spec.workers,
                       nodes=spec.nodes, cpu_limited=b.cpu_limited)
     _echo_json(row.to_json())
@@ -251,10 +257,13 @@ def bench(backend, concurrency, requests, timeout_s, retries):
 @click.option("--refine", "refine_sla", default=None, metavar="SLA",
               help='After the grid, bisect this SLA\'s boundary at every node count, e.g. "mean<200" '
                    "(default: the profile's; quick refines part 1 at one node on its own levels).")
+@click.option("--testers", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="ab processes per point, started together and merged exactly (one per core locally, "
+                   "one per tester machine on ssh/gcp).")
 @click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
 @_host_options
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
-          out, resume, repeats, refine_sla, keep_up, calibrate, no_burst):
+          out, resume, repeats, refine_sla, testers, keep_up, calibrate, no_burst):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
     from labkit.sweep import check_repeats, folder_locked, profiles_grid, run_sweep
 
@@ -262,7 +271,7 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
                          nodes=_ints(nodes, "--nodes") if nodes else None,
                          concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
                          requests=requests, repeats=None if repeats is None else check_repeats(repeats),
-                         refine=refine_sla)
+                         refine=refine_sla, testers=testers)
     if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
         grid = dataclasses.replace(grid, timeout_s=timeout_s)
     options = _host_kwargs(backend, calibrate, no_burst)
@@ -334,14 +343,16 @@ def _project() -> str:
 @machine_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--ssh-source", help="Who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
-def plan(backend, nodes, machine_type, as_json, ssh_source):
+@click.option("--testers", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Tester machines (tester-0..k-1), one ab process each.")
+def plan(backend, nodes, machine_type, as_json, ssh_source, testers):
     """What a cloud run would create and cost per hour - without touching the cloud."""
     from labkit.backends.gcp.api_requests import plan as make_plan
     from labkit.backends.gcp.api_requests import ssh_source_ranges
 
     zone = (_settings().gcp_zone or "us-central1-a").split(",")[0].strip()
     _show(make_plan(project=_project(), zone=zone, nodes=nodes, machine_type=machine_type,
-                    ssh_source_ranges=ssh_source_ranges(ssh_source)), as_json)
+                    ssh_source_ranges=ssh_source_ranges(ssh_source), testers=testers), as_json)
 
 
 @cli.command()

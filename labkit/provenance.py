@@ -19,7 +19,7 @@ from pathlib import Path
 
 from labkit import __version__
 from labkit.backends.local import cgroups
-from labkit.settings import Settings
+from labkit.settings import Settings, resolve
 
 
 def _first_line(argv: list[str]) -> str | None:
@@ -43,8 +43,8 @@ def _cpu_model() -> str:
 
 def collect(command: list[str] | None = None, settings: Settings | None = None) -> dict:
     """A JSON-ready description of this machine and software, plus ``command`` (default: this
-    process's argv); ``settings`` (default: ``Settings()``) decide the cgroups reported."""
-    settings = settings if settings is not None else Settings()
+    process's argv); ``settings`` (None: the environment's, :func:`labkit.settings.resolve`) decide the cgroups reported."""
+    settings = resolve(settings)
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(command) if command else shlex.join(sys.argv),

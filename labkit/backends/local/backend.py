@@ -132,7 +132,9 @@ class LocalBackend(LocalAbRunner, Backend):
         net = self._state["net"]
         if role.startswith("restserver-"):
             return f"{net}.{10 + int(role.split('-')[1])}"
-        return {"loadbalancer-0": f"{net}.2", "tester-0": f"{net}.3"}[role]
+        if role.startswith("tester-"):  # tester-0 .3, further testers (several ab processes) .4, .5 ...
+            return f"{net}.{3 + int(role.split('-')[1])}"
+        return {"loadbalancer-0": f"{net}.2"}[role]
 
     @property
     def url(self) -> str:
@@ -211,12 +213,13 @@ class LocalBackend(LocalAbRunner, Backend):
         self._state["cgroup_dirs"] = sorted(set(self._state["cgroup_dirs"]) | set(made))
         return rel
 
-    def _machine(self, role: str, machine_type: str):
+    def _machine(self, role: str, machine_type: str, cpus: set[int] | None = None):
         """``role``'s machine: (its cgroup, made if missing; a ``preexec_fn`` that puts the child in
-        that cgroup and on its ceil(vCPU) host CPUs)."""
+        that cgroup and on its ceil(vCPU) host CPUs, or on ``cpus`` when given)."""
         rel = self._group(role, machine_type)
         join = self._groups().join_preexec(rel)
-        cpus = cpu_affinity.cpus_for(machine_types.get(machine_type).vcpu, cpu_affinity.slot_of(role))
+        if cpus is None:
+            cpus = cpu_affinity.cpus_for(machine_types.get(machine_type).vcpu, cpu_affinity.slot_of(role))
         pin = cpu_affinity.pin_preexec(cpus)
         log.debug("%s (%s) runs on CPU %s", role, machine_type, ",".join(map(str, sorted(cpus))))
 

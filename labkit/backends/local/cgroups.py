@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from labkit.backends.local import bursting
-from labkit.settings import Settings
+from labkit.settings import Settings, resolve
 
 log = logging.getLogger("labkit")
 
@@ -254,11 +254,11 @@ _warned = False
 def detect(settings: Settings | None = None) -> Cgroups:
     """The best cgroup manager this machine allows: v2, v1, or unlimited (with one warning).
 
-    ``settings`` (default: ``Settings()``) gives the hierarchy's mount point
+    ``settings`` (None: :func:`labkit.settings.resolve`, i.e. the environment's) gives the hierarchy's mount point
     (``cgroup_root``), the CFS period and ``cgroups="off"`` to never use them.
     """
     global _warned
-    settings = settings if settings is not None else Settings()
+    settings = resolve(settings)
     if settings.cgroups == "off":
         return Cgroups()
     root, period = settings.cgroup_root, settings.cfs_period_us
