@@ -4,12 +4,21 @@ Two machines "of the same kind" gave part 1 = 13 and 20-27 users: one f1-micro q
 as many requests as the host's core is fast. So before a sweep (and in ``labkit doctor``)
 :func:`host_calibration` runs a short, fixed calibration -- the real service (the Flask
 development server, as the handout runs it) started on one otherwise unconstrained core
-of this host, the handout's payload ``{"fibonacci_number": 20}`` posted by ab at c=1,
-a warm-up and then :data:`REQUESTS` requests, about a second -- and divides the CPU time
-the service's process used (``/proc/<pid>/stat``, all its threads) by the requests it
-answered. The figure (``host_cpu_ms_per_request``) goes into the provenance (its
-``calibration`` entry) and every results row, with the host's CPU steal (``/proc/stat``)
-over each ab run (``steal_pct``), so CSVs from different hosts can be compared on it:
+of this host, the handout's payload ``{"fibonacci_number": 20}`` posted by ab at
+:data:`CONCURRENCY` concurrent requests, a warm-up and then :data:`REQUESTS` requests,
+about two seconds -- and divides the CPU time the service used (from a cgroup of its own,
+else ``/proc/<pid>/stat``) by the requests it answered.
+
+Why c=10 and not one request at a time: at c=1 the server sleeps between requests and
+each one also pays for waking it (1.2-1.4 CPU ms per request here, against 0.69-0.76 ms
+at c=10, measured side by side; bench/RESULTS.md), which the servers of a sweep, busy at
+every measured level, do not pay -- their ``server_cpu_s / complete`` at c=10 was
+0.69-0.78 ms in the same hour. c=10 measures what a sweep's rows measure, which is also
+how the reference's figure below is defined, and takes a third of the time.
+
+The figure (``host_cpu_ms_per_request``) goes into the provenance (its ``calibration``
+entry) and every results row, with the host's CPU steal (``/proc/stat``) over each ab
+run (``steal_pct``), so CSVs from different hosts can be compared on it:
 :func:`host_speed_notes` says "this host's core is 1.9x slower per request than the
 reference's". It is measured once per process (:func:`host_calibration` caches it).
 
@@ -17,7 +26,7 @@ The reference's figure, :data:`REFERENCE_CPU_MS_PER_REQUEST`, comes from
 ``data/reference.csv``, measured before this calibration existed: the median server CPU
 per completed request (``server_cpu_s / complete``) over its clean rows where each server
 saw at most 10 concurrent requests (``concurrency / nodes <= 10``), the nearest it has to
-the calibration's one request at a time (:func:`cost_from_rows`; 1.048 ms, 14 rows). A CSV
+the calibration's one server at c=10 (:func:`cost_from_rows`; 1.048 ms, 14 rows). A CSV
 that carries ``host_cpu_ms_per_request`` is compared on that column instead.
 
 ``--calibrate reference`` (:func:`reference_scale`) multiplies every role's CPU quota by
@@ -51,8 +60,10 @@ log = logging.getLogger("labkit")
 #: The reference host's CPU ms per request (``data/reference.csv``, see the module docstring).
 REFERENCE_CPU_MS_PER_REQUEST = 1.05
 #: Requests measured (after :data:`WARMUP` unmeasured ones), one at a time.
-REQUESTS = 200
-WARMUP = 20
+REQUESTS = 400
+WARMUP = 40
+#: ab's concurrency for the calibration (see the module docstring).
+CONCURRENCY = 10
 #: Hosts whose figures differ by less than this factor are called "about as fast".
 SAME_SPEED = 1.10
 _STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -90,6 +101,7 @@ class Calibration:
 
     cpu_ms_per_request: float
     requests: int
+    concurrency: int
     steal_pct: float | None
     measured_at: str
     wall_s: float
@@ -104,9 +116,9 @@ class Calibration:
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "vs_reference": round(self.vs_reference, 3),
-                "method": f"the {self.server} service on one unconstrained core, ab -c 1 -n {self.requests} "
-                          f"(after {WARMUP} unmeasured) posting {{\"fibonacci_number\": 20}}; the CPU time of the "
-                          f"service (from {self.cpu_source}) per request answered",
+                "method": f"the {self.server} service on one unconstrained core, ab -c {self.concurrency} "
+                          f"-n {self.requests} (after {WARMUP} unmeasured) posting {{\"fibonacci_number\": 20}}; "
+                          f"the CPU time of the service (from {self.cpu_source}) per request answered",
                 "reference_method": "data/reference.csv: median server_cpu_s/complete over clean rows with "
                                     "concurrency/nodes <= 10"}
 
@@ -169,8 +181,9 @@ class _CpuMeter:
 
 
 def measure_host(requests: int = REQUESTS, warmup: int = WARMUP, host: str = "127.0.0.1",
-                 settings: Settings | None = None) -> Calibration:
-    """Start the service on one core, post ``requests`` requests at c=1 with ab, return its CPU per request.
+                 settings: Settings | None = None, concurrency: int = CONCURRENCY) -> Calibration:
+    """Start the service on one core, post ``requests`` requests with ab at ``concurrency``, return its
+    CPU per request.
 
     The service runs on this process's first CPU, ab on its last (the same CPU on a
     one-core host); neither has a quota. The service's CPU time comes from a cgroup of its
@@ -199,9 +212,9 @@ def measure_host(requests: int = REQUESTS, warmup: int = WARMUP, host: str = "12
         except Exception as exc:
             raise BackendError(f"calibration: the service did not start: {exc}") from exc
         with tempfile.TemporaryDirectory(prefix="labkit-calibration-") as folder:
-            _ab(AbCommand(url, 1, warmup), Path(folder), cpus[-1])
+            _ab(AbCommand(url, concurrency, warmup), Path(folder), cpus[-1])
             cpu0, times0 = meter.seconds(), cpu_times()
-            report = parse_report(_ab(AbCommand(url, 1, requests), Path(folder), cpus[-1]))
+            report = parse_report(_ab(AbCommand(url, concurrency, requests), Path(folder), cpus[-1]))
             cpu1, times1 = meter.seconds(), cpu_times()
     finally:
         proc.terminate()
@@ -216,6 +229,7 @@ def measure_host(requests: int = REQUESTS, warmup: int = WARMUP, host: str = "12
         raise BackendError(f"calibration: no clean measurement ({done} complete, {failed} failed, "
                            f"{non_2xx} non-2xx, CPU {cpu0}..{cpu1})")
     cal = Calibration(cpu_ms_per_request=round(1000.0 * (cpu1 - cpu0) / done, 4), requests=done,
+                      concurrency=concurrency,
                       steal_pct=steal_pct(times0, times1),
                       measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                       wall_s=round(time.monotonic() - t0, 2), cpu_source=meter.source)
@@ -270,25 +284,22 @@ def _how(ms: float, label: str, other: float, other_label: str) -> str:
             f"({ms:.2f} vs {other:.2f} CPU ms per request)")
 
 
-def host_speed_notes(df) -> list[str]:
-    """Sentences comparing the hosts behind ``df``'s runs (by ``run_id``) with each other and with the
-    reference: what a report, 04's overlay or a class view says before comparing their answers."""
-    if df is None or df.empty or "run_id" not in df:
+def host_speed_notes(df, by: str = "run_id") -> list[str]:
+    """Sentences comparing the hosts behind ``df``'s groups (``by``: ``run_id``, or 04's ``source``) with the
+    reference and, when they differ, with each other: what a report or 04's overlay says before their answers
+    are compared. Each group's figure is :func:`cost_from_rows`'s."""
+    if df is None or df.empty or by not in df:
         return []
     costs = {}
-    for run, rows in df.groupby(df["run_id"].astype(str), sort=False):
+    for name, rows in df.groupby(df[by].astype(str), sort=False):
         ms = cost_from_rows(rows)
         if ms is not None:
-            costs[run] = ms
-    if not costs:
-        return []
-    notes = [_how(ms, f"run {run}", REFERENCE_CPU_MS_PER_REQUEST, "the reference")
-             for run, ms in costs.items()]
+            costs[f"run {name}" if by == "run_id" else str(name)] = ms
+    notes = [_how(ms, label, REFERENCE_CPU_MS_PER_REQUEST, "the reference") for label, ms in costs.items()]
     if len(costs) > 1:
-        fast = min(costs, key=costs.get)
-        slow = max(costs, key=costs.get)
+        fast, slow = min(costs, key=costs.get), max(costs, key=costs.get)
         if costs[slow] / costs[fast] >= SAME_SPEED:
-            notes.append(f"these results come from hosts of different speed: "
-                         + _how(costs[slow], f"run {slow}", costs[fast], f"run {fast}")
+            notes.append("these results come from hosts of different speed: "
+                         + _how(costs[slow], slow, costs[fast], fast)
                          + "; compare their answers with that in mind (or measure with --calibrate reference)")
     return notes

@@ -12,6 +12,12 @@ again, so it is tried once (``attempts == 1``, logged) -- still measured, never
 dropped. Design §8's refinement (``Grid.refine``) bisects the SLA boundary after the
 grid, see :mod:`labkit.refine`. A library error while reconfiguring the lab for a point
 stops the sweep with one line of advice (every measured row kept), never a traceback.
+
+On the local backend every row also says how fast the host was (:mod:`labkit.calibration`,
+measured once per process before the first point): ``host_cpu_ms_per_request``, the CPU
+steal during the point's ab run (``steal_pct``), whether shared-core bursting was emulated
+(``burst``) and the quota scale of ``--calibrate`` (``cpu_scale``); the provenance's
+``calibration`` entry holds the same with the steal over the whole sweep.
 """
 
 from __future__ import annotations
