@@ -61,13 +61,14 @@ def _node_counts(df: pd.DataFrame, nodes) -> list[int]:
 
 
 # -- Little's law ------------------------------------------------------------------------------------
-def littles_law_text(df: pd.DataFrame, nodes=None, k: int = 3):
-    """N = X·R on up to ``k`` clean points per node count, and where throughput stopped growing
-    (:func:`labkit.teaching.findings.littles_law`), as Markdown."""
+def littles_law_text(df: pd.DataFrame, nodes=None, k: int = 3, solve: bool = False):
+    """Up to ``k`` clean points per node count as evidence for N = X·R — N, X, R and a flag where X·R is
+    far from N (:func:`labkit.teaching.findings.littles_law`) — as Markdown. ``solve`` adds what the graded
+    question asks the student to work out (X·R, and where throughput stopped growing): for instructors."""
     from labkit.teaching import findings
     from labkit.teaching.render import markdown
 
-    return markdown("littles_law.md.j2", f=findings.littles_law(df, nodes, k))
+    return markdown("littles_law.md.j2", f=findings.littles_law(df, nodes, k), solve=solve)
 
 
 # -- the bottleneck ----------------------------------------------------------------------------------
