@@ -347,7 +347,7 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     elif fit is not None:
         inside = np.linspace(1, top, 100)
         beyond = np.linspace(top, end, 60)
-        ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model, R² {fit.r2:.2f})")
+        ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model): {describe_fit(fit)}")
         ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--", label="extrapolation (USL fit)")
         if np.isfinite(fit.peak_n) and fit.peak_n <= end:
             ax.axvline(fit.peak_n, color="0.5", linestyle=":", label=f"fitted peak N≈{fit.peak_n:.1f}")

@@ -28,7 +28,7 @@ from pathlib import Path
 _NUM = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 _QUOTED = re.compile(_NUM + r"\s*(ms|req/s|rps)\b")
 _POINT = re.compile(r"(?:(\d+) nodes?, )?c=(\d+)")
-_METRIC = re.compile(r"\b(mean|max|p98|p99|longest request)\s+" + _NUM + r"\s*ms")
+_METRIC = re.compile(r"(?<!connect )\b(mean|max|p98|p99|longest request)\s+" + _NUM + r"\s*ms")
 _RPS = re.compile(_NUM + r"\s*(?:req/s|rps)\b")
 _CELL = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
 _ANY_NUM = re.compile(r"-?" + _NUM)
@@ -186,7 +186,12 @@ def headings(nb) -> list[Problem]:
             if not line.startswith("#"):
                 continue
             body = "\n".join(lines[j + 1:])
-            for subject, verdict in re.findall(r"(\w+) [^;(]*?\(([^()]*)\)", line):
+            claims = line.split(":", 1)[1] if ":" in line else line
+            for seg in claims.split(";"):
+                m = re.match(r"\s*(\w+)\b.*\(([^()]*)\)\s*$", seg)
+                if not m:
+                    continue
+                subject, verdict = m.groups()
                 if verdict in _VERDICTS and not re.search(rf"^- {re.escape(subject)}\b.*: {re.escape(verdict)}\b",
                                                           body, re.M):
                     problems.append(Problem("heading", i, line, f"'{subject} … {verdict}' is not what the lines "

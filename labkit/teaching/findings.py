@@ -175,11 +175,11 @@ def littles_law(df: pd.DataFrame, nodes=None, k: int = 3) -> LittlesLaw:
 class Stall:
     """A point whose connect mean or longest request sits at a SYN retransmission time.
 
-    ``cause`` is the attribution: ``"client"`` when the client's own connects stalled (the level
-    exceeds the backlog of the listener it reaches — Werkzeug's 128 at one node, nginx's 511
-    behind it — or the connect mean is ≥ 100 ms); ``"upstream"`` behind nginx when the users per
-    server exceed Werkzeug's 128 (nginx opens one upstream connection per request, so its own
-    connects to a server are dropped and retried while the client's connect stays fast); ``""``
+    ``cause`` is the attribution: ``"client"`` when the client's own connects stalled (the connect
+    mean is ≥ 100 ms); else ``"upstream"`` behind nginx when the users per server exceed Werkzeug's
+    128 (each request holds one upstream connection, so nginx's own connects to a server are dropped
+    and retried while the client's connect stays fast); else ``"client"`` when the level exceeds the
+    backlog of the listener the client reaches (Werkzeug's 128 at one node, nginx's 511); ``""``
     when neither holds: the connection was accepted at once and the time is not explained by
     dropped SYNs."""
 
@@ -218,10 +218,12 @@ def connections(df: pd.DataFrame) -> Connections:
         for what, v in (("connect_mean_ms", cm), ("max_ms", r.max_ms)):
             t = near_syn_retry(v)
             if t is not None:
-                if r.concurrency > backlog or (not pd.isna(cm) and cm >= 100):
+                if not pd.isna(cm) and cm >= 100:
                     cause = "client"
                 elif r.nodes > 1 and r.concurrency / r.nodes > WERKZEUG_BACKLOG:
                     cause = "upstream"
+                elif r.concurrency > backlog:
+                    cause = "client"
                 else:
                     cause = ""
                 stalls.append(Stall(int(r.nodes), int(r.concurrency), what, float(v), t / 1000,
