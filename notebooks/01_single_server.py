@@ -281,7 +281,7 @@ print(part1_why)
 # the cells tagged `measure` are not run then: nothing is measured again, your `results_csv` is read).
 
 # %% nbgrader={"grade": true, "grade_id": "part1_answer_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# part1_max_users against design §8's rule on the student's own results_csv
+# part1_max_users against the rule above (report part 1), on the student's own results_csv
 require_answer(part1_max_users)
 ### BEGIN HIDDEN TESTS
 from labkit import check_part1

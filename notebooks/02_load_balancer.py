@@ -297,7 +297,7 @@ print(part2_why)
 # The checks below compare your answer with what your own results CSV gives (when the lab is graded).
 
 # %% nbgrader={"grade": true, "grade_id": "part2_answer_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# part2_nodes (and part2_balancer) against design §8's rule on the student's own results_csv
+# part2_nodes (and part2_balancer) against the rule above (report 4), on the student's own results_csv
 require_answer(part2_nodes)
 ### BEGIN HIDDEN TESTS
 from labkit import check_part2

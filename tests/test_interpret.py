@@ -95,9 +95,12 @@ def test_connections_attribute_stalls_only_where_a_backlog_can_be_full(one_node,
         (1, 100, 3.0, ""), (2, 500, 15.0, "upstream"), (5, 500, 7.0, "")}
     assert f.behind_aborted == ((2, 1500),) and f.behind_errors == ((3, 1200, "refused", 10000, 0),)
     text = backlog_text(df)
-    assert "- 2 nodes, c=500: longest request 15,600 ms ≈ 15 s (250 users per server" in text
-    assert "Near a SYN retransmission time but not explained by it" in text and "- c=100: longest request 2,870 ms" in text
-    assert "error responses: 3 nodes, c=1200 refused (10000 non-2xx, 0 failed)" in text
+    assert "| 2 nodes, c=500 | 250 | 2.0 ms | 15,600 ms | ok |" in text and "- 2 nodes, c=500: longest request ≈ 15 s\n" in text
+    assert "- c=100: longest request ≈ 3 s\n" in text, "evidence, not the attribution the question asks for"
+    solved = backlog_text(df, solve=True)
+    assert "- c=100: longest request ≈ 3 s — not a SYN retry" in solved
+    assert "- 2 nodes, c=500: longest request ≈ 15 s — nginx's connects to the servers" in solved
+    assert "| 3 nodes, c=1200 | refused | 10000 | 0 |" in text
     assert "queue" not in text, "the mechanism is the notebook's fixed text; no upstream queue is claimed"
 
 
@@ -110,11 +113,10 @@ def test_bottleneck_names_the_busy_role_with_its_utilisation(tmp_path):
                    tester_machine_type="f1-micro")]
     df = _df(tmp_path, rows)
     text = bottleneck_text(df, PART2_SLA, 2000)
-    assert "1 node(s), best clean point c=50 (100 rps): server 95 %, tester 10 % → busiest: server" in text
-    assert ("2 node(s), best clean point c=50 (200 rps): server 95 %, balancer 80 %, tester 10 % → busiest: server"
-            in text)
+    assert "| 1 | c=50 | 100.0 | 95 % | — | 10 % | server |" in text
+    assert "| 2 | c=50 | 200.0 | 95 % | 80 % | 10 % | server |" in text
     # balancer: 1.6 CPU-s / 2000 requests = 0.80 ms: one 0.2-vCPU f1-micro carries 250 rps (a model)
-    assert "balancer 0.80 ms, so one f1-micro (0.2 vCPU) saturates near 250 rps (model" in text
+    assert "| balancer | 0.80 | f1-micro | 0.2 | 250 |" in text and "(model: vCPU / CPU per request)" in text
     assert "USL fit of peak throughput vs nodes: not available" in text, "two node counts cannot be fitted"
     assert "Capacity for 2000 users (model" in text and "6,667 req/s" in text
 
@@ -144,8 +146,9 @@ def test_noise_finding_lists_every_clause_near_its_bound(tmp_path):
     (rep,) = f.repeats
     assert (rep.concurrency, rep.runs, rep.clean, rep.mean_lo, rep.mean_hi) == (50, 2, 2, 195.0, 205.0)
     text = noise_text(_df(tmp_path, rows), PART1_SLA)
-    assert "- c=15: p98 320 ms, 6.5 % over the bound of 300" in text and "c=20 (max 1,040 ms, p99 150 ms, ×6.9)" in text
-    assert "c=50: 2 of 2 runs clean, mean 195 ms–205 ms (5 % apart)" in text
+    assert "| c=15 | p98 | 320 ms | 300 ms | +6.5 % |" in text and "| c=20 | 150 ms | 1,040 ms | 6.9 |" in text
+    assert "| c=50 | 0 | ok | 195 ms |" in text and "| c=50 | 1 | ok | 205 ms |" in text
+    assert [(r.repeat, r.mean_ms) for r in f.runs] == [(0, 195.0), (1, 205.0)]
     assert "No clause" not in text
 
 

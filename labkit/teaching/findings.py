@@ -203,6 +203,17 @@ class Connections:
     behind_errors: tuple[tuple[int, int, str, int, int], ...]  # (nodes, c, status, non_2xx, failed)
     behind_max_connect: tuple[int, int, float] | None  # (nodes, c, connect mean ms)
     stalls: tuple[Stall, ...]
+    table: tuple[ConnectRow, ...] = ()  # every point: users per server, connect mean, longest request, status
+
+
+@dataclass(frozen=True)
+class ConnectRow:
+    nodes: int
+    concurrency: int
+    per_server: float
+    connect_mean_ms: float
+    max_ms: float
+    status: str
 
 
 def connections(df: pd.DataFrame) -> Connections:
@@ -252,7 +263,10 @@ def connections(df: pd.DataFrame) -> Connections:
         behind_errors=tuple(errs),
         behind_max_connect=None if wb is None else (int(wb["nodes"]), int(wb["concurrency"]),
                                                     float(wb["connect_mean_ms"])),
-        stalls=tuple(stalls))
+        stalls=tuple(stalls),
+        table=tuple(ConnectRow(int(r.nodes), int(r.concurrency), r.concurrency / r.nodes,
+                               float(r.connect_mean_ms), float(r.max_ms), str(r.status))
+                    for r in pts.itertuples(index=False)))
 
 
 # -- noise ------------------------------------------------------------------------------------------
@@ -295,6 +309,18 @@ class Noise:
     repeats: tuple[Repeat, ...]
     sla: str | None
     near: tuple[Near, ...]
+    runs: tuple[Run, ...] = ()  # every run of the repeated points
+
+
+@dataclass(frozen=True)
+class Run:
+    nodes: int
+    concurrency: int
+    repeat: int
+    status: str
+    mean_ms: float
+    p98_ms: float
+    max_ms: float
 
 
 def noise(df: pd.DataFrame, sla=None) -> Noise:
@@ -310,10 +336,17 @@ def noise(df: pd.DataFrame, sla=None) -> Noise:
                 for r in clean.sort_values("gap", ascending=False).itertuples(index=False)]
         gaps = tuple(g for g in allg if g.ratio >= 2)
         widest = None if gaps else allg[0]
-    reps = []
+    reps, runs = [], []
     ok = is_ok(df) & df["rps"].notna()
     for r in pts[pts["runs"] > 1].itertuples(index=False):
-        rows = df[(df["nodes"] == r.nodes) & (df["concurrency"] == r.concurrency) & ok]
+        every = df[(df["nodes"] == r.nodes) & (df["concurrency"] == r.concurrency)]
+        for i, (idx, row) in enumerate(every.iterrows()):
+            status = "aborted" if bool(row["aborted"]) else ("ok" if bool(ok.loc[idx]) else "errors")
+            runs.append(Run(int(r.nodes), int(r.concurrency), int(row["repeat"]) if not pd.isna(row["repeat"]) else i,
+                            status, float(row["mean_ms"]) if not pd.isna(row["mean_ms"]) else math.nan,
+                            float(row["p98_ms"]) if not pd.isna(row["p98_ms"]) else math.nan,
+                            float(row["max_ms"]) if not pd.isna(row["max_ms"]) else math.nan))
+        rows = every[ok.loc[every.index]]
         m = rows["mean_ms"].astype("float64")
         spread = float((m.max() - m.min()) / m.mean() * 100) if len(m) and m.mean() else 0.0
         reps.append(Repeat(int(r.nodes), int(r.concurrency), int(r.runs), len(rows),
@@ -333,7 +366,7 @@ def noise(df: pd.DataFrame, sla=None) -> Noise:
                 over = (v - cl.ms) / cl.ms
                 if abs(over) <= NEAR:
                     near.append(Near(int(n), int(c), cl.metric, v, float(cl.ms), over))
-    return Noise(gaps, widest, tuple(reps), text, tuple(near))
+    return Noise(gaps, widest, tuple(reps), text, tuple(near), tuple(runs))
 
 
 # -- the USL fit ------------------------------------------------------------------------------------
