@@ -4,7 +4,8 @@ Three rules, each giving a :class:`Problem` (nothing is fixed here; ``labkit lab
 
 - **quoted numbers** — every latency (``… ms``) or throughput (``… req/s`` / ``… rps``) a sentence
   quotes appears, at the precision it is written, in one of the notebook's tables (HTML tables,
-  Markdown tables) or JSON (``summary.json``, JSON outputs), or the sentence says ``model``;
+  Markdown tables) or JSON (``summary.json``, JSON outputs), or the sentence says ``model`` (or
+  quotes a fitted curve, ``fit``: a model too);
 - **one value per point** — no two cells state different values of the same metric at the same
   point (``2 nodes, c=500: mean 1,600 ms`` in one cell and ``mean 1,200 ms`` in another);
 - **headings agree** — a heading that states a verdict (``flask ×1.90 … (did not keep up)``) is
@@ -115,9 +116,28 @@ def table_values(nb, extra_json=()) -> list[float]:
     return values
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
 def _sentences(nb) -> list[tuple[int, str]]:
-    return [(i, line) for i, kind, text in _outputs(nb) if kind in ("markdown", "stream")
-            for line in text.splitlines() if line.strip() and not _is_table_row(line)]
+    """(cell, sentence): each non-table line of Markdown and printed outputs; a printed line indented
+    deeper than the one before it continues that one (a report's wrapped detail belongs to its label)."""
+    out: list[tuple[int, str]] = []
+    for i, kind, text in _outputs(nb):
+        if kind not in ("markdown", "stream"):
+            continue
+        prev = None
+        for line in text.splitlines():
+            if not line.strip() or _is_table_row(line):
+                prev = None
+                continue
+            if kind == "stream" and prev is not None and _indent(line) > _indent(prev) and out:
+                out[-1] = (i, out[-1][1] + " " + line.strip())
+            else:
+                out.append((i, line))
+                prev = line
+    return out
 
 
 def _matches(token: str, values: list[float]) -> bool:
@@ -126,12 +146,17 @@ def _matches(token: str, values: list[float]) -> bool:
     return any(abs(t - v) <= tol for t in values)
 
 
+def _is_model(line: str) -> bool:
+    """A sentence that says its numbers are a model's (a fitted curve is one)."""
+    return bool(re.search(r"\bmodel\b|\bfit\b", line, re.I))
+
+
 def quoted_numbers(nb, extra_json=()) -> list[Problem]:
     """Numbers with a unit in a sentence that no table or JSON of the notebook holds (unless a model)."""
     values = table_values(nb, extra_json)
     problems = []
     for i, line in _sentences(nb):
-        if "model" in line.lower():
+        if _is_model(line):
             continue
         for m in _QUOTED.finditer(line):
             if not _matches(m.group(1), values):
@@ -160,7 +185,7 @@ def two_values(nb) -> list[Problem]:
     seen: dict[tuple, tuple[float, int, int, str]] = {}
     problems = []
     for i, line in _sentences(nb):
-        if "model" in line.lower():
+        if _is_model(line):
             continue
         for nodes, c, metric, v, d in _point_claims(line):
             key = (nodes, c, metric)
