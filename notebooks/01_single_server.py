@@ -123,7 +123,7 @@ first_row
 # part-1 SLA and the first that failed, measuring each probe three times (all must meet),
 # until the bracket is within 10 % or 5 users. Probes are ordinary rows of the CSV. It also
 # measures 1, 2 and 5 users, below the handout's levels, to show the server before it is busy,
-# and sends five requests per user at each level (at least 300).
+# and sends five requests per user at each level (at least 500).
 
 # %% tags=["measure"]
 grid = profiles_grid(profile, handout_spec(machine_type), nodes=[1], concurrency=concurrency, requests=requests,

@@ -41,7 +41,7 @@ def test_quick_covers_both_questions():
     assert any(MACHINE_TYPES[mt].vcpu >= 2 for mt, _, _ in q.vertical)
     grids = scale_grids(q, ClusterSpec())
     at = {(p.nodes, p.concurrency): p.requests for g in grids for p in g.points()}
-    assert at[(1, 1)] == 300 and at[(1, 200)] == 1000 and at[(5, 2000)] == 10000  # max(300, 5 × users)
+    assert at[(1, 1)] == 500 and at[(1, 200)] == 1000 and at[(5, 2000)] == 10000  # max(500, 5 × users)
     assert sorted({n for n, _ in at}) == [1, 2, 3, 5] and (3, 2000) not in at
     assert profiles.skipped("quick", 5) == {"levels": [20, 100, 700, 1200, 1500, 2500, 3000], "nodes": [4]}
     assert profiles.skipped_text("quick", 1) == (
@@ -50,4 +50,4 @@ def test_quick_covers_both_questions():
         "(not tested, not extrapolated).")
     assert profiles.skipped_text("full", 3) == "Profile full: every handout level measured at 3 node(s)."
     t = profiles.profiles_table().set_index("profile")
-    assert t.loc["quick", "requests per point"] == "max(300, 5 × users)"
+    assert t.loc["quick", "requests per point"] == "max(500, 5 × users)"

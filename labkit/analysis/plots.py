@@ -204,6 +204,8 @@ def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
     sns.heatmap(values.astype("float64"), ax=ax, cmap=ListedColormap([FAIL_COLOR, PASS_COLOR]),
                 vmin=0, vmax=1, cbar=False, annot=labels.to_numpy(), fmt="",
                 linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
+    ax.set_facecolor("0.94")  # untested cells: light grey, no grid through them
+    ax.grid(False)
     for i, j in zip(*np.where(values.isna().to_numpy())):  # seaborn does not annotate masked (NaN) cells
         ax.text(j + 0.5, i + 0.5, "not\ntested", ha="center", va="center", fontsize=7, color="0.45")
     mc = max_concurrency(df, sla)
