@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from labkit.backends.local import cgroups
-from labkit.settings import Settings
+from labkit.settings import Settings, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,8 @@ def _module(name: str, extra: str, required: bool = False) -> Check:
 
 
 def run_checks(settings: Settings | None = None) -> list[Check]:
-    """All checks, required ones first; ``settings`` (default ``Settings()``) say where cgroups are."""
+    """All checks, required ones first; ``settings`` (None: the environment's, like the CLI) say where cgroups are."""
+    settings = resolve(settings)
     checks = [
         Check("python >= 3.11", sys.version_info >= (3, 11), sys.version.split()[0], "install Python 3.11 or newer"),
         _tool("nginx", "nginx", paths=("/usr/sbin/nginx",)),

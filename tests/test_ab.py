@@ -21,7 +21,7 @@ from labkit.record import Measurement
 from labkit.backends.base import AbRun
 from labkit.errors import AbParseError, ConfigError
 from labkit.measure import abort_of, measure
-from tests.backend_doubles import NoMachinesBackend
+from tests.support.backend_doubles import NoMachinesBackend
 from tests.data.capture import SubprocessAb, silent_listener
 
 DATA = Path(__file__).resolve().parent / "data" / "ab"

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis_data import grid_rows, make_row, write_csv
+from tests.support.analysis_data import grid_rows, make_row, write_csv
 from labkit.analysis import capacity
 from labkit.backends.gcp.api_requests import DISK_GB, HOURS_PER_MONTH, PD_STANDARD_PER_GB_MONTH
 from labkit.machine_types import MACHINE_TYPES

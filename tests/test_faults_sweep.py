@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 
 from labkit import processes, provenance, results, state
-from labkit.backends.base import AbRun, ClusterSpec
+from labkit.backends.base import ClusterSpec
 from labkit.backends.local.backend import LocalBackend
-from labkit.errors import BackendError, LockError
+from labkit.errors import BackendError
 from labkit.service import get_status
-from labkit.settings import Settings
 from labkit.sweep import Grid, run_sweep
-from tests.backend_doubles import NoMachinesBackend
+from tests.support.backend_doubles import NoMachinesBackend, ScriptedBackend, replayed_ab
 from tests.data.capture import SubprocessAb, silent_listener
-from tests.fixtures_local import labkit_cgroups
-
-AB_DATA = Path(__file__).parent / "data" / "ab"
+from tests.support.local import labkit_cgroups
 
 
 def _rows(path) -> list[dict]:
@@ -100,34 +97,6 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
 
 # -- ab aborts: retried, recorded, and the sweep goes on --------------------------------------
 
-def _capture(name: str) -> AbRun:
-    def read(suffix):
-        p = AB_DATA / f"{name}{suffix}"
-        return p.read_text() if p.exists() else None
-    return AbRun(tuple(read(".argv").split()), int(read(".exit")), read(".stdout"), read(".stderr"),
-                 read(".e.csv"), read(".g.tsv"))
-
-
-ReplayBackend = NoMachinesBackend  # the name test_refine imports
-
-
-class ScriptedBackend(ReplayBackend):
-    """A backend whose ab runs replay real captures (tests/data/ab), in order, per point."""
-
-    name = "scripted"
-
-    def __init__(self, script: dict[int, list[str]]):
-        super().__init__()
-        self.script = {c: list(v) for c, v in script.items()}
-        self.calls: list[tuple[int, str]] = []
-
-    def run_ab(self, command, timeout, progress=None):
-        c = command.concurrency
-        name = self.script[c].pop(0)
-        self.calls.append((c, name))
-        return _capture(name)
-
-
 def test_ab_aborts_are_retried_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)  # no retry delay
     backend = ScriptedBackend({
@@ -180,7 +149,7 @@ def test_above_an_all_abort_level_a_point_is_tried_once_per_node_count(tmp_path,
         stop()
 
 
-class LowFileLimit(ReplayBackend):
+class LowFileLimit(NoMachinesBackend):
     """A tester whose open-file limit is too low (ab really runs, against the real service)."""
 
     name = "lowfiles"
@@ -315,7 +284,7 @@ def test_a_second_sweep_in_the_same_folder_is_refused(local_env, same_out):
 
 # -- a library error while reconfiguring: one line, every measured row kept (issue 16) ---------
 
-class BrokenAtTwoNodes(ReplayBackend):
+class BrokenAtTwoNodes(NoMachinesBackend):
     """Measures (replayed ab) at one node; scaling to two fails like a balancer still marking servers down."""
 
     name = "broken"
@@ -329,7 +298,7 @@ class BrokenAtTwoNodes(ReplayBackend):
             raise self.error
 
     def run_ab(self, command, timeout, progress=None):
-        return _capture("success")
+        return replayed_ab("success")
 
 
 @pytest.mark.parametrize("error", [

@@ -29,7 +29,8 @@ from labkit.handout import handout_spec
 from labkit.lab import NOTEBOOKS_DIR, _execute, kernel_environment, notebook_parameters
 from labkit.results import load_results
 from labkit.settings import Settings
-from tests.compute_stub import SSHD, ComputeStub, SshMachines
+from tests.support.compute_stub import ComputeStub, SshMachines
+from tests.support.sshd import SSHD
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("nginx") and shutil.which("ab")
                                      and os.geteuid() == 0),

@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import grading_data as gd
+from tests.support import grading_data as gd
 from labkit.grading.grade import GradeError, autograde_errors, grade
 from labkit.grading.checks import authenticity_flags, part2_rule
 from labkit.handout import handout_rows

@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit.handout import PART1_SLA, PART2_SLA
 from labkit.teaching import findings
 from labkit.teaching.interpret import bottleneck_text, littles_law_text, noise_text, points, usl_text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit.analysis import plots
 from labkit.results import load_results
 from labkit.analysis.usl import usl

@@ -17,7 +17,7 @@ from labkit.analysis.report import build_report, format_report
 from labkit.analysis.sla import max_concurrency
 from labkit.sweep import Grid, run_sweep
 from tests.data.capture import SubprocessAb, _Quiet
-from tests.test_faults_sweep import ReplayBackend
+from tests.support.backend_doubles import NoMachinesBackend
 
 
 # -- the search itself ------------------------------------------------------------------------
@@ -86,7 +86,7 @@ class _Server(http.server.ThreadingHTTPServer):
     request_queue_size = 1024  # no SYN drops at c=100: the queue is the lock's, not the kernel's
 
 
-class Direct(ReplayBackend):
+class Direct(NoMachinesBackend):
     """A backend without machines whose tester runs the real ab against ``url``."""
 
     name = "direct"

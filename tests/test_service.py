@@ -17,7 +17,7 @@ import pytest
 
 from labkit.errors import BackendError, ConfigError
 from labkit.service import SERVICE_DIR, get_status, service_command, unit_text, wait_until_up
-from tests.fixtures_service import free_port
+from tests.support.service import free_port
 
 
 def call(url: str, method: str, path: str, body: bytes | str | None = None,

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 
 import pytest
 
-from labkit import processes, profiles, results, state
+from labkit import profiles, results, state
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, LockError, SlaSyntaxError
 from labkit.record import COLUMNS, EXTRA_COLUMNS, Measurement
 from labkit.sweep import Grid, locked, point_key, profiles_grid, run_sweep
 from tests.data.capture import silent_listener
-from tests.fixtures_local import labkit_cgroups
+from tests.support.local import labkit_cgroups
 
 
 def _rows(path) -> list[dict]:

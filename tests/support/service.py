@@ -1,4 +1,4 @@
-"""Fixtures that run the REAL Fibonacci service (service/restserver.py) on loopback.
+"""The fixture that runs the REAL Fibonacci service (service/restserver.py) on loopback.
 
 ``service_proc(server="flask"|"gunicorn", workers=1, env=None)`` starts the service as a
 subprocess on 127.0.0.1 and a free port, waits for ``/status`` and returns the base URL;
@@ -9,7 +9,6 @@ a log file in the test's tmp_path, shown in the failure message when start-up fa
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -17,24 +16,8 @@ import pytest
 
 from labkit.errors import BackendError
 from labkit.service import service_command, wait_until_up
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's choice for port 0)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process we started (gunicorn's master stops its workers), SIGKILL if stuck."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(grace)
+from tests.support.ports import free_port
+from tests.support.processes import stop_process
 
 
 @pytest.fixture
