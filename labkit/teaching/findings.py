@@ -68,27 +68,13 @@ def _clean(df: pd.DataFrame) -> pd.Series:
 
 
 def points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (nodes, concurrency): ``runs``, ``ok_runs``, ``status``, and over the clean rows the mean
-    ``rps``, ``mean_ms``, ``p99_ms``, ``max_ms`` (largest), ``connect_mean_ms`` (largest), ``littles_law``."""
-    from labkit.analysis.sla import is_ok, point_status
+    """One row per (nodes, concurrency): the analysis's per-point table
+    (:func:`labkit.analysis.points.points`: ``rps`` the mean over clean runs, latencies the worst run's,
+    the values that decide an SLA clause), with ``ok_runs`` = its ``clean_runs``. Every finding reads
+    per-point data here and nowhere else."""
+    from labkit.analysis.points import points as point_table
 
-    if df.empty:
-        return pd.DataFrame(columns=["nodes", "concurrency", "runs", "ok_runs", "status", "rps", "mean_ms",
-                                     "p99_ms", "max_ms", "connect_mean_ms", "littles_law"])
-    ok = is_ok(df) & df["rps"].notna() & df["mean_ms"].notna()
-    recs = []
-    for (n, c), rows in df.groupby(["nodes", "concurrency"], sort=True):
-        clean = rows[ok.loc[rows.index]]
-        def agg(col, how):
-            return float(getattr(clean[col].astype("float64"), how)()) if len(clean) and col in clean else math.nan
-
-        recs.append({"nodes": int(n), "concurrency": int(c), "runs": len(rows), "ok_runs": len(clean),
-                     "status": point_status(rows), "rps": agg("rps", "mean"), "mean_ms": agg("mean_ms", "mean"),
-                     "p99_ms": agg("p99_ms", "mean"), "max_ms": agg("max_ms", "max"),
-                     "connect_mean_ms": agg("connect_mean_ms", "max"),
-                     "littles_law": capacity.littles_law(clean) if len(clean) else None})
-    return pd.DataFrame.from_records(recs)
-
+    return point_table(df).rename(columns={"clean_runs": "ok_runs"})
 
 
 _points = points
