@@ -14,6 +14,8 @@ export GCE_METADATA_IP := 127.0.0.1:9
 
 LAB_TOOLS  := nginx:nginx ab:apache2-utils
 TEST_TOOLS := sshd:openssh-server chromium:chromium
+# bench only: hey, the independent HTTP client bench/bench_testers.py cross-checks ab with
+BENCH_TOOLS := hey:hey
 
 .PHONY: setup setup-test lab test test-fast jupyter release grade dashboard bench clean
 
@@ -76,6 +78,7 @@ dashboard: setup
 	$(BIN)/voila notebooks/04_reanalysis.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
 
 bench: setup
+	$(call ensure,$(BENCH_TOOLS))
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -73,3 +73,24 @@ def write_beside(csv: str | os.PathLike, settings: Settings | None = None, **ext
     path = path_beside(csv)
     path.write_text(json.dumps({**collect(settings=settings), **extra}, indent=2, default=str) + "\n")
     return path
+
+
+def add_calibration(csv: str | os.PathLike, run_id: str, entry: dict) -> Path:
+    """Record ``entry`` (a sweep's host calibration, :mod:`labkit.calibration`) in the provenance beside ``csv``.
+
+    The first sweep's entry is ``calibration``; a later one (``--resume``) on another day or
+    host goes into ``calibrations`` under its run id, so every row's figure stays traceable.
+    A missing provenance file is started with :func:`collect`.
+    """
+    path = path_beside(csv)
+    data = json.loads(path.read_text()) if path.exists() else collect()
+    entry = {**entry, "run_id": run_id}
+    first = data.get("calibration")
+    if first is None or first.get("run_id") == run_id:
+        data["calibration"] = entry
+    else:
+        data.setdefault("calibrations", {})[run_id] = entry
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -483,3 +483,9 @@ def test_two_requests_without_a_percentile_table_is_still_an_error():
     broken = text("one_request.stdout").replace("Complete requests:      1", "Complete requests:      2")
     with pytest.raises(AbParseError, match="Percentage served"):
         ab_parse.parse_report(broken)
+
+
+def test_str_is_the_handouts_command_line():
+    cmd = AbCommand("http://10.0.0.2", concurrency=10, requests=10, timeout_s=10)
+    assert str(cmd) == "ab -p payload.json -T application/json -m POST -c 10 -n 10 -s 10 -r http://10.0.0.2/fibonacci"
+    assert str(dataclasses.replace(cmd, keepalive=True)).endswith("-r -k http://10.0.0.2/fibonacci")

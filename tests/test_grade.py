@@ -262,3 +262,16 @@ def test_a_measuring_cell_that_lost_its_tag_is_flagged(release_dir, tmp_path):
     nbformat.write(nb, str(mine / "02_load_balancer.ipynb"))
     assert cell_flags(release_dir, mine) == [
         "measure-tag-removed: 02_load_balancer has 1 measuring cell(s) without the 'measure' tag: autograding ran them"]
+
+
+def test_grading_writes_the_class_view_beside_the_grades(graded):
+    """The hook only: the page itself is tested in tests/test_class_report.py (Chromium)."""
+    course = graded["course"]
+    assert (course / "class-report.html").is_file()
+    assert sorted(p.name for p in course.glob("class-*.png")) == [
+        "class-answers.png", "class-flags.png", "class-part1-limit.png", "class-per-server-rps.png"]
+    data = json.loads((course / "class-report.json").read_text())
+    assert sorted(data["students"]) == sorted(graded["grades"])
+    assert data["students"]["alice"]["part1_max_users"] == graded["answers"]["alice"][0]
+    assert data["students"]["carol"]["flags"] == graded["grades"]["carol"]["flags"]
+    assert "reference-copy" in data["flag_kinds"]

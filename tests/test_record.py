@@ -27,7 +27,7 @@ def _every_column_set() -> Measurement:
               "cpu_limited": True, "abort_reason": "retried: apr_socket_recv (104)", "repeat": 2, "settle_s": 1.75,
               "balancer_machine_type": "e2-medium", "tester_machine_type": "e2-standard-2", "server_cpu_s": 3.5,
               "balancer_cpu_s": 0.875, "tester_cpu_s": 2.125, "testers": 2, "host_cpu_ms_per_request": 1.125,
-              "steal_pct": 0.25, "burst": True}
+              "steal_pct": 0.25, "burst": True, "cpu_scale": 0.5}
     assert set(values) == set(COLUMNS + EXTRA_COLUMNS), "the test sets every column"
     return Measurement(**values)
 
