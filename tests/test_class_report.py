@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import grading_data as gd
+from tests.support import grading_data as gd
 from labkit.grading.class_report import far_from_class, notebook_answers, write_class_report
 
 CHROMIUM = "/usr/bin/chromium"

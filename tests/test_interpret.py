@@ -1,6 +1,6 @@
 """Interpret your results: the explanations quote the student's own numbers (labkit.teaching.interpret*).
 
-Crafted results (tests/analysis_data.py rows, written and read back as a sweep would) whose
+Crafted results (tests/support/analysis_data.py rows, written and read back as a sweep would) whose
 numbers are known, so each text must contain exactly them. The notebooks' manually graded
 cells that sit under these explanations are checked on the source notebooks and the rubric.
 """
