@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from tests import fixtures_leftovers as lo
+from tests.support import leftovers as lo
 
 
 def test_the_check_finds_a_leaked_process_and_run_folder(tmp_path):

@@ -22,7 +22,7 @@ from labkit.backends.local.nginx import LocalNginx
 from labkit.record import COLUMNS, EXTRA_COLUMNS, PERCENTILES, Measurement
 from labkit.service import get_status
 from labkit.sweep import Grid, run_sweep
-from tests.test_faults_sweep import ScriptedBackend
+from tests.support.backend_doubles import ScriptedBackend
 
 
 def _row(c: int) -> Measurement:

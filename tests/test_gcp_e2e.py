@@ -29,11 +29,13 @@ from labkit.handout import handout_spec
 from labkit.lab import NOTEBOOKS_DIR, _execute, kernel_environment, notebook_parameters
 from labkit.results import load_results
 from labkit.settings import Settings
-from tests.compute_stub import SSHD, ComputeStub, SshMachines
+from tests.support.compute_stub import ComputeStub, SshMachines
+from tests.support.sshd import SSHD
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("nginx") and shutil.which("ab")
-                                     and os.geteuid() == 0),
-                                reason="sshd, nginx and ab as root are needed (make test installs them)")
+pytestmark = [pytest.mark.sshd, pytest.mark.nginx, pytest.mark.ab,
+              pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("nginx") and shutil.which("ab")
+                                      and os.geteuid() == 0),
+                                 reason="sshd, nginx and ab as root are needed (make test installs them)")]
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
 NOTEBOOKS = ("01_single_server", "02_load_balancer")
@@ -57,6 +59,7 @@ def _check_outputs(out: Path) -> None:
     assert (df["complete"] == df["requests"]).all()
 
 
+@pytest.mark.kernel
 def test_notebooks_on_gcp_against_the_compute_stub(tmp_path):
     machines = SshMachines()
     with ComputeStub(machines=machines) as stub:
@@ -98,6 +101,7 @@ def _root_login_key(tmp_path):
     return key, {"items": [{"key": "ssh-keys", "value": "root:" + key.with_suffix(".pub").read_text().strip()}]}
 
 
+@pytest.mark.kernel
 def test_notebooks_on_ssh_hosts(tmp_path):
     machines = SshMachines()
     try:

@@ -19,7 +19,7 @@ from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, NginxConfigError
 from labkit.backends.local.nginx import LocalNginx
 
-from tests.fixtures_local import labkit_cgroups
+from tests.support.local import labkit_cgroups
 
 
 def _status(url: str) -> dict:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 
 import pytest
 
-from labkit import processes, profiles, results, state
+from labkit import profiles, results, state
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, LockError, SlaSyntaxError
 from labkit.record import COLUMNS, EXTRA_COLUMNS, Measurement
 from labkit.sweep import Grid, locked, point_key, profiles_grid, run_sweep
 from tests.data.capture import silent_listener
-from tests.fixtures_local import labkit_cgroups
+from tests.support.local import labkit_cgroups
 
 
 def _rows(path) -> list[dict]:
@@ -95,6 +94,16 @@ def test_resume_measures_only_the_missing_points(local_env):
     rows = _rows(out)
     assert rows[:2] == first
     assert [r["concurrency"] for r in rows] == ["10", "20", "30"]
+    # every row carries the host's calibration (once per process), bursting and the quota scale;
+    # the provenance the calibration of the first run, and the resumed run's under its run id
+    prov = json.loads(out.with_suffix(".provenance.json").read_text())
+    cal = prov["calibration"]
+    assert cal["run_id"] == rows[0]["run_id"] and cal["burst"] is True and cal["cpu_scale"] == 1.0
+    assert cal["steal_pct_over_sweep"] is not None and cal["cpu_ms_per_request"] > 0
+    assert {r["host_cpu_ms_per_request"] for r in rows} == {str(round(cal["cpu_ms_per_request"], 3))}
+    assert {(r["burst"], r["cpu_scale"]) for r in rows} == {("true", "1.0")}
+    assert all(r["steal_pct"] != "" for r in rows)
+    assert list(prov["calibrations"]) == [rows[2]["run_id"]] != [rows[0]["run_id"]]
     b.down()
 
 

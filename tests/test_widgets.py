@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis_data import grid_rows, write_csv
+from tests.support.analysis_data import grid_rows, write_csv
 from labkit.results import load_results
 from labkit.dashboard.widgets import SlaExplorer
 

@@ -1,0 +1,1 @@
+"""Shared test support: fixtures, doubles and data builders (registered by tests/conftest.py)."""
