@@ -22,7 +22,8 @@ from labkit.errors import ConfigError
 from labkit.handout import handout_spec
 from labkit.measure import measure
 from labkit.settings import Settings
-from tests.support.compute_stub import SSHD, ComputeStub, SshMachines
+from tests.support.compute_stub import ComputeStub, SshMachines
+from tests.support.sshd import SSHD
 from tests.support.compute_stub import anonymous_compute
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
@@ -65,6 +66,8 @@ def test_testers_are_created_labelled_and_deleted(tmp_path):
         assert "instance tester-1" in down["stopped"] and stub.instances == {}
 
 
+@pytest.mark.sshd
+@pytest.mark.ab
 @pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ab") and os.geteuid() == 0),
                     reason="sshd and ab as root are needed (make test installs them)")
 def test_a_point_measured_by_two_tester_machines_end_to_end(tmp_path, monkeypatch):
