@@ -14,8 +14,8 @@ export GCE_METADATA_IP := 127.0.0.1:9
 
 LAB_TOOLS  := nginx:nginx ab:apache2-utils
 TEST_TOOLS := sshd:openssh-server chromium:chromium
-# bench only: hey, the independent HTTP client bench/bench_testers.py cross-checks ab with
-BENCH_TOOLS := hey:hey
+# bench only: hey and wrk, the independent HTTP clients bench/bench_testers.py cross-checks ab with
+BENCH_TOOLS := hey:hey wrk:wrk
 
 .PHONY: setup setup-test lab test test-fast jupyter release grade dashboard bench clean
 
