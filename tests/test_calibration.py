@@ -16,7 +16,7 @@ import pytest
 from labkit import calibration
 from labkit.analysis.report import build_report, format_report
 from labkit.results import load_results
-from tests.fixtures_local import labkit_cgroups
+from tests.support.local import labkit_cgroups
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "data" / "reference.csv"
