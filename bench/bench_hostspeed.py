@@ -5,8 +5,8 @@ Three parts (``--part``, default all):
 * ``calibration``: :func:`labkit.calibration.measure_host` ``--runs`` times at c=10 (labkit's) and
   at c=1, alternating (the service on one unconstrained core, the handout's payload): CPU ms per
   request, its ratio to the reference's 1.05 ms, the steal, the wall time of one calibration.
-* ``part1``: the quick profile's one-node part-1 sweep (its levels 10…1000, 2,000 requests,
-  the boundary refined), ``labkit sweep --profile quick --nodes 1``, without and then with
+* ``part1``: the quick profile's one-node part-1 sweep (its levels and requests, the boundary
+  refined), ``labkit sweep --profile quick --nodes 1``, without and then with
   ``--calibrate reference``; each one's part-1 answer (``labkit report``) beside
   ``data/reference.csv``'s, with the server CPU per request each measured at c=10.
 * ``burst``: one f1-micro (1 node, the Flask dev server, its 0.2-vCPU quota) and ab at c=1
@@ -87,7 +87,11 @@ def part1_part(folder: Path, env: dict) -> tuple[str, dict]:
         f = found[label]
         rows.append([label, C.fmt(f["host_ms"]), C.fmt(f["cpu_scale"]), f["part1"], C.fmt(f["c10_server_ms"]),
                      C.fmt(f["c10_rps"])])
-    body = ("**Part 1 at one node** (quick profile: levels 10…1000, 2,000 requests, refined), "
+    from labkit import profiles
+
+    quick = profiles.get("quick")
+    body = (f"**Part 1 at one node** (quick profile: levels {', '.join(map(str, quick.concurrency))}, "
+            f"at least {quick.requests} requests each; part 1's boundary refined), "
             f"`labkit sweep --profile quick --nodes 1` without and with `--calibrate reference`:\n\n"
             + C.table(["results", "host CPU ms/request", "quota ×", "part 1 (users)", "server CPU ms/request at c=10",
                        "req/s at c=10"], rows))

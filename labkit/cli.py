@@ -144,10 +144,11 @@ def _host_kwargs(backend: str, calibrate: str | None, no_burst: bool) -> dict:
     # no flag keeps what a running lab has (a new lab: burst on, quotas x 1)
     options: dict = {"burst": False} if no_burst else {}
     if calibrate == "reference":
-        from labkit.calibration import host_calibration, reference_scale
+        from labkit.calibration import host_calibration, match_reference, reference_scale
 
         cal = host_calibration(_settings())
-        options["cpu_scale"] = reference_scale(cal)
+        matched = match_reference(reference_scale(cal), _settings())
+        options.update(cpu_scale=matched["cpu_scale"], calibrated=matched)
         log.info("--calibrate reference: CPU quotas x %.3f (this host %.3f CPU ms per request, the reference %.2f)",
                  options["cpu_scale"], cal.cpu_ms_per_request, cal.reference_cpu_ms_per_request)
     return options

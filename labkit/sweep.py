@@ -436,7 +436,8 @@ def _host_record(backend: Backend) -> dict | None:
     if backend.name != "local":
         return None
     cal = calibration.host_calibration(backend.settings)
-    return {**cal.to_json(), "cpu_scale": getattr(backend, "cpu_scale", 1.0), "burst": getattr(backend, "burst", None)}
+    return {**cal.to_json(), "cpu_scale": getattr(backend, "cpu_scale", 1.0), "burst": getattr(backend, "burst", None),
+            "calibrate_reference": getattr(backend, "calibrated", None)}
 
 
 def _host_columns(backend: Backend, host: dict | None) -> dict:

@@ -70,13 +70,14 @@ class LocalBackend(LocalAbRunner, Backend):
 
     def _new_state(self, net: str | None = None, balancer_machine_type: str | None = None,
                    tester_machine_type: str | None = None, burst: bool | None = None,
-                   cpu_scale: float | None = None) -> dict:
+                   cpu_scale: float | None = None, calibrated: dict | None = None) -> dict:
         """A new lab: its run id, loopback /24 (``settings.local_net`` by default) and folder.
 
         The balancer and tester default to ``f1-micro``, as in the handout. ``burst``
         (default True) models shared-core bursting for the types that burst
         (:mod:`~labkit.backends.local.bursting`); ``cpu_scale`` (default 1) multiplies every
-        role's CPU quota (``--calibrate reference``: :func:`labkit.calibration.reference_scale`).
+        role's CPU quota (``--calibrate reference``: :func:`labkit.calibration.match_reference`, whose
+        record ``calibrated`` is kept for the provenance).
         """
         net = net or self.settings.local_net
         parts = net.split(".")
@@ -90,11 +91,11 @@ class LocalBackend(LocalAbRunner, Backend):
                 "cgroups": None, "cgroup_dirs": [], "processes": {},
                 "balancer_machine_type": balancer_machine_type, "tester_machine_type": tester_machine_type,
                 "burst": True if burst is None else bool(burst), "cpu_scale": _check_scale(cpu_scale),
-                "burst_on": {}}
+                "calibrated": calibrated, "burst_on": {}}
 
     def _attached(self, net: str | None = None, balancer_machine_type: str | None = None,
                   tester_machine_type: str | None = None, burst: bool | None = None,
-                  cpu_scale: float | None = None) -> None:
+                  cpu_scale: float | None = None, calibrated: dict | None = None) -> None:
         """The tester only exists while ab runs, so ``tester_machine_type`` may resize the
         tester of a running lab (e.g. so that it is not the limit when measuring big
         servers); the network and the balancer's type are fixed once the lab runs.
@@ -108,6 +109,9 @@ class LocalBackend(LocalAbRunner, Backend):
             changed = True
         if cpu_scale is not None and _check_scale(cpu_scale) != self._state.get("cpu_scale", 1.0):
             self._state["cpu_scale"] = _check_scale(cpu_scale)
+            changed = True
+        if calibrated is not None:
+            self._state["calibrated"] = calibrated
             changed = True
         if changed:
             self._apply_quotas()
@@ -157,6 +161,11 @@ class LocalBackend(LocalAbRunner, Backend):
     def cpu_scale(self) -> float:
         """The factor every role's CPU quota is multiplied by (1: the machine type's share)."""
         return float(self._state.get("cpu_scale", 1.0))
+
+    @property
+    def calibrated(self) -> dict | None:
+        """How ``--calibrate reference`` found :attr:`cpu_scale` (:func:`labkit.calibration.match_reference`)."""
+        return self._state.get("calibrated")
 
     def _quota_vcpu(self, role: str, machine_type: str) -> float:
         """``machine_type``'s vCPU share times :attr:`cpu_scale`, at most the CPUs ``role`` is pinned to."""
