@@ -132,6 +132,8 @@ def capacity_answer(df: pd.DataFrame, sla, users: int, model: bool = True) -> di
       (:func:`labkit.analysis.plan.search`: ``servers``, ``balancer`` {kind, machine_type,
       count, workers}, ``tester`` {processes, machines, machine_type}, ``predicted``,
       ``cost_per_hour``, ``cost``), labelled a model, with the holdout errors beside it;
+      ``balancer_needed`` is then the plan's balancer type (else the cheapest carrying the
+      mean bound's throughput at ≤ 80 %);
     - ``cost_per_hour`` / ``cost``: the plan's when there is one, else servers_min's machines;
       ``unavailable`` (what these results cannot give, and why) and ``conclusion`` (one sentence).
     """
@@ -263,6 +265,7 @@ def _model_and_plan(df, sla, users, need, servers_min, server_type, answer) -> N
     plan["holdout_errors"] = check.get("errors")
     answer["plan"] = plan
     if plan.get("servers") is not None:
+        answer["balancer_needed"] = plan["balancer"]["machine_type"]  # one answer: the plan's balancer
         answer["cost"], answer["cost_per_hour"] = plan["cost"], plan["cost_per_hour"]
 
 

@@ -33,7 +33,7 @@ ADMIT_CHOICES = (SERVER_BACKLOG + 8, SERVER_BACKLOG + 64, 2 * SERVER_BACKLOG + 1
 #: Requests simulated per point (ab's -n when smaller): enough for a p98, bounded for speed.
 SIM_REQUESTS = 2000
 #: Requests simulated per point while calibrating (each point is simulated once per admit choice).
-CALIBRATION_REQUESTS = 1000
+CALIBRATION_REQUESTS = 600
 MODEL_LABEL = "model (queueing: MVA + simulation, calibrated on your data) — not measured"
 
 
