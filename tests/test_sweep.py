@@ -133,7 +133,9 @@ def test_profiles_grid_and_its_points():
     spec = ClusterSpec(machine_type="e2-medium", server="gunicorn", workers=3)
     quick = profiles_grid("quick", spec)
     assert (quick.nodes, quick.concurrency, quick.requests, quick.retries) == (
-        (1, 2, 3, 4, 5), (10, 20, 50, 100, 200, 500, 1000), 2000, 1)
+        (1, 2, 3, 5), (1, 2, 5, 10, 20, 50, 100, 200), 500, 1)
+    # five requests per user, at least the profile's 500: c=200 gets 1,000, c=50 gets 500
+    assert (quick.requests_at(200), quick.requests_at(50), quick.requests_at(1)) == (1000, 500, 500)
     mine = profiles_grid(profiles.get("full"), spec, nodes=[2, 1], concurrency=(10,), requests=50)
     assert (mine.nodes, mine.concurrency, mine.requests, mine.timeout_s) == ((2, 1), (10,), 50, 10)
     points = mine.points()
@@ -149,7 +151,7 @@ def test_profiles_grid_and_its_points():
     mine = profiles_grid("quick", spec, nodes=(1, 2), refine="mean<300", repeats=3)
     assert (mine.refine, mine.refined_nodes(), mine.repeats) == ("mean<300", (1, 2), 3)
     assert [(p.nodes, p.concurrency, p.repeat) for p in mine.points()[:4]] == [
-        (1, 10, 0), (1, 10, 1), (1, 10, 2), (1, 20, 0)]
+        (1, 1, 0), (1, 1, 1), (1, 1, 2), (1, 2, 0)]
     assert profiles_grid("quick", spec, refine="").refined_nodes() == ()
     assert profiles_grid("tiny", spec).refine is None
     with pytest.raises(ConfigError, match="unknown profile"):
