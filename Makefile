@@ -16,8 +16,10 @@ LAB_TOOLS  := nginx:nginx ab:apache2-utils
 TEST_TOOLS := sshd:openssh-server chromium:chromium
 # `labkit grade` runs each submission's kernel in a bubblewrap sandbox (labkit/grading/sandbox.py)
 GRADE_TOOLS := bwrap:bubblewrap
+# bench only: hey and wrk, the independent HTTP clients bench/bench_testers.py cross-checks ab with
+BENCH_TOOLS := hey:hey wrk:wrk
 
-.PHONY: setup setup-test lab test jupyter release grade dashboard bench clean
+.PHONY: setup setup-test lab test test-fast jupyter release grade dashboard bench clean
 
 # ensure(bin:package ...): install the Debian packages whose binaries are missing.
 define ensure
@@ -57,6 +59,12 @@ lab: setup
 test: setup-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Before every commit: everything that needs no nginx, ab, sshd, browser or Jupyter kernel
+# (markers set from the fixtures a test uses: tests/support/markers.py). LABKIT_TEST_FAST=1
+# fails a selected test that starts one of those programs anyway.
+test-fast: $(STAMP)
+	LABKIT_TEST_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not (nginx or ab or sshd or browser or kernel)"
+
 jupyter: setup
 	$(BIN)/jupyter lab notebooks/
 
@@ -74,6 +82,7 @@ dashboard: setup
 	$(BIN)/labkit dashboard --port 8866
 
 bench: setup
+	$(call ensure,$(BENCH_TOOLS))
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from labkit.analysis.capacity import utilisation
+from labkit.analysis.points import utilisation
 
 
 def steps_down(table: pd.DataFrame, max_conc: dict[int, int | None], df: pd.DataFrame | None = None) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from labkit.analysis.points import DECIDING_NOTE, STATUSES, is_ok, point_status, points, row_status  # noqa: F401
 from labkit.errors import ConfigError, SlaSyntaxError
 from labkit.record import PERCENTILES
 
@@ -139,122 +140,47 @@ class Sla:
         return ok.rename("meets")
 
 
-def is_ok(df: pd.DataFrame) -> pd.Series:
-    """Per row: ab completed it (not aborted) with no failed and no non-2xx requests.
-
-    Only such a row can meet an SLA, and only its throughput measures the service
-    (fast error responses inflate requests per second).
-    """
-    ok = ~df["aborted"].astype(bool)
-    ok &= (df["failed"] == 0).fillna(False).astype(bool)
-    ok &= (df["non_2xx"] == 0).fillna(False).astype(bool)
-    return ok.rename("ok")
-
-
 def as_sla(sla) -> Sla:
     """Accept an :class:`Sla` or its text form."""
     return sla if isinstance(sla, Sla) else Sla.parse(sla)
 
 
-#: A point's status (design §8), from the worst of its rows: ab exited early; every response was
-#: an error (e.g. nginx with no live server: fast 502s are not a measurement of the service); some
-#: requests failed or answered non-2xx; or a clean measurement.
-STATUSES = ("ok", "errors", "refused", "aborted")
 #: A clause whose value is within this fraction of its bound decides a point only narrowly.
 BORDERLINE = 0.10
 #: SYN retransmission delays (ms): Linux retries an unanswered SYN after 1 s, then 2 s more.
 SYN_RETRY_MS = (1000.0, 3000.0)
 
 
-def row_status(df: pd.DataFrame) -> pd.Series:
-    """Per row: ``aborted``, ``refused`` (every completed response non-2xx), ``errors`` or ``ok``."""
-    aborted = df["aborted"].astype(bool)
-    complete = df["complete"].astype("float64")
-    non_2xx = df["non_2xx"].astype("float64").fillna(0)
-    failed = df["failed"].astype("float64").fillna(0)
-    refused = (complete > 0) & (non_2xx >= complete)
-    errors = (non_2xx > 0) | (failed > 0)
-    status = np.select([aborted.to_numpy(), refused.to_numpy(), errors.to_numpy()],
-                       ["aborted", "refused", "errors"], default="ok")
-    return pd.Series(status, index=df.index, name="status")
-
-
-def point_status(rows: pd.DataFrame) -> str:
-    """The status of one (nodes, concurrency) point from its rows (repeats): the worst of theirs.
-
-    ``aborted`` > ``refused`` > ``errors`` > ``ok``: a point is ``ok`` only when every
-    repeat is. Only an ``ok`` point can meet an SLA (design §8).
-    """
-    if len(rows) == 0:
-        raise ConfigError("a point needs at least one row")
-    found = set(row_status(rows))
-    for status in ("aborted", "refused", "errors"):
-        if status in found:
-            return status
-    return "ok"
-
-
-def _capacity_hooks():
-    """``capacity.littles_law(rows)`` and ``capacity.point_bottleneck(rows)`` (helper I's module),
-    or None for each while :mod:`labkit.analysis.capacity` does not provide them yet."""
-    try:
-        from labkit.analysis import capacity
-    except ImportError:
-        return None, None
-    return getattr(capacity, "littles_law", None), getattr(capacity, "point_bottleneck", None)
-
-
 def point_table(df: pd.DataFrame, sla) -> pd.DataFrame:
-    """One row per tested (nodes, concurrency): does the point meet the SLA, and why not.
+    """:func:`labkit.analysis.points.points` with the SLA's verdict: one row per tested (nodes, concurrency).
 
-    Columns: ``nodes``, ``concurrency``, ``runs`` (rows measured), ``passing``
-    (rows that meet), ``meets`` (all rows meet — repeats must agree), ``status``
-    (:func:`point_status`: ``ok``/``errors``/``refused``/``aborted``), ``aborted``
-    (rows ab aborted), ``failed``/``non_2xx`` (summed), the worst (largest)
-    value of ``mean_ms``, ``p98_ms``, ``max_ms`` and of every clause's metric
-    across the completed rows, ``littles_law`` (rps × mean / concurrency, ≈ 1 for a
-    sound closed-loop measurement) and ``bottleneck`` (the busiest role) from
-    :mod:`labkit.analysis.capacity`, ``reason`` (empty when the point meets, else what
-    broke and, where it can tell, why: e.g. ``"aborted; p98 312 > 300"``, ``"max 1041 >
-    1000: one slow request (p99 45 ms) ..."``) and ``borderline`` (empty, or the
-    deciding clause within 10 % of its bound: ``"mean 206 ms, 3 % over 200: a repeat
-    may decide differently"``). Sorted by nodes then concurrency.
+    The per-point values are the analysis core's (one clean-row rule, one status rule; with
+    repeats every latency column is the worst run's, the value that decides a clause). Added
+    here: ``passing`` (rows that meet), ``meets`` (the point's status is ``ok`` and every
+    clause holds on its deciding values — the same as "every run meets"), ``reason`` (empty
+    when the point meets, else what broke and, where it can tell, why: e.g. ``"aborted; p98
+    312 > 300"``, ``"max 1041 > 1000: one slow request (p99 45 ms) ..."``) and ``borderline``
+    (empty, or the deciding clause within 10 % of its bound). Sorted by nodes then concurrency;
+    ``table.attrs["note"]`` says what the latency columns are.
     """
     sla = as_sla(sla)
     _warn_mixed(df)
-    metric_cols = list(dict.fromkeys(["mean_ms", "p98_ms", "max_ms", *(c.column for c in sla.clauses)]))
-    aux_cols = [c for c in ("p99_ms", "connect_mean_ms") if c not in metric_cols and c in df.columns]
-    work = df[["nodes", "concurrency", "aborted", "failed", "non_2xx", *metric_cols, *aux_cols]].copy()
-    work["meets"] = sla.meets(df)
-    work["aborted"] = work["aborted"].astype(bool)
-    completed = work[~work["aborted"]]
-    grouped = work.groupby(["nodes", "concurrency"], sort=True)
-    table = pd.DataFrame({
-        "runs": grouped.size(),
-        "passing": grouped["meets"].sum().astype("int64"),
-        "aborted": grouped["aborted"].sum().astype("int64"),
-        "failed": grouped["failed"].sum(min_count=1).astype("Int64"),
-        "non_2xx": grouped["non_2xx"].sum(min_count=1).astype("Int64"),
-    })
-    table["meets"] = table["passing"] == table["runs"]
-    littles, bottleneck = _capacity_hooks()
-    status, ll, bn = {}, {}, {}
-    for key, rows in df.groupby(["nodes", "concurrency"], sort=True):
-        status[key] = point_status(rows)
-        ll[key] = littles(rows) if littles is not None else None
-        bn[key] = bottleneck(rows) if bottleneck is not None else None
-    table["status"] = pd.Series(status)
-    table["meets"] &= table["status"] == "ok"  # is_ok already says so; one rule, stated twice
-    worst = completed.groupby(["nodes", "concurrency"])[metric_cols + aux_cols].max()
-    table = table.join(worst, how="left")
-    table["littles_law"] = pd.Series(ll, dtype="float64")
-    table["bottleneck"] = pd.Series(bn, dtype="object")
-    table = table.reset_index()
+    table = points(df)
+    if table.empty:
+        out = table.assign(passing=pd.Series([], dtype="int64"), meets=pd.Series([], dtype="bool"),
+                           reason=pd.Series([], dtype="object"), borderline=pd.Series([], dtype="object"))
+        out.attrs["note"] = DECIDING_NOTE
+        return out
+    per_row = df.assign(_meets=sla.meets(df)).groupby(["nodes", "concurrency"], sort=True)["_meets"].sum()
+    table["passing"] = [int(per_row.get((n, c), 0)) for n, c in zip(table["nodes"], table["concurrency"])]
+    meets = table["status"] == "ok"
+    for c in sla.clauses:
+        meets &= c.holds(table[c.column])
+    table["meets"] = meets.astype(bool)
     table["reason"] = [_reason(row, sla) for row in table.itertuples(index=False)]
     table["borderline"] = [_borderline(row, sla) for row in table.itertuples(index=False)]
-    cols = ["nodes", "concurrency", "runs", "passing", "meets", "status", "aborted", "failed", "non_2xx",
-            *metric_cols, "littles_law", "bottleneck", "reason", "borderline"]
-    return table[cols]
+    table.attrs["note"] = DECIDING_NOTE
+    return table
 
 
 def _ms(v: float) -> str:

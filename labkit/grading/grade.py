@@ -313,7 +313,8 @@ def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGN
 
     Each value: ``score``, ``max_score`` (autograded points), ``manual_max_score``,
     ``failed`` (``"<notebook>:<grade_id>"`` of autograded cells below full marks) and
-    ``flags``. Also writes ``out/grades.json``, ``out/rubric.md`` and nbgrader's
+    ``flags``. Also writes ``out/grades.json``, ``out/rubric.md``, the class view (``out/class-report.html`` and its
+    PNGs, :mod:`labkit.grading.class_report`) and nbgrader's
     feedback (``out/feedback/<student>/<assignment>/*.html``). Raises
     :class:`GradeError` when there is nothing to grade.
 
@@ -376,6 +377,9 @@ def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGN
     if not os.environ.get("LABKIT_KEEP_GRADING_WORK"):
         shutil.rmtree(course / "work", ignore_errors=True)
     (course / "grades.json").write_text(json.dumps(grades, indent=2) + "\n")
+    from labkit.grading.class_report import write_class_report
+
+    write_class_report(grades, course, submitted, assignment)  # class-report.html + PNGs beside the grades
     return grades
 
 

@@ -29,16 +29,12 @@ import uuid
 
 from labkit import machine_types
 from labkit.errors import ConfigError
+from labkit.pricing import (DISK_GB, EXTERNAL_IPV4_AS_OF, EXTERNAL_IPV4_PER_HOUR, HOURS_PER_MONTH,  # noqa: F401
+                            PD_PRICES_AS_OF, PD_STANDARD_PER_GB_MONTH, hourly_cost)
 
 IMAGE_FAMILY = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
 IMAGE_NAME = "lab02-restserver"  # the handout's; a run's image is image_name(run_id): lab02-restserver-<run id>
-DISK_GB = 10
 DISK_TYPE = "pd-standard"
-PD_STANDARD_PER_GB_MONTH = 0.04  # USD, us-central1
-PD_PRICES_AS_OF = "2026-11-01"  # the same list as machine_types.PRICES_AS_OF
-EXTERNAL_IPV4_PER_HOUR = 0.005  # USD per in-use external IPv4 address (every VM here gets one)
-EXTERNAL_IPV4_AS_OF = "2024-02-01"  # when Google started charging in-use external IPv4 at this rate
-HOURS_PER_MONTH = 730
 LABEL_RUN, LABEL_EXPIRES = "labkit-run", "labkit-expires"
 TAG_HTTP, TAG_SERVER, TAG_BALANCER, TAG_TESTER = "http-server", "labkit-server", "labkit-balancer", "labkit-tester"
 log = logging.getLogger("labkit")
@@ -156,33 +152,29 @@ def firewall_bodies(run_id: str, expires: str, service_port: int = 80,
     ]
 
 
-def instance_names(nodes: int, prefix: str = "") -> dict[str, list[str]]:
-    """restserver-0..N-1, loadbalancer-0 (only with more than one server) and tester-0 (the handout's names)."""
+def check_testers(testers) -> int:
+    """``testers`` (tester machines, one ab process each) as a positive integer, or a ConfigError."""
+    if isinstance(testers, bool) or not isinstance(testers, int) or not 1 <= testers <= 16:
+        raise ConfigError(f"testers must be an integer between 1 and 16, not {testers!r}")
+    return testers
+
+
+def instance_names(nodes: int, prefix: str = "", testers: int = 1) -> dict[str, list[str]]:
+    """restserver-0..N-1, loadbalancer-0 (only with more than one server) and tester-0 (the handout's
+    names; tester-0..k-1 when a point is measured by k tester machines)."""
     return {"server": [f"{prefix}restserver-{i}" for i in range(nodes)],
-            "balancer": [f"{prefix}loadbalancer-0"] if nodes > 1 else [], "tester": [f"{prefix}tester-0"]}
-
-
-def hourly_cost(machine_type: str, servers: int, balancer: bool, tester_machine_type: str | None = None) -> dict:
-    """USD per hour of ``servers`` + the balancer + the tester: machines, boot disks, external IPv4s."""
-    mt, tt = machine_types.get(machine_type), machine_types.get(tester_machine_type or machine_type)
-    count = servers + (1 if balancer else 0)
-    per_disk = DISK_GB * PD_STANDARD_PER_GB_MONTH / HOURS_PER_MONTH
-    instances_cost = count * mt.price_per_hour + tt.price_per_hour
-    disks_cost = (count + 1) * per_disk
-    ipv4_cost = (count + 1) * EXTERNAL_IPV4_PER_HOUR
-    return {"currency": "USD",
-            "prices_as_of": {"machine types": machine_types.PRICES_AS_OF, "pd-standard disks": PD_PRICES_AS_OF,
-                             "external IPv4": EXTERNAL_IPV4_AS_OF},
-            "instances_per_hour": round(instances_cost, 6), "disks_per_hour": round(disks_cost, 6),
-            "external_ipv4_per_hour": round(ipv4_cost, 6),
-            "total_per_hour": round(instances_cost + disks_cost + ipv4_cost, 6)}
+            "balancer": [f"{prefix}loadbalancer-0"] if nodes > 1 else [],
+            "tester": [f"{prefix}tester-{i}" for i in range(check_testers(testers))]}
 
 
 def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", run_id: str | None = None, *,
          now: float | None = None, ttl_hours: float = 4.0, ssh_user: str = "labkit", ssh_public_key: str = "",
          service_port: int = 80, tester_machine_type: str | None = None, name_prefix: str = "",
-         ssh_source_ranges: list[str] | None = None) -> dict:
+         ssh_source_ranges: list[str] | None = None, testers: int = 1) -> dict:
     """What a gcp run would create, in order, and its estimated hourly cost. No network, no credentials.
+
+    ``testers`` > 1: tester-0..k-1, one ab process each, for points measured by several
+    load generators (design §6; their rows are merged exactly).
 
     The order is the handout's: firewall rules, restserver-0 / loadbalancer-0 / tester-0
     (in parallel), then -- for more than one server -- restserver-0 stopped, imaged
@@ -195,7 +187,7 @@ def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", ru
     run_id = check_run_id(run_id or new_run_id())
     expires = expires_at(now, ttl_hours)
     prefix = check_prefix(name_prefix)
-    names = instance_names(nodes, prefix)
+    names = instance_names(nodes, prefix, testers)
     tester_type = tester_machine_type or machine_type
     kw = dict(ssh_user=ssh_user, ssh_public_key=ssh_public_key)
     image_id = image_name(run_id, prefix)
@@ -219,13 +211,14 @@ def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", ru
         requests += [inst(n, "server", machine_type, source=image) for n in names["server"][1:]]
     return {
         "project": project, "zone": zone, "run_id": run_id, "expires": expires, "nodes": nodes,
-        "machine_type": machine_type,
+        "machine_type": machine_type, "testers": len(names["tester"]),
         "instances": names["server"] + names["balancer"] + names["tester"],
         "image": image_id if nodes > 1 else None,
         "firewalls": [r["body"]["name"] for r in requests if r["method"] == "firewalls.insert"],
         "requests": requests,
         "ssh_source_ranges": list(ssh_source_ranges or ["0.0.0.0/0"]),
-        "cost": hourly_cost(machine_type, len(names["server"]), bool(names["balancer"]), tester_type),
+        "cost": hourly_cost(machine_type, len(names["server"]), bool(names["balancer"]), tester_type,
+                            len(names["tester"])),
     }
 
 

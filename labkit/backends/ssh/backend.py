@@ -59,6 +59,7 @@ class SshState(Record):
     nginx: dict[str, Any] | None  # the balancer's record while it runs
     spec: ClusterSpec | None
     hosts_file: str | None = None
+    more_testers: list[HostSpec] = dataclasses.field(default_factory=list)  # tester-1... (several ab processes)
     backend: str = "ssh"
 
     def check(self) -> None:
@@ -69,8 +70,8 @@ class SshState(Record):
             check_name(h.name, server=not h.name or "-restserver-" not in h.name)  # gcp: <prefix>restserver-N
             check_address(h.host, f"servers[{i}].host")
             check_address(h.addr, f"servers[{i}].address")
-        for role in ("balancer", "tester"):
-            h = getattr(self, role)
+        for role, h in [("balancer", self.balancer), ("tester", self.tester),
+                        *((f"more_testers[{i}]", t) for i, t in enumerate(self.more_testers))]:
             check_name(h.name)
             check_address(h.host, f"{role}.host")
             check_address(h.addr, f"{role}.address")
@@ -102,7 +103,8 @@ class SshBackend(SshSampling, Backend):
 
     # -- making one, attaching to one ------------------------------------------------
     def _new_state(self, hosts: str | None = None, servers: list[HostSpec] | None = None,
-                   balancer: HostSpec | None = None, tester: HostSpec | None = None, **options) -> SshState:
+                   balancer: HostSpec | None = None, tester: HostSpec | None = None,
+                   more_testers: list[HostSpec] | None = None, **options) -> SshState:
         hosts_file = None
         if servers is None:
             hosts = hosts or self.settings.ssh_hosts
@@ -111,6 +113,7 @@ class SshBackend(SshSampling, Backend):
                                   "see README 'Running on your own hosts (ssh)'")
             args = load_hosts_file(hosts)
             servers, balancer, tester = args.pop("servers"), args.pop("balancer"), args.pop("tester")
+            more_testers = args.pop("more_testers", None) or more_testers
             options = {**args, **options}
             hosts_file = str(Path(hosts).resolve())
         if not servers:
@@ -124,7 +127,9 @@ class SshBackend(SshSampling, Backend):
         named = [dataclasses.replace(s, name=s.name or f"restserver-{i}") for i, s in enumerate(servers)]
         record = SshState(servers=named, balancer=dataclasses.replace(balancer, name=balancer.name or "loadbalancer-0"),
                           tester=dataclasses.replace(tester, name=tester.name or "tester-0"), options=opts,
-                          running={}, nginx=None, spec=None, hosts_file=hosts_file)
+                          running={}, nginx=None, spec=None, hosts_file=hosts_file,
+                          more_testers=[dataclasses.replace(t, name=t.name or f"tester-{i + 1}")
+                                        for i, t in enumerate(more_testers or [])])
         try:
             record.check()
         except ValueError as e:
@@ -147,8 +152,9 @@ class SshBackend(SshSampling, Backend):
         self._conns: dict[tuple, Connection] = {}
         self._services: dict[tuple, RemoteService] = {}
         self._lock = threading.Lock()
-        self._ab_ready = False
-        self._ab_cpu: float | None = 0.0  # CPU seconds ab used on the tester (its shell's `times`)
+        self._ab_ready: set = set()  # the testers where ab is known to be installed
+        self._ab_cpu: float | None = 0.0  # CPU seconds ab used on the testers (their shells' `times`)
+        self._ab_cpu_lock = threading.Lock()
 
     # -- what the state says ---------------------------------------------------------
     @property
@@ -191,6 +197,21 @@ class SshBackend(SshSampling, Backend):
     def stop_server(self, i: int) -> None:
         """Stop server ``i``'s service (the machine stays): e.g. before its disk is imaged."""
         self._stop_server(i)
+
+    @property
+    def testers(self) -> list[HostSpec]:
+        """tester-0 and the further testers (``more_testers``): one ab process each for a point
+        measured by several load generators."""
+        return [self.tester] + list(self._state.more_testers)
+
+    def add_testers(self, hosts: list[HostSpec]) -> None:
+        """Record further tester hosts (the gcp backend creates tester-1..k-1 on demand)."""
+        with self._save_lock:
+            self._state.more_testers = [*self._state.more_testers, *hosts]
+            self._save()
+
+    def max_testers(self) -> int:
+        return len(self.testers)
 
     @property
     def hosts_file(self) -> str | None:
@@ -371,11 +392,30 @@ class SshBackend(SshSampling, Backend):
         return self.nginx(info).config_text()
 
     def run_ab(self, command, timeout: float, progress=None) -> AbRun:
-        c = self.conn(self.tester)
-        if not self._ab_ready:  # a fresh GCE image has no ab
+        return self._run_ab_on(self.tester, command, timeout)[0]
+
+    def _run_ab_together(self, commands, timeout: float, progress=None) -> list[tuple[AbRun, float]]:
+        """One ab process per tester host, all released at once (ab's progress is not streamed over SSH)."""
+        hosts = self.testers[:len(commands)]
+        barrier = threading.Barrier(len(commands))
+        with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+            futures = [pool.submit(self._released_ab_on, h, cmd, timeout, barrier) for h, cmd in zip(hosts, commands)]
+            return [f.result() for f in futures]
+
+    def _released_ab_on(self, host: HostSpec, command, timeout: float, barrier) -> tuple[AbRun, float]:
+        try:
+            return self._run_ab_on(host, command, timeout, barrier)
+        except BaseException:
+            barrier.abort()  # the other hosts must not wait for one that failed before starting ab
+            raise
+
+    def _run_ab_on(self, host: HostSpec, command, timeout: float, barrier=None) -> tuple[AbRun, float]:
+        """ab on ``host`` (installed there first if missing): its run and when it ended (epoch s, here)."""
+        c = self.conn(host)
+        if host.key not in self._ab_ready:  # a fresh GCE image has no ab
             if not c.run(PATH_PREFIX + "command -v ab", check=False).ok:
-                install_packages(c, self.tester.name, "apache2-utils")
-            self._ab_ready = True
+                install_packages(c, host.name, "apache2-utils")
+            self._ab_ready.add(host.key)
         work = c.run("mktemp -d /tmp/labkit-ab.XXXXXX").stdout.strip()
         files = {"payload": f"{work}/payload.json", "percentiles": f"{work}/percentiles.csv",
                  "gnuplot": f"{work}/gnuplot.tsv"}
@@ -385,16 +425,20 @@ class SshBackend(SshSampling, Backend):
                                 gnuplot=files["gnuplot"])
             # killed on the tester at the limit (a closed channel would leave it running); the
             # shell reports the CPU ab used (`times`) after it
+            if barrier is not None:
+                barrier.wait()
             try:
                 r = c.run_bounded(cpu_accounting.wrap_with_times(AB_ULIMIT + shlex.join(argv)), timeout)
+                ended = time.time()
             except BaseException:
                 self._ab_cpu = None  # unknown from here on
                 raise
             stderr, used = cpu_accounting.split_times(r.stderr)
-            self._ab_cpu = None if used is None else (self._ab_cpu or 0.0) + used
+            with self._ab_cpu_lock:
+                self._ab_cpu = None if used is None else (self._ab_cpu or 0.0) + used
             got = {k: c.get_text(files[k]) if c.exists(files[k]) else None for k in ("percentiles", "gnuplot")}
             return AbRun(tuple(argv), r.exit_code, r.stdout, stderr,
-                         got["percentiles"] or None, got["gnuplot"] or None)
+                         got["percentiles"] or None, got["gnuplot"] or None), ended
         finally:
             c.run(f"rm -rf {shlex.quote(work)}", check=False)
 
@@ -412,7 +456,7 @@ class SshBackend(SshSampling, Backend):
             conns, self._conns, self._services = list(self._conns.values()), {}, {}
         for c in conns:
             c.close()
-        self._ab_ready = False
+        self._ab_ready = set()
 
     def _down(self) -> tuple[list[str], list[str]]:
         """Stop the balancer and every server this lab started. Safe twice."""
