@@ -27,11 +27,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import grading_data as gd
 from labkit.grading.grade import grade
-from labkit.grading.release import build_release
+from tests.support import grading_data as gd
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (make setup-test installs it)")
+pytestmark = pytest.mark.kernel  # nbgrader autograde runs kernels (bubblewrap: `make setup-test` installs it)
 
 SECRET = "SECRET-KEY-d41d8cd98f00"
 SLEEP_MARK = "98765.4321"
@@ -80,9 +79,9 @@ def _sleepers() -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def klass(tmp_path_factory):
+def klass(release_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sandbox")
-    release = build_release(tmp / "release")[0].parent
+    release = release_dir
     only01 = tmp / "rel01"
     only01.mkdir()
     shutil.copy(release / "01_single_server.ipynb", only01)

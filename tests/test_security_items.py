@@ -23,8 +23,8 @@ from labkit.grading.checks import authenticity_flags
 from labkit.grading.grade import format_grades
 from labkit.grading.release import ReleaseError, build_release
 from labkit.results import load_results
-from tests.analysis_data import make_row, write_csv
-from tests.fixtures_service import free_port
+from tests.support.analysis_data import make_row, write_csv
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +94,7 @@ def test_item9_add_csv_reads_only_the_project_and_named_folders(tmp_path):
     assert len(allowed.picker.options) == 2
 
 
+@pytest.mark.kernel
 def test_item9_the_dashboard_asks_for_its_token(tmp_path):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "dashboard", "--port", str(port)],
