@@ -263,9 +263,10 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
               help="ab processes per point, started together and merged exactly (one per core locally, "
                    "one per tester machine on ssh/gcp).")
 @click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
+@click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
 @_host_options
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
-          out, resume, repeats, refine_sla, testers, keep_up, calibrate, no_burst):
+          out, resume, repeats, refine_sla, testers, keep_up, ssh_source, calibrate, no_burst):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
     from labkit.sweep import check_repeats, folder_locked, profiles_grid, run_sweep
 
@@ -277,8 +278,13 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
     if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
         grid = dataclasses.replace(grid, timeout_s=timeout_s)
     options = _host_kwargs(backend, calibrate, no_burst)
+    if backend == "gcp" and ssh_source:
+        options["ssh_source_ranges"] = ssh_source
     with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab
         b = _backend(backend, **options)
+        # the grid's largest lab must fit (e.g. ssh: no more nodes than the hosts file has servers), before
+        # anything starts
+        b._check(dataclasses.replace(grid.spec, nodes=max(grid.nodes)))
         was_up = b.spec is not None
         try:
             run_sweep(b, grid, out, resume=resume)

@@ -425,3 +425,18 @@ def test_root_that_exists_with_files_labkit_did_not_put_there_is_refused(sshd, t
         RemoteService(conn, "restserver-0", root=str(fresh), python=sys.executable).install()  # its own: fine
     finally:
         conn.close()
+
+
+def test_remote_commands_and_sftp_have_a_time_limit_by_default(sshd, monkeypatch):
+    """Issue 21 item 5: a remote command given no limit (systemctl, chown...) still ends, as CommandTimeout."""
+    from labkit.errors import CommandTimeout
+
+    monkeypatch.setattr(Connection, "DEFAULT_TIMEOUT", 1.0)
+    h = HostSpec(sshd.host, user=sshd.user, port=sshd.port, key_filename=sshd.key, known_hosts=sshd.known_hosts)
+    conn = h.connect()
+    try:
+        with pytest.raises(CommandTimeout, match="timed out after 1.0 s"):
+            conn.run("sleep 3")  # (it ends by itself soon after: nothing left behind)
+        assert conn.sftp().get_channel().gettimeout() == Connection.SFTP_TIMEOUT
+    finally:
+        conn.close()

@@ -143,3 +143,17 @@ def test_item10_provenance_names_the_notebook_not_the_kernel_or_host(monkeypatch
     assert "machine" not in made and os.uname().nodename not in text and home not in text
     monkeypatch.setattr(sys, "argv", [f"{home}/lab/.venv/bin/labkit", "sweep", "--profile", "quick"])
     assert provenance.collect()["command"] == "~/lab/.venv/bin/labkit sweep --profile quick"
+
+
+def test_item5_an_ssh_sweep_with_more_nodes_than_servers_is_refused_before_it_starts(tmp_path):
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[[servers]]\nhost = "127.0.0.1"\nport = 9\n[balancer]\nhost = "127.0.0.1"\nport = 9\n'
+                     '[tester]\nhost = "127.0.0.1"\nport = 9\n')
+    out = tmp_path / "r.csv"
+    res = subprocess.run([sys.executable, "-m", "labkit.cli", "sweep", "--backend", "ssh", "--hosts", str(hosts),
+                          "--nodes", "1,2", "--concurrency", "10", "--requests", "10", "--out", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                         env={**os.environ, "LABKIT_STATE_DIR": str(tmp_path / ".labkit")})
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "2 nodes asked for, but only 1 server hosts given" in res.stderr
+    assert not out.exists() and not (tmp_path / ".labkit" / "ssh.json").exists()
