@@ -106,7 +106,7 @@ def main() -> None:
         C.table(["what", "median", "min–max", "runs"], rows),
         "",
         "Per submission the time is three sandboxed notebook kernels (start, `import labkit`/pandas, the report "
-        "and four PNG charts) plus nbgrader's start-up twice; `--jobs` grades that many submissions at once.",
+        "and four PNG charts) plus one nbgrader start (autograde and feedback in one process, labkit/grading/autograde_one.py); `--jobs` grades that many submissions at once. On this 2-core machine, shared by six engineers, one run: the ratio is the figure to read (1.5×, not 2×: each submission's kernel already keeps more than one core busy part of the time), not the seconds.",
     ])
     C.write_section(args.section, body)
 
