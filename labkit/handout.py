@@ -21,8 +21,9 @@ from labkit import profiles
 from labkit.backends.base import ClusterSpec
 from labkit.errors import ConfigError
 from labkit.analysis.report import build_report
-from labkit.results import handout_table, load_results
-from labkit.analysis.sla import as_sla, max_concurrency_of_table, point_status, point_table
+from labkit.analysis.points import DECIDING_NOTE, points
+from labkit.analysis.sla import as_sla, max_concurrency_of_table, point_table
+from labkit.results import load_results
 
 log = logging.getLogger("labkit")
 
@@ -89,18 +90,25 @@ def load_handout(csv, machine_type: str, server: str = HANDOUT_SERVER) -> pd.Dat
 
 
 def status_table(df: pd.DataFrame, nodes: int) -> pd.DataFrame:
-    """The handout's table (:func:`labkit.results.handout_table`) for ``nodes``, with each level's
-    ``Runs`` (rows: repeats and refinement probes) and ``Status`` (design §8: ok / errors /
-    refused / aborted), so an aborted or all-502 level is not read as a measurement."""
-    table = handout_table(df, nodes)
-    sub = df[df["nodes"] == nodes]
-    if sub.empty:
-        return table.assign(Runs=pd.Series([], dtype="int64"), Status=pd.Series([], dtype="object"))
-    groups = sub.groupby("concurrency")
-    runs = groups.size()
-    status = {int(c): point_status(rows) for c, rows in groups}
-    return table.assign(Runs=table["Concurrency"].map(runs).astype("int64"),
-                        Status=table["Concurrency"].map(status))
+    """The handout's table for ``nodes`` (the columns of :func:`labkit.results.handout_table`), read from the
+    analysis core (:func:`labkit.analysis.points.points`), with each level's ``Runs`` (rows: repeats and
+    refinement probes) and ``Status`` (design §8: ok / errors / refused / aborted).
+
+    With repeats, each latency column is the worst run's — the value that decides the SLA, the one
+    the part-1 sentence quotes — never an average of maxima; ``table.attrs["note"]`` says so. A level
+    whose every row aborted stays in the table with empty values, so a gap is visible.
+    """
+    t = points(df[df["nodes"] == nodes])
+    table = pd.DataFrame({
+        "Concurrency": t["concurrency"].astype("int64"),
+        "Mean Request Time (ms)": t["mean_ms"].astype("float64"),
+        "Longest request (ms)": t["max_ms"].astype("float64"),
+        "98 percentile (ms)": t["p98_ms"].astype("float64"),
+        "Runs": t["runs"].astype("int64"),
+        "Status": t["status"].astype("object"),
+    }).reset_index(drop=True)
+    table.attrs["note"] = DECIDING_NOTE
+    return table
 
 
 def tables_by_nodes(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
@@ -121,27 +129,56 @@ def answers(csv, machine_type: str, server: str = HANDOUT_SERVER) -> dict:
     df = load_handout(csv, machine_type, server)
     r1 = build_report(df, PART1_SLA)
     r2 = build_report(df, PART2_SLA, PART2_USERS)
-    part2, source = part2_from_report(r2)
-    return {"part1": r1["max_concurrency"].get(1), "part2": part2, "part2_source": source,
-            "report1": r1, "report2": r2}
+    p2 = part2_answer(r2)
+    return {"part1": r1["max_concurrency"].get(1), "part2": p2["nodes"], "part2_source": p2["source"],
+            "part2_answer": p2, "report1": r1, "report2": r2}
 
 
 def part2_from_report(report: dict) -> tuple[int | None, str]:
     """(nodes, where the number comes from) for a :func:`labkit.analysis.report.build_report` dict with users.
 
-    Design §8's part-2 rule: ``"measured"`` when a tested node count meets the SLA; else the
-    capacity model's ``servers_min`` (Little's law: no fewer servers can meet the mean bound),
-    labelled as a model; else None with the reason. The USL extrapolation is reported beside
-    it (:func:`justify_part2`), never as the answer: it scales one node count's users, not
-    the throughput the users need.
+    Design §8's part-2 rule, said once (:func:`part2_answer` is the full answer): ``"measured"``
+    when a tested node count meets the SLA; else the model plan's server count (servers +
+    balancer + tester, validated on held-out node counts); else None. ``servers_min`` (the
+    mean-only Little's-law bound) is never the answer: it is shown as a lower bound.
     """
-    if report["nodes_needed"] is not None:
-        return report["nodes_needed"], "measured"
+    a = part2_answer(report)
+    return a["nodes"], a["source"]
+
+
+def part2_answer(report: dict) -> dict:
+    """The part-2 answer, the one the notebook, ``summary.txt``/``summary.json`` and the autograder give.
+
+    From a :func:`labkit.analysis.report.build_report` dict with ``users``. Keys: ``nodes``
+    (the answer: measured ``nodes_needed``, else the model plan's servers, else None),
+    ``source`` (``"measured"``, ``"model plan"`` or ``"unanswered: …"``), ``servers_min``
+    (lower bound), ``plan`` (the model's plan, or None), ``balancer`` / ``tester`` (what the
+    plan needs), ``cost_per_hour``, ``holdout_errors`` and ``headline`` (one sentence).
+    """
     cap = report.get("capacity") or {}
-    if cap.get("servers_min") is not None:
-        return int(cap["servers_min"]), "model: Little's-law lower bound (servers_min), not measured"
-    return None, ("unanswered: no tested node count meets the SLA and the capacity model has no "
-                  "per-server throughput to work from")
+    plan = cap.get("plan") or {}
+    smin = cap.get("servers_min")
+    out = {"nodes": None, "source": "", "servers_min": smin, "plan": plan or None,
+           "balancer": plan.get("balancer"), "tester": plan.get("tester"),
+           "cost_per_hour": plan.get("cost_per_hour"), "holdout_errors": plan.get("holdout_errors")}
+    users = report["users"]
+    if report["nodes_needed"] is not None:
+        out.update(nodes=report["nodes_needed"], source="measured")
+        out["headline"] = f"{report['nodes_needed']} nodes (measured: the smallest tested count supporting {users} users)"
+        return out
+    if plan.get("servers") is not None:
+        from labkit.analysis.capacity import plan_sentence
+
+        out.update(nodes=int(plan["servers"]), source="model plan")
+        out["headline"] = (f"{plan['servers']} servers (model, no tested node count supports {users} users): "
+                           + plan_sentence(plan, cap.get("model"))
+                           + (f"; at least {smin} by Little's law (a lower bound)" if smin else ""))
+        return out
+    why = "; ".join(cap.get("unavailable") or []) or "the capacity model has no plan for these results"
+    out["source"] = "unanswered: " + why
+    out["headline"] = (f"no answer: no tested node count supports {users} users and the model gives no plan"
+                       + (f" (at least {smin} servers by Little's law, a lower bound)" if smin else ""))
+    return out
 
 
 def justify_part1(df: pd.DataFrame, answer: int | None, sla=PART1_SLA) -> str:
@@ -187,36 +224,35 @@ def _handout_levels_note(table: pd.DataFrame, answer: int | None) -> str:
 def justify_part2(report: dict) -> str:
     """A paragraph for the part-2 answer from the student's own numbers (design §8).
 
-    Measured when a tested node count suffices; otherwise the capacity model's numbers, each
-    labelled as a model with its basis: the throughput the users need, the best measured
-    per-server throughput, ``servers_min``, the USL estimate, and the balancer the need requires.
+    Measured when a tested node count suffices; otherwise the model's plan, which names the
+    balancer and the tester the throughput needs (the constraint servers alone cannot lift),
+    with the Little's-law ``servers_min`` as a lower bound and the model's holdout errors.
     """
-    nodes, source = part2_from_report(report)
+    a = part2_answer(report)
     mc = ", ".join(f"{n} node(s): {c if c is not None else 'none'}" for n, c in report["max_concurrency"].items())
     users = report["users"]
     steps = "".join(f" {s}" for s in report.get("steps_down") or [])  # why a larger count supports fewer
-    if source == "measured":
-        return (f"{nodes} nodes is the smallest tested count supporting {users} users "
+    if a["source"] == "measured":
+        return (f"{a['nodes']} nodes is the smallest tested count supporting {users} users "
                 f"(max concurrency per count: {mc}).{steps}")
     head = f"No tested node count supports {users} users ({mc}).{steps} "
     cap = report.get("capacity") or {}
-    if nodes is None:
-        return head + source + "."
-    basis = cap.get("per_server_basis") or {}
-    text = head + (f"Model (Little's law, N = X·R for ab's closed loop): {users} users at a mean under "
+    if cap.get("throughput_needed_rps") is None:
+        return head + a["headline"] + "."
+    text = head + (f"Little's law (N = X·R for ab's closed loop): {users} users at a mean under "
                    f"{cap['mean_bound_s'] * 1000:.0f} ms need at least {cap['throughput_needed_rps']:,.0f} req/s; "
-                   f"the best measured throughput per server is {cap['per_server_rps']:,.0f} req/s")
-    if basis:
-        text += f" ({basis['rps']:,.0f} req/s at {basis['nodes']} node(s), c={basis['concurrency']})"
-    text += f", so no fewer than {nodes} servers can meet the mean bound."
-    if cap.get("servers_usl") is not None:
-        text += f" A USL fit of throughput against nodes (a model) puts it at {cap['servers_usl']}."
-    balancer = (cap.get("roles") or {}).get("balancer") or {}
-    if cap.get("balancer_needed") or balancer.get("machine_type"):
-        need = cap.get("balancer_needed") or balancer["machine_type"]
-        text += (f" Every request also crosses the balancer: at the measured "
-                 f"{balancer.get('cpu_ms_per_request', float('nan')):.2f} CPU ms per request it must be at least "
-                 f"{need}.")
-    elif cap.get("bottleneck") is None:
-        text += " These results do not measure the balancer's CPU, so which machine caps first is not known."
-    return text + " Confirm by measuring that many nodes."
+                   f"one server carries at most {cap['per_server_rps']:,.0f} req/s, so at least "
+                   f"{cap['servers_min']} servers — a lower bound: it uses only the mean clause.")
+    plan = a["plan"] or {}
+    if plan.get("servers") is not None:
+        b, t = plan["balancer"], plan["tester"]
+        bal = cap.get("roles", {}).get("balancer", {})
+        text += (f" Every request also crosses the balancer and the tester: at "
+                 f"{bal.get('cpu_ms_per_request') or float('nan'):.3f} CPU ms per request the balancer must be "
+                 f"{b['kind']} of type {b['machine_type']} ({b['workers']} nginx worker(s), one per vCPU), and ab, "
+                 f"single-threaded, needs {t['processes']} process(es) on {t['machines']} {t['machine_type']} "
+                 f"machine(s). The queueing model (MVA for the mean, a simulation with the listen backlog and SYN "
+                 f"retries for p98 and max) meets all three clauses with {a['headline'].split(': ', 1)[-1]}.")
+    else:
+        text += " " + a["headline"] + "."
+    return text + " Confirm by measuring that plan."

@@ -13,4 +13,5 @@ os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 # The fixture modules of tests/support/ (and the marker rules in tests/support/markers.py).
 pytest_plugins: list[str] = ["tests.support.markers", "tests.support.sshd", "tests.support.service",
                              "tests.support.local", "tests.support.leftovers", "tests.support.lab",
-                             "tests.support.compute_stub"]
+                             "tests.support.compute_stub", "tests.support.release",
+                             "tests.support.cli"]

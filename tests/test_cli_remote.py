@@ -1,7 +1,7 @@
 """The ssh and gcp backends through the `labkit` CLI, each command its own process ("another shell").
 
 ssh: a hosts file pointing at the real sshd fixture on 127.0.0.1 (real service, real
-nginx). gcp: the real google-cloud-compute client against tests/compute_stub.py, the
+nginx). gcp: the real google-cloud-compute client against tests/support/compute_stub.py, the
 CLI reaching it through $LABKIT_GCP_API_ENDPOINT (loopback, anonymous credentials).
 Every test has its own state folder ($LABKIT_STATE_DIR).
 """

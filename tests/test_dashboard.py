@@ -27,6 +27,7 @@ from tests.support.analysis_data import grid_rows, write_csv
 from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser, pytest.mark.kernel]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 

@@ -1,4 +1,4 @@
-"""The session's own leftovers check (tests/fixtures_leftovers.py) really finds what it should.
+"""The session's own leftovers check (tests/support/leftovers.py) really finds what it should.
 
 The check itself runs after the last test (``pytest_sessionfinish``) and fails the
 session when anything is left; these tests prove it sees a leaked process and a leaked

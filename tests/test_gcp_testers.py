@@ -22,8 +22,9 @@ from labkit.errors import ConfigError
 from labkit.handout import handout_spec
 from labkit.measure import measure
 from labkit.settings import Settings
-from tests.compute_stub import SSHD, ComputeStub, SshMachines
-from tests.compute_stub import anonymous_compute
+from tests.support.compute_stub import ComputeStub, SshMachines
+from tests.support.sshd import SSHD
+from tests.support.compute_stub import anonymous_compute
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
 
@@ -65,6 +66,8 @@ def test_testers_are_created_labelled_and_deleted(tmp_path):
         assert "instance tester-1" in down["stopped"] and stub.instances == {}
 
 
+@pytest.mark.sshd
+@pytest.mark.ab
 @pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ab") and os.geteuid() == 0),
                     reason="sshd and ab as root are needed (make test installs them)")
 def test_a_point_measured_by_two_tester_machines_end_to_end(tmp_path, monkeypatch):
@@ -92,3 +95,22 @@ def test_a_point_measured_by_two_tester_machines_end_to_end(tmp_path, monkeypatc
             down = GcpBackend(settings).down()
         assert {"instance tester-0", "instance tester-1"} <= set(down["stopped"])
         assert stub.instances == {} and stub.firewalls == {}
+
+
+def test_a_hosts_file_may_name_more_testers(tmp_path):
+    from labkit.backends.ssh.backend import SshBackend
+    from labkit.backends.ssh.hosts_file import load_hosts_file
+
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[[servers]]\nhost = "10.0.0.11"\n[balancer]\nhost = "10.0.0.10"\n'
+                     '[tester]\nhost = "10.0.0.12"\n[[more_testers]]\nhost = "10.0.0.13"\n'
+                     '[[more_testers]]\nhost = "10.0.0.14"\nname = "tester-b"\n')
+    b = SshBackend(Settings(state_dir=tmp_path / ".labkit", ssh_hosts=str(hosts)), persist=False)
+    assert [(t.name, t.host) for t in b.testers] == [("tester-0", "10.0.0.12"), ("tester-1", "10.0.0.13"),
+                                                      ("tester-b", "10.0.0.14")]
+    assert b.max_testers() == 3
+    assert [t.name for t in SshBackend.from_state(b.to_state()).testers] == ["tester-0", "tester-1", "tester-b"]
+    hosts.write_text('more_testers = 3\n[[servers]]\nhost = "10.0.0.11"\n[balancer]\nhost = "10.0.0.10"\n'
+                     '[tester]\nhost = "10.0.0.12"\n')
+    with pytest.raises(ConfigError, match="more_testers' must be a list"):
+        load_hosts_file(hosts)

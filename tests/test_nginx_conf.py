@@ -37,6 +37,7 @@ def test_render_contains_handout_settings(tmp_path):
     assert "access_log off;" in text
 
 
+@pytest.mark.nginx
 def test_nginx_t_accepts_it(tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text(render_nginx_conf("127.0.0.1", free_port(), [("127.0.0.1", 9001), ("127.0.0.1", 9002)],
@@ -47,6 +48,7 @@ def test_nginx_t_accepts_it(tmp_path):
     assert "syntax is ok" in r.stderr and "test is successful" in r.stderr
 
 
+@pytest.mark.nginx
 def test_nginx_t_rejects_broken_conf(tmp_path):
     # The checker itself must be able to fail: a truncated config is refused.
     conf = tmp_path / "nginx.conf"
@@ -67,6 +69,7 @@ def test_ipv6_upstream_bracketed(tmp_path):
     assert "server [::1]:9001;" in text and "listen [::1]:8080;" in text
 
 
+@pytest.mark.nginx
 def test_real_nginx_alternates_between_upstreams(tmp_path):
     servers = []
     for name in ("A", "B"):

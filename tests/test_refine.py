@@ -118,6 +118,7 @@ def _rows(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.ab
 def test_refine_converges_on_a_real_service_and_resume_reuses_its_probes(crowded, tmp_path):
     out = tmp_path / "refined.csv"
     grid = Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 100), requests=150, retries=0, refine="mean<160")
@@ -147,6 +148,7 @@ def test_refine_converges_on_a_real_service_and_resume_reuses_its_probes(crowded
     assert _rows(out) == rows
 
 
+@pytest.mark.ab
 def test_repeats_and_resume_with_repeats(crowded, tmp_path):
     out = tmp_path / "repeats.csv"
     grid = Grid(ClusterSpec(), nodes=(1,), concurrency=(5, 10), requests=40, repeats=2)

@@ -20,8 +20,9 @@ from labkit.settings import Settings
 from tests.support.ports import free_ports
 from tests.support.processes import alive
 
-pytestmark = pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
-                                or not shutil.which("ab"), reason="nginx and ab are needed (make test installs them)")
+pytestmark = [pytest.mark.nginx, pytest.mark.ab, pytest.mark.sshd,
+              pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
+                                 or not shutil.which("ab"), reason="nginx and ab are needed (make test installs them)")]
 
 VENV_PY = "/work/main/.venv/bin/python"
 

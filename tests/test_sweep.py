@@ -24,6 +24,7 @@ def _rows(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.cgroups
 def test_cli_sweep_two_nodes_scale_and_nothing_is_left(local_env):
     """The design's check: 4 rows with the §7 columns; 2 nodes >= 1.6x one node at c=100."""
     out = local_env["tmp"] / "runs" / "x.csv"
@@ -155,9 +156,8 @@ def test_profiles_grid_and_its_points():
         profiles_grid("huge", spec)
 
 
-def test_cli_errors_are_one_line(local_env):
-    res = subprocess.run([sys.executable, "-m", "labkit.cli", "sweep", "--nodes", "1,x", "--out", "y.csv"],
-                         capture_output=True, text=True, timeout=60)
+def test_cli_errors_are_one_line(local_env, cli_run):
+    res = cli_run("sweep", "--nodes", "1,x", "--out", "y.csv")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == ["labkit: error: --nodes must be comma-separated integers, like 1,2,3 (got '1,x')"]
     assert not (local_env["tmp"] / "y.csv").exists()
@@ -179,11 +179,9 @@ def test_a_lab_left_up_in_another_configuration_is_redeployed_before_measuring(l
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "1.5", "x"])
-def test_bad_repeats_is_one_line_and_nothing_is_measured(local_env, bad):
+def test_bad_repeats_is_one_line_and_nothing_is_measured(local_env, cli_run, bad):
     out = local_env["tmp"] / "rep.csv"
-    res = subprocess.run([sys.executable, "-m", "labkit.cli", "sweep", "--nodes", "1", "--concurrency", "10",
-                          "--requests", "20", "--repeats", bad, "--out", str(out)],
-                         capture_output=True, text=True, timeout=60)
+    res = cli_run("sweep", "--nodes", "1", "--concurrency", "10", "--requests", "20", "--repeats", bad, "--out", out)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"labkit: error: --repeats must be a positive integer (times to measure each point), got {bad!r}"]

@@ -20,6 +20,7 @@ utilisation) are what :func:`labkit.analysis.sla.point_table` shows beside each 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -27,103 +28,32 @@ import numpy as np
 import pandas as pd
 
 from labkit import machine_types
+from labkit.analysis.demand import demands, utilisation_check
+from labkit.analysis.points import (CPU_COLUMNS, LITTLE_TOLERANCE, ROLES, TYPE_COLUMNS, has_cpu_columns,  # noqa: F401
+                                    is_clean, points, utilisation, vcpu_of)
+from labkit.analysis.sla import _check_users, as_sla, nodes_needed
 from labkit.errors import ConfigError
+from labkit.pricing import EXTERNAL_IPV4_PER_HOUR, plan_cost  # noqa: F401
 
 log = logging.getLogger("labkit")
 
-ROLES = ("server", "balancer", "tester")
-#: Results column holding each role's CPU seconds during ab's run (design §7).
-CPU_COLUMNS = {"server": "server_cpu_s", "balancer": "balancer_cpu_s", "tester": "tester_cpu_s"}
-#: Results column holding each role's machine type (the server's is ``machine_type``).
-TYPE_COLUMNS = {"server": "machine_type", "balancer": "balancer_machine_type", "tester": "tester_machine_type"}
 #: A machine planned for the need runs at no more than this share of its vCPU.
 MAX_UTILISATION = 0.8
-#: Compute Engine's price of an external IPv4 address on a VM, USD per hour.
-EXTERNAL_IPV4_PER_HOUR = 0.005
-#: ``littles_law`` further than this from 1 flags the point (the data disagree with N = X·R).
-LITTLE_TOLERANCE = 0.15
 MODEL_LABEL = "model (operational laws) — not measured"
-
-
-# -- per row and per point ------------------------------------------------------------------------
-def _ok(df: pd.DataFrame) -> pd.Series:
-    from labkit.analysis.sla import is_ok
-
-    return is_ok(df) & df["rps"].notna()
-
-
-def _vcpu(name) -> float | None:
-    if not isinstance(name, str) or name not in machine_types.MACHINE_TYPES:
-        return None
-    return machine_types.MACHINE_TYPES[name].vcpu
-
-
-def has_cpu_columns(df: pd.DataFrame, role: str | None = None) -> bool:
-    """True when some row holds the CPU seconds of ``role`` (any role when ``None``)."""
-    roles = [role] if role else list(ROLES)
-    return any(CPU_COLUMNS[r] in df.columns and df[CPU_COLUMNS[r]].notna().any() for r in roles)
-
-
-def utilisation(df: pd.DataFrame) -> pd.DataFrame:
-    """Per row, each role's measured utilisation: cpu_s / (time_taken_s × vCPU × machines of the role).
-
-    Machines: ``nodes`` servers, one balancer, one tester. Columns ``server``,
-    ``balancer``, ``tester`` (NaN where the row lacks the CPU column, the time or a
-    known machine type — e.g. the balancer at one node, or CSVs written before the
-    CPU columns existed); the index is ``df``'s.
-    """
-    out = pd.DataFrame(index=df.index)
-    t = pd.to_numeric(df.get("time_taken_s"), errors="coerce") if "time_taken_s" in df else None
-    for role in ROLES:
-        col, tcol = CPU_COLUMNS[role], TYPE_COLUMNS[role]
-        if t is None or col not in df.columns or tcol not in df.columns:
-            out[role] = np.nan
-            continue
-        vcpu = df[tcol].map(_vcpu).astype("float64")
-        machines = df["nodes"].astype("float64") if role == "server" else 1.0
-        cpu = pd.to_numeric(df[col], errors="coerce").astype("float64")
-        out[role] = cpu / (t.astype("float64") * vcpu * machines)
-    return out.replace([np.inf, -np.inf], np.nan)
+_vcpu = vcpu_of
 
 
 def littles_law(rows: pd.DataFrame) -> float | None:
-    """rps × mean_s / concurrency for the rows of one point (their mean); ``None`` without a completed row.
-
-    ab keeps ``concurrency`` requests in flight, without think time: Little's law
-    N = X·R says this ratio is 1. Far from 1 means the measurement is not the closed
-    loop it claims to be (time lost connecting, requests failing fast, a stalled tester).
-    """
-    done = rows[~rows["aborted"].astype(bool) & rows["rps"].notna() & rows["mean_ms"].notna()]
-    if done.empty:
-        return None
-    ratio = done["rps"].astype("float64") * done["mean_ms"].astype("float64") / 1000.0 \
-        / done["concurrency"].astype("float64")
-    return float(ratio.mean())
+    """rps × mean_s / concurrency of one point's rows, from the analysis core (:func:`~labkit.analysis.points.points`)."""
+    t = points(rows)
+    v = t["littles_law"].iloc[0] if len(t) == 1 else None
+    return None if v is None or pd.isna(v) else float(v)
 
 
 def point_bottleneck(rows: pd.DataFrame) -> str | None:
-    """The role with the highest measured utilisation over the rows of one point; ``None`` without CPU columns."""
-    u = utilisation(rows).mean(skipna=True)
-    u = u.dropna()
-    if u.empty:
-        return None
-    return str(u.idxmax())
-
-
-def per_point(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (nodes, concurrency): ``littles_law``, ``little_flag`` (off by more than 15 %),
-    ``bottleneck`` and each role's mean utilisation (``server_util`` …); sorted like the point table."""
-    records = []
-    for (n, c), rows in df.groupby(["nodes", "concurrency"], sort=True):
-        ll = littles_law(rows)
-        u = utilisation(rows).mean(skipna=True)
-        records.append({"nodes": int(n), "concurrency": int(c), "littles_law": ll,
-                        "little_flag": ll is not None and abs(ll - 1.0) > LITTLE_TOLERANCE,
-                        "bottleneck": point_bottleneck(rows),
-                        **{f"{r}_util": (None if pd.isna(u.get(r)) else float(u[r])) for r in ROLES}})
-    return pd.DataFrame.from_records(
-        records, columns=["nodes", "concurrency", "littles_law", "little_flag", "bottleneck",
-                          *(f"{r}_util" for r in ROLES)])
+    """The busiest role of one point's rows, from the analysis core; ``None`` without CPU columns."""
+    t = points(rows)
+    return t["bottleneck"].iloc[0] if len(t) == 1 else None
 
 
 # -- the capacity answer --------------------------------------------------------------------------
@@ -133,8 +63,6 @@ def mean_bound_s(sla) -> tuple[float | None, str]:
     The SLA's mean clause; else its max clause (the mean can never exceed the
     longest request, so it is a weaker but valid bound); else none.
     """
-    from labkit.analysis.sla import as_sla
-
     by = {c.metric: c for c in as_sla(sla).clauses}
     for metric in ("mean", "max"):
         if metric in by:
@@ -154,33 +82,6 @@ def cheapest_type(vcpu_needed: float, max_utilisation: float = MAX_UTILISATION) 
     return min(fits, key=lambda m: (m.price_per_hour, -m.vcpu)).name if fits else None
 
 
-def _hourly(mt: str) -> dict:
-    """Price per hour of one machine of type ``mt``: instance, its boot disk and its external IPv4 address."""
-    from labkit.backends.gcp import api_requests as g
-
-    disk = g.DISK_GB * g.PD_STANDARD_PER_GB_MONTH / g.HOURS_PER_MONTH
-    ipv4 = getattr(g, "EXTERNAL_IPV4_PER_HOUR", EXTERNAL_IPV4_PER_HOUR)
-    price = machine_types.get(mt).price_per_hour
-    return {"instance": price, "disk": disk, "ipv4": ipv4, "total": price + disk + ipv4}
-
-
-def plan_cost(servers: int, server_type: str, balancer_type: str | None, tester_type: str) -> dict:
-    """``cost_per_hour`` (USD) of ``servers`` servers, a balancer (none for one server) and a tester,
-    each with its boot disk and external IPv4 address, and the per-machine breakdown."""
-    machines = [("server", server_type, servers), ("tester", tester_type, 1)]
-    if servers > 1 and balancer_type:
-        machines.insert(1, ("balancer", balancer_type, 1))
-    items, total = [], 0.0
-    for role, mt, count in machines:
-        h = _hourly(mt)
-        items.append({"role": role, "machine_type": mt, "count": count,
-                      "per_machine": round(h["total"], 5), "of_which_ipv4": round(h["ipv4"], 5),
-                      "subtotal": round(count * h["total"], 5)})
-        total += count * h["total"]
-    return {"cost_per_hour": round(total, 4), "machines": items, "currency": "USD",
-            "prices_as_of": machine_types.PRICES_AS_OF}
-
-
 def _servers_usl(df: pd.DataFrame, need: float, max_nodes: int = 1000) -> tuple[int | None, str]:
     from labkit.analysis.usl import describe_fit, fit_nodes
 
@@ -198,39 +99,70 @@ def _servers_usl(df: pd.DataFrame, need: float, max_nodes: int = 1000) -> tuple[
     return int(ns[hit[0]]), f"smallest N with USL X(N) ≥ {need:,.0f} req/s (USL fit: {words})"
 
 
-def capacity_answer(df: pd.DataFrame, sla, users: int) -> dict:
+_CACHE: dict = {}
+
+
+def _key(df: pd.DataFrame, sla, users: int, model: bool):
+    return (int(pd.util.hash_pandas_object(df, index=False).sum()), len(df), str(as_sla(sla)), users, model)
+
+
+def capacity_answer(df: pd.DataFrame, sla, users: int, model: bool = True) -> dict:
     """The model answer for ``users`` concurrent users under ``sla`` (design §8), JSON-ready.
 
-    Keys: ``label`` (always a model), ``users``, ``mean_bound_s`` and its
-    ``basis``, ``throughput_needed_rps``, ``per_server_rps`` (with ``per_server_basis``:
-    the row it comes from), ``servers_min``, ``servers_usl`` (+ ``servers_usl_note``),
-    ``roles`` (per role: ``cpu_ms_per_request``, ``vcpu_needed``, ``machine_type`` —
-    the cheapest carrying the need at ≤ 80 % —, ``measured_machine_type``,
-    ``capacity_rps`` at it — per server for the server role —, ``rows``), ``bottleneck``
-    and ``bottleneck_capacity_rps``, ``balancer_needed`` (the balancer type the need
-    requires), ``cost_per_hour`` with ``cost`` (the plan, machine by machine),
-    ``unavailable`` (what these results cannot give, and why) and ``conclusion`` (one
-    sentence). Numbers are ``None`` where the data cannot give them.
-    """
-    from labkit.analysis.sla import _check_users
+    Keys (the shape the notebooks, ``summary.json`` and the autograder read):
 
+    - ``label``, ``users``, ``sla``; ``mean_bound_s`` and its ``basis``; ``throughput_needed_rps``
+      (Little's law: users / mean bound); ``per_server_rps`` (the servers' capacity from their
+      service demand, never below the best clean rps / nodes measured) with ``per_server_basis``;
+      ``servers_min`` — ceil(needed / per server): a **lower bound** from the mean clause only;
+      ``servers_usl`` (+ ``servers_usl_note``), ``server_machine_type``;
+    - ``roles``: per role (``server``, ``balancer``, ``tester``) the service demand of
+      :func:`labkit.analysis.demand.service_demand` (``cpu_ms_per_request``, ``spread_ms``,
+      ``estimator``, ``capacity_rps`` per machine, ``floor_rps`` …) plus ``vcpu_needed`` for the
+      needed throughput, ``machine_type`` (cheapest carrying it at ≤ 80 %, ``None`` when none
+      does) and ``measured_machine_type``;
+    - ``utilisation_check``: predicted vs measured utilisation per role
+      (:func:`labkit.analysis.demand.utilisation_check`);
+    - ``bottleneck`` / ``bottleneck_capacity_rps``: the role that caps throughput first if only
+      servers were added (balancer or tester at its measured type, else ``"server"``);
+    - ``model`` (when ``model=True`` and the CPU columns allow): the queueing model's holdout
+      validation (:func:`labkit.analysis.holdout.holdout`: ``calibrated_on``, ``checked_on``,
+      ``points``, ``errors``), else ``None``;
+    - ``plan`` (same condition): the smallest plan meeting every clause
+      (:func:`labkit.analysis.plan.search`: ``servers``, ``balancer`` {kind, machine_type,
+      count, workers}, ``tester`` {processes, machines, machine_type}, ``predicted``,
+      ``cost_per_hour``, ``cost``), labelled a model, with the holdout errors beside it;
+      ``balancer_needed`` is then the plan's balancer type (else the cheapest carrying the
+      mean bound's throughput at ≤ 80 %);
+    - ``cost_per_hour`` / ``cost``: the plan's when there is one, else servers_min's machines;
+      ``unavailable`` (what these results cannot give, and why) and ``conclusion`` (one sentence).
+    """
     users = _check_users(users)
     if df.empty:
         raise ConfigError("no results rows to answer from")
+    key = _key(df, sla, users, model)
+    if key in _CACHE:
+        return copy.deepcopy(_CACHE[key])
     unavailable: list[str] = []
     bound, basis = mean_bound_s(sla)
     need = users / bound if bound else None
     if need is None:
         unavailable.append("throughput needed and servers_min: the SLA bounds neither the mean nor the max")
 
-    ok = df[_ok(df)]
+    found = demands(df)
+    clean = df[is_clean(df)]
     per_server, per_basis = None, None
-    if not ok.empty:
-        ratio = ok["rps"].astype("float64") / ok["nodes"].astype("float64")
+    if not clean.empty:
+        ratio = clean["rps"].astype("float64") / clean["nodes"].astype("float64")
         best = ratio.idxmax()
         per_server = float(ratio[best])
-        r = ok.loc[best]
-        per_basis = {"nodes": int(r["nodes"]), "concurrency": int(r["concurrency"]), "rps": float(r["rps"])}
+        r = clean.loc[best]
+        per_basis = {"nodes": int(r["nodes"]), "concurrency": int(r["concurrency"]), "rps": float(r["rps"]),
+                     "source": "best clean rps / nodes"}
+        srv = found["server"]
+        if srv and srv.get("capacity_rps") and srv["capacity_rps"] > per_server:
+            per_server = float(srv["capacity_rps"])
+            per_basis["source"] = f"server service demand ({srv['estimator']}): vCPU / CPU per request"
     else:
         unavailable.append("per_server_rps and servers_min: no row completed without errors")
     servers_min = math.ceil(need / per_server - 1e-9) if need and per_server else None
@@ -238,32 +170,27 @@ def capacity_answer(df: pd.DataFrame, sla, users: int) -> dict:
 
     server_type = _mode(df["machine_type"]) if "machine_type" in df else None
     roles: dict[str, dict] = {}
-    missing_cpu = []
+    missing = []
     for role in ROLES:
-        col = CPU_COLUMNS[role]
         measured_type = _mode(df[TYPE_COLUMNS[role]]) if TYPE_COLUMNS[role] in df else None
+        d = found[role]
         entry = {"cpu_ms_per_request": None, "vcpu_needed": None, "machine_type": None,
                  "measured_machine_type": measured_type, "capacity_rps": None, "rows": 0}
-        have = ok[ok[col].notna() & (ok["complete"] > 0)] if col in ok.columns else ok.iloc[0:0]
-        if role == "balancer":
-            have = have[have["nodes"] > 1]
-        if have.empty:
-            missing_cpu.append(role)
+        if d is None:
+            missing.append(role)
         else:
-            ms = float((have[col].astype("float64") / have["complete"].astype("float64")).median() * 1000.0)
-            entry.update(cpu_ms_per_request=round(ms, 4), rows=int(len(have)))
+            entry.update({k: v for k, v in d.items() if k not in ("machine_type",)})
+            entry["cpu_ms_per_request"] = round(d["cpu_ms_per_request"], 4)
+            entry["capacity_rps"] = None if d["capacity_rps"] is None else round(d["capacity_rps"], 1)
             if need is not None:
-                vcpu = need * ms / 1000.0
+                vcpu = need * d["cpu_ms_per_request"] / 1000.0
                 entry["vcpu_needed"] = round(vcpu, 3)
                 entry["machine_type"] = cheapest_type(vcpu)
-            v = _vcpu(measured_type)
-            if v and ms > 0:
-                entry["capacity_rps"] = round(v / (ms / 1000.0), 1)
         roles[role] = entry
-    if missing_cpu:
+    if missing:
         unavailable.append(
-            "CPU ms per request, vCPU needed and machine type for " + ", ".join(missing_cpu)
-            + f" (no {', '.join(CPU_COLUMNS[r] for r in missing_cpu)} in the completed rows: "
+            "CPU ms per request, vCPU needed and machine type for " + ", ".join(missing)
+            + f" (no {', '.join(CPU_COLUMNS[r] for r in missing)} in the clean rows: "
             "measured with a labkit that did not record CPU per role)")
 
     bottleneck, bottleneck_cap = None, None
@@ -275,26 +202,8 @@ def capacity_answer(df: pd.DataFrame, sla, users: int) -> dict:
         bottleneck = low if caps[low] < need else "server"
         bottleneck_cap = caps[low] if bottleneck != "server" else None
 
-    balancer_needed = roles["balancer"]["machine_type"]
-    assumed = []
-    b_type = balancer_needed or roles["balancer"]["measured_machine_type"] or server_type
-    t_type = roles["tester"]["machine_type"] or roles["tester"]["measured_machine_type"] or server_type
-    if not balancer_needed:
-        assumed.append(f"balancer priced as {b_type}" + (
-            " (no machine type carries the need at ≤ 80 %)" if roles["balancer"]["vcpu_needed"] else
-            " (its CPU per request is not measured)"))
-    if not roles["tester"]["machine_type"]:
-        assumed.append(f"tester priced as {t_type}")
-    cost = None
-    if servers_min and server_type in machine_types.MACHINE_TYPES:
-        cost = plan_cost(servers_min, server_type, b_type, t_type)
-        cost["assumptions"] = assumed
-    else:
-        unavailable.append("cost_per_hour: needs servers_min and a known server machine type")
-
     answer = {
-        "label": MODEL_LABEL,
-        "users": users,
+        "label": MODEL_LABEL, "users": users, "sla": str(as_sla(sla)),
         "mean_bound_s": bound,
         "basis": (f"Little's law N = X·R (ab: closed loop, no think time): X ≥ {users} users / {basis}"
                   if bound else ""),
@@ -302,44 +211,111 @@ def capacity_answer(df: pd.DataFrame, sla, users: int) -> dict:
         "per_server_rps": None if per_server is None else round(per_server, 1),
         "per_server_basis": per_basis,
         "servers_min": servers_min,
-        "servers_usl": servers_usl,
-        "servers_usl_note": usl_note,
+        "servers_min_note": "lower bound: the mean clause only (Little's law); max and p98 may need more",
+        "servers_usl": servers_usl, "servers_usl_note": usl_note,
         "server_machine_type": server_type,
         "roles": roles,
-        "bottleneck": bottleneck,
-        "bottleneck_capacity_rps": bottleneck_cap,
-        "balancer_needed": balancer_needed,
-        "cost_per_hour": None if cost is None else cost["cost_per_hour"],
-        "cost": cost,
+        "utilisation_check": utilisation_check(df, found),
+        "bottleneck": bottleneck, "bottleneck_capacity_rps": bottleneck_cap,
+        "balancer_needed": roles["balancer"]["machine_type"],
+        "model": None, "plan": None,
+        "cost_per_hour": None, "cost": None,
         "unavailable": unavailable,
     }
+    if model and found["server"] is not None and need is not None and server_type in machine_types.MACHINE_TYPES:
+        _model_and_plan(df, sla, users, need, servers_min, server_type, answer)
+    elif model:
+        unavailable.append("the queueing model and its plan: needs the servers' CPU columns, a mean or max "
+                           "clause and a known server machine type")
+    if answer["plan"] is None and servers_min and server_type in machine_types.MACHINE_TYPES:
+        b_type = roles["balancer"]["machine_type"] or roles["balancer"]["measured_machine_type"] or server_type
+        t_type = roles["tester"]["machine_type"] or roles["tester"]["measured_machine_type"] or server_type
+        cost = plan_cost([("server", server_type, servers_min), ("balancer", b_type, 1 if servers_min > 1 else 0),
+                          ("tester", t_type, 1)])
+        cost["assumptions"] = ["servers_min servers (a lower bound), not a plan validated against every clause"]
+        answer["cost"], answer["cost_per_hour"] = cost, cost["cost_per_hour"]
     answer["conclusion"] = conclusion(answer)
     log.debug("capacity: %s", answer)
+    _CACHE[key] = copy.deepcopy(answer)
     return answer
 
 
+def _model_and_plan(df, sla, users, need, servers_min, server_type, answer) -> None:
+    """Validate the queueing model (holdout), then search the plan with it calibrated on every node count."""
+    from dataclasses import replace
+
+    from labkit.analysis.holdout import calibrate, holdout, network_for
+    from labkit.analysis.plan import search
+
+    try:
+        check = holdout(df, sla)
+        answer["model"] = check
+        if "admit" in check:
+            net = replace(network_for(df, 2), admit=check["admit"])
+        else:
+            net, _ = calibrate(df, sla)
+        plan = search(net, users, sla, need, server_type, start=servers_min or 2)
+    except ConfigError as exc:
+        answer["unavailable"].append(f"the queueing model: {exc}")
+        return
+    except ImportError as exc:
+        answer["unavailable"].append(f"the queueing model needs simpy (pip install 'labkit[model]'): {exc}")
+        return
+    plan["label"] = "model (queueing: MVA + simulation) — not measured"
+    plan["holdout_errors"] = check.get("errors")
+    answer["plan"] = plan
+    if plan.get("servers") is not None:
+        answer["balancer_needed"] = plan["balancer"]["machine_type"]  # one answer: the plan's balancer
+        answer["cost"], answer["cost_per_hour"] = plan["cost"], plan["cost_per_hour"]
+
+
 def conclusion(a: dict) -> str:
-    """One sentence saying what the capacity answer means."""
+    """One sentence saying what the capacity answer means (the plan's, when the model gives one)."""
     if a["throughput_needed_rps"] is None:
         return "no Little's-law bound: the SLA bounds neither the mean nor the max response time"
     need = a["throughput_needed_rps"]
     parts = [f"{a['users']} users need ≥ {need:,.0f} req/s"]
     if a["servers_min"] is not None:
-        parts.append(f"so at least {a['servers_min']} servers at {a['per_server_rps']:,.0f} req/s each")
+        parts.append(f"so at least {a['servers_min']} servers at {a['per_server_rps']:,.0f} req/s each "
+                     "(a lower bound from the mean clause)")
+    plan = a.get("plan")
+    if plan and plan.get("servers") is not None:
+        parts.append(plan_sentence(plan, a.get("model")))
+        return "; ".join(parts)
     b = a["bottleneck"]
     if b in ("balancer", "tester"):
         r = a["roles"][b]
-        parts.append(f"but one {r['measured_machine_type']} {b} caps at about {a['bottleneck_capacity_rps']:,.0f} "
-                     f"req/s: no number of servers behind it can do it")
+        parts.append(f"one {r['measured_machine_type']} {b} as measured caps at about "
+                     f"{a['bottleneck_capacity_rps']:,.0f} req/s, so the {b} must grow too")
         if r["machine_type"]:
             parts.append(f"the {b} must be at least {r['machine_type']} ({r['vcpu_needed']:g} vCPU needed)")
         else:
-            parts.append(f"no single machine type carries the {b}'s {r['vcpu_needed']:g} vCPU at ≤ 80 %")
+            parts.append(f"no single machine type carries the {b}'s {r['vcpu_needed']:g} vCPU at ≤ 80 %: "
+                         "several behind DNS round robin, or managed load balancing")
     elif b == "server":
         parts.append("the balancer and tester as measured keep up: servers are the limit")
     else:
         parts.append("which role saturates first is not measured in these results")
     return "; ".join(parts)
+
+
+def plan_sentence(plan: dict, check: dict | None) -> str:
+    """The model's plan in one sentence: servers, balancer, tester, cost, predicted values and holdout error."""
+    b, t, p = plan["balancer"], plan["tester"], plan["predicted"]
+    bal = (f"one {b['machine_type']} nginx balancer ({b['workers']} worker{'s' if b['workers'] != 1 else ''})"
+           if b["count"] == 1 else f"{b['count']} {b['machine_type']} nginx balancers behind DNS round robin "
+           f"(or managed load balancing, ${plan.get('managed_lb_alternative', {}).get('cost_per_hour', 0):.3f}/h)")
+    tst = (f"{t['processes']} ab process{'es' if t['processes'] != 1 else ''} on "
+           f"{t['machines']} {t['machine_type']} tester{'s' if t['machines'] != 1 else ''}")
+    text = (f"model plan: {plan['servers']} {plan['server_machine_type']} servers behind {bal}, {tst}, "
+            f"${plan['cost_per_hour']:.3f}/h (predicted mean {p['mean_ms']:.0f} ms, p98 {p['p98_ms']:.0f} ms, "
+            f"max {p['max_ms']:.0f} ms)")
+    err = (check or {}).get("errors")
+    if err:
+        text += (f"; holdout error on {','.join(map(str, check['checked_on']))} nodes: mean "
+                 f"{err['mean_median_abs_pct']}%, p98 {err['p98_median_abs_pct']}%, pass/fail "
+                 f"{err['pass_fail_agreement']}")
+    return text
 
 
 # -- the part-2 rule ------------------------------------------------------------------------------
@@ -361,18 +337,19 @@ class Verdict(tuple):
         return self[0]
 
 
-def part2_accepts(df: pd.DataFrame, sla, users: int, nodes: int, balancer_type: str | None = None) -> Verdict:
+def part2_accepts(df: pd.DataFrame, sla, users: int, nodes: int, balancer_type: str | None = None,
+                  answer: dict | None = None) -> Verdict:
     """Is ``nodes`` (with ``balancer_type``) an acceptable part-2 answer for these results? (design §8)
 
     When a tested node count meets the SLA for ``users``, exactly that measured
-    ``nodes_needed`` is accepted. Otherwise any ``nodes ≥ servers_min`` of the
-    capacity answer is, provided — when the results measure the balancer's CPU and the
-    need requires a bigger balancer than the one measured — ``balancer_type`` names a
-    machine type that carries the need (at least as many vCPU as the one required).
-    Returns a :class:`Verdict` ``(accepted, why)``, true when accepted.
+    ``nodes_needed`` is accepted. Otherwise a server count in the model's range —
+    from ``servers_min`` (the mean-only lower bound) up to the model plan's server count
+    (or any count ≥ servers_min when the model has no plan) — provided the answer names a
+    balancer that carries the need: a machine type with at least as many vCPU as the plan's
+    balancer (when one balancer is not enough, the "why" says so and any count in range
+    is accepted, since the plan then needs several balancers or managed load balancing).
+    ``answer`` is an already computed :func:`capacity_answer`. Returns a :class:`Verdict`.
     """
-    from labkit.analysis.sla import nodes_needed
-
     if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)) or nodes < 1:
         return Verdict(False, f"the answer must be a positive whole number of nodes, not {nodes!r}")
     measured = nodes_needed(df, sla, users)
@@ -380,26 +357,37 @@ def part2_accepts(df: pd.DataFrame, sla, users: int, nodes: int, balancer_type: 
         if int(nodes) == measured:
             return Verdict(True, f"{nodes} is the measured nodes_needed")
         return Verdict(False, f"a tested node count meets the SLA for {users} users: the answer is the measured {measured}")
-    a = capacity_answer(df, sla, users)
+    a = answer or capacity_answer(df, sla, users)
     smin = a["servers_min"]
     if smin is None:
         return Verdict(False, "no servers_min can be derived from these results: " + "; ".join(a["unavailable"]))
     if nodes < smin:
         return Verdict(False, (f"{nodes} < servers_min = {smin}: by Little's law {users} users need ≥ "
-                       f"{a['throughput_needed_rps']:,.0f} req/s and one server gave at most {a['per_server_rps']:,.0f}"))
-    need_type = a["balancer_needed"]
-    if a["roles"]["balancer"]["vcpu_needed"] is not None:
-        if need_type is None:
-            return Verdict(True, (f"{nodes} ≥ servers_min = {smin}; no single machine type carries the balancer "
-                          "(the justification must say so)"))
+                       f"{a['throughput_needed_rps']:,.0f} req/s and one server carries at most {a['per_server_rps']:,.0f}"))
+    plan = a.get("plan") or {}
+    top = plan.get("servers")
+    if top is not None and nodes > max(top, smin):
+        return Verdict(False, f"{nodes} is more than the model's plan ({top} servers meet every clause in the model)")
+    rng = f"{smin}–{top}" if top is not None else f"≥ {smin}"
+    bal = plan.get("balancer") or {}
+    need_type = bal.get("machine_type") or a["balancer_needed"]
+    tester = plan.get("tester") or {}
+    t_note = (f"; the tester needs {tester['processes']} ab process(es) on {tester['machines']} "
+              f"{tester['machine_type']} machine(s)" if tester else "")
+    if bal.get("count", 1) > 1:
+        return Verdict(True, f"{nodes} is within the model's range {rng}; no single balancer carries the need: "
+                             f"{bal['kind']}{t_note}")
+    if need_type is not None and a["roles"]["balancer"]["vcpu_needed"] is not None:
         if not balancer_type:
-            return Verdict(False, f"{nodes} ≥ servers_min = {smin}, but the answer must name the balancer: at least {need_type}")
-        v = _vcpu(balancer_type)
+            return Verdict(False, f"{nodes} is within the model's range {rng}, but the answer must name the "
+                                  f"balancer: at least {need_type}{t_note}")
+        v = vcpu_of(balancer_type)
         if v is None:
             return Verdict(False, f"unknown balancer machine type {balancer_type!r}")
         if v < machine_types.MACHINE_TYPES[need_type].vcpu:
-            return Verdict(False, f"a {balancer_type} balancer cannot carry the need: at least {need_type}")
-    return Verdict(True, f"{nodes} ≥ servers_min = {smin}" + (f" with a {balancer_type} balancer" if balancer_type else ""))
+            return Verdict(False, f"a {balancer_type} balancer cannot carry the need: at least {need_type}{t_note}")
+    return Verdict(True, f"{nodes} is within the model's range {rng}"
+                   + (f" with a {balancer_type} balancer" if balancer_type else "") + t_note)
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -437,6 +425,25 @@ def format_capacity(a: dict) -> list[str]:
                      f"external IPv4 address; prices of {a['cost']['prices_as_of']}]")
         for note in a["cost"].get("assumptions") or []:
             lines.append(f"    assumed: {note}")
+    check = a.get("utilisation_check") or {}
+    errs = [f"{r} {100 * c['mean_abs_error']:.1f} pts (max {100 * c['max_abs_error']:.1f})"
+            for r, c in check.items() if c]
+    if errs:
+        lines.append("  utilisation check (predicted U = (a + X·D)/vCPU vs measured, mean |error|): " + "; ".join(errs))
+    m = a.get("model") or {}
+    if m.get("errors"):
+        e = m["errors"]
+        lines.append(f"  queueing model, calibrated on {m['calibrated_on']} node(s), checked on {m['checked_on']}: "
+                     f"median |error| mean {e['mean_median_abs_pct']} %, p98 {e['p98_median_abs_pct']} %, "
+                     f"max {e['max_median_abs_pct']} %; pass/fail agrees at {e['pass_fail_agreement']} levels")
+        lines.append(f"    ({m.get('service_times')}; admit {m.get('admit')} connections per server before SYNs drop)")
+    elif m.get("refused"):
+        lines.append(f"  queueing model not validated: {m['refused']}")
+    plan = a.get("plan") or {}
+    if plan.get("servers") is not None:
+        lines.append(f"  plan ({plan['label']}): {plan_sentence(plan, m)}")
+    elif plan.get("note"):
+        lines.append(f"  plan (model): {plan['note']}")
     for u in a["unavailable"]:
         lines.append(f"  cannot give: {u}")
     lines.append(f"  conclusion (model): {a['conclusion']}")

@@ -145,24 +145,30 @@ def mva(net: Network, users: int) -> dict:
 
 # -- discrete-event simulation --------------------------------------------------------------------
 class _PS:
-    """A processor-sharing station: ``vcpu`` CPUs shared by the jobs in it, at most one CPU each."""
+    """A processor-sharing station: ``vcpu`` CPUs shared by the jobs in it, at most one CPU each.
+
+    Virtual time ``v`` is the CPU each job present has received; a job needing ``w`` leaves when
+    ``v`` reaches its arrival's ``v`` + ``w`` (a heap), so every event costs O(log k). The next
+    departure is one simpy timeout whose callback is ignored once an arrival has moved it.
+    """
 
     def __init__(self, env, vcpu: float):
         self.env, self.vcpu = env, float(vcpu)
-        self.v = 0.0  # virtual time: CPU seconds each job present has received
+        self.v = 0.0
         self.last = 0.0
         self.heap: list[tuple[float, int, object]] = []
         self.seq = 0
-        self.kick = env.event()
-        env.process(self._run())
+        self.token = 0
 
     def _rate(self) -> float:
         k = len(self.heap)
         return min(1.0, self.vcpu / k) if k else 0.0
 
     def _advance(self) -> None:
-        self.v += self._rate() * (self.env.now - self.last)
-        self.last = self.env.now
+        now = self.env.now
+        if self.heap:
+            self.v += self._rate() * (now - self.last)
+        self.last = now
 
     def serve(self, cpu_s: float):
         """An event that fires when ``cpu_s`` CPU seconds have been served to this job."""
@@ -170,25 +176,24 @@ class _PS:
         done = self.env.event()
         self.seq += 1
         heapq.heappush(self.heap, (self.v + cpu_s, self.seq, done))
-        if not self.kick.triggered:
-            self.kick.succeed()
+        self._schedule()
         return done
 
-    def _run(self):
-        env = self.env
-        while True:
-            if not self.heap:
-                self.kick = env.event()
-                yield self.kick
-                continue
-            self._advance()
-            while self.heap and self.heap[0][0] <= self.v + 1e-12:
-                heapq.heappop(self.heap)[2].succeed()
-            if not self.heap:
-                continue
-            wait = (self.heap[0][0] - self.v) / self._rate()
-            self.kick = env.event()
-            yield env.timeout(wait) | self.kick
+    def _schedule(self) -> None:
+        self.token += 1
+        if not self.heap:
+            return
+        wait = max(0.0, (self.heap[0][0] - self.v) / self._rate())
+        token = self.token
+        self.env.timeout(wait).callbacks.append(lambda _event: self._fire(token))
+
+    def _fire(self, token: int) -> None:
+        if token != self.token:  # an arrival or departure since has rescheduled
+            return
+        self._advance()
+        while self.heap and self.heap[0][0] <= self.v + 1e-12:
+            heapq.heappop(self.heap)[2].succeed()
+        self._schedule()
 
 
 class _Gate:

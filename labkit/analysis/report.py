@@ -13,6 +13,7 @@ import logging
 import pandas as pd
 
 from labkit.analysis.capacity_steps import steps_down
+from labkit.analysis.points import DECIDING_NOTE, ROLES
 from labkit.errors import ConfigError
 from labkit.profiles import HANDOUT_CONCURRENCY
 from labkit.analysis.sla import _check_users, as_sla, max_concurrency_of_table, nodes_needed_of, point_table
@@ -33,8 +34,9 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     ``refused`` reason), ``usl`` (fit of peak throughput vs nodes, or ``None``
     with the reason in ``notes``), ``usl_concurrency`` (fit of throughput vs
     concurrency at the smallest node count, or ``None``), ``tested`` (node
-    counts and concurrency levels), ``points`` (per nodes × concurrency:
-    ``meets``, ``status`` (ok / errors / refused / aborted), ``reason``, ``borderline``,
+    counts and concurrency levels), ``points`` (per nodes × concurrency, from the analysis
+    core :func:`labkit.analysis.points.points`; ``points_note`` says what the values are:
+    ``meets``, ``clean_runs``, ``rps``, ``server_util``/``balancer_util``/``tester_util``, ``status`` (ok / errors / refused / aborted), ``reason``, ``borderline``,
     the worst ``mean_ms``/``p98_ms``/``max_ms``, ``littles_law`` and ``bottleneck``),
     ``max_concurrency_handout_levels`` (the same answer over the handout's own levels only,
     leaving out a refinement's probes), ``refined`` (node counts with levels off the
@@ -82,8 +84,10 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     points = [
         {"nodes": int(r.nodes), "concurrency": int(r.concurrency), "runs": int(r.runs),
          "meets": bool(r.meets), "status": r.status, "reason": r.reason, "borderline": r.borderline,
+         "clean_runs": int(r.clean_runs), "rps": _num(r.rps),
          "mean_ms": _num(r.mean_ms), "p98_ms": _num(r.p98_ms), "max_ms": _num(r.max_ms),
-         "littles_law": _num(r.littles_law), "bottleneck": None if pd.isna(r.bottleneck) else r.bottleneck}
+         "littles_law": _num(r.littles_law), "bottleneck": None if r.bottleneck is None or pd.isna(r.bottleneck)
+         else r.bottleneck, **{f"{role}_util": _num(getattr(r, f"{role}_util")) for role in ROLES}}
         for r in table.itertuples(index=False)
     ]
     on_handout = ~table["concurrency"].isin(HANDOUT_CONCURRENCY)
@@ -102,6 +106,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
         "tested": {"nodes": sorted(int(n) for n in table["nodes"].unique()),
                    "concurrency": sorted(int(c) for c in table["concurrency"].unique())},
         "points": points,
+        "points_note": DECIDING_NOTE,
         "notes": notes,
         "host_speed": _host_speed(df),
     }

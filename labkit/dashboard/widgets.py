@@ -147,7 +147,7 @@ class SlaExplorer:
         from labkit.analysis.capacity import capacity_answer
 
         try:
-            self.capacity = capacity_answer(self.df, sla, users)
+            self.capacity = capacity_answer(self.df, sla, users, model=False)  # the widget redraws per change: no simulation
         except ConfigError as exc:
             self.capacity = None
             return f"Capacity (model): not available — {exc}"
@@ -157,26 +157,10 @@ class SlaExplorer:
 
     @staticmethod
     def with_point_columns(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
-        """The point table plus ``status``, ``rps`` and ``connect_mean_ms`` (means over completed rows),
-        ``littles_law`` and ``bottleneck`` — added here when :func:`~labkit.analysis.sla.point_table` lacks them."""
-        from labkit.analysis.capacity import per_point
-
-        out = table.copy()
-        done = df[~df["aborted"].astype(bool)]
-        means = done.groupby(["nodes", "concurrency"])[["rps", "connect_mean_ms"]].mean()
-        out = out.drop(columns=[c for c in ("rps", "connect_mean_ms") if c in out.columns])
-        out = out.join(means, on=["nodes", "concurrency"])
-        if "status" not in out.columns:
-            from labkit.analysis.sla import is_ok
-
-            bad = df.assign(ok=is_ok(df)).groupby(["nodes", "concurrency"])
-            status = {k: ("ok" if g["ok"].all() else "aborted" if g["aborted"].astype(bool).any() else "errors")
-                      for k, g in bad}
-            out["status"] = [status[(n, c)] for n, c in zip(out["nodes"], out["concurrency"])]
-        missing = [c for c in ("littles_law", "bottleneck") if c not in out.columns]
-        if missing:
-            out = out.merge(per_point(df)[["nodes", "concurrency", *missing]], on=["nodes", "concurrency"], how="left")
-        return out
+        """The point table as shown: :func:`~labkit.analysis.sla.point_table` already carries ``status``,
+        ``rps``, ``connect_mean_ms``, ``littles_law`` and ``bottleneck`` from the analysis core
+        (:func:`labkit.analysis.points.points`); nothing is recomputed here. ``df`` is unused (kept for callers)."""
+        return table
 
     def _show_error(self, message: str) -> None:
         self.sla = None

@@ -9,9 +9,9 @@ the student submitted (design §13), under design §8's rules:
   up to it meeting :data:`~labkit.handout.PART1_SLA` (``None`` when the lowest fails);
 - part 2: the measured ``nodes_needed`` when a tested node count meets
   :data:`~labkit.handout.PART2_SLA` for :data:`~labkit.handout.PART2_USERS` users;
-  otherwise any node count ``n >= servers_min`` (the capacity answer's lower bound:
-  no fewer servers can carry the throughput the mean bound needs), naming a balancer
-  big enough when the results measure the balancer's CPU
+  otherwise a server count in the model's range, from ``servers_min`` (the mean-only
+  Little's-law lower bound) to the model plan's servers, naming a balancer big enough
+  (the plan's type or larger) when the results measure the balancer's CPU
   (:func:`labkit.analysis.capacity.part2_accepts` is that rule).
 
 So two students with different data are both right with different numbers.
@@ -79,7 +79,7 @@ def part2_rule(df: pd.DataFrame) -> tuple[int | None, int | None]:
     measured = nodes_needed(df, PART2_SLA, PART2_USERS)
     if measured is not None:
         return measured, None
-    return None, capacity_answer(df, PART2_SLA, PART2_USERS)["servers_min"]
+    return None, capacity_answer(df, PART2_SLA, PART2_USERS)["servers_min"]  # the range's lower end
 
 
 def check_part1(answer, results_csv, machine_type: str) -> None:

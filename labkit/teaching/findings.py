@@ -68,27 +68,13 @@ def _clean(df: pd.DataFrame) -> pd.Series:
 
 
 def points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (nodes, concurrency): ``runs``, ``ok_runs``, ``status``, and over the clean rows the mean
-    ``rps``, ``mean_ms``, ``p99_ms``, ``max_ms`` (largest), ``connect_mean_ms`` (largest), ``littles_law``."""
-    from labkit.analysis.sla import is_ok, point_status
+    """One row per (nodes, concurrency): the analysis's per-point table
+    (:func:`labkit.analysis.points.points`: ``rps`` the mean over clean runs, latencies the worst run's,
+    the values that decide an SLA clause), with ``ok_runs`` = its ``clean_runs``. Every finding reads
+    per-point data here and nowhere else."""
+    from labkit.analysis.points import points as point_table
 
-    if df.empty:
-        return pd.DataFrame(columns=["nodes", "concurrency", "runs", "ok_runs", "status", "rps", "mean_ms",
-                                     "p99_ms", "max_ms", "connect_mean_ms", "littles_law"])
-    ok = is_ok(df) & df["rps"].notna() & df["mean_ms"].notna()
-    recs = []
-    for (n, c), rows in df.groupby(["nodes", "concurrency"], sort=True):
-        clean = rows[ok.loc[rows.index]]
-        def agg(col, how):
-            return float(getattr(clean[col].astype("float64"), how)()) if len(clean) and col in clean else math.nan
-
-        recs.append({"nodes": int(n), "concurrency": int(c), "runs": len(rows), "ok_runs": len(clean),
-                     "status": point_status(rows), "rps": agg("rps", "mean"), "mean_ms": agg("mean_ms", "mean"),
-                     "p99_ms": agg("p99_ms", "mean"), "max_ms": agg("max_ms", "max"),
-                     "connect_mean_ms": agg("connect_mean_ms", "max"),
-                     "littles_law": capacity.littles_law(clean) if len(clean) else None})
-    return pd.DataFrame.from_records(recs)
-
+    return point_table(df).rename(columns={"clean_runs": "ok_runs"})
 
 
 _points = points
@@ -175,11 +161,11 @@ def littles_law(df: pd.DataFrame, nodes=None, k: int = 3) -> LittlesLaw:
 class Stall:
     """A point whose connect mean or longest request sits at a SYN retransmission time.
 
-    ``cause`` is the attribution: ``"client"`` when the client's own connects stalled (the level
-    exceeds the backlog of the listener it reaches — Werkzeug's 128 at one node, nginx's 511
-    behind it — or the connect mean is ≥ 100 ms); ``"upstream"`` behind nginx when the users per
-    server exceed Werkzeug's 128 (nginx opens one upstream connection per request, so its own
-    connects to a server are dropped and retried while the client's connect stays fast); ``""``
+    ``cause`` is the attribution: ``"client"`` when the client's own connects stalled (the connect
+    mean is ≥ 100 ms); else ``"upstream"`` behind nginx when the users per server exceed Werkzeug's
+    128 (each request holds one upstream connection, so nginx's own connects to a server are dropped
+    and retried while the client's connect stays fast); else ``"client"`` when the level exceeds the
+    backlog of the listener the client reaches (Werkzeug's 128 at one node, nginx's 511); ``""``
     when neither holds: the connection was accepted at once and the time is not explained by
     dropped SYNs."""
 
@@ -203,6 +189,17 @@ class Connections:
     behind_errors: tuple[tuple[int, int, str, int, int], ...]  # (nodes, c, status, non_2xx, failed)
     behind_max_connect: tuple[int, int, float] | None  # (nodes, c, connect mean ms)
     stalls: tuple[Stall, ...]
+    table: tuple[ConnectRow, ...] = ()  # every point: users per server, connect mean, longest request, status
+
+
+@dataclass(frozen=True)
+class ConnectRow:
+    nodes: int
+    concurrency: int
+    per_server: float
+    connect_mean_ms: float
+    max_ms: float
+    status: str
 
 
 def connections(df: pd.DataFrame) -> Connections:
@@ -218,10 +215,12 @@ def connections(df: pd.DataFrame) -> Connections:
         for what, v in (("connect_mean_ms", cm), ("max_ms", r.max_ms)):
             t = near_syn_retry(v)
             if t is not None:
-                if r.concurrency > backlog or (not pd.isna(cm) and cm >= 100):
+                if not pd.isna(cm) and cm >= 100:
                     cause = "client"
                 elif r.nodes > 1 and r.concurrency / r.nodes > WERKZEUG_BACKLOG:
                     cause = "upstream"
+                elif r.concurrency > backlog:
+                    cause = "client"
                 else:
                     cause = ""
                 stalls.append(Stall(int(r.nodes), int(r.concurrency), what, float(v), t / 1000,
@@ -250,7 +249,10 @@ def connections(df: pd.DataFrame) -> Connections:
         behind_errors=tuple(errs),
         behind_max_connect=None if wb is None else (int(wb["nodes"]), int(wb["concurrency"]),
                                                     float(wb["connect_mean_ms"])),
-        stalls=tuple(stalls))
+        stalls=tuple(stalls),
+        table=tuple(ConnectRow(int(r.nodes), int(r.concurrency), r.concurrency / r.nodes,
+                               float(r.connect_mean_ms), float(r.max_ms), str(r.status))
+                    for r in pts.itertuples(index=False)))
 
 
 # -- noise ------------------------------------------------------------------------------------------
@@ -293,6 +295,18 @@ class Noise:
     repeats: tuple[Repeat, ...]
     sla: str | None
     near: tuple[Near, ...]
+    runs: tuple[Run, ...] = ()  # every run of the repeated points
+
+
+@dataclass(frozen=True)
+class Run:
+    nodes: int
+    concurrency: int
+    repeat: int
+    status: str
+    mean_ms: float
+    p98_ms: float
+    max_ms: float
 
 
 def noise(df: pd.DataFrame, sla=None) -> Noise:
@@ -308,10 +322,17 @@ def noise(df: pd.DataFrame, sla=None) -> Noise:
                 for r in clean.sort_values("gap", ascending=False).itertuples(index=False)]
         gaps = tuple(g for g in allg if g.ratio >= 2)
         widest = None if gaps else allg[0]
-    reps = []
+    reps, runs = [], []
     ok = is_ok(df) & df["rps"].notna()
     for r in pts[pts["runs"] > 1].itertuples(index=False):
-        rows = df[(df["nodes"] == r.nodes) & (df["concurrency"] == r.concurrency) & ok]
+        every = df[(df["nodes"] == r.nodes) & (df["concurrency"] == r.concurrency)]
+        for i, (idx, row) in enumerate(every.iterrows()):
+            status = "aborted" if bool(row["aborted"]) else ("ok" if bool(ok.loc[idx]) else "errors")
+            runs.append(Run(int(r.nodes), int(r.concurrency), int(row["repeat"]) if not pd.isna(row["repeat"]) else i,
+                            status, float(row["mean_ms"]) if not pd.isna(row["mean_ms"]) else math.nan,
+                            float(row["p98_ms"]) if not pd.isna(row["p98_ms"]) else math.nan,
+                            float(row["max_ms"]) if not pd.isna(row["max_ms"]) else math.nan))
+        rows = every[ok.loc[every.index]]
         m = rows["mean_ms"].astype("float64")
         spread = float((m.max() - m.min()) / m.mean() * 100) if len(m) and m.mean() else 0.0
         reps.append(Repeat(int(r.nodes), int(r.concurrency), int(r.runs), len(rows),
@@ -331,7 +352,7 @@ def noise(df: pd.DataFrame, sla=None) -> Noise:
                 over = (v - cl.ms) / cl.ms
                 if abs(over) <= NEAR:
                     near.append(Near(int(n), int(c), cl.metric, v, float(cl.ms), over))
-    return Noise(gaps, widest, tuple(reps), text, tuple(near))
+    return Noise(gaps, widest, tuple(reps), text, tuple(near), tuple(runs))
 
 
 # -- the USL fit ------------------------------------------------------------------------------------

@@ -61,20 +61,21 @@ def _node_counts(df: pd.DataFrame, nodes) -> list[int]:
 
 
 # -- Little's law ------------------------------------------------------------------------------------
-def littles_law_text(df: pd.DataFrame, nodes=None, k: int = 3):
-    """N = X·R on up to ``k`` clean points per node count, and where throughput stopped growing
-    (:func:`labkit.teaching.findings.littles_law`), as Markdown."""
+def littles_law_text(df: pd.DataFrame, nodes=None, k: int = 3, solve: bool = False):
+    """Up to ``k`` clean points per node count as evidence for N = X·R — N, X, R and a flag where X·R is
+    far from N (:func:`labkit.teaching.findings.littles_law`) — as Markdown. ``solve`` adds what the graded
+    question asks the student to work out (X·R, and where throughput stopped growing): for instructors."""
     from labkit.teaching import findings
     from labkit.teaching.render import markdown
 
-    return markdown("littles_law.md.j2", f=findings.littles_law(df, nodes, k))
+    return markdown("littles_law.md.j2", f=findings.littles_law(df, nodes, k), solve=solve)
 
 
 # -- the bottleneck ----------------------------------------------------------------------------------
-def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None) -> str:
-    """Per node count, each role's CPU utilisation at its best clean point and the busiest role;
-    the CPU cost per request of each role; the USL fit over node counts in words; with ``sla`` and
-    ``users``, the capacity model's conclusion (labelled as a model)."""
+def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None):
+    """Per node count, each role's CPU utilisation at its best clean point and the busiest role; the CPU
+    cost per request of each role (tables); the USL fit over node counts (worded only when it explains
+    the peaks); with ``sla`` and ``users``, the capacity model's conclusion (labelled as a model)."""
     from labkit.teaching.render import Text
 
     lines = []
@@ -86,18 +87,20 @@ def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None) -> str
     else:
         util = capacity.utilisation(df)
         ok = _clean(df)
+        lines += ["| nodes | best clean point | req/s | " + " | ".join(f"{r} CPU" for r in capacity.ROLES)
+                  + " | busiest |", "|---|---|---|" + "---|" * len(capacity.ROLES) + "---|"]
         for n in sorted(int(x) for x in df["nodes"].unique()):
             clean = pts[(pts["nodes"] == n) & (pts["ok_runs"] > 0)]
             if clean.empty:
-                lines.append(f"- {n} node(s): no clean point.")
+                lines.append(f"| {n} | no clean point | | " + " | " * len(capacity.ROLES) + " |")
                 continue
             best = clean.loc[clean["rps"].idxmax()]
             rows = df[(df["nodes"] == n) & (df["concurrency"] == best["concurrency"]) & ok]
             u = util.loc[rows.index].mean(skipna=True)
-            shown = ", ".join(f"{r} {100 * u[r]:.0f} %" for r in capacity.ROLES if not pd.isna(u.get(r)))
+            cells = [("—" if pd.isna(u.get(r)) else f"{100 * u[r]:.0f} %") for r in capacity.ROLES]
             top = capacity.point_bottleneck(rows)
-            lines.append(f"- {n} node(s), best clean point c={int(best['concurrency'])} ({_num(best['rps'])} rps): "
-                         f"{shown or 'no CPU measured'}" + (f" → busiest: {top}" if top else ""))
+            lines.append(f"| {n} | c={int(best['concurrency'])} | {_num(best['rps'], 1)} | " + " | ".join(cells)
+                         + f" | {top or '—'} |")
         clean = df[_clean(df)]
         costs = []
         for role in capacity.ROLES:
@@ -111,18 +114,20 @@ def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None) -> str
             mt = have[capacity.TYPE_COLUMNS[role]].dropna()
             mt = str(mt.mode().iloc[0]) if len(mt) else None
             vcpu = machine_types.MACHINE_TYPES[mt].vcpu if mt in machine_types.MACHINE_TYPES else None
-            cap = (f", so one {mt} ({vcpu:g} vCPU) saturates near {vcpu / (ms / 1000):,.0f} rps "
-                   "(model: vCPU / CPU per request)") if vcpu and ms > 0 else ""
-            costs.append(f"{role} {ms:.2f} ms{cap}")
+            cap = f"{vcpu / (ms / 1000):,.0f}" if vcpu and ms > 0 else "—"
+            costs.append(f"| {role} | {ms:.2f} | {mt or '—'} | {vcpu if vcpu is not None else '—'} | {cap} |")
         if costs:
-            lines.append("- CPU per request (median over your clean rows): " + "; ".join(costs) + ".")
-    lines.append("- " + usl_text(df).strip())
+            lines += ["", "CPU per request (median over your clean rows) and the throughput one machine of that "
+                          "type carries at 100 % (model: vCPU / CPU per request):", "",
+                      "| role | CPU ms per request | machine | vCPU | model cap (req/s) |", "|---|---|---|---|---|",
+                      *costs]
+    lines += ["", usl_text(df).strip()]
     if sla is not None and users is not None:
         try:
-            a = capacity.capacity_answer(df, sla, users)
-            lines.append(f"- Capacity for {users} users ({a['label']}): {a['conclusion']}.")
+            a = capacity.capacity_answer(df, sla, users, model=False)
+            lines += ["", f"Capacity for {users} users ({a['label']}): {a['conclusion']}."]
         except ConfigError as exc:
-            lines.append(f"- Capacity for {users} users: not available ({exc}).")
+            lines += ["", f"Capacity for {users} users: not available ({exc})."]
     return Text("\n".join(lines) + "\n")
 
 

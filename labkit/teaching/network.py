@@ -27,14 +27,15 @@ AB_TIMEOUT_S = 10
 BALANCER_ROLE = "loadbalancer-0"
 
 
-def backlog_text(df: pd.DataFrame):
+def backlog_text(df: pd.DataFrame, solve: bool = False):
     """One node reached directly vs nodes behind nginx: aborted levels, connect times, error responses and
     stalls at the SYN retransmission times (:func:`labkit.teaching.findings.connections`), as Markdown.
-    The mechanism itself is the notebooks' fixed text."""
+    The mechanism itself is the notebooks' fixed text; ``solve`` adds which queue each stall comes from
+    (what the graded question asks): for instructors."""
     from labkit.teaching import findings
     from labkit.teaching.render import markdown
 
-    return markdown("connections.md.j2", f=findings.connections(df))
+    return markdown("connections.md.j2", f=findings.connections(df), solve=solve)
 
 
 # -- the balancer: its processes, round robin, open-file limit -----------------------------------------

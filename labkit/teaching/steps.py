@@ -91,7 +91,7 @@ def internal_ip_test(backend) -> pd.DataFrame:
     rows = []
     for role, url in _servers(backend):
         rows.append({"server": role, "address": url, "from": "tester-0", **_one_request(backend, url)})
-    return pd.DataFrame(rows, columns=["server", "address", "from", "answered", "non_2xx", "bytes", "detail"])
+    return _typed(pd.DataFrame(rows, columns=["server", "address", "from", "answered", "non_2xx", "bytes", "detail"]))
 
 
 def step14_curls(backend) -> pd.DataFrame:
@@ -118,7 +118,15 @@ def step14_curls(backend) -> pd.DataFrame:
     except OSError as exc:
         ws = {"answered": False, "non_2xx": None, "bytes": None, "detail": str(exc)[:120]}
     rows.append({"from": "workstation (this notebook)", "to": "balancer", "url": url, **ws})
-    return pd.DataFrame(rows, columns=["from", "to", "url", "answered", "non_2xx", "bytes", "detail"])
+    return _typed(pd.DataFrame(rows, columns=["from", "to", "url", "answered", "non_2xx", "bytes", "detail"]))
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    """Counts as integers with gaps (not 0.00 / 39.0), ``answered`` as a nullable boolean."""
+    for col in ("non_2xx", "bytes"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
+    table["answered"] = table["answered"].astype("boolean")
+    return table
 
 
 def nginx_change(after: str, before: str = DEFAULT_SITE) -> str:

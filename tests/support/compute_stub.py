@@ -31,7 +31,7 @@ import urllib.parse
 
 import pytest
 
-from tests.support.sshd import host_key_line, keygen, start_sshd
+from tests.support.sshd import SSHD, host_key_line, keygen, start_sshd  # noqa: F401 (SSHD: imported from here too)
 
 KNOWN_ZONES = ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f", "europe-west1-b")
 

@@ -29,16 +29,12 @@ import uuid
 
 from labkit import machine_types
 from labkit.errors import ConfigError
+from labkit.pricing import (DISK_GB, EXTERNAL_IPV4_AS_OF, EXTERNAL_IPV4_PER_HOUR, HOURS_PER_MONTH,  # noqa: F401
+                            PD_PRICES_AS_OF, PD_STANDARD_PER_GB_MONTH, hourly_cost)
 
 IMAGE_FAMILY = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
 IMAGE_NAME = "lab02-restserver"  # the handout's; a run's image is image_name(run_id): lab02-restserver-<run id>
-DISK_GB = 10
 DISK_TYPE = "pd-standard"
-PD_STANDARD_PER_GB_MONTH = 0.04  # USD, us-central1
-PD_PRICES_AS_OF = "2026-11-01"  # the same list as machine_types.PRICES_AS_OF
-EXTERNAL_IPV4_PER_HOUR = 0.005  # USD per in-use external IPv4 address (every VM here gets one)
-EXTERNAL_IPV4_AS_OF = "2024-02-01"  # when Google started charging in-use external IPv4 at this rate
-HOURS_PER_MONTH = 730
 LABEL_RUN, LABEL_EXPIRES = "labkit-run", "labkit-expires"
 TAG_HTTP, TAG_SERVER, TAG_BALANCER, TAG_TESTER = "http-server", "labkit-server", "labkit-balancer", "labkit-tester"
 log = logging.getLogger("labkit")
@@ -169,23 +165,6 @@ def instance_names(nodes: int, prefix: str = "", testers: int = 1) -> dict[str, 
     return {"server": [f"{prefix}restserver-{i}" for i in range(nodes)],
             "balancer": [f"{prefix}loadbalancer-0"] if nodes > 1 else [],
             "tester": [f"{prefix}tester-{i}" for i in range(check_testers(testers))]}
-
-
-def hourly_cost(machine_type: str, servers: int, balancer: bool, tester_machine_type: str | None = None,
-                testers: int = 1) -> dict:
-    """USD per hour of ``servers`` + the balancer + the ``testers``: machines, boot disks, external IPv4s."""
-    mt, tt = machine_types.get(machine_type), machine_types.get(tester_machine_type or machine_type)
-    count = servers + (1 if balancer else 0)
-    per_disk = DISK_GB * PD_STANDARD_PER_GB_MONTH / HOURS_PER_MONTH
-    instances_cost = count * mt.price_per_hour + testers * tt.price_per_hour
-    disks_cost = (count + testers) * per_disk
-    ipv4_cost = (count + testers) * EXTERNAL_IPV4_PER_HOUR
-    return {"currency": "USD",
-            "prices_as_of": {"machine types": machine_types.PRICES_AS_OF, "pd-standard disks": PD_PRICES_AS_OF,
-                             "external IPv4": EXTERNAL_IPV4_AS_OF},
-            "instances_per_hour": round(instances_cost, 6), "disks_per_hour": round(disks_cost, 6),
-            "external_ipv4_per_hour": round(ipv4_cost, 6),
-            "total_per_hour": round(instances_cost + disks_cost + ipv4_cost, 6)}
 
 
 def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", run_id: str | None = None, *,

@@ -74,6 +74,7 @@ class SshBackend(SshSampling, Backend):
                                   "see README 'Running on your own hosts (ssh)'")
             args = load_hosts_file(hosts)
             servers, balancer, tester = args.pop("servers"), args.pop("balancer"), args.pop("tester")
+            more_testers = args.pop("more_testers", None) or more_testers
             options = {**args, **options}
             hosts_file = str(Path(hosts).resolve())
         if not servers:
