@@ -233,9 +233,18 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
     command = AbCommand(b.url, concurrency, requests, timeout_s=timeout_s)
     if testers > 1:
         b.ensure_testers(testers)
+    host = {}
+    if b.name == "local":  # how fast this host is, as in a sweep's rows (labkit/calibration.py)
+        from labkit.calibration import host_calibration
+
+        host = {"host_cpu_ms_per_request": host_calibration(b.settings).cpu_ms_per_request, "burst": b.burst,
+                "cpu_scale": b.cpu_scale}
+    from labkit.calibration import cpu_times, steal_pct
+
+    before = cpu_times()
     row = measure(b, command, retries=retries, testers=testers)
     row = row.replace(backend=b.name, machine_type=spec.machine_type, server=spec.server, workers=spec.workers,
-                      nodes=spec.nodes, cpu_limited=b.cpu_limited)
+                      nodes=spec.nodes, cpu_limited=b.cpu_limited, steal_pct=steal_pct(before, cpu_times()), **host)
     _echo_json(row.to_json())
 
 

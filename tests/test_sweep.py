@@ -100,10 +100,11 @@ def test_resume_measures_only_the_missing_points(local_env):
     # the provenance the calibration of the first run, and the resumed run's under its run id
     prov = json.loads(out.with_suffix(".provenance.json").read_text())
     cal = prov["calibration"]
-    assert cal["run_id"] == rows[0]["run_id"] and cal["burst"] is True and cal["cpu_scale"] == 1.0
+    # (this lab runs without cgroups, so there is no quota to burst above: burst is recorded false)
+    assert cal["run_id"] == rows[0]["run_id"] and cal["burst"] is False and cal["cpu_scale"] == 1.0
     assert cal["steal_pct_over_sweep"] is not None and cal["cpu_ms_per_request"] > 0
     assert {r["host_cpu_ms_per_request"] for r in rows} == {str(round(cal["cpu_ms_per_request"], 3))}
-    assert {(r["burst"], r["cpu_scale"]) for r in rows} == {("true", "1.0")}
+    assert {(r["burst"], r["cpu_scale"]) for r in rows} == {("false", "1.0")}
     assert all(r["steal_pct"] != "" for r in rows)
     assert list(prov["calibrations"]) == [rows[2]["run_id"]] != [rows[0]["run_id"]]
     b.down()
