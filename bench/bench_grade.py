@@ -12,7 +12,6 @@ PATH, timed end to end; every student must get full autograded marks.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -42,10 +41,7 @@ def submissions(root: Path, release: Path, n: int) -> dict[str, tuple]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--submissions", type=int, default=30)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--section", default="grade")
+    ap = C.parser(__doc__, "grade", runs=3, submissions=30)
     args = ap.parse_args()
     env = C.setup_env()
     from labkit.grading.release import build_release
