@@ -20,7 +20,8 @@ from labkit import profiles
 from labkit.errors import ConfigError, LabkitError, StateError
 from labkit.processes import sigterm_as_interrupt
 from labkit.settings import Settings
-from labkit.state import lab_locked, salvage
+from labkit.state import lab_locked
+from labkit.backends.salvage import salvage
 
 log = logging.getLogger("labkit")
 
@@ -271,9 +272,10 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
               help="ab processes per point, started together and merged exactly (one per core locally, "
                    "one per tester machine on ssh/gcp).")
 @click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
+@click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
 @_host_options
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
-          out, resume, repeats, refine_sla, testers, keep_up, calibrate, no_burst):
+          out, resume, repeats, refine_sla, testers, keep_up, ssh_source, calibrate, no_burst):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
     from labkit.sweep import check_repeats, folder_locked, profiles_grid, run_sweep
 
@@ -285,8 +287,13 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
     if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
         grid = dataclasses.replace(grid, timeout_s=timeout_s)
     options = _host_kwargs(backend, calibrate, no_burst)
+    if backend == "gcp" and ssh_source:
+        options["ssh_source_ranges"] = ssh_source
     with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab
         b = _backend(backend, **options)
+        # the grid's largest lab must fit (e.g. ssh: no more nodes than the hosts file has servers), before
+        # anything starts
+        b._check(dataclasses.replace(grid.spec, nodes=max(grid.nodes)))
         was_up = b.spec is not None
         try:
             run_sweep(b, grid, out, resume=resume)
@@ -438,11 +445,14 @@ def release(out, notebooks_dir):
 @click.option("--out", default="grading", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="The grading course nbgrader works in (gradebook, autograded/, feedback/); replaced each run.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"<student>": {"score", "max_score", "flags", ...}}.')
-def grade(submitted, out, as_json):
-    """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv); never measures."""
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Submissions graded at once, each in its own sandbox [default: the cores].")
+def grade(submitted, out, as_json, jobs):
+    """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv), each in a
+    bubblewrap sandbox; never measures."""
     from labkit.grading.grade import format_grades, grade as grade_all
 
-    grades = grade_all(submitted, out)
+    grades = grade_all(submitted, out, jobs=jobs)
     if as_json:
         _echo_json(grades)
     else:
@@ -457,9 +467,12 @@ def dashboard(port):
 
     from labkit.lab import NOTEBOOKS_DIR
 
+    import secrets
+
+    token = secrets.token_urlsafe(24)  # anyone on this machine could otherwise open it (and its kernel)
     argv = [sys.executable, "-m", "voila", str(NOTEBOOKS_DIR / "04_reanalysis.ipynb"), f"--port={port}",
-            "--no-browser", "--Voila.ip=127.0.0.1"]
-    click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
+            "--no-browser", "--Voila.ip=127.0.0.1", f"--Voila.token={token}"]
+    click.echo(f"dashboard on http://127.0.0.1:{port}/?token={token} (Ctrl-C stops it)", err=True)
     sys.exit(subprocess.call(argv))
 
 

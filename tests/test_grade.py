@@ -52,8 +52,10 @@ def graded(release_dir, tmp_path_factory):
     autograded.mkdir()
     for name in ("01_single_server", "02_load_balancer"):
         shutil.copy(release_dir / f"{name}.ipynb", autograded)
-    # erin: alice's kind of data, wrong numbers (quoted in her sentences, so only the answer cells fail)
-    gd.submission(sub, "erin", autograded, alice, answers["alice"][0] + 30, 3, answers["alice"][2])
+    # erin: data of her own (a copy would be flagged), wrong numbers (quoted in her sentences, so only the
+    # answer cells fail)
+    gd.submission(sub, "erin", autograded, gd.student_rows(1.2, tag="e1e1"), answers["alice"][0] + 30, 3,
+                  answers["alice"][2])
     # carol: data/reference.csv handed in as hers, with the right answers for it
     ref = gd.REFERENCE.read_text()
     carol = gd.submission(sub, "carol", autograded, None, 20, 25, "e2-standard-2")
@@ -65,7 +67,7 @@ def graded(release_dir, tmp_path_factory):
     gd.submission(sub, "frank", only01, None, *answers["alice"])  # no results.csv
     gina = gd.submission(sub, "gina", only01, None, *answers["alice"])
     (gina / "results.csv").write_text("this is not,a results file\n1,2\n")
-    hank = gd.submission(sub, "hank", only01, alice, *answers["alice"])
+    hank = gd.submission(sub, "hank", only01, gd.student_rows(1.3, tag="4a4c"), *answers["alice"])
     nb = nbformat.read(str(hank / "01_single_server.ipynb"), as_version=4)
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "part1_answer_check"]
     for c in nb.cells:  # and an edited locked cell, in the same notebook
