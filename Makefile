@@ -14,8 +14,10 @@ export GCE_METADATA_IP := 127.0.0.1:9
 
 LAB_TOOLS  := nginx:nginx ab:apache2-utils
 TEST_TOOLS := sshd:openssh-server chromium:chromium
+# bench only: hey and wrk, the independent HTTP clients bench/bench_testers.py cross-checks ab with
+BENCH_TOOLS := hey:hey wrk:wrk
 
-.PHONY: setup setup-test lab test jupyter release grade dashboard bench clean
+.PHONY: setup setup-test lab test test-fast jupyter release grade dashboard bench clean
 
 # ensure(bin:package ...): install the Debian packages whose binaries are missing.
 define ensure
@@ -55,6 +57,12 @@ lab: setup
 test: setup-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Before every commit: everything that needs no nginx, ab, sshd, browser or Jupyter kernel
+# (markers set from the fixtures a test uses: tests/support/markers.py). LABKIT_TEST_FAST=1
+# fails a selected test that starts one of those programs anyway.
+test-fast: $(STAMP)
+	LABKIT_TEST_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not (nginx or ab or sshd or browser or kernel)"
+
 jupyter: setup
 	$(BIN)/jupyter lab notebooks/
 
@@ -70,6 +78,7 @@ dashboard: setup
 	$(BIN)/voila notebooks/04_reanalysis.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
 
 bench: setup
+	$(call ensure,$(BENCH_TOOLS))
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -1,7 +1,7 @@
 """Benchmark — how long ``labkit grade`` takes over a class: N submissions, the real nbgrader autograde.
 
 Builds the student release once, then N submissions in nbgrader's submitted/ layout, each
-with its own results CSV (tests/grading_data.py: data/reference.csv re-timed, latencies
+with its own results CSV (tests/support/grading_data.py: data/reference.csv re-timed, latencies
 scaled per student, Little's law kept) and its own right answers typed into the
 notebooks. Each run is a fresh ``labkit grade SUBMITTED --json`` (course, gradebook,
 ``nbgrader autograde``, ``nbgrader generate_feedback``) with nginx and ab removed from
@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-sys.path.insert(0, str(C.ROOT / "tests"))
-import grading_data as gd  # noqa: E402
+sys.path.insert(0, str(C.ROOT))
+from tests.support import grading_data as gd  # noqa: E402
 
 
 def submissions(root: Path, release: Path, n: int) -> dict[str, tuple]:

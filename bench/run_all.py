@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_analysis", "bench_overhead", "bench_horizontal", "bench_vertical", "bench_efficiency",
-           "bench_fullrun", "bench_startup", "bench_capacity", "bench_settle", "bench_pinning", "bench_grade"]
+           "bench_fullrun", "bench_startup", "bench_capacity", "bench_settle", "bench_pinning", "bench_grade", "bench_testers"]
 
 
 def main(argv: list[str]) -> int:

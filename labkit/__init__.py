@@ -51,6 +51,10 @@ _EXPORTS = {
     "usl_text": "teaching.interpret", "backlog_text": "teaching.network", "round_robin_text": "teaching.network",
     "nginx_limits_text": "teaching.network", "first_ab_run": "teaching.first_run",
     "payload_text": "teaching.first_run", "handout_bug_text": "teaching.first_run", "vertical_text": "vertical",
+    # the handout's hands-on steps, one cell each (01, 02)
+    "image_step": "teaching.steps", "internal_ip_test": "teaching.steps", "step14_curls": "teaching.steps",
+    "nginx_change": "teaching.steps", "use_table_format": "teaching.render",
+    "skipped_text": "profiles", "scale_grids": "sweep",
 }
 #: Names whose module attribute is called something else.
 _RENAMED = {"get_profile": "get"}

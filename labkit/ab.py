@@ -67,6 +67,14 @@ class AbCommand:
         """The full URL ab requests."""
         return self.url.rstrip("/") + self.path
 
+    def __str__(self) -> str:
+        """The handout's command line for this run (``ab -p payload.json -T application/json -m POST -c C
+        -n N -s S -r URL``), as a student types it on the tester; the ``-e``/``-g`` files labkit adds to
+        read exact percentiles are the backend's business and not shown."""
+        keep = " -k" if self.keepalive else ""
+        return (f"ab -p payload.json -T application/json -m POST -c {self.concurrency} -n {self.requests} "
+                f"-s {self.timeout_s} -r{keep} {self.target}")
+
     def argv(self, payload: str, percentiles: str, gnuplot: str, ab: str = "ab") -> list[str]:
         """ab's argv, given where the tester keeps the payload and where ab writes its -e and -g files.
 

@@ -124,6 +124,36 @@ workers_option = click.option("--workers", default=1, show_default=True, help="g
 port_option = click.option("--port", default=8080, show_default=True, help="Port of servers and balancer.")
 
 
+def _host_options(f):
+    """--calibrate and --no-burst: how the local backend's CPU quotas are set (labkit/calibration.py)."""
+    f = click.option("--no-burst", "no_burst", is_flag=True,
+                     help="local: no shared-core bursting (CFS burst) for f1-micro, g1-small, "
+                          "e2-micro/small/medium.")(f)
+    return click.option("--calibrate", type=click.Choice(["reference"]), default=None,
+                        help="local: scale every role's CPU quota by this host's CPU cost per request / the "
+                             "reference host's, so a machine type answers as fast as on the reference host.")(f)
+
+
+def _host_kwargs(backend: str, calibrate: str | None, no_burst: bool) -> dict:
+    """The local backend's ``burst``/``cpu_scale`` options from --no-burst/--calibrate (refused elsewhere)."""
+    if backend != "local":
+        if calibrate or no_burst:
+            raise ConfigError("--calibrate and --no-burst apply to the local backend only (other backends run "
+                              "on real machines)")
+        return {}
+    # no flag keeps what a running lab has (a new lab: burst on, quotas x 1)
+    options: dict = {"burst": False} if no_burst else {}
+    if calibrate == "reference":
+        from labkit.calibration import host_calibration, match_reference, reference_scale
+
+        cal = host_calibration(_settings())
+        matched = match_reference(reference_scale(cal), _settings())
+        options.update(cpu_scale=matched["cpu_scale"], calibrated=matched)
+        log.info("--calibrate reference: CPU quotas x %.3f (this host %.3f CPU ms per request, the reference %.2f)",
+                 options["cpu_scale"], cal.cpu_ms_per_request, cal.reference_cpu_ms_per_request)
+    return options
+
+
 @cli.command()
 @backend_option
 @click.option("--nodes", default=1, show_default=True, help="Servers behind the balancer.")
@@ -133,12 +163,18 @@ port_option = click.option("--port", default=8080, show_default=True, help="Port
 @port_option
 @click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (default: this machine's "
               "public address when it has one, else anywhere, with a warning).")
-def up(backend, nodes, machine_type, server, workers, port, ssh_source):
+@_host_options
+def up(backend, nodes, machine_type, server, workers, port, ssh_source, calibrate, no_burst):
     """Start the servers (and the balancer when nodes > 1)."""
+    options = _host_kwargs(backend, calibrate, no_burst)
     with lab_locked(_settings(), "labkit up"):  # one command changes the lab at a time (a sweep holds it too)
-        b = _backend(backend, **({"ssh_source_ranges": ssh_source} if backend == "gcp" and ssh_source else {}))
+        b = _backend(backend, **options, **({"ssh_source_ranges": ssh_source} if backend == "gcp" and ssh_source
+                                             else {}))
         b.up(_spec(nodes, machine_type, server, workers, port))
-    _echo_json({"url": b.url, "nodes": nodes, "cpu_limited": b.cpu_limited})
+    shown = {"url": b.url, "nodes": nodes, "cpu_limited": b.cpu_limited}
+    if backend == "local":
+        shown.update(burst=b.burst, cpu_scale=b.cpu_scale)
+    _echo_json(shown)
 
 
 @cli.command()
@@ -154,8 +190,10 @@ def scale(backend, nodes):
 
 @cli.command()
 @backend_option
-def status(backend):
-    """What is running: machines, addresses, pids, each server's /status."""
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (what status always prints; accepted like "
+              "report's --json).")
+def status(backend, as_json):
+    """What is running: machines, addresses, pids, each server's /status (as JSON)."""
     b = _backend(backend, attach_only=True)
     _echo_json(b.status() if b else {"backend": backend, "up": False})
 
@@ -180,7 +218,10 @@ def down(backend):
 @click.option("-n", "--requests", default=100, show_default=True, help="ab -n")
 @click.option("-s", "--timeout", "timeout_s", default=10, show_default=True, help="ab -s")
 @click.option("--retries", default=2, show_default=True, help="Re-runs after an early exit.")
-def bench(backend, concurrency, requests, timeout_s, retries):
+@click.option("--testers", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="ab processes started together, each its share of -c and -n (locally one per core, "
+                   "remotely one per tester machine); the row is their exact merge.")
+def bench(backend, concurrency, requests, timeout_s, retries, testers):
     """Run one ab benchmark against the running lab and print its row as JSON."""
     from labkit.ab import AbCommand
     from labkit.measure import measure
@@ -189,7 +230,10 @@ def bench(backend, concurrency, requests, timeout_s, retries):
     if b.spec is None:
         raise ConfigError("nothing is up: run `labkit up` first")
     spec = b.spec
-    row = measure(b, AbCommand(b.url, concurrency, requests, timeout_s=timeout_s), retries=retries)
+    command = AbCommand(b.url, concurrency, requests, timeout_s=timeout_s)
+    if testers > 1:
+        b.ensure_testers(testers)
+    row = measure(b, command, retries=retries, testers=testers)
     row = row.replace(backend=b.name, machine_type=spec.machine_type, server=spec.server, workers=spec.workers,
                       nodes=spec.nodes, cpu_limited=b.cpu_limited)
     _echo_json(row.to_json())
@@ -214,9 +258,13 @@ def bench(backend, concurrency, requests, timeout_s, retries):
 @click.option("--refine", "refine_sla", default=None, metavar="SLA",
               help='After the grid, bisect this SLA\'s boundary at every node count, e.g. "mean<200" '
                    "(default: the profile's; quick refines part 1 at one node on its own levels).")
+@click.option("--testers", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="ab processes per point, started together and merged exactly (one per core locally, "
+                   "one per tester machine on ssh/gcp).")
 @click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
+@_host_options
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
-          out, resume, repeats, refine_sla, keep_up):
+          out, resume, repeats, refine_sla, testers, keep_up, calibrate, no_burst):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
     from labkit.sweep import check_repeats, folder_locked, profiles_grid, run_sweep
 
@@ -224,11 +272,12 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
                          nodes=_ints(nodes, "--nodes") if nodes else None,
                          concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
                          requests=requests, repeats=None if repeats is None else check_repeats(repeats),
-                         refine=refine_sla)
+                         refine=refine_sla, testers=testers)
     if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
         grid = dataclasses.replace(grid, timeout_s=timeout_s)
+    options = _host_kwargs(backend, calibrate, no_burst)
     with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab
-        b = _backend(backend)
+        b = _backend(backend, **options)
         was_up = b.spec is not None
         try:
             run_sweep(b, grid, out, resume=resume)
@@ -295,14 +344,16 @@ def _project() -> str:
 @machine_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--ssh-source", help="Who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
-def plan(backend, nodes, machine_type, as_json, ssh_source):
+@click.option("--testers", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Tester machines (tester-0..k-1), one ab process each.")
+def plan(backend, nodes, machine_type, as_json, ssh_source, testers):
     """What a cloud run would create and cost per hour - without touching the cloud."""
     from labkit.backends.gcp.api_requests import plan as make_plan
     from labkit.backends.gcp.api_requests import ssh_source_ranges
 
     zone = (_settings().gcp_zone or "us-central1-a").split(",")[0].strip()
     _show(make_plan(project=_project(), zone=zone, nodes=nodes, machine_type=machine_type,
-                    ssh_source_ranges=ssh_source_ranges(ssh_source)), as_json)
+                    ssh_source_ranges=ssh_source_ranges(ssh_source), testers=testers), as_json)
 
 
 @cli.command()

@@ -59,10 +59,11 @@ def kernel_environment(settings: Settings) -> dict[str, str]:
 
     Inherited ``LABKIT_*`` settings variables are dropped first, so a kernel's
     ``Settings.from_env()`` gives exactly ``settings``; ``MPLBACKEND=Agg`` lets
-    a headless kernel draw charts.
+    a headless kernel draw charts; ``LABKIT_PROGRESS=0`` keeps progress bars out of the saved notebooks.
     """
     inherited = {k: v for k, v in os.environ.items() if k not in ENV.values()}
-    return {**inherited, **settings.to_env(), "MPLBACKEND": "Agg"}
+    # LABKIT_PROGRESS=0: no progress bars in the saved notebooks (a headless run's bar is frozen at "0%")
+    return {**inherited, **settings.to_env(), "MPLBACKEND": "Agg", "LABKIT_PROGRESS": "0"}
 
 
 def _kernel_manager_class(env: dict[str, str]) -> type:
@@ -82,13 +83,29 @@ def _kernel_manager_class(env: dict[str, str]) -> type:
     return LabKernelManager
 
 
-def notebook_parameters(name: str, report: Path, profile: str, backend: str, machine_type: str) -> dict:
-    """The papermill parameters for notebook ``name`` in a run writing into ``report``."""
+def declared_parameters(notebook: Path) -> list[str]:
+    """The names the ``parameters`` cell of ``notebook`` assigns, in order."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)]
+    return []
+
+
+def notebook_parameters(name: str, report: Path, profile: str, backend: str, machine_type: str,
+                        declared=None) -> dict:
+    """The papermill parameters for notebook ``name`` in a run writing into ``report``: of the run's
+    values, only those the notebook declares (``declared``, default: every one)."""
     params = {"backend": backend, "profile": profile, "machine_type": machine_type,
               "results_csv": str(report / "results.csv"), "charts_dir": str(report)}
     if name == "04_reanalysis":
         params["csv"] = str(report / "results.csv")
-    return params
+    return params if declared is None else {k: v for k, v in params.items() if k in declared}
 
 
 def _execute(src: Path, dst: Path, params: dict, cwd: Path, cell_timeout: int | None, env: dict[str, str]) -> None:
@@ -106,6 +123,23 @@ def _execute(src: Path, dst: Path, params: dict, cwd: Path, cell_timeout: int | 
     except PapermillExecutionError as exc:
         raise NotebookError(src.stem, dst, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from None
     log.info("%s done in %.0f s", src.name, time.monotonic() - started)
+    _mark_reference(dst)
+
+
+#: The first cell of every notebook a ``labkit lab`` run executes: what the reader is looking at.
+REFERENCE_NOTE = ("**Instructor's reference run** (`labkit lab`). The answer cells are filled by the model "
+                  "solution from this run's own `results.csv`; the manually graded cells show the grading "
+                  "rubric, not a student's answer. Students get these notebooks without either "
+                  "(`labkit release`).")
+
+
+def _mark_reference(path: Path) -> None:
+    """Put :data:`REFERENCE_NOTE` at the top of the executed notebook ``path``."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(REFERENCE_NOTE, metadata={"tags": ["labkit-reference"]}))
+    nbformat.write(nb, path)
 
 
 def _bring_down(backend: str, settings: Settings) -> None:
@@ -148,12 +182,20 @@ def run_lab(profile: str = "quick", backend: str = "local", out_root="reports", 
     env = kernel_environment(settings)
     try:
         for name in NOTEBOOKS:
-            _execute(notebooks_dir / f"{name}.ipynb", report / f"{name}.ipynb",
-                     notebook_parameters(name, report, profile, backend, machine_type),
+            src = notebooks_dir / f"{name}.ipynb"
+            _execute(src, report / f"{name}.ipynb",
+                     notebook_parameters(name, report, profile, backend, machine_type, declared_parameters(src)),
                      notebooks_dir, cell_timeout, env)
     finally:
         _bring_down(backend, settings)
     summary = summarize(report, profile=profile, backend=backend, machine_type=machine_type, started=started)
+    (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    from labkit.teaching.consistency import check_report
+
+    summary["consistency"] = check_report(report)
+    for name, problems in summary["consistency"].items():
+        for p in problems:
+            log.warning("consistency %s: %s", name, p)
     (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (report / "summary.txt").write_text(format_summary(report, summary))
     log.info("lab finished in %.0f s: %s", summary["duration_s"], report)
@@ -201,7 +243,10 @@ def format_summary(report: Path, summary: dict) -> str:
     from labkit import handout
 
     df = handout.load_handout(report / "results.csv", summary["machine_type"])
-    lines = [f"Lab 02 report: {report}", f"profile {summary['profile']}, backend {summary['backend']}, "
+    lines = [f"Lab 02 report: {report}",
+             "Instructor's reference run: the answers are the model solution's, computed from this run's "
+             "results.csv; the executed notebooks show the grading rubric (students get neither).",
+             f"profile {summary['profile']}, backend {summary['backend']}, "
              f"{summary['machine_type']} servers, {summary['duration_s']:.0f} s", ""]
     for n, table in handout.tables_by_nodes(df).items():
         lines.append(f"{n} node(s)")
@@ -216,4 +261,8 @@ def format_summary(report: Path, summary: dict) -> str:
         lines.append(f"Part 2 ({p2['sla']}, {p2['users']} users): {p2.get('headline') or p2['answer']}")
     lines.append(f"  {p2['justification']}")
     lines.append(f"Charts: {', '.join(summary['charts'])}")
+    problems = [f"  {name}: {p}" for name, ps in (summary.get("consistency") or {}).items() for p in ps]
+    lines.append("Consistency check (sentences vs tables): " + ("no problem found" if not problems
+                                                                 else f"{len(problems)} problem(s)"))
+    lines.extend(problems)
     return "\n".join(lines) + "\n"

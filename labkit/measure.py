@@ -20,10 +20,10 @@ import logging
 import subprocess
 import time
 
-from labkit import ab_parse
+from labkit import ab_merge, ab_parse
 from labkit.ab import AbCommand, aborted_measurement, measurement
 from labkit.backends.base import AbRun, Backend
-from labkit.errors import CommandTimeout, ConfigError
+from labkit.errors import AbParseError, CommandTimeout, ConfigError
 from labkit.record import Measurement
 
 log = logging.getLogger("labkit")
@@ -54,6 +54,38 @@ def abort_of(run: AbRun) -> dict | None:
     return abort
 
 
+def _first_abort(runs: list[tuple[AbRun, float]]) -> dict | None:
+    """The abort of the first ab process that exited early (all of them counted), or None."""
+    aborts = [abort_of(run) for run, _ in runs]
+    if all(a is None for a in aborts):
+        return None
+    if len(runs) == 1:
+        return aborts[0]
+    i, first = next((i, a) for i, a in enumerate(aborts) if a is not None)
+    complete = sum((a or {}).get("complete", 0) if a is not None else
+                   ab_parse.parse_report(run.stdout)["complete"] for (run, _), a in zip(runs, aborts))
+    return {**first, "complete": complete, "reason": f"ab process {i + 1} of {len(runs)}: {first['reason']}"}
+
+
+def _record(runs: list[tuple[AbRun, float]]) -> Measurement:
+    """One successful run as its record, or several merged exactly (:mod:`labkit.ab_merge`)."""
+    if len(runs) == 1:
+        run = runs[0][0]
+        pct = ab_parse.parse_percentiles(run.percentiles_csv) if run.percentiles_csv else None
+        gp = ab_parse.parse_gnuplot(run.gnuplot_tsv) if run.gnuplot_tsv else None
+        return measurement(ab_parse.parse_report(run.stdout), pct, gp)
+    parts = []
+    for i, (run, ended) in enumerate(runs):
+        if not run.gnuplot_tsv:
+            raise AbParseError("gnuplot file", f"ab process {i + 1} of {len(runs)} wrote no -g file: "
+                               "several processes can only be merged from their per-request times")
+        parts.append(ab_merge.Part(ab_parse.parse_report(run.stdout), ab_parse.parse_gnuplot(run.gnuplot_tsv), ended))
+    merged = ab_merge.merge(parts)
+    log.info("%d ab processes merged: %d requests, start skew %.1f ms", len(parts), merged.row.complete,
+             merged.skew_s * 1000)
+    return merged.row
+
+
 def _cpu_by_role(backend: Backend) -> dict:
     return backend.cpu_seconds_by_role() or {}
 
@@ -65,7 +97,7 @@ def _used(before: dict, after: dict, role: str) -> float | None:
 
 def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: float | None = None,
             retry_delay: float = 1.0, progress=None, *, settle: bool = True,
-            settle_timeout: float = 30.0) -> Measurement:
+            settle_timeout: float = 30.0, testers: int = 1) -> Measurement:
     """Run ``command`` on ``backend`` and return its :class:`~labkit.record.Measurement`.
 
     Success: :func:`labkit.ab.measurement` of the report, the ``-e`` percentiles and the
@@ -86,12 +118,19 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
     None with one node), and ``cpu_limited``, ``balancer_machine_type`` and
     ``tester_machine_type`` what the backend says.
 
+    ``testers`` > 1 measures the point with that many ab processes started together, each
+    with its share of the users and requests (:func:`labkit.ab_merge.split`, run by
+    :meth:`Backend.run_ab_together`), merged exactly into one row (:func:`labkit.ab_merge.merge`,
+    ``testers`` set to their number; the start skew is logged). When any of them exits early
+    the attempt is an abort, its reason naming which one.
+
     Never raises for an ab abort; raises :class:`~labkit.errors.AbParseError` only when a
     run that looked successful printed a report that cannot be read.
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"retries must be a non-negative integer, not {retries!r}")
     timeout = default_timeout(command) if timeout is None else timeout
+    commands = ab_merge.split(command, testers)
     abort: dict = {}
     settled = 0.0 if settle else None
     for attempt in range(1, retries + 2):
@@ -99,23 +138,21 @@ def measure(backend: Backend, command: AbCommand, retries: int = 2, timeout: flo
             settled += backend.settle(settle_timeout)
         before = _cpu_by_role(backend)
         try:
-            run = backend.run_ab(command, timeout, progress=progress)
+            runs = backend.run_ab_together(commands, timeout, progress=progress)
         except (subprocess.TimeoutExpired, TimeoutError, CommandTimeout):  # hung, here or on a host
-            run = None
+            runs = None
             abort = {"complete": 0, "reason": f"ab did not finish within {timeout:g}s", "kind": "hung"}
         after = _cpu_by_role(backend)
         context = dict(settle_s=settled, cpu_limited=backend.cpu_limited,
                        balancer_machine_type=backend.balancer_machine_type,
                        tester_machine_type=backend.tester_machine_type,
                        server_cpu_s=_used(before, after, "server"), balancer_cpu_s=_used(before, after, "balancer"),
-                       tester_cpu_s=_used(before, after, "tester"), testers=1)
-        if run is not None:
-            found = abort_of(run)
+                       tester_cpu_s=_used(before, after, "tester"), testers=len(commands))
+        if runs is not None:
+            found = _first_abort(runs)
             if found is None:
-                pct = ab_parse.parse_percentiles(run.percentiles_csv) if run.percentiles_csv else None
-                gp = ab_parse.parse_gnuplot(run.gnuplot_tsv) if run.gnuplot_tsv else None
-                return measurement(ab_parse.parse_report(run.stdout), pct, gp).replace(
-                    concurrency=command.concurrency, requests=command.requests, attempts=attempt, **context)
+                return _record(runs).replace(concurrency=command.concurrency, requests=command.requests,
+                                             attempts=attempt, **context)
             abort = found
         if attempt <= retries:
             log.warning("ab aborted at concurrency %d (attempt %d of %d): %s; retrying",

@@ -45,13 +45,15 @@ def prices_as_of() -> dict:
             "external IPv4": EXTERNAL_IPV4_AS_OF, "managed load balancing": MANAGED_LB_AS_OF}
 
 
-def hourly_cost(machine_type: str, servers: int, balancer: bool, tester_machine_type: str | None = None) -> dict:
-    """USD per hour of ``servers`` + the balancer (same type) + the tester: machines, boot disks, external IPv4s."""
+def hourly_cost(machine_type: str, servers: int, balancer: bool, tester_machine_type: str | None = None,
+                testers: int = 1) -> dict:
+    """USD per hour of ``servers`` + the balancer (same type) + the ``testers`` tester machines: machines,
+    boot disks, external IPv4s."""
     mt, tt = machine_types.get(machine_type), machine_types.get(tester_machine_type or machine_type)
     count = servers + (1 if balancer else 0)
-    instances_cost = count * mt.price_per_hour + tt.price_per_hour
-    disks_cost = (count + 1) * disk_per_hour()
-    ipv4_cost = (count + 1) * EXTERNAL_IPV4_PER_HOUR
+    instances_cost = count * mt.price_per_hour + testers * tt.price_per_hour
+    disks_cost = (count + testers) * disk_per_hour()
+    ipv4_cost = (count + testers) * EXTERNAL_IPV4_PER_HOUR
     return {"currency": "USD",
             "prices_as_of": {k: v for k, v in prices_as_of().items() if k != "managed load balancing"},
             "instances_per_hour": round(instances_cost, 6), "disks_per_hour": round(disks_cost, 6),
@@ -92,7 +94,7 @@ def cloud_cost(profile: str, machine_type: str = "f1-micro", rps_per_node: float
     top = max(p.nodes)
     cost = hourly_cost(machine_type, top, top > 1)
     hourly = cost["total_per_hour"]
-    seconds = sum(p.requests * len(p.concurrency) / (rps_per_node * n) for n in p.nodes)
+    seconds = sum(max(p.requests, p.requests_per_user * c) / (rps_per_node * n) for n in p.nodes for c in p.levels_at(n))
     hours = setup_hours + seconds / 3600
     return {"profile": p.name, "machine_type": machine_type, "largest cluster": f"{top} servers + balancer + tester",
             "machines per hour": cost["instances_per_hour"], "disks per hour": cost["disks_per_hour"],

@@ -1,11 +1,16 @@
 """Sweep profiles: how much of the handout's grid to measure.
 
 ``full`` is the handout exactly (10,000 requests per level, all 13 concurrency
-levels, 1-5 nodes, ``-s 10``). ``quick`` keeps the shape of every chart and
-both SLA answers meaningful while the whole lab (all notebooks) finishes in
-about five minutes on a 2-core machine, and refines part 1's boundary at one
-node (design §8: the handout's levels jump from 20 to 50 users, and one
-f1-micro server's limit lies between). ``tiny`` exists for the test suite.
+levels, 1-5 nodes, ``-s 10``). ``quick`` covers both questions while the whole
+lab (all notebooks) takes about five minutes of lab time on a 2-core machine
+(design §6): levels below the knee (1, 2, 5) and around part 1's answer, whose
+boundary it refines at one node (design §8: the handout's levels jump from 20
+to 50 users); five requests per user at every level and at least 500 (ten
+requests above a p98 bound, so one stall does not decide it), so a level is
+not mostly ab's ramp-up; node counts 1, 2, 3 and 5 up to 1,000 users, and
+part 2's 2,000 users at 5 nodes; a 2-vCPU machine in the vertical part. What it
+skips of the handout's grid is said next to every table (:func:`skipped_text`).
+``tiny`` exists for the test suite.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 from labkit.errors import ConfigError
 
 HANDOUT_CONCURRENCY = (10, 20, 50, 100, 200, 500, 700, 1000, 1200, 1500, 2000, 2500, 3000)
+HANDOUT_NODES = (1, 2, 3, 4, 5)
 #: Handout part 1's SLA (the same text as :data:`labkit.handout.PART1_SLA`; a test keeps them equal).
 PART1_SLA = "max<=1500 mean<200 p98<=300"
 
@@ -39,6 +45,16 @@ class Profile:
     refine_nodes: tuple[int, ...] = (1,)
     vertical_concurrency: tuple[int, ...] = (10, 100)
     vertical: tuple[tuple[str, str, int], ...] = ()
+    requests_per_user: int = 0  # a level c gets max(requests, requests_per_user * c) requests
+    scale_concurrency: tuple[int, ...] | None = None  # levels at 2+ nodes (None: ``concurrency``)
+    largest_concurrency: tuple[int, ...] = ()  # levels measured at the largest node count only
+
+    def levels_at(self, nodes: int) -> tuple[int, ...]:
+        """The concurrency levels this profile measures at ``nodes`` (notebooks 01 and 02)."""
+        levels = set(self.concurrency if nodes == 1 else (self.scale_concurrency or self.concurrency))
+        if self.largest_concurrency and nodes == max(self.nodes):
+            levels |= set(self.largest_concurrency)
+        return tuple(sorted(levels))
 
 
 PROFILES: dict[str, Profile] = {
@@ -49,11 +65,12 @@ PROFILES: dict[str, Profile] = {
                 vertical=(("f1-micro", "flask", 1), ("e2-small", "flask", 1), ("e2-medium", "flask", 1),
                           ("e2-standard-2", "flask", 1), ("e2-small", "gunicorn", 2),
                           ("e2-medium", "gunicorn", 3), ("e2-standard-2", "gunicorn", 5))),
-        Profile("quick", 2000, (10, 20, 50, 100, 200, 500, 1000), (1, 2, 3, 4, 5), retries=1,
-                refine=PART1_SLA, refine_nodes=(1,),
+        Profile("quick", 500, (1, 2, 5, 10, 20, 50, 100, 200), (1, 2, 3, 5), retries=1,
+                refine=PART1_SLA, refine_nodes=(1,), requests_per_user=5,
+                scale_concurrency=(10, 50, 200, 500, 1000), largest_concurrency=(2000,),
                 vertical_concurrency=(10, 100),
-                vertical=(("f1-micro", "flask", 1), ("e2-medium", "flask", 1),
-                          ("e2-medium", "gunicorn", 3))),
+                vertical=(("f1-micro", "flask", 1), ("e2-medium", "flask", 1), ("e2-standard-2", "flask", 1),
+                          ("e2-standard-2", "gunicorn", 5))),
         Profile("tiny", 100, (10, 50), (1, 2), retries=1, vertical_concurrency=(10,),
                 vertical=(("f1-micro", "flask", 1), ("e2-medium", "gunicorn", 3))),
     ]
@@ -68,6 +85,32 @@ def get(name: str) -> Profile:
         raise ConfigError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
 
 
+def skipped(profile: str | Profile, nodes: int) -> dict:
+    """What ``profile`` leaves out of the handout's grid at ``nodes``: ``{"levels": [...], "nodes": [...]}``
+    (the handout's concurrency levels not measured at that node count; its node counts 1-5 not measured)."""
+    p = get(profile) if isinstance(profile, str) else profile
+    have = set(p.levels_at(nodes)) if nodes in p.nodes else set()
+    return {"levels": [c for c in HANDOUT_CONCURRENCY if c not in have],
+            "nodes": [n for n in HANDOUT_NODES if n not in p.nodes]}
+
+
+def skipped_text(profile: str | Profile, nodes: int) -> str:
+    """One line for under a table: which of the handout's levels (and node counts) ``profile`` skipped."""
+    p = get(profile) if isinstance(profile, str) else profile
+    s = skipped(p, nodes)
+    if not s["levels"] and not s["nodes"]:
+        return f"Profile {p.name}: every handout level measured at {nodes} node(s)."
+    parts = []
+    if s["levels"]:
+        parts.append(f"handout levels not measured at {nodes} node(s): {', '.join(map(str, s['levels']))}")
+    if s["nodes"]:
+        parts.append(f"handout node counts not measured: {', '.join(map(str, s['nodes']))}")
+    extra = [c for c in p.levels_at(nodes) if c not in HANDOUT_CONCURRENCY]
+    if extra:
+        parts.append(f"levels added below or between the handout's: {', '.join(map(str, extra))}")
+    return f"Profile {p.name}: " + "; ".join(parts) + " (not tested, not extrapolated)."
+
+
 def profiles_table():
     """Every profile as a DataFrame row: its grid size, repeats, refinement and the number of ab requests the
     lab makes with it (before the refinement's probes: at most a few levels, up to 3 runs each)."""
@@ -75,13 +118,25 @@ def profiles_table():
 
     rows = []
     for p in PROFILES.values():
-        horizontal = len(p.nodes) * len(p.concurrency)
+        def n_at(c: int) -> int:
+            return max(p.requests, p.requests_per_user * c)
+
+        grid = [(n, c) for n in p.nodes for c in p.levels_at(n)]
         vertical = len(p.vertical) * len(p.vertical_concurrency)
-        rows.append({"profile": p.name, "requests per point": p.requests,
-                     "concurrency levels": ", ".join(map(str, p.concurrency)),
+        total = (sum(n_at(c) for _, c in grid) * p.repeats
+                 + len(p.vertical) * sum(n_at(c) for c in p.vertical_concurrency))
+        levels = ", ".join(map(str, p.concurrency))
+        if p.scale_concurrency:
+            levels = f"1 node: {levels}; more: {', '.join(map(str, p.scale_concurrency))}"
+        if p.largest_concurrency:
+            levels += f"; {max(p.nodes)} nodes also: {', '.join(map(str, p.largest_concurrency))}"
+        rows.append({"profile": p.name,
+                     "requests per point": (f"max({p.requests}, {p.requests_per_user} × users)"
+                                            if p.requests_per_user else p.requests),
+                     "concurrency levels": levels,
                      "nodes": ", ".join(map(str, p.nodes)), "repeats": p.repeats,
                      "refines": (f"{p.refine} at {', '.join(map(str, p.refine_nodes))} node(s)" if p.refine
                                  else ""),
-                     "points (01+02)": horizontal,
-                     "points (03)": vertical, "requests in total": (horizontal * p.repeats + vertical) * p.requests})
+                     "points (01+02)": len(grid),
+                     "points (03)": vertical, "requests in total": total})
     return pd.DataFrame(rows)

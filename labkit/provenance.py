@@ -19,7 +19,7 @@ from pathlib import Path
 
 from labkit import __version__
 from labkit.backends.local import cgroups
-from labkit.settings import Settings
+from labkit.settings import Settings, resolve
 
 
 def _first_line(argv: list[str]) -> str | None:
@@ -43,8 +43,8 @@ def _cpu_model() -> str:
 
 def collect(command: list[str] | None = None, settings: Settings | None = None) -> dict:
     """A JSON-ready description of this machine and software, plus ``command`` (default: this
-    process's argv); ``settings`` (default: ``Settings()``) decide the cgroups reported."""
-    settings = settings if settings is not None else Settings()
+    process's argv); ``settings`` (None: the environment's, :func:`labkit.settings.resolve`) decide the cgroups reported."""
+    settings = resolve(settings)
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(command) if command else shlex.join(sys.argv),
@@ -72,4 +72,25 @@ def write_beside(csv: str | os.PathLike, settings: Settings | None = None, **ext
     """Write :func:`collect` (plus ``extra``, e.g. the run id and backend) beside ``csv``."""
     path = path_beside(csv)
     path.write_text(json.dumps({**collect(settings=settings), **extra}, indent=2, default=str) + "\n")
+    return path
+
+
+def add_calibration(csv: str | os.PathLike, run_id: str, entry: dict) -> Path:
+    """Record ``entry`` (a sweep's host calibration, :mod:`labkit.calibration`) in the provenance beside ``csv``.
+
+    The first sweep's entry is ``calibration``; a later one (``--resume``) on another day or
+    host goes into ``calibrations`` under its run id, so every row's figure stays traceable.
+    A missing provenance file is started with :func:`collect`.
+    """
+    path = path_beside(csv)
+    data = json.loads(path.read_text()) if path.exists() else collect()
+    entry = {**entry, "run_id": run_id}
+    first = data.get("calibration")
+    if first is None or first.get("run_id") == run_id:
+        data["calibration"] = entry
+    else:
+        data.setdefault("calibrations", {})[run_id] = entry
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
     return path

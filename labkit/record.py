@@ -85,6 +85,8 @@ class Measurement:
     steal_pct: float | None = None
     #: whether shared-core bursting was emulated for the servers' machine type
     burst: bool | None = None
+    #: the factor every role's CPU quota was multiplied by (``--calibrate reference``; 1: the type's share)
+    cpu_scale: float | None = None
 
     def __post_init__(self):
         for name, kind in column_kinds().items():

@@ -3,6 +3,9 @@
 Every ``LABKIT_*`` knob that changes where labkit keeps state or how it reaches
 machines lives here, and :meth:`Settings.from_env` is the one place the
 environment is read (locust's ``Environment``, PerfKitBenchmarker's flags).
+A function whose ``settings`` argument is None uses :func:`resolve` — the one
+default, ``Settings.from_env()`` — so the CLI, ``labkit doctor``, notebook 00's
+check table and provenance all see the same ``LABKIT_*`` values.
 Modules take a ``Settings`` (or the one value they need from it) as an
 argument, so a test or a notebook can run two configurations side by side
 without touching ``os.environ``.
@@ -97,3 +100,12 @@ class Settings:
         """
         return {var: str(getattr(self, field)) for field, var in ENV.items()
                 if getattr(self, field) is not None}
+
+
+def resolve(settings: Settings | None) -> Settings:
+    """``settings``, or when None the one default: :meth:`Settings.from_env` (what the CLI uses).
+
+    Every ``settings=None`` parameter in labkit means this, never a bare ``Settings()``:
+    a bare one would ignore ``LABKIT_CGROUPS`` / ``LABKIT_CGROUP_ROOT`` where the CLI obeys them.
+    """
+    return settings if settings is not None else Settings.from_env()

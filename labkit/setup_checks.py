@@ -1,4 +1,8 @@
-"""Notebook 00's environment check: ``labkit doctor`` as a table, and a stop when a tool is missing."""
+"""Notebook 00's environment check: ``labkit doctor`` as a table, and a stop when a tool is missing.
+
+Both take ``settings`` like the CLI does: None means the environment's (``LABKIT_*``, via
+:func:`labkit.settings.resolve`), so the table a notebook shows is the one ``labkit doctor`` prints.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import dataclasses
 
 from labkit.doctor import healthy, run_checks
 from labkit.errors import MissingToolError
+from labkit.settings import Settings
 
 
-def doctor_table():
+def doctor_table(settings: Settings | None = None):
     """``labkit doctor`` as a DataFrame (name, ok, required, detail, fix)."""
     import pandas as pd
 
-    return pd.DataFrame([dataclasses.asdict(c) for c in run_checks()])[["name", "ok", "required", "detail", "fix"]]
+    rows = [dataclasses.asdict(c) for c in run_checks(settings)]
+    return pd.DataFrame(rows)[["name", "ok", "required", "detail", "fix"]]
 
 
-def require_healthy(backend: str = "local") -> None:
+def require_healthy(backend: str = "local", settings: Settings | None = None) -> None:
     """Stop with the fix commands when a tool the ``local`` backend needs is missing.
 
     Remote backends install nginx and ab on their own machines, so only the
@@ -23,7 +29,7 @@ def require_healthy(backend: str = "local") -> None:
     """
     if backend != "local":
         return
-    checks = run_checks()
+    checks = run_checks(settings)
     if not healthy(checks):
         missing = "; ".join(f"{c.name}: {c.fix}" for c in checks if c.required and not c.ok)
         raise MissingToolError(f"required tools are missing — {missing}")

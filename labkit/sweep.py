@@ -12,6 +12,12 @@ again, so it is tried once (``attempts == 1``, logged) -- still measured, never
 dropped. Design §8's refinement (``Grid.refine``) bisects the SLA boundary after the
 grid, see :mod:`labkit.refine`. A library error while reconfiguring the lab for a point
 stops the sweep with one line of advice (every measured row kept), never a traceback.
+
+On the local backend every row also says how fast the host was (:mod:`labkit.calibration`,
+measured once per process before the first point): ``host_cpu_ms_per_request``, the CPU
+steal during the point's ab run (``steal_pct``), whether shared-core bursting was emulated
+(``burst``) and the quota scale of ``--calibrate`` (``cpu_scale``); the provenance's
+``calibration`` entry holds the same with the steal over the whole sweep.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from labkit import profiles, provenance, refine, state
+from labkit import calibration, profiles, provenance, refine, state
 from labkit.ab import MAX_CONCURRENCY, AbCommand
 from labkit.backends.base import Backend, ClusterSpec
 from labkit.errors import AbParseError, BackendError, ConfigError, LabkitError
@@ -75,6 +81,8 @@ class Grid:
     repeats: int = 1
     refine: str | None = None  # an SLA: after the grid, bisect its boundary (design §8)
     refine_nodes: tuple[int, ...] | None = None  # node counts to refine at; None: every one of the grid
+    testers: int = 1  # ab processes per point, merged exactly (labkit.ab_merge); each needs a user
+    requests_per_user: int = 0  # a level c gets max(requests, requests_per_user * c) requests (0: requests)
 
     def __post_init__(self):
         object.__setattr__(self, "repeats", check_repeats(self.repeats))
@@ -89,7 +97,8 @@ class Grid:
         if not self.nodes or not self.concurrency:
             raise ConfigError("a sweep needs at least one node count and one concurrency level")
         # everything a point would refuse is refused now, before anything starts
-        for name, least in (("requests", 1), ("timeout_s", 1), ("retries", 0)):
+        for name, least in (("requests", 1), ("timeout_s", 1), ("retries", 0), ("testers", 1),
+                            ("requests_per_user", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ConfigError(f"{name} must be an integer >= {least}, not {value!r}")
@@ -99,11 +108,20 @@ class Grid:
         over = [c for c in self.concurrency if c > MAX_CONCURRENCY]
         if over:
             raise ConfigError(f"concurrency levels {over} exceed ab's limit of {MAX_CONCURRENCY}")
-        bad = [c for c in self.concurrency if c < 1 or c > self.requests]
+        bad = [c for c in self.concurrency if c < 1 or c > self.requests_at(c)]
         if bad:
             raise ConfigError(f"concurrency levels {bad} must be between 1 and --requests ({self.requests})")
+        few = [c for c in self.concurrency if c < self.testers]
+        if few:
+            raise ConfigError(f"concurrency levels {few} are below --testers {self.testers}: "
+                              "each ab process needs at least one user")
         if any(n < 1 for n in self.nodes):
             raise ConfigError("node counts must be at least 1")
+
+    def requests_at(self, concurrency: int) -> int:
+        """ab's ``-n`` at ``concurrency``: ``requests``, or ``requests_per_user`` per user when that is more
+        (a level of 1,000 users measured with 2,000 requests is mostly ab's ramp-up and ramp-down)."""
+        return max(self.requests, self.requests_per_user * int(concurrency))
 
     def base(self) -> Measurement:
         """A record holding the grid's configuration (no node count or level yet)."""
@@ -115,7 +133,7 @@ class Grid:
         repeats, inner), each point a record holding its configuration, to be completed by
         measuring it."""
         base = self.base()
-        return [base.replace(nodes=n, concurrency=c, repeat=r)
+        return [base.replace(nodes=n, concurrency=c, repeat=r, requests=self.requests_at(c))
                 for n in sorted(set(self.nodes)) for c in sorted(set(self.concurrency))
                 for r in range(self.repeats)]
 
@@ -128,11 +146,12 @@ class Grid:
 
 
 def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None, concurrency=None,
-                  requests=None, repeats=None, refine=None) -> Grid:
+                  requests=None, repeats=None, refine=None, testers=1) -> Grid:
     """The grid of ``profile`` (a name or a :class:`~labkit.profiles.Profile`) on ``spec``'s machines.
 
     ``nodes``, ``concurrency``, ``requests`` and ``repeats`` override the profile's
-    (``None`` keeps it): the CLI's flags and the notebooks' parameters. ``spec.nodes`` is
+    (``None`` keeps it): the CLI's flags and the notebooks' parameters. ``testers``: ab
+    processes per point (``--testers``). ``spec.nodes`` is
     ignored (the grid scales it). The profile's ab timeout and retries always apply.
 
     ``refine``: an SLA whose boundary to refine at every node count of the grid; ``None``
@@ -147,7 +166,27 @@ def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None
     return Grid(spec=spec, nodes=tuple(p.nodes if nodes is None else nodes),
                 concurrency=tuple(p.concurrency if concurrency is None else concurrency),
                 requests=p.requests if requests is None else requests, timeout_s=p.timeout_s, retries=p.retries,
-                repeats=p.repeats if repeats is None else repeats, refine=refine, refine_nodes=refine_nodes)
+                repeats=p.repeats if repeats is None else repeats, refine=refine, refine_nodes=refine_nodes,
+                testers=testers, requests_per_user=p.requests_per_user if requests is None else 0)
+
+
+def scale_grids(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None, concurrency=None,
+                requests=None, repeats=None) -> list[Grid]:
+    """Notebook 02's grids: one node at the profile's part-1 levels (notebook 01's, resumed), the other
+    node counts at its ``scale_concurrency``, and its ``largest_concurrency`` (part 2's 2,000 users) at
+    the largest node count only. ``concurrency`` given: that one grid over every node count."""
+    p = profiles.get(profile) if isinstance(profile, str) else profile
+    counts = sorted(set(p.nodes if nodes is None else nodes))
+    if concurrency is not None:
+        return [profiles_grid(p, spec, counts, concurrency, requests, repeats, refine="")]
+    grids = []
+    if 1 in counts:
+        grids.append(profiles_grid(p, spec, [1], None, requests, repeats, refine=""))
+    if more := [n for n in counts if n > 1]:
+        grids.append(profiles_grid(p, spec, more, p.scale_concurrency or p.concurrency, requests, repeats))
+    if p.largest_concurrency:
+        grids.append(profiles_grid(p, spec, [counts[-1]], p.largest_concurrency, requests, repeats))
+    return grids
 
 
 @contextlib.contextmanager
@@ -293,7 +332,7 @@ class _Policy:
 
 
 def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: bool = False,
-              run_id: str | None = None, progress: bool = True) -> Path:
+              run_id: str | None = None, progress: bool | None = None) -> Path:
     """Measure every point of ``grid`` on ``backend`` (already up), appending rows to ``out``.
 
     Without ``resume`` an existing, non-empty ``out`` is refused (nothing is
@@ -307,6 +346,8 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
     every row measured before it stays in ``out``.
     """
     out = Path(out)
+    if progress is None:  # a headless run (``labkit lab``) saves no progress bar frozen at its first frame
+        progress = os.environ.get("LABKIT_PROGRESS", "1") != "0"
     folder = folder_locked(backend.settings) if backend.name in STATEFUL_BACKENDS else contextlib.nullcontext()
     with folder, locked(out):
         fresh = not out.exists() or out.stat().st_size == 0
@@ -319,9 +360,15 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
         if done:
             log.info("resuming %s: %d points already measured, %d to go", out, len(done), len(todo))
         run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+        host = _host_record(backend) if todo else None
         if fresh:  # where the numbers come from, beside them (a resumed file already has it)
             provenance.write_beside(out, backend.settings, run_id=run_id, backend=backend.name,
                                     grid=dataclasses.asdict(grid))
+        if host:  # this host's speed, and the quota scale and bursting its rows were measured with
+            provenance.add_calibration(out, run_id, host)
+        steal_start = calibration.cpu_times()
+        if grid.testers > 1:
+            backend.ensure_testers(grid.testers)  # before anything is measured (gcp creates the machines)
         bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress)
         ab_bar = tqdm(total=grid.requests, desc="ab", unit="req", leave=False, disable=not progress)
         measured: list[Measurement] = []
@@ -342,9 +389,10 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             command = AbCommand(backend.url, point.concurrency, point.requests, timeout_s=grid.timeout_s)
             ab_bar.reset(total=point.requests)
+            times = calibration.cpu_times()
             try:
                 result = measure(backend, command, retries=policy.retries_for(point),
-                                 progress=ab_progress if progress else None)
+                                 progress=ab_progress if progress else None, testers=grid.testers)
             except AbParseError as exc:  # a report ab printed but nobody can read: the point's row says so
                 result = Measurement(concurrency=point.concurrency, requests=point.requests, complete=0,
                                      aborted=True, attempts=1, abort_reason=f"unreadable ab report: {exc}")
@@ -353,7 +401,8 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             row = result.replace(run_id=run_id, started_at=started, backend=backend.name,
                                  machine_type=point.machine_type, server=point.server,
                                  workers=point.workers, nodes=point.nodes, repeat=point.repeat or 0,
-                                 cpu_limited=backend.cpu_limited)
+                                 cpu_limited=backend.cpu_limited, steal_pct=calibration.steal_pct(
+                                     times, calibration.cpu_times()), **_host_columns(backend, host))
             append_row(out, row)
             measured.append(row)
             policy.record(row)
@@ -374,7 +423,29 @@ def run_sweep(backend: Backend, grid: Grid, out: str | os.PathLike, *, resume: b
             finally:
                 ab_bar.close()
                 bar.close()
+                if host and measured:
+                    provenance.add_calibration(out, run_id, {
+                        **host, **_host_columns(backend, host),
+                        "steal_pct_over_sweep": calibration.steal_pct(steal_start, calibration.cpu_times())})
     return out
+
+
+def _host_record(backend: Backend) -> dict | None:
+    """The provenance's ``calibration`` entry for a sweep on ``backend``: this host's calibration (local
+    only: elsewhere the servers are other machines), the quota scale and whether bursting is emulated."""
+    if backend.name != "local":
+        return None
+    cal = calibration.host_calibration(backend.settings)
+    return {**cal.to_json(), "cpu_scale": getattr(backend, "cpu_scale", 1.0), "burst": getattr(backend, "burst", None),
+            "calibrate_reference": getattr(backend, "calibrated", None)}
+
+
+def _host_columns(backend: Backend, host: dict | None) -> dict:
+    """The row's ``host_cpu_ms_per_request``, ``burst`` and ``cpu_scale`` (empty off the local backend)."""
+    if not host:
+        return {}
+    return {"host_cpu_ms_per_request": host["cpu_ms_per_request"], "burst": getattr(backend, "burst", None),
+            "cpu_scale": getattr(backend, "cpu_scale", None)}
 
 
 def _stopped_advice(out: Path, point: Measurement, exc: BaseException, rows: int, measuring: bool = False) -> str:
@@ -413,18 +484,18 @@ def _refine_nodes(grid: Grid, nodes: int, out: Path, measure_point, bar) -> None
         log.info("refine %s at %d node(s): nothing to refine (no level met it, or none failed)", sla, nodes)
         return
     lo, hi = found
-    same_requests = mine[mine["requests"] == grid.requests]
     clauses = as_sla(sla)
 
     def meets(c: int) -> bool:
-        had = same_requests[same_requests["concurrency"] == c]
+        had = mine[(mine["concurrency"] == c) & (mine["requests"] == grid.requests_at(c))]
         by_repeat = {0 if pd.isna(r) else int(r): row for r, row in zip(had["repeat"], had.to_dict("records"))}
         for r in range(refine.PROBE_REPEATS):
             row = by_repeat.get(r)
             if row is None:
                 bar.total += 1
                 bar.refresh()
-                row = measure_point(config.replace(nodes=nodes, concurrency=c, repeat=r)).to_json()
+                row = measure_point(config.replace(nodes=nodes, concurrency=c, repeat=r,
+                                                   requests=grid.requests_at(c))).to_json()
             if not _row_meets(clauses, row):
                 return False
         return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +25,8 @@ log = logging.getLogger("labkit")
 
 VERTICAL_TESTER = "e2-standard-2"
 """The local tester's machine type while measuring vertical scaling: the handout's micro tester
-tops out at about 2,500 requests/s (bench/RESULTS.md, section 3), less than the bigger servers
-serve, and a benchmark must measure the server, not the tester."""
+can serve fewer requests/s than the bigger servers (bench/RESULTS.md, section 3), and a
+benchmark must measure the server, not the tester."""
 
 
 def vertical_grids(profile: str, requests=None, concurrency=None) -> list:
@@ -115,48 +116,61 @@ def vertical_points(df: pd.DataFrame, concurrency=None) -> pd.DataFrame:
     return out.sort_values(["server", "vcpu", "workers"]).reset_index(drop=True)
 
 
-def vertical_text(df: pd.DataFrame, concurrency=None) -> str:
-    """Why a bigger machine does not help one Python process, and does help gunicorn's workers, with their numbers."""
-    from labkit.teaching.interpret import _ms, _num
+@dataclass(frozen=True)
+class Scaling:
+    """One server kind measured on its smallest and largest machine type: the ratios and a verdict
+    (``"scaled"`` when throughput grew by ≥ 70 % of the vCPU ratio, ``"did not keep up"`` under 50 %,
+    else ``"scaled partly"``)."""
 
-    lines = ["The Flask development server is one Python process: CPython's global interpreter lock runs one thread "
-             "at a time, so it computes on at most one core whatever the machine has. gunicorn runs several worker "
-             "processes, each with its own interpreter, which the kernel spreads over the cores. 'cores busy' below "
-             "is the server's CPU seconds per second of the run (measured)."]
+    server: str
+    small: str
+    large: str
+    vcpu_ratio: float
+    rps_ratio: float
+    small_rps: float
+    large_rps: float
+    verdict: str
+    cores_busy: float  # on the large machine (NaN without the CPU column)
+    large_vcpu: float
+
+
+@dataclass(frozen=True)
+class Vertical:
+    rows: tuple[dict, ...]  # vertical_points' rows, plus ``tester``
+    scaling: tuple[Scaling, ...]
+    flask_above_one_vcpu: bool  # a flask server measured on more than one vCPU
+    testers: tuple[str, ...]  # the tester machine types the rows were measured with
+
+
+def vertical_finding(df: pd.DataFrame, concurrency=None) -> Vertical:
+    """What the single-node rows show about bigger machines (numbers and flags, no words)."""
     vp = vertical_points(df, concurrency)
-    if vp.empty:
-        return "\n".join(lines + ["  No clean single-node rows to compare yet."])
-    for r in vp.itertuples(index=False):
-        busy = f", {r.cores_busy:.2f} cores busy of {r.vcpu:g}" if not pd.isna(r.cores_busy) else ""
-        lines.append(f"  {r.server} ({r.workers} worker{'s' if r.workers > 1 else ''}) on {r.machine_type} "
-                     f"({r.vcpu:g} vCPU), c={r.concurrency}: {_num(r.rps)} rps, mean {_ms(r.mean_ms)}{busy}")
-    compared = 0
+    testers = []
+    rows = []
+    for r in vp.to_dict("records"):
+        one = df[(df["nodes"] == 1) & (df["machine_type"] == r["machine_type"]) & (df["server"] == r["server"])
+                 & (df["workers"] == r["workers"]) & (df["concurrency"] == r["concurrency"])]
+        t = one["tester_machine_type"].dropna() if "tester_machine_type" in one else pd.Series(dtype=object)
+        r["tester"] = str(t.mode().iloc[0]) if len(t) else "not recorded"
+        testers.append(r["tester"])
+        rows.append(r)
+    scaling = []
     for server, g in vp.groupby("server", sort=True):
-        g = g.dropna(subset=["vcpu"]).sort_values("vcpu")
+        g = g.dropna(subset=["vcpu"]).sort_values(["vcpu", "workers"])
         if len(g) < 2 or g["vcpu"].iloc[0] == g["vcpu"].iloc[-1]:
             continue
         a, b = g.iloc[0], g.iloc[-1]
-        gain, more = b["rps"] / a["rps"], b["vcpu"] / a["vcpu"]
-        verdict = ("scaled with the machine" if gain >= 0.7 * more else
-                   "did not keep up with the machine" if gain < 0.5 * more else "scaled partly")
-        text = (f"  {server}: {a['machine_type']} → {b['machine_type']}: vCPU ×{more:.1f}, throughput "
-                f"×{gain:.2f} ({_num(a['rps'])} → {_num(b['rps'])} rps): {verdict}")
-        if not pd.isna(b["cores_busy"]):
-            text += f"; on {b['machine_type']} it kept {b['cores_busy']:.2f} of {b['vcpu']:g} cores busy"
-            if server == "flask" and b["vcpu"] > 1:
-                text += (" — one process cannot use more than one" if b["cores_busy"] <= 1.15 else
-                         " (more than one core: Werkzeug's threads also run C code and I/O outside the lock)")
-        lines.append(text + ".")
-        compared += 1
-    if not compared:
-        lines.append("  No server was measured on two machine types of different size, so how each scales with "
-                     "the machine cannot be read from these results (the quick and full profiles measure that); "
-                     "compare 'cores busy' with the vCPU above instead.")
-    same = vp.groupby("machine_type").filter(lambda g: g["server"].nunique() > 1)
-    for mt, g in same.groupby("machine_type", sort=False):
-        f, gu = g[g["server"] == "flask"], g[g["server"] == "gunicorn"]
-        if len(f) and len(gu):
-            lines.append(f"  Same machine ({mt}): flask {_num(f['rps'].iloc[0])} rps vs gunicorn "
-                         f"({int(gu['workers'].iloc[0])} workers) {_num(gu['rps'].iloc[0])} rps — part of the "
-                         "difference is gunicorn being a leaner server, not only its workers.")
-    return "\n".join(lines)
+        gain, more = float(b["rps"] / a["rps"]), float(b["vcpu"] / a["vcpu"])
+        verdict = ("scaled" if gain >= 0.7 * more else "did not keep up" if gain < 0.5 * more else "scaled partly")
+        scaling.append(Scaling(server, a["machine_type"], b["machine_type"], more, gain, float(a["rps"]),
+                               float(b["rps"]), verdict, float(b["cores_busy"]), float(b["vcpu"])))
+    flask = vp[(vp["server"] == "flask") & (vp["vcpu"] > 1)]
+    return Vertical(tuple(rows), tuple(scaling), bool(len(flask)), tuple(sorted(set(testers))))
+
+
+def vertical_text(df: pd.DataFrame, concurrency=None):
+    """What the student's single-node rows show (:func:`vertical_finding`), as Markdown: a heading that
+    states the measured ratios, the evidence table, and what the rows cannot show."""
+    from labkit.teaching.render import markdown
+
+    return markdown("vertical.md.j2", f=vertical_finding(df, concurrency))

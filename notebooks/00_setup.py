@@ -29,18 +29,14 @@
 # | 03_vertical_scaling | bigger machines, Flask's development server vs gunicorn workers |
 # | 04_reanalysis | re-open saved results with the interactive SLA explorer |
 #
-# The cell below holds the parameters every notebook shares. Change them here (or let
-# `labkit lab` / papermill inject them) — nothing else in the notebooks needs editing.
+# Each notebook's first code cell holds its parameters (where to run, how much to measure, where
+# the results go). Change them there, or let `labkit lab` / papermill inject them — nothing else
+# in the notebooks needs editing.
 
 # %% tags=["parameters"]
 backend = "local"  # where the machines are: local | ssh | gcp
 profile = "quick"  # how much of the handout's grid to measure: full | quick | tiny
 machine_type = "f1-micro"  # the servers' machine type (the handout's micro instance)
-nodes = None  # node counts for the load-balancer sweeps, e.g. [1, 2, 3, 4, 5], or None for the profile's
-concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
-requests = None  # requests per level (ab -n), or None for the profile's
-results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
-charts_dir = "../runs/charts"  # where the PNG charts are saved
 cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
@@ -98,9 +94,11 @@ pd.DataFrame(MACHINE_TYPES.values())
 # ## 4. Profiles: how much of the handout to measure
 #
 # The handout asks for 13 concurrency levels × 10,000 requests for each of 1–5 nodes: that is
-# the `full` profile, hours of measuring. `quick` keeps every chart and both answers
-# meaningful and runs the whole lab in minutes; `tiny` exists for the automated tests.
-# Your choice (the `profile` parameter) is shown last.
+# the `full` profile, hours of measuring. `quick` measures a subset that still reaches both
+# questions — levels below the knee (1, 2, 5 users), five requests per user at every level,
+# part 2's 2,000 users at its largest node count — in about five minutes of lab time; what it
+# skips is said under every table, and nothing skipped is extrapolated silently. `tiny` exists
+# for the automated tests. Your choice (the `profile` parameter) is shown last.
 
 # %%
 profiles_table()

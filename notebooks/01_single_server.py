@@ -24,7 +24,6 @@
 backend = "local"  # where the machines are: local | ssh | gcp
 profile = "quick"  # how much of the handout's grid to measure: full | quick | tiny
 machine_type = "f1-micro"  # the servers' machine type (the handout's micro instance)
-nodes = None  # node counts for the load-balancer sweeps, e.g. [1, 2, 3, 4, 5], or None for the profile's
 concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
 requests = None  # requests per level (ab -n), or None for the profile's
 repeats = None  # rows per level (to check an outlier, e.g. 3), or None for the profile's (1)
@@ -34,10 +33,14 @@ charts_dir = "../runs/charts"  # where the PNG charts are saved
 cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
+from IPython.display import display
+
 from labkit import (PART1_SLA, UNANSWERED, AbCommand, Sla, backlog_text, fibonacci, first_ab_run, get_backend,
-                    handout_bug_text, handout_spec, justify_part1, littles_law_text, load_handout, max_concurrency,
-                    noise_text, payload_text, percentiles_chart, profiles_grid, require_answer, run_sweep, save_chart,
-                    tables_by_nodes)
+                    handout_bug_text, handout_spec, image_step, justify_part1, littles_law_text, load_handout,
+                    max_concurrency, noise_text, payload_text, percentiles_chart, profiles_grid, require_answer,
+                    run_sweep, save_chart, skipped_text, tables_by_nodes, use_table_format)
+
+use_table_format()
 
 # %% [markdown]
 # ## Deploy a simple web service (handout steps 1–5)
@@ -93,7 +96,7 @@ print(payload_text())
 
 # %% tags=["measure"]
 first = AbCommand(lab.url, concurrency=10, requests=10, timeout_s=10)
-print(" ".join(first.argv(payload="payload.json", percentiles="percentiles.csv", gnuplot="times.tsv")))
+print(first)
 run, first_row = first_ab_run(lab, first)
 print(run.stdout)
 
@@ -114,11 +117,13 @@ first_row
 # as *aborted* rows rather than skipped (a level above one that aborted in every attempt is
 # tried once: it would abort again).
 #
-# The handout's levels jump from 20 to 50 users, and one micro server's limit lies between
-# them, so a little machine noise flips the answer between 20 and 50. The quick profile
-# therefore **refines** the boundary: after the levels, it bisects between the last level that
-# met the part-1 SLA and the first that failed, measuring each probe three times (all must
-# meet), until the bracket is within 10 % or 5 users. Probes are ordinary rows of the CSV.
+# The handout's levels jump (10, 20, 50, 100 …): when the answer lies between two of them, a
+# little machine noise can move it from one to the other. The quick profile therefore
+# **refines** the boundary: after the levels, it bisects between the last level that met the
+# part-1 SLA and the first that failed, measuring each probe three times (all must meet),
+# until the bracket is within 10 % or 5 users. Probes are ordinary rows of the CSV. It also
+# measures 1, 2 and 5 users, below the handout's levels, to show the server before it is busy,
+# and sends five requests per user at each level (at least 500).
 
 # %% tags=["measure"]
 grid = profiles_grid(profile, handout_spec(machine_type), nodes=[1], concurrency=concurrency, requests=requests,
@@ -136,30 +141,37 @@ run_sweep(lab, grid, results_csv, resume=True)
 
 # %%
 df = load_handout(results_csv, machine_type)
-tables_by_nodes(df)[1]
+display(tables_by_nodes(df)[1])
+skipped_text(profile, 1)
 
 # %% [markdown]
 # ## A chart to substantiate the answer
 #
 # Mean, 98th percentile and longest request against concurrency, with the part-1 SLA's
-# bounds as dashed lines: the answer is the last level before any line crosses its bound.
+# bounds as dashed lines (ticked on the log latency axis): the answer — the last level before
+# any line crosses its bound — is the solid vertical line, with the levels that meet the SLA
+# shaded.
 
 # %%
-fig = percentiles_chart(df, PART1_SLA, nodes=1)
+part1_levels = max_concurrency(df[df["nodes"] == 1], Sla.parse(PART1_SLA))[1]
+fig = percentiles_chart(df, PART1_SLA, nodes=1, answer=part1_levels)
 save_chart(fig, charts_dir, "01_latency_one_server.png")
 fig
 
 # %% [markdown]
 # ## Interpret your results
 #
-# The explanations below are printed from **your** `results_csv`: the law or the mechanism, then your
-# own points that show it. Read them, compare them with your table and chart, and answer each question
-# in your own words, quoting your numbers (these answers are graded by hand).
+# Below each question, the evidence from **your** `results_csv`: your points and flags, not the answer.
+# Compare it with your table and chart, and answer each question in your own words, quoting your numbers
+# (these answers are graded by hand).
 #
-# **Little's law.** Why does the mean request time grow with the number of users?
+# **Little's law.** ab keeps N = concurrency requests in flight and sends the next one as soon as one
+# returns (a closed loop without think time), so throughput X (req/s) times the mean response time R (s)
+# equals N. Your clean points (⚠ marks a point where X·R is far from N: fewer requests were in flight
+# than ab was asked for — a short run's ramp-up, connect stalls, fast failures or a busy tester):
 
 # %%
-print(littles_law_text(df, nodes=1))
+littles_law_text(df, nodes=1, k=20)
 
 # %% [markdown]
 # ### Interpret your results
@@ -172,8 +184,8 @@ print(littles_law_text(df, nodes=1))
 # A full answer (2 points):
 #
 # - computes X·R for at least two of the student's own points and compares it with the concurrency
-#   (e.g. "c=50: 217 rps × 0.230 s = 49.9 ≈ 50"), noting a ratio far from 1 where the printout flags
-#   one — 1 point;
+#   (X in req/s × R in s ≈ N, with the student's own numbers), noting a ratio far from 1 where the
+#   evidence flags one — 1 point;
 # - names the level from which throughput stays flat (the server is busy all the time, about
 #   X_max rps) and explains R = N / X_max: more users only lengthen the queue, so the mean grows in
 #   proportion to the users — with the student's own numbers — 1 point.
@@ -181,38 +193,49 @@ print(littles_law_text(df, nodes=1))
 # Half credit for the explanation without the student's own numbers.
 
 # %% [markdown]
-# **One node, reached directly.** What happens to connections when the server falls behind, and what
-# the 70007 abort of the handout's note is:
+# **One node, reached directly.** The Flask development server (Werkzeug) listens with a backlog of 128
+# connections. When more than that wait to be accepted, the kernel drops new SYNs; the client's kernel
+# retransmits a dropped SYN after 1 s, then after 2, 4 and 8 s more, so a connection that had to wait
+# completes about 1, 3, 7 or 15 s after it started. ab gives each socket 10 s (`-s 10`); when one waits
+# longer, ab stops the whole run with `apr_pollset_poll: The timeout specified has expired (70007)` (the
+# handout's note): an aborted row, not a latency. A long request at a level *under* the backlog, with a
+# small connect time, is not a SYN retransmission: the connection was accepted at once.
+#
+# Your one-node evidence:
 
 # %%
-print(backlog_text(df))
+backlog_text(df[df["nodes"] == 1])
 
 # %% [markdown]
 # ### Interpret your results
 #
-# Backlog, SYN retries and 70007: which of your levels aborted or showed connect times near 1 s or
-# 3 s? Explain from your results what happens to a connection when more clients than the server's
-# listen backlog (128) are waiting, and why ab then aborts the run with 70007 instead of counting
-# failed requests.
+# Backlog, SYN retries and 70007: which of your levels aborted, or showed a connect time or longest
+# request near 1, 3, 7 or 15 s? For each, say whether the level was above the listen backlog (128) and
+# whether the connect time shows the wait. Explain what happens to a connection when more clients than
+# the backlog are waiting, and why ab then aborts the run with 70007 instead of counting failed requests.
 
 # %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_01_backlog", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
 # A full answer (2 points):
 #
-# - quotes the student's aborted levels (or that none aborted) and their largest connect mean or a
-#   max near 1,000 / 3,000 ms, from the printout or the table — 1 point;
-# - explains the chain: Werkzeug's listen backlog of 128 fills, the kernel drops new SYNs, the
-#   client retransmits them after 1 s and 3 s (connect times jump to those values), and a socket
-#   that waits longer than ab's `-s 10` makes ab stop the whole run with 70007 — so the row is
-#   aborted, not a measurement of latency; when nothing aborted, says that the backlog never filled
-#   at the levels measured — 1 point.
+# - quotes the student's aborted levels (or that none aborted) and their largest connect mean, and any
+#   connect time or max near 1, 3, 7 or 15 s with its level, from the evidence or the table — 1 point;
+# - explains the chain: above 128 waiting connections Werkzeug's listen backlog is full, the kernel
+#   drops new SYNs, the client retransmits them (a connection completes about 1, 3, 7 or 15 s late),
+#   and a socket that waits longer than ab's `-s 10` makes ab stop the whole run with 70007 — so the
+#   row is aborted, not a measurement of latency. A long max at a level under 128 with a small connect
+#   mean is *not* attributed to SYN retries (the request itself was slow); when nothing aborted and no
+#   level exceeded 128, says the backlog never filled at the levels measured — 1 point.
 #
 # Half credit for the mechanism without the student's own levels.
 
 # %% [markdown]
-# **Noise.** How much can one request, or one run, decide?
+# **Noise.** `max` is the single slowest request of a run (one out of `requests`): one request delayed by
+# a SYN retransmission, a garbage collection or another process decides it, while p99 describes the
+# slowest 1 %. A clause on `max` is the noisiest of the SLA. Your evidence — max against p99, repeated
+# points, and every clause within 10 % of its bound:
 
 # %%
-print(noise_text(df[df["nodes"] == 1], PART1_SLA))
+noise_text(df[df["nodes"] == 1], PART1_SLA)
 
 # %% [markdown]
 # ### Interpret your results
@@ -224,8 +247,8 @@ print(noise_text(df[df["nodes"] == 1], PART1_SLA))
 # %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_01_noise", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
 # A full answer (1 point): states that `max` is a single request out of thousands (p99 describes
 # the slowest 1 %), quotes max vs p99 at the student's deciding levels, and uses the printout's
-# borderline points or repeats (or their absence) to say whether the part-1 answer could flip on a
-# repeat. Half credit without the student's own numbers.
+# clauses within 10 % of their bound or repeats (or their absence) to say whether the part-1 answer
+# could flip on a repeat. Half credit without the student's own numbers.
 
 # %% [markdown]
 # ## Report, part 1
@@ -258,7 +281,7 @@ print(part1_why)
 # the cells tagged `measure` are not run then: nothing is measured again, your `results_csv` is read).
 
 # %% nbgrader={"grade": true, "grade_id": "part1_answer_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# part1_max_users against design §8's rule on the student's own results_csv
+# part1_max_users against the rule above (report part 1), on the student's own results_csv
 require_answer(part1_max_users)
 ### BEGIN HIDDEN TESTS
 from labkit import check_part1
@@ -271,6 +294,15 @@ check_part1(part1_max_users, results_csv, machine_type)
 require_answer(part1_why)
 assert isinstance(part1_why, str) and len(part1_why.split()) >= 8, "justify the answer in a full sentence"
 assert part1_max_users is None or str(part1_max_users) in part1_why, "quote your answer in the justification"
+
+# %% [markdown]
+# ## Save the server as an image (steps 7–8)
+#
+# The handout stops `restserver-0` and makes the `lab02-restserver` image from its disk, so that every
+# further server is a clone. What that step is on your backend:
+
+# %% tags=["measure"]
+image_step(lab)
 
 # %% [markdown]
 # The server stays up: notebook 02 adds servers and a load balancer in front of it.

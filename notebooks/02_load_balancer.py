@@ -29,7 +29,7 @@
 backend = "local"  # where the machines are: local | ssh | gcp
 profile = "quick"  # how much of the handout's grid to measure: full | quick | tiny
 machine_type = "f1-micro"  # the servers' machine type (the handout's micro instance)
-nodes = None  # node counts for the load-balancer sweeps, e.g. [1, 2, 3, 4, 5], or None for the profile's
+nodes = None  # node counts to measure, e.g. [1, 2, 3, 4, 5], or None for the profile's
 concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
 requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
@@ -37,13 +37,15 @@ charts_dir = "../runs/charts"  # where the PNG charts are saved
 cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
-from IPython.display import display
+from IPython.display import Markdown, display
 
-from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, backlog_text, bottleneck_text, build_report, fibonacci,
-                    format_report, get_backend, handout_spec, justify_part2, littles_law_text, load_handout,
-                    mean_latency_chart, nginx_limits_text, noise_text, profiles_grid, require_answer,
-                    role_utilisation_chart, round_robin_table, round_robin_text, run_sweep, save_chart, sla_heatmap,
-                    tables_by_nodes, throughput_chart)
+from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, backlog_text, bottleneck_text, build_report,
+                    format_report, get_backend, handout_spec, internal_ip_test, justify_part2, littles_law_text,
+                    load_handout, mean_latency_chart, nginx_change, nginx_limits_text, noise_text, require_answer,
+                    role_utilisation_chart, round_robin_table, round_robin_text, run_sweep, save_chart, scale_grids,
+                    skipped_text, sla_heatmap, step14_curls, tables_by_nodes, throughput_chart, use_table_format)
+
+use_table_format()
 
 # %% [markdown]
 # ## A second server and the balancer (handout steps 1–13)
@@ -61,23 +63,42 @@ lab.up(handout_spec(machine_type, nodes=2))
 lab.status()
 
 # %% [markdown]
-# The configuration nginx is running — compare it with the handout's step 11. Below it, handout
-# step 7's check of the balancer's open-file limit, `cat /proc/<PID>/limits` (the PID from
+# ### restserver-1 answers on its internal address (step 2)
+#
+# Before the balancer is trusted, each server is tested directly, from the tester, on its own
+# (internal) address — one request of the handout's payload each:
+
+# %% tags=["measure"]
+internal_ip_test(lab)
+
+# %% [markdown]
+# ### The nginx configuration change (steps 8–11)
+#
+# The handout edits the default site: the `location /` that served files becomes a `proxy_pass` to an
+# `upstream fibonacci` block listing the servers. The change, from the default site (before) to the
+# configuration your balancer runs (after) — labkit writes a whole standalone nginx.conf, so the
+# `events`/`http` lines of steps 5–6 are in it too:
+
+# %% tags=["measure"]
+print(nginx_change(lab.balancer_config()))
+
+# %% [markdown]
+# Handout step 7's check of the balancer's open-file limit, `cat /proc/<PID>/limits` (the PID from
 # `ps | grep nginx`), read from the running balancer's nginx processes:
 
 # %% tags=["measure"]
-print(lab.balancer_config())
 print(nginx_limits_text(lab))
 
 # %% [markdown]
 # ## Test the balancer (step 14)
 #
-# The same curl request as before, now sent to the balancer's address.
+# The same request as before, now sent to the balancer: from the tester on the balancer's internal and
+# external addresses, and from your workstation (this notebook).
 
 # %% tags=["measure"]
-answer = fibonacci(lab.url, 20)
-assert answer == {"fibonacci_number": 20, "value": 6765}, answer
-answer
+curls = step14_curls(lab)
+assert curls["answered"].dropna().all(), curls
+curls
 
 # %% [markdown]
 # ## Round robin, seen through `/status` (step 15)
@@ -98,11 +119,13 @@ rr
 #
 # For each node count the balancer is reconfigured (servers started or stopped, nginx's
 # upstream list rewritten and reloaded) and every concurrency level measured. Points already
-# in `results_csv` — notebook 01's single-server levels — are not measured again.
+# in `results_csv` — notebook 01's single-server levels — are not measured again. The quick
+# profile measures part 2's 2,000 users at its largest node count only; the line under each
+# table says which of the handout's levels and node counts it did not measure.
 
 # %% tags=["measure"]
-grid = profiles_grid(profile, handout_spec(machine_type), nodes, concurrency, requests)
-run_sweep(lab, grid, results_csv, resume=True)
+for grid in scale_grids(profile, handout_spec(machine_type), nodes, concurrency, requests):
+    run_sweep(lab, grid, results_csv, resume=True)
 
 # %% [markdown]
 # The handout's table, once per node count (1 node = notebook 01's server without a balancer):
@@ -110,14 +133,14 @@ run_sweep(lab, grid, results_csv, resume=True)
 # %%
 df = load_handout(results_csv, machine_type)
 for n, table in tables_by_nodes(df).items():
-    print(f"{n} node(s)")
-    display(table)
+    display(Markdown(f"**{n} node(s)**"), table, Markdown(skipped_text(profile, n)))
 
 # %% [markdown]
 # ## Report 3: the single chart
 #
 # Mean request time against concurrent users, one line per node count, with part 2's mean
-# bound (300 ms) dashed.
+# bound (300 ms) dashed; the latency axis is logarithmic so that the points near 300 ms and the
+# seconds-long overloaded ones are both readable.
 
 # %%
 fig = mean_latency_chart(df, PART2_SLA)
@@ -125,9 +148,10 @@ save_chart(fig, charts_dir, "02_mean_latency.png")
 fig
 
 # %% [markdown]
-# Two more views of the same data: which (nodes, concurrency) points meet the part-2 SLA, and
-# peak throughput against nodes with a Universal Scalability Law fit (how much each extra
-# server adds, and where adding servers stops paying off).
+# Two more views of the same data: which (nodes, concurrency) points meet the part-2 SLA (grey:
+# not tested), and peak throughput against nodes beside what 2000 users need — the throughput
+# Little's law asks for, each role's cap, and the capacity model's line to its answer (all
+# models, labelled) — with a Universal Scalability Law fit when it explains your peaks.
 
 # %%
 fig = sla_heatmap(df, PART2_SLA)
@@ -135,21 +159,36 @@ save_chart(fig, charts_dir, "02_sla_heatmap.png")
 fig
 
 # %%
-fig = throughput_chart(df)
+fig = throughput_chart(df, PART2_SLA, PART2_USERS)
 save_chart(fig, charts_dir, "02_throughput.png")
 fig
 
 # %% [markdown]
 # ## Interpret your results
 #
-# The explanations below are printed from **your** `results_csv`; answer each question in your own
-# words, quoting your numbers (graded by hand).
+# Below each question, the evidence from **your** `results_csv`; answer in your own words, quoting your
+# numbers (graded by hand).
 #
-# **Direct vs through the balancer.** One node is reached directly (no nginx); two or more sit behind
-# nginx. The two paths fail in different ways:
+# **Direct vs through the balancer.** One node is reached directly: the tester's connections wait in
+# Werkzeug's listen backlog of 128 (notebook 01). Two or more sit behind nginx, and open-source nginx
+# works like this:
+#
+# - the tester connects to **nginx**, which accepts from its own listen backlog (511 by default) with up
+#   to 4096 connections per worker process;
+# - nginx has **no queue of requests** towards the servers: for every request it takes a connection to
+#   the next server in turn — an idle one kept open for reuse when the `upstream` block says `keepalive`
+#   (labkit's nginx.conf keeps up to 64 per worker; the handout's configuration has none, so it opens a
+#   new connection per request) or a new one. With N users in flight, each server holds about
+#   N / nodes connections; above 128 per server, *nginx's own* connects are dropped and retried after
+#   1, 3, 7, 15 s — long requests while the tester's connect time stays small;
+# - a server that refuses or times out counts towards `max_fails` (1 by default) and is then skipped for
+#   `fail_timeout` (10 s by default); with every server skipped, nginx answers 502 at once — fast non-2xx
+#   responses (status `refused` or `errors`), not measurements of the service.
+#
+# Your evidence, one node and behind nginx:
 
 # %%
-print(backlog_text(df))
+backlog_text(df)
 
 # %% [markdown]
 # ### Interpret your results
@@ -162,20 +201,26 @@ print(backlog_text(df))
 # A full answer (2 points):
 #
 # - quotes the student's own evidence on both sides: aborted levels (70007) and connect means or
-#   maxima near 1 s / 3 s at one node; and behind nginx the aborted levels, small connect times and
-#   any `errors`/`refused` points with their non-2xx counts — 1 point;
-# - explains it: directly, Werkzeug's listen backlog of 128 fills, SYNs are dropped and retransmitted
-#   after 1 s and 3 s, and a socket waiting past ab's `-s 10` aborts the run (70007); nginx accepts
-#   every connection at once (backlog 511, 4096 worker connections) and queues requests to the
-#   servers, so connections do not stall — but when an upstream times out nginx marks it down and
-#   answers 502 at once (fast non-2xx responses, not measurements of the service) — 1 point.
+#   maxima near 1, 3, 7, 15 s at one node; behind nginx the aborted levels, the (small) connect times,
+#   long maxima with their users per server, and any `errors`/`refused` points with their non-2xx
+#   counts — 1 point;
+# - explains it: directly, Werkzeug's backlog of 128 fills, the tester's SYNs are dropped and
+#   retransmitted, and a socket waiting past ab's `-s 10` aborts the run (70007). Behind nginx the
+#   tester's connects are accepted by nginx (its own backlog of 511), but nginx does not queue requests:
+#   each request holds one upstream connection (new, or a kept-alive idle one), so above ~128 users per
+#   server nginx's own connects to a server stall on SYN retries (long requests, small client connect
+#   times); a server that fails or times out is skipped for `fail_timeout` after `max_fails`, and with
+#   none left nginx answers 502 at once (fast non-2xx, not measurements). An answer saying nginx
+#   "queues the requests towards the servers" gets no credit for the mechanism — 1 point.
 #
 # Half credit for the mechanism without the student's own numbers.
 
 # %% [markdown]
-# **The bottleneck.** Which machine was busy? The CPU each role (servers, balancer, tester) used
-# during every ab run, as a share of what its machine type has — one panel per node count; a line
-# reaching 100 % is the limit at that node count:
+# **The bottleneck.** The bottleneck is the machine that is busy all the time first. Utilisation = CPU
+# seconds the role used / (time taken × vCPU × machines of the role), measured around every ab run; the
+# role near 100 % caps throughput, and adding machines of another role does not help. The CPU each role
+# (servers, balancer, tester) used during every ab run, as a share of what its machine type has — one
+# panel per node count:
 
 # %%
 fig = role_utilisation_chart(df)
@@ -183,7 +228,7 @@ save_chart(fig, charts_dir, "role_utilisation.png")
 fig
 
 # %%
-print(bottleneck_text(df, PART2_SLA, PART2_USERS))
+bottleneck_text(df, PART2_SLA, PART2_USERS)
 
 # %% [markdown]
 # ### Interpret your results
@@ -197,10 +242,11 @@ print(bottleneck_text(df, PART2_SLA, PART2_USERS))
 #
 # - names the busiest role at one node (the server, near 100 % of its 0.2 vCPU) and at the largest
 #   node count measured, with the student's utilisation percentages or CPU ms per request — 1 point;
-# - states the USL fit in words (e.g. "linear so far: no contention measured", or where it peaks)
-#   and, from the CPU per request, which role would cap throughput first as servers are added
-#   (typically one f1-micro balancer near its vCPU / CPU-per-request, below the 6,667 req/s that
-#   2000 users under a 300 ms mean need by Little's law) — labelled as a model — 1 point.
+# - states what the USL fit says when it explains the peaks (R² ≥ 0.5: linear, sub-linear or where it
+#   peaks) or that it explains too little to say anything, and, from the CPU per request, which role
+#   would cap throughput first as servers are added (the role whose vCPU / CPU-per-request is lowest,
+#   compared with the throughput 2000 users under a 300 ms mean need by Little's law) — labelled as a
+#   model — 1 point.
 #
 # Without per-role CPU columns in the student's results: full credit for reasoning from throughput
 # per server and the USL fit, saying the bottleneck cannot be measured from those results.
@@ -251,7 +297,7 @@ print(part2_why)
 # The checks below compare your answer with what your own results CSV gives (when the lab is graded).
 
 # %% nbgrader={"grade": true, "grade_id": "part2_answer_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# part2_nodes (and part2_balancer) against design §8's rule on the student's own results_csv
+# part2_nodes (and part2_balancer) against the rule above (report 4), on the student's own results_csv
 require_answer(part2_nodes)
 ### BEGIN HIDDEN TESTS
 from labkit import check_part2
@@ -271,9 +317,7 @@ assert str(part2_nodes) in part2_why, "quote your answer in the justification"
 # part 2's SLA:
 
 # %%
-print(littles_law_text(df, k=2))
-print()
-print(noise_text(df, PART2_SLA))
+display(littles_law_text(df[df["nodes"] > 1], k=6), noise_text(df, PART2_SLA))
 
 # %% [markdown]
 # ### Interpret your results
@@ -286,9 +330,8 @@ print(noise_text(df, PART2_SLA))
 # %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_02_scaling", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
 # A full answer (2 points):
 #
-# - quotes peak throughput at 1 node and at the largest node count measured, and says how close the
-#   gain is to linear (e.g. "from ~230 req/s on one node to ~1,500 on five: about 300 req/s per
-#   added server") — 1 point;
+# - quotes peak throughput at 1 node and at the largest node count measured (from the student's
+#   tables), and says how close the gain is to linear (req/s added per added server) — 1 point;
 # - names where scaling stops or degrades (a concurrency at which errors, aborted runs or a
 #   Little's-law ratio well below 1 appear, or extra servers that add little) and ties it to a
 #   cause (the single-process server's CPU share, the balancer, the tester, SYN retransmissions

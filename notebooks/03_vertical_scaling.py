@@ -26,17 +26,16 @@
 # %% tags=["parameters"]
 backend = "local"  # where the machines are: local | ssh | gcp
 profile = "quick"  # how much of the handout's grid to measure: full | quick | tiny
-machine_type = "f1-micro"  # the servers' machine type (the handout's micro instance)
-nodes = None  # node counts for the load-balancer sweeps, e.g. [1, 2, 3, 4, 5], or None for the profile's
-concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
 requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
 charts_dir = "../runs/charts"  # where the PNG charts are saved
 cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
-from labkit import (get_profile, load_results, run_vertical, save_chart, vertical_backend, vertical_chart,
-                    vertical_grids, vertical_table, vertical_text)
+from labkit import (get_profile, load_results, run_vertical, save_chart, use_table_format, vertical_backend,
+                    vertical_chart, vertical_grids, vertical_table, vertical_text)
+
+use_table_format()
 
 # %% [markdown]
 # ## What is compared
@@ -56,10 +55,12 @@ grids = vertical_grids(profile, requests)
 # same `results_csv` (the configuration is part of every row, so nothing is mixed up and a
 # re-run measures only what is missing).
 #
-# A benchmark must measure the server, not the tester: the handout's micro tester tops out at
-# about 2,500 requests/s, less than a 2-vCPU gunicorn server serves. On the local backend the
-# tester is therefore an `e2-standard-2` for this notebook (on ssh/gcp, use a tester host at
-# least as big as the biggest server).
+# A benchmark must measure the server, not the tester: the handout's micro tester can serve fewer
+# requests/s than a 2-vCPU gunicorn server. On the local backend the tester is therefore an
+# `e2-standard-2` for this notebook (on ssh/gcp, use a tester host at least as big as the biggest
+# server). A configuration notebook 01 already measured at these levels (the f1-micro Flask server)
+# is not measured again: its rows keep the tester they were measured with, and the table below says
+# which.
 
 # %% tags=["measure"]
 lab = vertical_backend(backend, **cloud)
@@ -81,13 +82,14 @@ save_chart(fig, charts_dir, "03_vertical_scaling.png")
 fig
 
 # %% [markdown]
-# ## Why a bigger machine does not help a single-process server
+# ## How each server uses the machine's cores
 #
 # The Flask development server is **one Python process**. Its threads share one interpreter,
 # and CPython's global interpreter lock lets only one thread run Python code at a time — so
 # however many cores the machine has, the server computes on at most one of them. Going from a
 # fifth of a CPU (`f1-micro`) to a whole one helps, because the process was starved of that one
-# core; going beyond one vCPU leaves the extra cores idle, and throughput stays flat.
+# core; beyond one vCPU the extra cores can only stay idle for its Python code (Werkzeug's threads
+# still do some I/O and C work outside the lock).
 #
 # gunicorn starts several **worker processes**, each with its own interpreter and lock, and the
 # operating system spreads them over the cores: on a machine with more than one vCPU its
@@ -99,11 +101,11 @@ fig
 # So vertical scaling only pays when the software can use what the bigger machine adds; otherwise
 # scale horizontally (notebook 02) — or change the server.
 #
-# Your own numbers, per configuration at its highest concurrency: throughput, mean, and how many
-# cores the server actually kept busy (its CPU seconds per second of the run, measured):
+# Whether *your* numbers show this: per configuration at its highest concurrency, throughput, mean, how
+# many cores the server kept busy (its CPU seconds per second of the run, measured) and the tester:
 
 # %%
-print(vertical_text(results, concurrency=get_profile(profile).vertical_concurrency))
+vertical_text(results, concurrency=get_profile(profile).vertical_concurrency)
 
 # %% [markdown]
 # ### Interpret your results
@@ -116,9 +118,9 @@ print(vertical_text(results, concurrency=get_profile(profile).vertical_concurren
 # %% [markdown] nbgrader={"grade": true, "grade_id": "interpret_03_vertical", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
 # A full answer (2 points):
 #
-# - quotes the student's own rps for flask on the smallest and largest machine type and for gunicorn
-#   on the multi-vCPU types, and states the ratios: flask gains from 0.2 to 1 vCPU (starved of its
-#   one core), then stays flat; gunicorn grows with the vCPUs — 1 point;
+# - quotes the student's own rps for flask on the smallest and largest machine type and for gunicorn,
+#   and states the ratios against the vCPU ratios; says what they show (flask gains from 0.2 to 1 vCPU,
+#   starved of its one core; beyond one vCPU only if the student measured it) — 1 point;
 # - explains it: one Python process with the GIL computes on at most one core, several worker
 #   processes use several; and notes a confounder when the numbers show one (the tester's capacity,
 #   gunicorn vs Werkzeug on the same machine type, noise between runs) — 1 point.

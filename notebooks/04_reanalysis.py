@@ -24,12 +24,7 @@
 # stand-alone dashboard.
 
 # %% tags=["parameters"]
-backend = "local"  # where the machines are: local | ssh | gcp
-profile = "quick"  # how much of the handout's grid to measure: full | quick | tiny
 machine_type = "f1-micro"  # the servers' machine type (the handout's micro instance)
-nodes = None  # node counts for the load-balancer sweeps, e.g. [1, 2, 3, 4, 5], or None for the profile's
-concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
-requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
 charts_dir = "../runs/charts"  # where the PNG charts (and the exported table) are saved
 csv = None  # results to re-analyse, or None for your newest results, else data/reference.csv
@@ -39,7 +34,9 @@ from IPython.display import display
 
 from labkit import (PART1_SLA, PART2_SLA, PART2_USERS, ReanalysisDashboard, build_report, describe_results,
                     format_report, load_handout, mean_latency_chart, provenance_text, reanalysis_csv,
-                    role_utilisation_chart, save_chart, tables_by_nodes)
+                    role_utilisation_chart, tables_by_nodes, use_table_format)
+
+use_table_format()
 
 # %% [markdown]
 # ## The dashboard
@@ -87,9 +84,7 @@ print(format_report(build_report(df, PART2_SLA, users=PART2_USERS)))
 # count: the first line to reach 100 % limits the throughput.
 
 # %%
-roles = role_utilisation_chart(df)
-save_chart(roles, charts_dir, "role_utilisation_04.png")
-roles
+role_utilisation_chart(df)  # shown, not saved: notebook 02 saves this chart of your own results
 
 # %% [markdown]
 # ## The handout's tables and the single chart

@@ -1,4 +1,4 @@
-"""Test-wide settings.
+"""Test-wide settings and the shared fixtures (tests/support/, see its docstring).
 
 Keeps google-auth from probing the GCE metadata server (design §10): nothing in
 the tests may send traffic anywhere but loopback.
@@ -10,6 +10,8 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
 os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
-# Fixture modules contributed by each area of the suite.
-pytest_plugins: list[str] = ["tests.fixtures_sshd", "tests.fixtures_service", "tests.fixtures_local",
-                             "tests.fixtures_leftovers", "tests.fixtures_lab"]
+# The fixture modules of tests/support/ (and the marker rules in tests/support/markers.py).
+pytest_plugins: list[str] = ["tests.support.markers", "tests.support.sshd", "tests.support.service",
+                             "tests.support.local", "tests.support.leftovers", "tests.support.lab",
+                             "tests.support.compute_stub", "tests.support.release",
+                             "tests.support.cli"]

@@ -21,7 +21,7 @@ from labkit.record import Measurement
 from labkit.backends.base import AbRun
 from labkit.errors import AbParseError, ConfigError
 from labkit.measure import abort_of, measure
-from tests.backend_doubles import NoMachinesBackend
+from tests.support.backend_doubles import NoMachinesBackend
 from tests.data.capture import SubprocessAb, silent_listener
 
 DATA = Path(__file__).resolve().parent / "data" / "ab"
@@ -380,6 +380,7 @@ class Replay(NoMachinesBackend):
         return self.runs.pop(0)
 
 
+@pytest.mark.ab
 def test_measure_success_against_the_real_service(service_proc):
     url = service_proc("flask")
     backend = SubprocessAb()
@@ -394,6 +395,7 @@ def test_measure_success_against_the_real_service(service_proc):
     assert json.loads(urllib.request.urlopen(url + "/status").read())["requests"] == 60
 
 
+@pytest.mark.ab
 def test_measure_records_70007_as_aborted_after_retries(caplog):
     url, stop = silent_listener()
     try:
@@ -413,6 +415,7 @@ def test_measure_records_70007_as_aborted_after_retries(caplog):
     assert sum("retrying" in m for m in caplog.messages) == 2
 
 
+@pytest.mark.ab
 def test_measure_emfile_is_aborted_not_raised(service_proc):
     url = service_proc("flask")
     row = measure(SubprocessAb(nofile=12), AbCommand(url, concurrency=50, requests=100), retries=1, retry_delay=0)
@@ -480,3 +483,9 @@ def test_two_requests_without_a_percentile_table_is_still_an_error():
     broken = text("one_request.stdout").replace("Complete requests:      1", "Complete requests:      2")
     with pytest.raises(AbParseError, match="Percentage served"):
         ab_parse.parse_report(broken)
+
+
+def test_str_is_the_handouts_command_line():
+    cmd = AbCommand("http://10.0.0.2", concurrency=10, requests=10, timeout_s=10)
+    assert str(cmd) == "ab -p payload.json -T application/json -m POST -c 10 -n 10 -s 10 -r http://10.0.0.2/fibonacci"
+    assert str(dataclasses.replace(cmd, keepalive=True)).endswith("-r -k http://10.0.0.2/fibonacci")

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis_data import grid_rows, make_row, write_csv
+from tests.support.analysis_data import cpu_rows, grid_rows, make_row, write_csv
 from labkit.analysis import capacity
 from labkit.backends.gcp.api_requests import DISK_GB, HOURS_PER_MONTH, PD_STANDARD_PER_GB_MONTH
 from labkit.machine_types import MACHINE_TYPES
@@ -15,28 +15,6 @@ from labkit.results import load_results
 
 PART2 = "max<=1000 mean<300 p98<400"
 DISK = DISK_GB * PD_STANDARD_PER_GB_MONTH / HOURS_PER_MONTH
-
-
-def cpu_rows(nodes=(1, 2, 3), levels=(10, 50, 100, 200), per_server=200.0, server_ms=0.8, balancer_ms=0.1,
-             tester_ms=0.025, balancer="f1-micro", tester="f1-micro", requests=1000):
-    """Rows whose throughput is ``per_server`` × nodes and whose roles spend the given CPU ms per request.
-
-    Latency follows Little's law exactly (mean = c / X), so ``littles_law`` is 1. Defaults are
-    physically possible on f1-micro machines (0.2 vCPU): servers 80 % busy, balancer 10-30 %.
-    """
-    rows = []
-    for n in nodes:
-        x = per_server * n
-        t = requests / x
-        for c in levels:
-            mean = 1000.0 * c / x
-            rows.append(make_row(n, c, mean=mean, p98=mean * 1.2, max_ms=mean * 1.5, time_taken_s=t, rps=x,
-                                 requests=requests,
-                                 server_cpu_s=requests * server_ms / 1000, tester_cpu_s=requests * tester_ms / 1000,
-                                 tester_machine_type=tester,
-                                 balancer_cpu_s=requests * balancer_ms / 1000 if n > 1 else None,
-                                 balancer_machine_type=balancer if n > 1 else None))
-    return rows
 
 
 @pytest.fixture

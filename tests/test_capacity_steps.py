@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit.analysis.capacity_steps import steps_down
 from labkit.analysis.report import build_report, format_report
 from labkit.results import load_results

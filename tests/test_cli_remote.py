@@ -1,7 +1,7 @@
 """The ssh and gcp backends through the `labkit` CLI, each command its own process ("another shell").
 
 ssh: a hosts file pointing at the real sshd fixture on 127.0.0.1 (real service, real
-nginx). gcp: the real google-cloud-compute client against tests/compute_stub.py, the
+nginx). gcp: the real google-cloud-compute client against tests/support/compute_stub.py, the
 CLI reaching it through $LABKIT_GCP_API_ENDPOINT (loopback, anonymous credentials).
 Every test has its own state folder ($LABKIT_STATE_DIR).
 """
@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 
 from labkit.backends.gcp import compute as gcp
 from labkit.backends.gcp import api_requests as req
@@ -30,8 +29,10 @@ from labkit.backends.ssh.backend import SshBackend
 from labkit.errors import ConfigError
 from labkit.backends.ssh.hosts_file import load_hosts_file
 from labkit.settings import Settings
-from tests.compute_stub import ComputeStub
-from tests.test_ssh_backend import _alive, _free_ports
+from tests.support.compute_stub import ComputeStub
+from tests.support.compute_stub import anonymous_compute as _compute
+from tests.support.ports import free_ports
+from tests.support.processes import alive
 
 LABKIT = [sys.executable, "-m", "labkit.cli"]
 VENV_PY = "/work/main/.venv/bin/python"
@@ -102,7 +103,7 @@ def _get(url):
 
 @pytest.mark.skipif(not HAVE_NGINX_AB, reason="nginx and ab are needed (make test installs them)")
 def test_ssh_up_status_down_from_separate_processes(sshd, state_dir, tmp_path):
-    lb_port, base = _free_ports(1)[0], _free_ports(2)[0]
+    lb_port, base = free_ports(1)[0], free_ports(2)[0]
     hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt-restserver", lb_port)
     try:
         rc, out, err = labkit("up", "--backend", "ssh", "--hosts", str(hosts), "--nodes", "2", "--port", str(base))
@@ -115,7 +116,7 @@ def test_ssh_up_status_down_from_separate_processes(sshd, state_dir, tmp_path):
         assert sorted(saved["running"]) == ["0", "1"]
         assert [saved["running"][i]["port"] for i in ("0", "1")] == [base, base + 1]
         pids = [saved["running"][i]["pid"] for i in ("0", "1")] + [saved["nginx"]["pid"]]
-        assert all(isinstance(p, int) and _alive(p) for p in pids)
+        assert all(isinstance(p, int) and alive(p) for p in pids)
         nodes = sorted(_get(f"http://127.0.0.1:{lb_port}/status")["node"] for _ in range(2))
         assert nodes == ["restserver-0", "restserver-1"]
 
@@ -133,9 +134,9 @@ def test_ssh_up_status_down_from_separate_processes(sshd, state_dir, tmp_path):
         assert json.loads(out) == {"backend": "ssh", "stopped": ["loadbalancer-0", "restserver-0", "restserver-1"],
                                    "left": [f"restserver-0:{root}", f"restserver-1:{root}"]}
         deadline = time.time() + 5
-        while any(_alive(p) for p in pids) and time.time() < deadline:
+        while any(alive(p) for p in pids) and time.time() < deadline:
             time.sleep(0.1)
-        assert [p for p in pids if _alive(p)] == []
+        assert [p for p in pids if alive(p)] == []
         assert not (state_dir / "ssh.json").exists()
 
         rc, out, err = labkit("status", "--backend", "ssh")
@@ -149,11 +150,11 @@ def test_ssh_up_status_down_from_separate_processes(sshd, state_dir, tmp_path):
 
 def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_path):
     """A server that never comes up is still recorded, so `labkit down` stops it."""
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     fake = tmp_path / "fake-python"  # "starts" the service (and stays), but its health check fails
     fake.write_text('#!/bin/sh\nif [ "$1" = "-c" ]; then exit 1; fi\nexec sleep 120\n')
     fake.chmod(0o755)
-    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", _free_ports(1)[0], python=str(fake))
+    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", free_ports(1)[0], python=str(fake))
     hosts.write_text(hosts.read_text() + "service_timeout = 3\n")  # nothing will ever answer
     b = SshBackend(_settings(state_dir), hosts=str(hosts))
     with pytest.raises(Exception, match="did not come up"):
@@ -162,22 +163,22 @@ def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_pat
     assert list(saved["running"]) == ["0"]
     pidfile = saved["running"]["0"]["pidfile"]
     pid = int(Path(pidfile).read_text())
-    assert "pid" not in saved["running"]["0"] and _alive(pid)
+    assert "pid" not in saved["running"]["0"] and alive(pid)
     rc, out, err = labkit("down", "--backend", "ssh")
     assert rc == 0, err
     assert json.loads(out)["stopped"] == ["restserver-0"]
     deadline = time.time() + 5
-    while _alive(pid) and time.time() < deadline:
+    while alive(pid) and time.time() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid) and not Path(pidfile).exists() and state.load(state_dir, "ssh") is None
+    assert not alive(pid) and not Path(pidfile).exists() and state.load(state_dir, "ssh") is None
 
 
 def test_unknown_host_key_is_refused_and_a_fixed_hosts_file_wins(sshd, state_dir, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", _free_ports(1)[0])
+    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", free_ports(1)[0])
     hosts.write_text(hosts.read_text().replace(sshd.known_hosts, str(empty)))
-    rc, out, err = labkit("up", "--backend", "ssh", "--hosts", str(hosts), "--port", str(_free_ports(1)[0]))
+    rc, out, err = labkit("up", "--backend", "ssh", "--hosts", str(hosts), "--port", str(free_ports(1)[0]))
     assert rc == 2 and len(err.splitlines()) == 1
     assert f"[127.0.0.1]:{sshd.port}: unknown host key; refusing to connect" in err
     assert state.load(state_dir, "ssh")["running"] == {}  # nothing started
@@ -243,16 +244,6 @@ def test_hosts_file_paths_defaults_and_pinned_keys(tmp_path, monkeypatch):
 
 
 # -- gcp ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stub():
-    with ComputeStub() as s:
-        yield s
-
-
-def _compute(stub):
-    return gcp.Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
 
 
 def _deletes(stub):

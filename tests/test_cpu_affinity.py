@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 
 from labkit.backends.local import cpu_affinity
 
@@ -28,9 +30,18 @@ def test_slots_spread_servers_and_put_tester_and_balancer_on_the_last_two_cpus()
     assert cpu_affinity.cpus_for(0.2, cpu_affinity.slot_of("loadbalancer-0"), [3]) == {3}  # one core: all on it
 
 
-def test_the_preexec_step_pins_the_child():
-    one = {cpu_affinity.available()[-1]}
-    out = subprocess.run(["python3", "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
-                         preexec_fn=cpu_affinity.pin_preexec(one), capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(sorted(one))
-    assert os.sched_getaffinity(0) == set(cpu_affinity.available())  # the parent is untouched
+def test_a_pinned_child_sees_and_spreads_over_only_its_own_cpus():
+    """``available()`` is what the process may use, not what the host has: a lab started from a
+    ``taskset``-pinned shell spreads its roles over the pinned CPUs only."""
+    before = os.sched_getaffinity(0)
+    one = {max(before)}
+    code = ("import json, os; from labkit.backends.local import cpu_affinity as a; "
+            "print(json.dumps([sorted(os.sched_getaffinity(0)), a.available(), sorted(a.cpus_for(2.0, 0)), "
+            "sorted(a.cpus_for(0.2, a.slot_of('restserver-1')))]))")
+    out = subprocess.run([sys.executable, "-c", code], preexec_fn=cpu_affinity.pin_preexec(one),
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [sorted(one)] * 4
+    assert os.sched_getaffinity(0) == before, "pinning the child leaves the parent as it was"
+    assert cpu_affinity.available() == sorted(before)
+    if len(before) > 1:
+        assert len(cpu_affinity.cpus_for(2.0, 0)) == 2, "unpinned, a 2-vCPU role gets two CPUs"

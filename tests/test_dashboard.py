@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +23,11 @@ from pathlib import Path
 import pytest
 
 from labkit.lab import NOTEBOOKS_DIR
-from tests.analysis_data import grid_rows, write_csv
+from tests.support.analysis_data import grid_rows, write_csv
+from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser, pytest.mark.kernel]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -44,12 +45,6 @@ def _own_latency(n, c):
     return mean, 1.5 * mean, 3.0 * mean
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def voila(tmp_path):
     """Voila serving a copy of 04_reanalysis beside a data/reference.csv, as in the project layout."""
@@ -58,7 +53,7 @@ def voila(tmp_path):
     shutil.copy(NOTEBOOKS_DIR / "04_reanalysis.ipynb", nb_dir)
     write_csv(tmp_path / "data" / "reference.csv", grid_rows(_latency, nodes=(1, 2), levels=(10, 20, 50, 100, 200)))
     write_csv(tmp_path / "runs" / "lab.csv", grid_rows(_own_latency, nodes=(1, 2), levels=(10, 20, 50, 100, 200)))
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "voila.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "voila", str(nb_dir / "04_reanalysis.ipynb"), f"--port={port}", "--no-browser",

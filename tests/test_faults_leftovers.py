@@ -1,4 +1,4 @@
-"""The session's own leftovers check (tests/fixtures_leftovers.py) really finds what it should.
+"""The session's own leftovers check (tests/support/leftovers.py) really finds what it should.
 
 The check itself runs after the last test (``pytest_sessionfinish``) and fails the
 session when anything is left; these tests prove it sees a leaked process and a leaked
@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from tests import fixtures_leftovers as lo
+from tests.support import leftovers as lo
 
 
 def test_the_check_finds_a_leaked_process_and_run_folder(tmp_path):

@@ -22,7 +22,7 @@ from labkit.backends.local.nginx import LocalNginx
 from labkit.record import COLUMNS, EXTRA_COLUMNS, PERCENTILES, Measurement
 from labkit.service import get_status
 from labkit.sweep import Grid, run_sweep
-from tests.test_faults_sweep import ScriptedBackend
+from tests.support.backend_doubles import ScriptedBackend
 
 
 def _row(c: int) -> Measurement:
@@ -277,9 +277,7 @@ def test_an_unreadable_state_file_is_one_line_and_down_still_stops_what_it_can_f
                 p.wait()
 
 
-def test_file_system_and_input_faults_are_one_line_not_a_traceback(local_env):
-    env = _cli_env(local_env)
-    tmp = local_env["tmp"]
+def test_file_system_and_input_faults_are_one_line_not_a_traceback(local_env, cli_run):
     reference = str(REPO / "data" / "reference.csv")
     cases = [
         (["report", reference, "--sla", "max<=1500", "--charts", "/proc/nope/charts"], "/proc/nope"),
@@ -290,7 +288,7 @@ def test_file_system_and_input_faults_are_one_line_not_a_traceback(local_env):
         (["report", reference, "--sla", "mean<0"], "a bound must be > 0"),
     ]
     for args, expect in cases:
-        line = _one_line(_labkit(*args, env=env, cwd=tmp))
+        line = _one_line(cli_run(*args))
         assert expect in line, (args, line)
     assert state.load(local_env["settings"], "local") is None  # the failed sweep left nothing up
 
@@ -311,10 +309,10 @@ def test_a_full_disk_while_appending_a_row_is_a_results_error_naming_the_file():
     (["up", "--port", "-1"], "port must be between 1 and 65535, not -1"),
     (["up", "--nodes", "40"], "nodes must be between 1 and 16"),
 ])
-def test_bad_grids_and_cluster_specs_are_refused_before_anything_starts(local_env, args, expect):
+def test_bad_grids_and_cluster_specs_are_refused_before_anything_starts(local_env, cli_run, args, expect):
     out = local_env["tmp"] / "never.csv"
     full = [*args, "--out", str(out)] if args[0] == "sweep" else args
-    line = _one_line(_labkit(*full, env=_cli_env(local_env), cwd=local_env["tmp"]))
+    line = _one_line(cli_run(*full))
     assert expect in line, line
     assert not out.exists() and state.load(local_env["settings"], "local") is None
     assert not list(local_env["state_dir"].glob("local-*"))

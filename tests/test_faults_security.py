@@ -147,7 +147,7 @@ def test_generated_ssh_keys_are_0600_and_never_written_anywhere_else(tmp_path, c
     from labkit.backends.gcp.compute import Compute
     from labkit.record import Measurement
     from labkit.results import append_row
-    from tests.compute_stub import ComputeStub
+    from tests.support.compute_stub import ComputeStub
 
     caplog.set_level(logging.DEBUG, logger="labkit")
     with ComputeStub() as stub:

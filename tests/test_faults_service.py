@@ -162,6 +162,7 @@ def test_fuzzed_methods_and_paths_never_5xx(service_proc):
     _still_answers(url)
 
 
+@pytest.mark.ab
 @pytest.mark.parametrize("server, workers", [("flask", 1), ("gunicorn", 2)])
 def test_status_counts_exactly_after_5000_concurrent_requests(service_proc, server, workers):
     url = service_proc(server, workers=workers, env={"LABKIT_NODE": "fuzz"})

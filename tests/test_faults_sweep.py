@@ -15,18 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from labkit import processes, provenance, results, state
-from labkit.backends.base import AbRun, ClusterSpec
+from labkit import processes, provenance, results, state, sweep
+from labkit.backends.base import ClusterSpec
 from labkit.backends.local.backend import LocalBackend
-from labkit.errors import BackendError, LockError
-from labkit.service import get_status
+from labkit.errors import BackendError
 from labkit.settings import Settings
+from labkit.service import get_status
 from labkit.sweep import Grid, run_sweep
-from tests.backend_doubles import NoMachinesBackend
+from tests.support.backend_doubles import NoMachinesBackend, ScriptedBackend, replayed_ab
 from tests.data.capture import SubprocessAb, silent_listener
-from tests.fixtures_local import labkit_cgroups
-
-AB_DATA = Path(__file__).parent / "data" / "ab"
+from tests.support.local import labkit_cgroups
 
 
 def _rows(path) -> list[dict]:
@@ -100,34 +98,6 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
 
 # -- ab aborts: retried, recorded, and the sweep goes on --------------------------------------
 
-def _capture(name: str) -> AbRun:
-    def read(suffix):
-        p = AB_DATA / f"{name}{suffix}"
-        return p.read_text() if p.exists() else None
-    return AbRun(tuple(read(".argv").split()), int(read(".exit")), read(".stdout"), read(".stderr"),
-                 read(".e.csv"), read(".g.tsv"))
-
-
-ReplayBackend = NoMachinesBackend  # the name test_refine imports
-
-
-class ScriptedBackend(ReplayBackend):
-    """A backend whose ab runs replay real captures (tests/data/ab), in order, per point."""
-
-    name = "scripted"
-
-    def __init__(self, script: dict[int, list[str]]):
-        super().__init__()
-        self.script = {c: list(v) for c, v in script.items()}
-        self.calls: list[tuple[int, str]] = []
-
-    def run_ab(self, command, timeout, progress=None):
-        c = command.concurrency
-        name = self.script[c].pop(0)
-        self.calls.append((c, name))
-        return _capture(name)
-
-
 def test_ab_aborts_are_retried_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)  # no retry delay
     backend = ScriptedBackend({
@@ -156,6 +126,7 @@ def test_ab_aborts_are_retried_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     assert made["grid"]["concurrency"] == [10, 20, 30, 40] and made["cores"] >= 1 and made["ab"]
 
 
+@pytest.mark.ab
 def test_above_an_all_abort_level_a_point_is_tried_once_per_node_count(tmp_path, monkeypatch, caplog):
     """Real ab against a server that never answers: c=10 aborts in both attempts, so c=20 (same
     node count) gets one attempt; the next node count starts over; a resumed sweep remembers."""
@@ -180,7 +151,7 @@ def test_above_an_all_abort_level_a_point_is_tried_once_per_node_count(tmp_path,
         stop()
 
 
-class LowFileLimit(ReplayBackend):
+class LowFileLimit(NoMachinesBackend):
     """A tester whose open-file limit is too low (ab really runs, against the real service)."""
 
     name = "lowfiles"
@@ -197,6 +168,7 @@ class LowFileLimit(ReplayBackend):
         return self.ab.run_ab(command, timeout, progress)
 
 
+@pytest.mark.ab
 def test_emfile_from_a_low_open_file_limit_is_recorded_and_the_sweep_goes_on(service_proc, tmp_path, monkeypatch):
     monkeypatch.setattr("labkit.measure.time.sleep", lambda s: None)
     url = service_proc("flask")
@@ -236,6 +208,7 @@ def _env(local_env) -> dict:
     return {**os.environ, "LABKIT_STATE_DIR": str(local_env["state_dir"]), "LABKIT_LOCAL_NET": local_env["net"]}
 
 
+@pytest.mark.cgroups
 def test_sigint_keeps_every_row_tears_down_and_resume_measures_only_the_rest(local_env):
     out = local_env["tmp"] / "runs" / "int.csv"
     args = ["sweep", "--nodes", "1,2", "--concurrency", "10,20,30", "--requests", "300", "--out", str(out)]
@@ -283,39 +256,32 @@ def test_sigint_keeps_every_row_tears_down_and_resume_measures_only_the_rest(loc
 # -- two sweeps at once in the same folder ----------------------------------------------------
 
 @pytest.mark.parametrize("same_out", [True, False], ids=["same-csv", "other-csv"])
-def test_a_second_sweep_in_the_same_folder_is_refused(local_env, same_out):
-    env = _env(local_env)
-    first_out = local_env["tmp"] / "a.csv"
-    second_out = first_out if same_out else local_env["tmp"] / "b.csv"
-    common = ["sweep", "--nodes", "1,2", "--concurrency", "10,20", "--requests", "200"]
-    first = subprocess.Popen(_cli(*common, "--out", str(first_out)), env=env, cwd=local_env["tmp"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_rows(first_out, 1, 120, first)
-        second = subprocess.run(_cli(*common, "--out", str(second_out)), env=env, cwd=local_env["tmp"],
-                                capture_output=True, text=True, timeout=60)
-        assert second.returncode == 2
-        lines = second.stderr.strip().splitlines()
-        assert len(lines) == 1 and "another sweep" in lines[0] and f"pid {first.pid}" in lines[0], second.stderr
-        assert first.poll() is None or first.returncode == 0  # the first was not disturbed
-        _, err = first.communicate(timeout=240)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-    assert first.returncode == 0, err
-    rows = _rows(first_out)
-    assert [(r["nodes"], r["concurrency"]) for r in rows] == [("1", "10"), ("1", "20"), ("2", "10"), ("2", "20")]
-    assert len({r["run_id"] for r in rows}) == 1  # nothing mixed in
-    assert all(r["failed"] == "0" and r["non_2xx"] == "0" for r in rows)
-    if not same_out:
-        assert not second_out.exists()
-    assert state.load(local_env["settings"], "local") is None
+def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, same_out):
+    """While a sweep holds the folder and its CSV, ``labkit sweep`` is refused at once, in one line
+    naming the holder, and starts nothing: with the same ``--out`` and with another one.
+
+    This process holds the two locks exactly as :func:`run_sweep` does (``folder_locked`` and
+    ``locked``); that a real sweep takes them is test_sweep.py's lock test and, with a real CLI
+    sweep as the holder, test_faults_results.py's refused-commands test.
+    """
+    settings = Settings(state_dir=tmp_path / ".labkit", local_net="127.0.9")
+    env = {**os.environ, **settings.to_env()}
+    first_out = tmp_path / "a.csv"
+    second_out = first_out if same_out else tmp_path / "b.csv"
+    with sweep.folder_locked(settings), sweep.locked(first_out):
+        second = subprocess.run(_cli("sweep", "--nodes", "1,2", "--concurrency", "10,20", "--requests", "200",
+                                     "--out", str(second_out)), env=env, cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "another sweep" in lines[0] and f"pid {os.getpid()}" in lines[0], second.stderr
+    assert not first_out.exists() and not second_out.exists(), "nothing was measured"
+    assert state.load(settings, "local") is None, "nothing was started"
 
 
 # -- a library error while reconfiguring: one line, every measured row kept (issue 16) ---------
 
-class BrokenAtTwoNodes(ReplayBackend):
+class BrokenAtTwoNodes(NoMachinesBackend):
     """Measures (replayed ab) at one node; scaling to two fails like a balancer still marking servers down."""
 
     name = "broken"
@@ -329,7 +295,7 @@ class BrokenAtTwoNodes(ReplayBackend):
             raise self.error
 
     def run_ab(self, command, timeout, progress=None):
-        return _capture("success")
+        return replayed_ab("success")
 
 
 @pytest.mark.parametrize("error", [

@@ -11,17 +11,11 @@ from labkit.backends.gcp.backend import GcpBackend
 from labkit.backends.base import ClusterSpec
 from labkit.errors import ConfigError, QuotaError, StockoutError
 from labkit.settings import Settings
-from tests.compute_stub import ComputeStub
-from tests.compute_stub import anonymous_compute as _compute
+from tests.support.compute_stub import ComputeStub
+from tests.support.compute_stub import anonymous_compute as _compute
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-
-
-@pytest.fixture
-def stub():
-    with ComputeStub() as s:
-        yield s
 
 
 def _backend(stub, tmp_path, **kw):

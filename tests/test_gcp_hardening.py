@@ -16,16 +16,10 @@ from labkit.backends.gcp.backend import GcpBackend
 from labkit.errors import CloudError, ConfigError
 from labkit.backends.gcp.client import check_endpoint
 from labkit.settings import Settings
-from tests.compute_stub import ComputeStub
-from tests.compute_stub import anonymous_compute as _compute
+from tests.support.compute_stub import ComputeStub
+from tests.support.compute_stub import anonymous_compute as _compute
 
 PROJECT, ZONE = "lab-project", "us-central1-a"
-
-
-@pytest.fixture
-def stub():
-    with ComputeStub() as s:
-        yield s
 
 
 def _backend(stub, tmp_path, run_id="run1", folder=".labkit", **kw):

@@ -8,7 +8,7 @@ from labkit import handout, profiles
 from labkit.errors import ConfigError
 from labkit.results import load_results
 from labkit.sweep import profiles_grid
-from tests.analysis_data import grid_rows, make_row, write_csv
+from tests.support.analysis_data import grid_rows, make_row, write_csv
 
 
 def _lat(n, c):

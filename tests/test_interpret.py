@@ -1,6 +1,6 @@
 """Interpret your results: the explanations quote the student's own numbers (labkit.teaching.interpret*).
 
-Crafted results (tests/analysis_data.py rows, written and read back as a sweep would) whose
+Crafted results (tests/support/analysis_data.py rows, written and read back as a sweep would) whose
 numbers are known, so each text must contain exactly them. The notebooks' manually graded
 cells that sit under these explanations are checked on the source notebooks and the rubric.
 """
@@ -12,15 +12,16 @@ import json
 import pandas as pd
 import pytest
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit.handout import PART1_SLA, PART2_SLA
-from labkit.teaching.interpret import bottleneck_text, littles_law_text, noise_text, points
+from labkit.teaching import findings
+from labkit.teaching.interpret import bottleneck_text, littles_law_text, noise_text, points, usl_text
 from labkit.teaching.first_run import HANDOUT_STATUS, handout_bug_text, payload_text
 from labkit.teaching.network import backlog_text, round_robin_text, strictly_alternates
 from labkit.lab import NOTEBOOKS_DIR
 from labkit.grading.release import graded_cells, rubric
 from labkit.results import load_results
-from labkit.vertical import vertical_text
+from labkit.vertical import vertical_finding, vertical_text
 
 
 def _df(tmp_path, rows):
@@ -42,38 +43,65 @@ def one_node(tmp_path):
     return _df(tmp_path, rows)
 
 
-def test_littles_law_quotes_the_students_numbers(one_node):
+def test_littles_law_finding_by_value(one_node):
+    f = findings.littles_law(one_node, nodes=1, k=5)
+    assert [(p.concurrency, p.rps, p.mean_ms) for p in f.points] == [(10, 200.0, 50.0), (50, 240.0, 208.0),
+                                                                     (100, 250.0, 400.0), (200, 248.0, 806.0)]
+    p100 = f.points[2]
+    assert p100.xr == pytest.approx(100.0) and p100.ratio == pytest.approx(1.0) and p100.holds
+    (sat,) = f.saturation
+    # flat from c=50 (240 ≥ 0.9 × 250); the highest level still delivers 248 of 250: flat, not dropping
+    assert (sat.flat_from, sat.peak_rps, sat.last, sat.drops) == (50, 250.0, 200, False)
+    assert sat.model_mean_ms == pytest.approx(800.0)
+
+
+def test_littles_law_shows_evidence_and_flags_not_the_computation(one_node, tmp_path):
     text = littles_law_text(one_node, nodes=1, k=5)
-    # c=100, 250 rps, mean 400 ms -> X·R = 100
-    assert "c=100: X = 250.0 rps, R = mean 400 ms → X·R = 250.0 × 0.400 s = 100.0 (N = 100; ratio 1.00" in text
-    assert "c=10: X = 200.0 rps, R = mean 50 ms" in text and "= 10.0 (N = 10" in text
-    # throughput flat from c=50 (240 ≥ 0.9 × 250): R = N / X
-    assert "flattens at about 250 rps (from c=50)" in text
-    assert "mean 208 ms → 806 ms" in text and "model R = 200 / 250 rps = 800 ms" in text
+    assert "| c=100 | 100 | 250.0 | 400 ms |  |" in text, "N, X, R: the student computes X·R"
+    assert "X·R /" not in text and "flat" not in text and "100.0" not in text
+    solved = littles_law_text(one_node, nodes=1, k=5, solve=True)
+    assert "| c=100 | 100 | 250.0 | 400 ms | 100.0 | 1.00 |" in solved
+    assert "throughput flat from c=50 (peak 250 req/s); mean 208 ms at c=50 → 806 ms at c=200 (model R" in solved
     assert "c=500" not in text, "an aborted point has no throughput to check"
+    far = _df(tmp_path, [_point(2, 500, 300.0, 950.0)])  # 300 × 0.95 = 285 of 500
+    f = findings.littles_law(far)
+    assert f.points[0].ratio == pytest.approx(0.57) and not f.points[0].holds
+    assert "| 2 nodes, c=500 | 500 | 300.0 | 950 ms | ⚠ |" in littles_law_text(far)
+    assert "far from N at 2 nodes, c=500" in littles_law_text(far)
 
 
-def test_littles_law_flags_a_ratio_far_from_one(tmp_path):
-    df = _df(tmp_path, [_point(2, 500, 300.0, 950.0)])  # 300 × 0.95 = 285 of 500
-    text = littles_law_text(df)
-    assert "2 nodes, c=500" in text and "ratio 0.57: far from 1: fewer than N" in text
+def test_a_throughput_that_falls_is_a_drop_not_flat(tmp_path):
+    df = _df(tmp_path, [_point(2, 50, 400.0, 125.0), _point(2, 500, 500.0, 1000.0), _point(2, 1000, 365.0, 2700.0)])
+    (sat,) = findings.littles_law(df).saturation
+    assert sat.drops and sat.peak_rps == 500.0 and sat.last_rps == 365.0
 
 
-def test_backlog_quotes_aborted_levels_and_syn_stalls(one_node, tmp_path):
-    text = backlog_text(one_node)
-    assert "backlog of 128" in text and "-s 10" in text and "70007" in text
-    assert "aborted: c=500 (apr_pollset_poll: The timeout specified has expired (70007))" in text
-    assert "Largest connect mean: 1,012 ms at c=200" in text
-    assert "c=200: connect mean 1,012 ms, max 3,050 ms ≈ 3 s" in text
-    assert "no rows behind the balancer yet" in text
-
-    behind = _df(tmp_path, [*[make_row(1, 10)], _point(2, 100, 500.0, 200.0, connect_mean_ms=2.5),
-                            make_row(3, 1200, non_2xx=10000, failed=0),
-                            make_row(2, 1500, aborted=True, abort_reason="apr_pollset_poll: (70007)")])
-    text = backlog_text(behind)
-    assert "Aborted behind the balancer: 2 nodes, c=1500 (apr_pollset_poll: (70007))" in text
-    assert "3 nodes, c=1200 refused (10000 non-2xx, 0 failed)" in text
-    assert "502" in text and "Largest connect mean behind the balancer: 2.5 ms at 2 nodes, c=100" in text
+def test_connections_attribute_stalls_only_where_a_backlog_can_be_full(one_node, tmp_path):
+    f = findings.connections(one_node)
+    assert f.one_node_aborted == (500,) and f.above_backlog == (200, 500)
+    assert f.one_node_max_connect == (200, 1012.0, 3050.0)
+    assert {(s.concurrency, s.what, s.retry_s, s.cause) for s in f.stalls} == {
+        (200, "connect_mean_ms", 1.0, "client"), (200, "max_ms", 3.0, "client"),
+        (100, "max_ms", 1.0, "")}  # c=100's max of 1,000 ms: under the backlog, connect mean small
+    # c=100 is under Werkzeug's 128 and its connect mean is 1 ms: a 2.9 s max is not a SYN retry;
+    # behind nginx, 2 nodes × c=500 is 250 users per server: nginx's own connects stall (15 s), the client's do not
+    df = _df(tmp_path, [_point(1, 100, 97.0, 1000.0, max_ms=2870.0, connect_mean_ms=1.0),
+                        _point(2, 500, 230.0, 2100.0, max_ms=15600.0, connect_mean_ms=2.0),
+                        _point(5, 500, 580.0, 860.0, max_ms=7100.0, connect_mean_ms=2.0),
+                        make_row(3, 1200, non_2xx=10000, failed=0),
+                        make_row(2, 1500, aborted=True, abort_reason="apr_pollset_poll: (70007)")])
+    f = findings.connections(df)
+    assert {(s.nodes, s.concurrency, s.retry_s, s.cause) for s in f.stalls} == {
+        (1, 100, 3.0, ""), (2, 500, 15.0, "upstream"), (5, 500, 7.0, "")}
+    assert f.behind_aborted == ((2, 1500),) and f.behind_errors == ((3, 1200, "refused", 10000, 0),)
+    text = backlog_text(df)
+    assert "| 2 nodes, c=500 | 250 | 2.0 ms | 15,600 ms | ok |" in text and "- 2 nodes, c=500: longest request ≈ 15 s\n" in text
+    assert "- c=100: longest request ≈ 3 s\n" in text, "evidence, not the attribution the question asks for"
+    solved = backlog_text(df, solve=True)
+    assert "- c=100: longest request ≈ 3 s — not a SYN retry" in solved
+    assert "- 2 nodes, c=500: longest request ≈ 15 s — nginx's connects to the servers" in solved
+    assert "| 3 nodes, c=1200 | refused | 10000 | 0 |" in text
+    assert "queue" not in text, "the mechanism is the notebook's fixed text; no upstream queue is claimed"
 
 
 def test_bottleneck_names_the_busy_role_with_its_utilisation(tmp_path):
@@ -85,51 +113,71 @@ def test_bottleneck_names_the_busy_role_with_its_utilisation(tmp_path):
                    tester_machine_type="f1-micro")]
     df = _df(tmp_path, rows)
     text = bottleneck_text(df, PART2_SLA, 2000)
-    assert "1 node(s), best clean point c=50 (100 rps): server 95 %, tester 10 % → busiest: server" in text
-    assert ("2 node(s), best clean point c=50 (200 rps): server 95 %, balancer 80 %, tester 10 % → busiest: server"
-            in text)
+    assert "| 1 | c=50 | 100.0 | 95 % | — | 10 % | server |" in text
+    assert "| 2 | c=50 | 200.0 | 95 % | 80 % | 10 % | server |" in text
     # balancer: 1.6 CPU-s / 2000 requests = 0.80 ms: one 0.2-vCPU f1-micro carries 250 rps (a model)
-    assert "balancer 0.80 ms, so one f1-micro (0.2 vCPU) saturates near 250 rps (model" in text
-    assert "USL fit over node counts: not available" in text, "two node counts cannot be fitted"
+    assert "| balancer | 0.80 | f1-micro | 0.2 | 250 |" in text and "(model: vCPU / CPU per request)" in text
+    assert "USL fit of peak throughput vs nodes: not available" in text, "two node counts cannot be fitted"
     assert "Capacity for 2000 users (model" in text and "6,667 req/s" in text
 
 
-def test_bottleneck_without_cpu_columns_says_so(tmp_path):
-    df = _df(tmp_path, [_point(n, 100, 200.0 * n, 500.0 / n) for n in (1, 2, 3)])
-    text = bottleneck_text(df)
-    assert "no per-role CPU columns" in text
-    assert ("USL fit of peak throughput vs nodes (model, fitted to your peaks 1: 200, 2: 400, 3: 600 rps): "
-            "linear so far") in text
+def test_usl_is_worded_only_when_it_explains_the_peaks(tmp_path):
+    linear = _df(tmp_path, [_point(n, 100, 200.0 * n, 500.0 / n) for n in (1, 2, 3)])
+    f = findings.usl(linear)
+    assert f.available and f.r2 == pytest.approx(1.0) and f.explains
+    assert ("USL fit of peak throughput vs nodes (a model, fitted to your peaks 1: 200, 2: 400, 3: 600 req/s): "
+            "linear so far") in bottleneck_text(linear)
+    noisy = _df(tmp_path, [_point(n, 100, rps, 100.0) for n, rps in ((1, 100.0), (2, 300.0), (3, 120.0),
+                                                                     (4, 290.0), (5, 110.0))])
+    f = findings.usl(noisy)
+    assert f.available and f.r2 < 0.5 and not f.explains
+    text = usl_text(noisy)
+    assert f"R² {f.r2:.2f} — it explains too little" in text and "serialised" not in text
 
 
-def test_noise_quotes_max_vs_p99_repeats_and_borderline(tmp_path):
-    rows = [_point(1, 20, 200.0, 100.0, max_ms=1040.0, p99_ms=150.0),
+def test_noise_finding_lists_every_clause_near_its_bound(tmp_path):
+    rows = [_point(1, 15, 120.0, 125.0, p98_ms=319.5, max_ms=600.0),  # p98 6.5 % over 300: near
+            _point(1, 20, 200.0, 100.0, max_ms=1040.0, p99_ms=150.0),
             _point(1, 50, 230.0, 195.0, repeat=0), _point(1, 50, 240.0, 205.0, repeat=1)]
+    f = findings.noise(_df(tmp_path, rows), PART1_SLA)
+    near = {(x.concurrency, x.metric): round(x.over, 3) for x in f.near}
+    assert near[(15, "p98")] == 0.065 and near[(50, "mean")] == 0.025
+    assert f.gaps[0].concurrency == 20 and f.gaps[0].ratio == pytest.approx(1040 / 150)
+    (rep,) = f.repeats
+    assert (rep.concurrency, rep.runs, rep.clean, rep.mean_lo, rep.mean_hi) == (50, 2, 2, 195.0, 205.0)
     text = noise_text(_df(tmp_path, rows), PART1_SLA)
-    assert "c=20: max 1,040 ms vs p99 150 ms (×6.9)" in text
-    assert "c=50: 2 runs, mean 195 ms–205 ms (5 % apart)" in text
-    assert "Borderline under max<=1500 mean<200 p98<=300: c=50: mean 205 ms, 2 % over 200" in text
+    assert "| c=15 | p98 | 320 ms | 300 ms | +6.5 % |" in text and "| c=20 | 150 ms | 1,040 ms | 6.9 |" in text
+    assert "| c=50 | 0 | ok | 195 ms |" in text and "| c=50 | 1 | ok | 205 ms |" in text
+    assert [(r.repeat, r.mean_ms) for r in f.runs] == [(0, 195.0), (1, 205.0)]
+    assert "No clause" not in text
 
 
 def test_noise_without_repeats_says_how_to_get_them(one_node):
     assert "set `repeats = 3`" in noise_text(one_node)
 
 
-def test_vertical_quotes_throughput_ratios_and_cores_busy(tmp_path):
-    rows = [_point(1, 100, 100.0, 1000.0, machine_type="f1-micro", time_taken_s=10.0, server_cpu_s=2.0),
-            _point(1, 100, 480.0, 208.0, machine_type="e2-standard-2", time_taken_s=10.0, server_cpu_s=10.0),
+def test_vertical_heading_states_the_measured_ratios_and_what_is_not_shown(tmp_path):
+    rows = [_point(1, 100, 100.0, 1000.0, machine_type="f1-micro", time_taken_s=10.0, server_cpu_s=2.0,
+                   tester_machine_type="f1-micro"),
+            _point(1, 100, 742.0, 135.0, machine_type="e2-medium", time_taken_s=10.0, server_cpu_s=9.0,
+                   tester_machine_type="e2-standard-2"),
             _point(1, 100, 450.0, 222.0, machine_type="e2-medium", server="gunicorn", workers=2,
-                   time_taken_s=10.0, server_cpu_s=9.5),
+                   time_taken_s=10.0, server_cpu_s=9.5, tester_machine_type="e2-standard-2"),
             _point(1, 100, 1600.0, 62.5, machine_type="e2-standard-2", server="gunicorn", workers=4,
-                   time_taken_s=10.0, server_cpu_s=19.0)]
-    text = vertical_text(_df(tmp_path, rows))
-    assert "flask (1 worker) on f1-micro (0.2 vCPU), c=100: 100 rps, mean 1,000 ms, 0.20 cores busy of 0.2" \
-        in text
-    assert ("flask: f1-micro → e2-standard-2: vCPU ×10.0, throughput ×4.80 (100 → 480 rps): did not keep up"
-            in text)
-    assert "kept 1.00 of 2 cores busy — one process cannot use more than one" in text
-    assert "gunicorn: e2-medium → e2-standard-2: vCPU ×2.0, throughput ×3.56" in text
-    assert "Same machine (e2-standard-2): flask 480 rps vs gunicorn (4 workers) 1,600 rps" in text
+                   time_taken_s=10.0, server_cpu_s=19.0, tester_machine_type="e2-standard-2")]
+    df = _df(tmp_path, rows)
+    f = vertical_finding(df)
+    flask = next(c for c in f.scaling if c.server == "flask")
+    assert (flask.small, flask.large, flask.vcpu_ratio, round(flask.rps_ratio, 2), flask.verdict) == (
+        "f1-micro", "e2-medium", 5.0, 7.42, "scaled")
+    gun = next(c for c in f.scaling if c.server == "gunicorn")
+    assert gun.vcpu_ratio == 2.0 and round(gun.rps_ratio, 2) == 3.56 and gun.verdict == "scaled"
+    assert not f.flask_above_one_vcpu and f.testers == ("e2-standard-2", "f1-micro")
+    text = vertical_text(df)
+    assert text.startswith("### Your numbers: flask ×7.42 throughput for ×5.0 vCPU (scaled); gunicorn ×3.56")
+    assert "whether it stays flat beyond one core is **not shown**" in text
+    assert "measured with different testers (e2-standard-2, f1-micro)" in text
+    assert "| flask ×1 | f1-micro | 0.2 | 100 | 100 | 1,000 ms | 0.20 | f1-micro |" in text
 
 
 def test_points_mean_over_clean_repeats_only(tmp_path):

@@ -19,7 +19,7 @@ from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, NginxConfigError
 from labkit.backends.local.nginx import LocalNginx
 
-from tests.fixtures_local import labkit_cgroups
+from tests.support.local import labkit_cgroups
 
 
 def _status(url: str) -> dict:
@@ -31,6 +31,7 @@ def _pids(backend: LocalBackend) -> list[processes.ProcessRecord]:
     return [processes.ProcessRecord(**r) for r in state.load(backend.settings, "local")["processes"].values()]
 
 
+@pytest.mark.cgroups
 def test_up_gives_each_machine_its_address_and_cgroup_limits(local_env):
     b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=2, machine_type="f1-micro"))
@@ -100,6 +101,7 @@ def test_balancer_round_robins_and_scales(local_env):
     b.down()
 
 
+@pytest.mark.cgroups
 def test_down_from_another_shell_leaves_nothing(local_env):
     b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=2, server="gunicorn", workers=2))
@@ -145,6 +147,7 @@ def test_without_cgroups_runs_unlimited_and_records_it(local_env):
     b.down()
 
 
+@pytest.mark.cgroups
 def test_attaching_can_resize_the_tester_for_the_next_ab_run(local_env):
     b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=1))
@@ -168,6 +171,7 @@ def test_attaching_can_resize_the_tester_for_the_next_ab_run(local_env):
     again.down()
 
 
+@pytest.mark.cgroups
 def test_down_removes_groups_whose_record_was_lost(local_env):
     """Two objects attached to one lab can overwrite each other's record; down still cleans up."""
     b = LocalBackend(local_env["settings"])

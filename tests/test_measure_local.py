@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from labkit.ab import AbCommand
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local.backend import LocalBackend
@@ -10,6 +12,7 @@ from labkit.measure import measure
 FLASK_CPU_PER_REQUEST = 0.76e-3  # s, bench/RESULTS.md §4 (Flask dev server, fib(20), one core)
 
 
+@pytest.mark.cgroups
 def test_a_row_holds_the_cpu_each_role_used_and_the_machine_types(local_env):
     b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=2))

@@ -4,7 +4,6 @@ import http.server
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -14,15 +13,10 @@ import pytest
 
 from labkit.errors import ConfigError
 from labkit.nginx_conf import render_nginx_conf
+from tests.support.ports import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (make test installs it)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _nginx(prefix, conf, *args):
@@ -43,9 +37,10 @@ def test_render_contains_handout_settings(tmp_path):
     assert "access_log off;" in text
 
 
+@pytest.mark.nginx
 def test_nginx_t_accepts_it(tmp_path):
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf("127.0.0.1", _free_port(), [("127.0.0.1", 9001), ("127.0.0.1", 9002)],
+    conf.write_text(render_nginx_conf("127.0.0.1", free_port(), [("127.0.0.1", 9001), ("127.0.0.1", 9002)],
                                       str(tmp_path), worker_connections=1024, rlimit_nofile=4096,
                                       access_log=str(tmp_path / "access.log")))
     r = _nginx(tmp_path, conf, "-t")
@@ -53,10 +48,11 @@ def test_nginx_t_accepts_it(tmp_path):
     assert "syntax is ok" in r.stderr and "test is successful" in r.stderr
 
 
+@pytest.mark.nginx
 def test_nginx_t_rejects_broken_conf(tmp_path):
     # The checker itself must be able to fail: a truncated config is refused.
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf("127.0.0.1", _free_port(), [("127.0.0.1", 9001)], str(tmp_path))[:-3])
+    conf.write_text(render_nginx_conf("127.0.0.1", free_port(), [("127.0.0.1", 9001)], str(tmp_path))[:-3])
     r = _nginx(tmp_path, conf, "-t")
     assert r.returncode != 0
     assert "unexpected end of file" in r.stderr
@@ -73,6 +69,7 @@ def test_ipv6_upstream_bracketed(tmp_path):
     assert "server [::1]:9001;" in text and "listen [::1]:8080;" in text
 
 
+@pytest.mark.nginx
 def test_real_nginx_alternates_between_upstreams(tmp_path):
     servers = []
     for name in ("A", "B"):
@@ -92,7 +89,7 @@ def test_real_nginx_alternates_between_upstreams(tmp_path):
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(render_nginx_conf("127.0.0.1", port, [("127.0.0.1", s.server_address[1]) for s in servers],
                                       str(tmp_path), worker_processes=1))

@@ -11,6 +11,7 @@ parameterised, and in sync with their jupytext scripts.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,10 +23,11 @@ import pytest
 import labkit
 from labkit import profiles, state
 from labkit.handout import PART1_SLA, PART2_SLA, PART2_USERS
-from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, run_lab
+from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, declared_parameters, kernel_environment, run_lab
 from labkit.analysis.report import build_report
 from labkit.results import load_results
 from labkit.settings import Settings
+from tests.support.local import session_net
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -52,7 +54,31 @@ def test_every_notebook_executed_without_error_output(lab_report, name):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.execution_count is not None for c in code), "every code cell ran"
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1 and "profile = \"tiny\"" in injected[0].source
+    assert len(injected) == 1
+    declared = declared_parameters(NOTEBOOKS_DIR / f"{name}.ipynb")
+    given = [t.id for node in ast.parse(injected[0].source).body for t in node.targets]
+    assert set(given) <= set(declared), "labkit lab passes a notebook only the parameters it declares"
+    assert ("profile" in declared) == ('profile = "tiny"' in injected[0].source)
+    assert nb.cells[0].metadata.get("tags") == ["labkit-reference"] and "Instructor's reference run" in nb.cells[0].source
+
+
+def test_saved_notebooks_hold_no_progress_bar(lab_report):
+    for name in NOTEBOOKS:
+        text = (lab_report["dir"] / f"{name}.ipynb").read_text()
+        assert "application/vnd.jupyter.widget-view+json" not in text and "0%|" not in text, name
+
+
+def test_executed_notebooks_pass_the_consistency_check(lab_report):
+    """Every number a sentence quotes is in a table or JSON (or said to be a model), one value per point,
+    headings agree with what is under them; labkit lab recorded the same in summary.json."""
+    from labkit.teaching.consistency import check_report
+
+    found = check_report(lab_report["dir"])
+    assert set(found) == {f"{n}.ipynb" for n in NOTEBOOKS}
+    assert found == {n: [] for n in found}
+    summary = json.loads((lab_report["dir"] / "summary.json").read_text())
+    assert summary["consistency"] == found
+    assert "Consistency check (sentences vs tables): no problem found" in (lab_report["dir"] / "summary.txt").read_text()
 
 
 def test_source_notebooks_pass_their_own_autograder_cells(lab_report):
@@ -71,6 +97,8 @@ def test_source_notebooks_pass_their_own_autograder_cells(lab_report):
 def test_at_least_four_png_charts(lab_report):
     pngs = sorted(lab_report["dir"].glob("*.png"))
     assert len(pngs) >= 4
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in pngs]
+    assert len(set(digests)) == len(digests), "one PNG per chart: no chart saved twice"
     assert {"01_latency_one_server.png", "02_mean_latency.png", "02_sla_heatmap.png",
             "03_vertical_scaling.png"} <= {p.name for p in pngs}
     for p in pngs:
@@ -87,6 +115,7 @@ def test_results_csv_holds_every_point_of_the_tiny_profile(lab_report):
     assert got == sorted(set(horizontal) | set(vertical)), "01-03 share one CSV; nothing measured twice"
     assert (df["requests"] == tiny.requests).all()
     assert (df["complete"] == tiny.requests).all() and not df["aborted"].any()
+    assert tiny.requests_per_user == 0 and not tiny.largest_concurrency
 
 
 def test_summary_answers_agree_with_build_report_on_the_csv(lab_report):
@@ -144,8 +173,11 @@ def test_committed_notebook_has_no_outputs_and_one_parameters_cell(name):
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    for var in ("backend", "profile", "machine_type", "nodes", "concurrency", "results_csv", "charts_dir"):
-        assert f"\n{var} = " in "\n" + params[0].source, var
+    declared = declared_parameters(NOTEBOOKS_DIR / f"{name}.ipynb")
+    assert declared, "a parameters cell that assigns the notebook's parameters"
+    rest = "\n".join(c.source for c in code if c is not params[0])
+    used = {n.id for n in ast.walk(ast.parse(rest)) if isinstance(n, ast.Name)}
+    assert [v for v in declared if v not in used] == [], "every parameter is used by the notebook"
     assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
@@ -184,10 +216,12 @@ def test_pair_check_detects_an_edit_on_either_side(tmp_path):
     assert pair_differences(tmp_path / "n.ipynb", tmp_path / "n.py") == ["n.py is missing"]
 
 
+@pytest.mark.kernel
 def test_a_failing_notebook_stops_the_run_names_itself_and_the_lab_still_goes_down(tmp_path, monkeypatch):
     from labkit.lab import NotebookError
 
-    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net="127.0.205")
+    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net=session_net(205),
+                                           cgroups="off")
     monkeypatch.chdir(tmp_path)
     environ_before = dict(os.environ)
     broken = tmp_path / "notebooks"

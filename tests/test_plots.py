@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit.analysis import plots
 from labkit.results import load_results
 from labkit.analysis.usl import usl
@@ -135,3 +135,47 @@ def test_latency_charts_leave_out_aborted_and_refused_points_and_mark_errors(tmp
         assert crosses.get_offsets().tolist() == [[20.0, 20.0]]
     texts = [t.get_text() for t in plots.sla_heatmap(df, SLA).axes[0].texts]
     assert texts == ["pass", "errors", "refused", "aborted", "FAIL"]
+
+
+def test_the_answer_and_the_bounds_are_readable(df):
+    ax = plots.percentiles_chart(df, SLA, nodes=1, answer=100).axes[0]
+    assert [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_label() == "answer: 100 users"] == [100]
+    ticks = list(ax.get_yticks())
+    assert {200, 300, 1500} <= set(ticks), "each SLA bound is a labelled tick of the log axis"
+    mean_ax = plots.mean_latency_chart(df, "max<=1000 mean<300 p98<400").axes[0]
+    assert mean_ax.get_yscale() == "log" and 300 in list(mean_ax.get_yticks())
+    low, high = mean_ax.get_ylim()
+    assert low < 10 and high > 1000  # the passing points and the overloaded ones on one readable axis
+
+
+def test_heatmap_labels_untested_points(df):
+    ax = plots.sla_heatmap(df, SLA).axes[0]
+    # 2000 users were tried at 1 node only: 2 and 3 nodes have no point there
+    assert [t.get_text() for t in ax.texts].count("not\ntested") == 2
+
+
+def test_throughput_chart_shows_what_the_users_need(tmp_path):
+    rows = []
+    for n in (1, 2, 3):
+        for c in (10, 100):
+            rows.append(make_row(n, c, mean=1000.0 * c / (200.0 * n), rps=200.0 * n, requests=2000, complete=2000,
+                                 time_taken_s=10.0 / n, server_cpu_s=2.0, tester_cpu_s=0.4,
+                                 tester_machine_type="f1-micro",
+                                 **({"balancer_cpu_s": 0.4, "balancer_machine_type": "f1-micro"} if n > 1 else {})))
+    df = load_results(write_csv(tmp_path / "r.csv", rows))
+    ax = plots.throughput_chart(df, "max<=1000 mean<300 p98<400", 2000).axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    need = next(k for k in lines if k.startswith("needed:"))
+    assert need.startswith("needed: 6,667 req/s (2000 users") and lines[need].get_ydata()[0] == pytest.approx(6666.7, 0.01)
+    assert any(k.startswith("balancer cap (f1-micro):") for k in lines)
+    assert any(k.startswith("tester cap (f1-micro):") for k in lines)
+    model = next(k for k in lines if k.startswith("capacity model:"))
+    assert "→ 34 servers" in model and ax.get_xlim()[1] >= 34  # ceil(6,667 / 200): the curve reaches the answer
+
+
+def test_throughput_chart_does_not_draw_a_fit_that_explains_nothing(tmp_path):
+    rows = [make_row(n, 100, mean=100.0, rps=rps) for n, rps in ((1, 100.0), (2, 300.0), (3, 120.0), (4, 290.0),
+                                                                (5, 110.0))]
+    ax = plots.throughput_chart(load_results(write_csv(tmp_path / "r.csv", rows))).axes[0]
+    assert not [ln for ln in ax.get_lines() if ln.get_label().startswith("USL fit")]
+    assert any(t.get_text().startswith("USL fit not drawn: R²") for t in ax.texts)

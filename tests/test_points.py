@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit import pricing
 from labkit.analysis import demand, plan, points, queueing
 from labkit.analysis.sla import point_table

@@ -26,3 +26,28 @@ def test_quick_refines_part_one_at_one_node_with_the_handouts_sla():
     assert t.loc["quick", "refines"] == f"{PART1_SLA} at 1 node(s)" and t.loc["full", "refines"] == ""
     assert (t["repeats"] == 1).all()
     assert profiles.get("quick").refine == PART1_SLA == "max<=1500 mean<200 p98<=300"
+
+
+def test_quick_covers_both_questions():
+    """Design §6: levels below the knee, five requests per user, 2,000 users at the largest node count,
+    a 2-vCPU machine in the vertical part — and the table says which handout levels it skipped."""
+    from labkit.backends.base import ClusterSpec
+    from labkit.machine_types import MACHINE_TYPES
+    from labkit.sweep import scale_grids
+
+    q = profiles.get("quick")
+    assert {1, 2, 5} <= set(q.levels_at(1)) and 2000 in q.levels_at(max(q.nodes))
+    assert 2000 not in q.levels_at(2)
+    assert any(MACHINE_TYPES[mt].vcpu >= 2 for mt, _, _ in q.vertical)
+    grids = scale_grids(q, ClusterSpec())
+    at = {(p.nodes, p.concurrency): p.requests for g in grids for p in g.points()}
+    assert at[(1, 1)] == 500 and at[(1, 200)] == 1000 and at[(5, 2000)] == 10000  # max(500, 5 × users)
+    assert sorted({n for n, _ in at}) == [1, 2, 3, 5] and (3, 2000) not in at
+    assert profiles.skipped("quick", 5) == {"levels": [20, 100, 700, 1200, 1500, 2500, 3000], "nodes": [4]}
+    assert profiles.skipped_text("quick", 1) == (
+        "Profile quick: handout levels not measured at 1 node(s): 500, 700, 1000, 1200, 1500, 2000, 2500, 3000; "
+        "handout node counts not measured: 4; levels added below or between the handout's: 1, 2, 5 "
+        "(not tested, not extrapolated).")
+    assert profiles.skipped_text("full", 3) == "Profile full: every handout level measured at 3 node(s)."
+    t = profiles.profiles_table().set_index("profile")
+    assert t.loc["quick", "requests per point"] == "max(500, 5 × users)"

@@ -10,7 +10,7 @@ import pytest
 from labkit.dashboard import reanalysis
 from labkit.errors import ConfigError
 from labkit.results import load_results
-from tests.analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 
 def test_reanalysis_csv_prefers_own_newest_results_then_reference(tmp_path):
     import os

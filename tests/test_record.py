@@ -4,22 +4,72 @@ from __future__ import annotations
 
 import dataclasses
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from labkit.errors import ConfigError
 from labkit.record import COLUMNS, EXTRA_COLUMNS, PERCENTILES, Measurement, column_kinds
+from labkit.results import append_row, load_results
+
+REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference.csv"
 
 
-def test_the_fields_are_the_design_columns_in_order():
-    assert COLUMNS == ("run_id", "started_at", "backend", "machine_type", "server", "workers", "nodes",
-                       "concurrency", "requests", "complete", "failed", "non_2xx", "aborted", "attempts",
-                       "time_taken_s", "rps", "mean_ms", "ab_mean_ms", *(f"p{p}_ms" for p in PERCENTILES),
-                       "max_ms", "connect_mean_ms")
-    assert EXTRA_COLUMNS == ("cpu_limited", "abort_reason", "repeat", "settle_s", "balancer_machine_type",
-                             "tester_machine_type", "server_cpu_s", "balancer_cpu_s", "tester_cpu_s", "testers",
-                             "host_cpu_ms_per_request", "steal_pct", "burst")
-    assert tuple(f.name for f in dataclasses.fields(Measurement)) == COLUMNS + EXTRA_COLUMNS
+def _every_column_set() -> Measurement:
+    """A point with a value (not the default) in every column, of every type the record has."""
+    values = {"run_id": "20261120T090000Z-a1b2", "started_at": "2026-11-20T09:00:01+00:00", "backend": "gcp",
+              "machine_type": "e2-small", "server": "gunicorn", "workers": 3, "nodes": 4, "concurrency": 200,
+              "requests": 2000, "complete": 1990, "failed": 10, "non_2xx": 3, "aborted": False, "attempts": 2,
+              "time_taken_s": 7.25, "rps": 274.483, "mean_ms": 728.625, "ab_mean_ms": 730.5,
+              **{f"p{p}_ms": 100.0 + p for p in PERCENTILES}, "max_ms": 1499.125, "connect_mean_ms": 0.5,
+              "cpu_limited": True, "abort_reason": "retried: apr_socket_recv (104)", "repeat": 2, "settle_s": 1.75,
+              "balancer_machine_type": "e2-medium", "tester_machine_type": "e2-standard-2", "server_cpu_s": 3.5,
+              "balancer_cpu_s": 0.875, "tester_cpu_s": 2.125, "testers": 2, "host_cpu_ms_per_request": 1.125,
+              "steal_pct": 0.25, "burst": True, "cpu_scale": 0.5}
+    assert set(values) == set(COLUMNS + EXTRA_COLUMNS), "the test sets every column"
+    return Measurement(**values)
+
+
+def test_a_row_round_trips_through_the_csv_with_every_column_and_its_type(tmp_path):
+    m = _every_column_set()
+    append_row(tmp_path / "r.csv", m)
+    append_row(tmp_path / "r.csv", m.replace(nodes=5, aborted=True, cpu_limited=None, burst=None, testers=None,
+                                              **{c: None for c in ("rps", "mean_ms", "max_ms", "complete",
+                                                                   *(f"p{p}_ms" for p in PERCENTILES))}))
+    df = load_results(tmp_path / "r.csv")
+    assert list(df.columns) == [*COLUMNS, *EXTRA_COLUMNS]
+    row = df.iloc[0]
+    for name, value in m.to_json().items():
+        got = row[name]
+        if name == "started_at":
+            assert got == pd.Timestamp("2026-11-20T09:00:01Z"), name
+        else:
+            assert got == value and type(got.item() if hasattr(got, "item") else got) is type(value), \
+                (name, got, value)
+    assert str(df["nodes"].dtype) == "int64" and str(df["workers"].dtype) == "Int64"
+    assert str(df["cpu_limited"].dtype) == "boolean" and str(df["burst"].dtype) == "boolean"
+    assert df["aborted"].dtype == bool and str(df["run_id"].dtype) == "string"
+    gone = df.iloc[1]  # the aborted row: its empty cells load as missing, not as 0 or False
+    assert gone["aborted"] and gone["nodes"] == 5
+    assert pd.isna(gone["mean_ms"]) and pd.isna(gone["complete"]) and pd.isna(gone["cpu_limited"])
+    assert pd.isna(gone["burst"]) and pd.isna(gone["testers"])
+
+
+def test_a_csv_written_before_the_appended_columns_still_loads_and_appends(tmp_path):
+    old = tmp_path / "old.csv"
+    full = _every_column_set()
+    cells = full.to_cells()
+    old.write_text(",".join(COLUMNS) + "\n" + ",".join(cells[c] for c in COLUMNS) + "\n")
+    append_row(old, full.replace(nodes=2))  # a resumed sweep keeps the file's own header
+    assert old.read_text().splitlines()[0] == ",".join(COLUMNS)
+    df = load_results(old)
+    assert list(df.columns) == [*COLUMNS, *EXTRA_COLUMNS] and list(df["nodes"]) == [4, 2]
+    assert df[list(EXTRA_COLUMNS)].isna().all().all(), "columns the file lacks are empty"
+    assert list(df["mean_ms"]) == [728.625, 728.625] and list(df["workers"]) == [3, 3]
+    reference = load_results(REFERENCE)  # the committed reference run, written before `testers` existed
+    assert len(reference) > 0 and reference["testers"].isna().all() and reference["nodes"].min() >= 1
 
 
 def test_kinds_come_from_the_field_types():

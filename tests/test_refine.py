@@ -17,7 +17,7 @@ from labkit.analysis.report import build_report, format_report
 from labkit.analysis.sla import max_concurrency
 from labkit.sweep import Grid, run_sweep
 from tests.data.capture import SubprocessAb, _Quiet
-from tests.test_faults_sweep import ReplayBackend
+from tests.support.backend_doubles import NoMachinesBackend
 
 
 # -- the search itself ------------------------------------------------------------------------
@@ -86,7 +86,7 @@ class _Server(http.server.ThreadingHTTPServer):
     request_queue_size = 1024  # no SYN drops at c=100: the queue is the lock's, not the kernel's
 
 
-class Direct(ReplayBackend):
+class Direct(NoMachinesBackend):
     """A backend without machines whose tester runs the real ab against ``url``."""
 
     name = "direct"
@@ -118,6 +118,7 @@ def _rows(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.ab
 def test_refine_converges_on_a_real_service_and_resume_reuses_its_probes(crowded, tmp_path):
     out = tmp_path / "refined.csv"
     grid = Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 100), requests=150, retries=0, refine="mean<160")
@@ -147,6 +148,7 @@ def test_refine_converges_on_a_real_service_and_resume_reuses_its_probes(crowded
     assert _rows(out) == rows
 
 
+@pytest.mark.ab
 def test_repeats_and_resume_with_repeats(crowded, tmp_path):
     out = tmp_path / "repeats.csv"
     grid = Grid(ClusterSpec(), nodes=(1,), concurrency=(5, 10), requests=40, repeats=2)

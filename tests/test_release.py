@@ -23,22 +23,20 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from labkit import state
-from labkit.backends import get_backend
 from labkit.lab import NOTEBOOKS, NOTEBOOKS_DIR, kernel_environment, notebook_parameters
 from labkit.grading.release import ReleaseError, build_release
 from labkit.settings import Settings
+from tests.support.local import session_net
 
 
 def _cells(nb, kind):
     return [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get(kind)]
 
 
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("release")
-    paths = build_release(out)
-    assert [p.name for p in paths] == [f"{n}.ipynb" for n in NOTEBOOKS]
-    return out / "lab02"
+@pytest.fixture
+def student_dir(release_dir):
+    """The session's release (tests/support/release.py: built once, by the CLI)."""
+    return release_dir
 
 
 def test_student_versions_replace_every_solution_and_hide_the_expected_answers(student_dir):
@@ -120,14 +118,13 @@ def test_skip_measuring_comments_out_the_measuring_cells_only():
     assert all(line.startswith("#") for c in ungraded.cells if c.cell_type == "code" for line in c.source.splitlines())
 
 
-def test_release_via_cli_writes_into_out_lab02(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "labkit.cli", "release", "--out", str(tmp_path / "rel")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    listed = [Path(line).name for line in res.stdout.split()]
+def test_release_via_cli_writes_into_out_lab02(release, release_dir):
+    assert release["returncode"] == 0, release["stderr"]
+    listed = [Path(line).name for line in release["stdout"].split()]
     assert listed == [f"{n}.ipynb" for n in NOTEBOOKS]
-    assert sorted(p.name for p in (tmp_path / "rel" / "lab02").iterdir()) == listed
-    assert sorted(p.name for p in (tmp_path / "rel").iterdir()) == ["course", "lab02", "lab02-rubric.md"]
+    assert [Path(line).parent for line in release["stdout"].split()] == [release_dir] * len(NOTEBOOKS)
+    assert sorted(p.name for p in release_dir.iterdir()) == listed
+    assert sorted(p.name for p in release["out"].iterdir()) == ["course", "lab02", "lab02-rubric.md"]
 
 
 def test_release_names_missing_source_notebooks(tmp_path):
@@ -136,9 +133,19 @@ def test_release_names_missing_source_notebooks(tmp_path):
         build_release(tmp_path / "out", notebooks_dir=tmp_path)
 
 
+@pytest.mark.kernel
 def test_source_pass_and_student_versions_fail_only_with_not_implemented(student_dir, lab_report, tmp_path,
                                                                          monkeypatch):
-    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net="127.0.202")
+    """The student versions of 01 and 02 (the notebooks with solution cells), run on the session lab's
+    results with their measuring cells skipped as grading skips them: every error is the stub's.
+
+    The other cells are the source's, unchanged (test_student_versions_replace_every_solution...),
+    and the source notebooks ran them all for real in the session's tiny lab; 00, 03 and 04 hold no
+    solution code, so running their student versions again would check nothing new.
+    """
+    from labkit.nbgrader_hooks import SkipMeasuring
+
+    settings = Settings.from_env().replace(state_dir=tmp_path / ".labkit", local_net=session_net(202))
     monkeypatch.chdir(tmp_path)
     # The source notebooks, run for real (the session's tiny lab): their own autograder cells pass.
     report = lab_report["dir"]
@@ -148,26 +155,22 @@ def test_source_pass_and_student_versions_fail_only_with_not_implemented(student
             assert cell.execution_count is not None
             assert [o for o in cell.outputs if o["output_type"] == "error"] == []
 
-    # The student versions, on a copy of that run's results (so nothing is measured again).
     work = tmp_path / "student"
     work.mkdir()
     shutil.copy(report / "results.csv", work / "results.csv")
     errors: dict[str, list[tuple[str, str]]] = {}
-    try:
-        for name in NOTEBOOKS:
-            nb = load_notebook_node(str(student_dir / f"{name}.ipynb"))
-            params = notebook_parameters(name, work, "tiny", "local", "f1-micro")
-            nb = parameterize_notebook(nb, params)
-            NotebookClient(nb, allow_errors=True, timeout=300, kernel_name="python3",
-                           resources={"metadata": {"path": str(student_dir)}}).execute(
-                               env=kernel_environment(settings))
-            errors[name] = [(c.metadata.get("nbgrader", {}).get("grade_id", ""), o["ename"])
-                            for c in nb.cells if c.cell_type == "code"
-                            for o in c.outputs if o["output_type"] == "error"]
-    finally:
-        if state.load(settings, "local"):
-            get_backend("local", settings).down()
-    assert errors["00_setup"] == [] and errors["03_vertical_scaling"] == [] and errors["04_reanalysis"] == []
+    with_solutions = [n for n in NOTEBOOKS if _cells(nbformat.read(NOTEBOOKS_DIR / f"{n}.ipynb", as_version=4),
+                                                      "solution")]
+    assert with_solutions == ["01_single_server", "02_load_balancer"]
+    for name in with_solutions:
+        nb = load_notebook_node(str(student_dir / f"{name}.ipynb"))
+        nb, _ = SkipMeasuring().preprocess(nb, {})
+        nb = parameterize_notebook(nb, notebook_parameters(name, work, "tiny", "local", "f1-micro"))
+        NotebookClient(nb, allow_errors=True, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(student_dir)}}).execute(env=kernel_environment(settings))
+        errors[name] = [(c.metadata.get("nbgrader", {}).get("grade_id", ""), o["ename"])
+                        for c in nb.cells if c.cell_type == "code"
+                        for o in c.outputs if o["output_type"] == "error"]
     assert errors["01_single_server"] == [("part1_answer", "NotImplementedError"),
                                           ("part1_answer_check", "NotImplementedError"),
                                           ("part1_why_check", "NotImplementedError")]
@@ -175,8 +178,10 @@ def test_source_pass_and_student_versions_fail_only_with_not_implemented(student
                                           ("part2_answer_check", "NotImplementedError"),
                                           ("part2_why_check", "NotImplementedError")]
     assert (work / "results.csv").read_text() == (report / "results.csv").read_text(), "nothing re-measured"
+    assert state.load(settings, "local") is None, "nothing was brought up"
 
 
+@pytest.mark.kernel
 def test_submit_and_collect_carry_the_results_csv(student_dir, tmp_path):
     """nbgrader's own exchange: release, fetch, the student's sweeps write results.csv, submit, collect."""
     from labkit.grading.release import generate_assignment, nbgrader_env

@@ -6,7 +6,7 @@ import pytest
 
 from labkit.errors import BackendError, CommandError
 from labkit.backends.ssh.connection import Connection, Result
-from tests.backend_doubles import NoMachinesBackend
+from tests.support.backend_doubles import NoMachinesBackend
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_sudo_as_another_user_goes_through_sudo_n(sshd):
 
 def test_tunnel_reaches_what_the_host_reaches_and_get_status_uses_it(conn, service_proc):
     from labkit.service import get_status
-    from tests.fixtures_service import free_port
+    from tests.support.service import free_port
 
     url = service_proc("flask", env={"LABKIT_NODE": "tunnelled"})
     assert get_status(url, via=conn)["node"] == "tunnelled"  # the same client as the direct call

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit.errors import ConfigError, SlaSyntaxError
 from labkit.analysis.report import build_report, format_report
 from labkit.results import load_results

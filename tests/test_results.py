@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis_data import make_row, write_csv, write_text
+from tests.support.analysis_data import make_row, write_csv, write_text
 from labkit.errors import ResultsError
 from labkit.record import COLUMNS, EXTRA_COLUMNS
 from labkit.results import append_row, handout_table, load_results

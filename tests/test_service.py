@@ -1,7 +1,10 @@
 """The Fibonacci service (service/restserver.py) and its command lines (labkit/service.py).
 
-Every HTTP test talks to the real service, started as a subprocess on loopback under the
-Flask development server or gunicorn (fixture ``service_proc`` in fixtures_service.py).
+What the app answers is checked in-process on its Flask ``test_client()`` (fixture
+``service_app``: a fresh import per test, with its environment). What needs a real server is
+checked on the service started as a subprocess on loopback (fixture ``service_proc``): the
+handout's exchange and the error paths under ``flask run`` and gunicorn, and the request
+counter under concurrent load (gunicorn's workers share it through ``--preload``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 
 from labkit.errors import BackendError, ConfigError
 from labkit.service import SERVICE_DIR, get_status, service_command, unit_text, wait_until_up
-from tests.fixtures_service import free_port
+from tests.support.ports import free_port
 
 
 def call(url: str, method: str, path: str, body: bytes | str | None = None,
@@ -34,6 +37,14 @@ def call(url: str, method: str, path: str, body: bytes | str | None = None,
         conn.close()
 
 
+def ask(client, method: str, path: str, body: bytes | str | None = None,
+        content_type: str | None = "application/json") -> tuple[int, dict, bytes]:
+    """One request to the in-process app: (status, headers, raw body), like :func:`call`."""
+    headers = {"Content-Type": content_type} if content_type and body is not None else {}
+    response = client.open(path, method=method, data=body, headers=headers)
+    return response.status_code, dict(response.headers), response.get_data()
+
+
 def fib(n: int) -> int:
     a, b = 0, 1
     for _ in range(n):
@@ -41,38 +52,71 @@ def fib(n: int) -> int:
     return a
 
 
-@pytest.fixture(params=["flask", "gunicorn"])
-def url(request, service_proc):
-    """The service under each server it supports (gunicorn with 2 workers)."""
-    workers = 2 if request.param == "gunicorn" else 1
-    return service_proc(request.param, workers=workers, env={"LABKIT_NODE": "node-under-test"})
+@pytest.fixture
+def app(service_app):
+    """The service in-process, under its default bounds, naming itself ``node-under-test``."""
+    return service_app({"LABKIT_NODE": "node-under-test"})
 
 
-# --- values -------------------------------------------------------------------------------
+# --- under real servers ------------------------------------------------------------------------
 
-def test_handout_example_is_byte_exact(url):
+@pytest.mark.parametrize("server, workers", [("flask", 1), ("gunicorn", 2)])
+def test_a_real_server_answers_the_handout_and_its_errors_in_json(service_proc, server, workers):
+    """The handout's exchange byte for byte, and each error path once, through the server's own HTTP stack."""
+    url = service_proc(server, workers=workers, env={"LABKIT_NODE": "node-under-test"})
     status, headers, body = call(url, "POST", "/fibonacci", b'{"fibonacci_number": 20}\n')
+    assert (status, body) == (200, b'{"fibonacci_number": 20, "value": 6765}')
+    assert headers["Content-Type"] == "application/json"
+    assert call(url, "GET", "/fibonacci?fibonacci_number=30")[2] == b'{"fibonacci_number": 30, "value": 832040}'
+    status, _, body = call(url, "POST", "/fibonacci", b'{"fibonacci_number": 10000}')
+    assert status == 200 and json.loads(body)["value"] == fib(10000)
+    for path, body, code, needle in [("/fibonacci", b"not json", 400, "not valid JSON"),
+                                     ("/fibonacci", b"[" * 50000, 413, "at most 4096 bytes"),
+                                     ("/nowhere", None, 404, "Not Found")]:
+        status, headers, raw = call(url, "POST" if body else "GET", path, body)
+        assert status == code and headers["Content-Type"] == "application/json", (path, status)
+        assert needle in json.loads(raw)["error"]
+    status, headers, _ = call(url, "PUT", "/fibonacci", b'{"fibonacci_number": 20}')
+    assert status == 405 and "POST" in headers["Allow"]
+    assert get_status(url)["node"] == "node-under-test"
+
+
+@pytest.mark.parametrize("server, workers", [("flask", 1), ("gunicorn", 3)])
+def test_requests_counted_exactly_under_concurrency(service_proc, server, workers):
+    url = service_proc(server, workers=workers)
+    before = get_status(url)["requests"]
+    bodies = [json.dumps({"fibonacci_number": i % 300}) for i in range(500)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(lambda b: call(url, "POST", "/fibonacci", b), bodies))
+    assert [r[0] for r in results] == [200] * 500
+    assert [json.loads(r[2])["value"] for r in results] == [fib(i % 300) for i in range(500)]
+    assert get_status(url)["requests"] == before + 500
+
+
+# --- values (in-process) -----------------------------------------------------------------------
+
+def test_handout_example_is_byte_exact(app):
+    status, headers, body = ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 20}\n')
     assert status == 200
     assert body == b'{"fibonacci_number": 20, "value": 6765}'
     assert headers["Content-Type"] == "application/json"
 
 
 @pytest.mark.parametrize("n, value", [(0, 0), (1, 1), (2, 1), (10, 55), (20, 6765), (93, 12200160415121876738)])
-def test_values(service_proc, n, value):
-    url = service_proc("flask")
-    status, _, body = call(url, "POST", "/fibonacci", json.dumps({"fibonacci_number": n}))
+def test_values(app, n, value):
+    status, _, body = ask(app, "POST", "/fibonacci", json.dumps({"fibonacci_number": n}))
     assert status == 200
     assert json.loads(body) == {"fibonacci_number": n, "value": value}
 
 
-def test_get_with_query_and_with_body(url):
-    assert call(url, "GET", "/fibonacci?fibonacci_number=30")[2] == b'{"fibonacci_number": 30, "value": 832040}'
-    assert call(url, "GET", "/fibonacci", b'{"fibonacci_number": 7}')[2] == b'{"fibonacci_number": 7, "value": 13}'
+def test_get_with_query_and_with_body(app):
+    assert ask(app, "GET", "/fibonacci?fibonacci_number=30")[2] == b'{"fibonacci_number": 30, "value": 832040}'
+    assert ask(app, "GET", "/fibonacci", b'{"fibonacci_number": 7}')[2] == b'{"fibonacci_number": 7, "value": 13}'
 
 
-def test_bound_itself_is_served_without_recursion(url):
+def test_bound_itself_is_served_without_recursion(app):
     """F(10000) has 2090 digits: beyond any recursion limit, and needs the int->str limit."""
-    status, _, body = call(url, "POST", "/fibonacci", b'{"fibonacci_number": 10000}')
+    status, _, body = ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 10000}')
     assert status == 200
     doc = json.loads(body)
     assert doc["fibonacci_number"] == 10000
@@ -80,25 +124,25 @@ def test_bound_itself_is_served_without_recursion(url):
     assert len(str(doc["value"])) == 2090
 
 
-def test_bound_is_configurable(service_proc):
-    url = service_proc("flask", env={"LABKIT_FIB_MAX": "25000"})
-    status, _, body = call(url, "POST", "/fibonacci", b'{"fibonacci_number": 25000}')
+def test_bound_is_configurable(service_app):
+    app = service_app({"LABKIT_FIB_MAX": "25000"})
+    status, _, body = ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 25000}')
     assert status == 200  # 5225 digits: more than Python's default 4300-digit str limit
-    digits = json.loads(body, parse_int=str)["value"]  # this test process keeps the limit
+    digits = json.loads(body, parse_int=str)["value"]
     assert len(digits) == 5225
     assert int(digits[-30:]) == fib(25000) % 10**30
-    status, _, body = call(url, "POST", "/fibonacci", b'{"fibonacci_number": 25001}')
+    status, _, body = ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 25001}')
     assert status == 400
     assert json.loads(body) == {"error": "fibonacci_number must be at most 25000"}
 
 
-def test_status_reports_cache_requests_and_node(service_proc):
-    url = service_proc("flask", env={"LABKIT_NODE": "restserver-3"})
-    assert get_status(url) == {"cache_length": 2, "requests": 0, "node": "restserver-3"}
-    call(url, "POST", "/fibonacci", b'{"fibonacci_number": 20}')
-    assert get_status(url) == {"cache_length": 21, "requests": 1, "node": "restserver-3"}
-    call(url, "POST", "/fibonacci", b'{"fibonacci_number": 5}')  # cached: no growth
-    _, _, raw = call(url, "GET", "/status")
+def test_status_reports_cache_requests_and_node(service_app):
+    app = service_app({"LABKIT_NODE": "restserver-3"})
+    assert json.loads(ask(app, "GET", "/status")[2]) == {"cache_length": 2, "requests": 0, "node": "restserver-3"}
+    ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 20}')
+    assert json.loads(ask(app, "GET", "/status")[2]) == {"cache_length": 21, "requests": 1, "node": "restserver-3"}
+    ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 5}')  # cached: no growth
+    _, _, raw = ask(app, "GET", "/status")
     assert raw == b'{"cache_length": 21, "requests": 2, "node": "restserver-3"}'
 
 
@@ -124,24 +168,23 @@ BAD_BODIES = [
 ]
 
 
-@pytest.fixture(params=["flask", "gunicorn"])
-def roomy_url(request, service_proc):
-    """Like ``url``, with the body bound raised (LABKIT_MAX_BODY) so the JSON parser's own limits are reached."""
-    workers = 2 if request.param == "gunicorn" else 1
-    return service_proc(request.param, workers=workers, env={"LABKIT_MAX_BODY": "65536"})
+@pytest.fixture
+def roomy_app(service_app):
+    """The app with the body bound raised (LABKIT_MAX_BODY) so the JSON parser's own limits are reached."""
+    return service_app({"LABKIT_MAX_BODY": "65536"})
 
 
 @pytest.mark.parametrize("body, message", BAD_BODIES)
-def test_bad_bodies_get_400_with_json_error(roomy_url, body, message):
-    status, headers, raw = call(roomy_url, "POST", "/fibonacci", body)
+def test_bad_bodies_get_400_with_json_error(roomy_app, body, message):
+    status, headers, raw = ask(roomy_app, "POST", "/fibonacci", body)
     assert status == 400
     assert headers["Content-Type"] == "application/json"
     assert message in json.loads(raw)["error"]
 
 
 @pytest.mark.parametrize("body", [b'{"fibonacci_number": 1' + b"0" * 6000 + b"}", b"[" * 50000])
-def test_bodies_above_the_default_bound_get_413_with_json_error(url, body):
-    status, headers, raw = call(url, "POST", "/fibonacci", body)
+def test_bodies_above_the_default_bound_get_413_with_json_error(app, body):
+    status, headers, raw = ask(app, "POST", "/fibonacci", body)
     assert status == 413 and headers["Content-Type"] == "application/json"
     assert "at most 4096 bytes" in json.loads(raw)["error"]
 
@@ -150,35 +193,33 @@ def test_bodies_above_the_default_bound_get_413_with_json_error(url, body):
     ("abc", "must be an integer"), ("2.5", "must be an integer"), ("-3", "must not be negative"),
     ("10001", "must be at most 10000"), ("9" * 5000, "must be at most 10000"), ("", "must be an integer"),
 ])
-def test_bad_query_gets_400(service_proc, query, message):
-    url = service_proc("flask")
-    status, _, raw = call(url, "GET", "/fibonacci?fibonacci_number=" + query)
+def test_bad_query_gets_400(app, query, message):
+    status, _, raw = ask(app, "GET", "/fibonacci?fibonacci_number=" + query)
     assert status == 400
     assert message in json.loads(raw)["error"]
 
 
-def test_wrong_method_is_405_with_allow_header(url):
-    status, headers, raw = call(url, "PUT", "/fibonacci", b'{"fibonacci_number": 20}')
+def test_wrong_method_is_405_with_allow_header(app):
+    status, headers, raw = ask(app, "PUT", "/fibonacci", b'{"fibonacci_number": 20}')
     assert status == 405
     assert set(headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
     assert json.loads(raw)["error"].startswith("Method Not Allowed")
-    status, _, raw = call(url, "POST", "/status", b"{}")
+    status, _, raw = ask(app, "POST", "/status", b"{}")
     assert status == 405
     assert "error" in json.loads(raw)
 
 
-def test_unknown_path_is_404_json(url):
-    status, headers, raw = call(url, "GET", "/nowhere")
+def test_unknown_path_is_404_json(app):
+    status, headers, raw = ask(app, "GET", "/nowhere")
     assert status == 404
     assert headers["Content-Type"] == "application/json"
     assert json.loads(raw)["error"].startswith("Not Found")
 
 
-def test_form_content_type_still_parsed_as_json(service_proc):
+def test_form_content_type_still_parsed_as_json(app):
     """curl -d without -H sends x-www-form-urlencoded; the body is still read as JSON."""
-    url = service_proc("flask")
-    status, _, raw = call(url, "POST", "/fibonacci", b'{"fibonacci_number": 12}',
-                          content_type="application/x-www-form-urlencoded")
+    status, _, raw = ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 12}',
+                         content_type="application/x-www-form-urlencoded")
     assert (status, raw) == (200, b'{"fibonacci_number": 12, "value": 144}')
 
 
@@ -192,25 +233,10 @@ def test_bad_fib_max_environment_stops_startup(tmp_path):
     assert "LABKIT_FIB_MAX must be a non-negative integer, not 'lots'" in proc.stderr
 
 
-# --- exact counting under concurrency ----------------------------------------------------------
-
-@pytest.mark.parametrize("server, workers", [("flask", 1), ("gunicorn", 2), ("gunicorn", 3)])
-def test_requests_counted_exactly_under_concurrency(service_proc, server, workers):
-    url = service_proc(server, workers=workers)
-    before = get_status(url)["requests"]
-    bodies = [json.dumps({"fibonacci_number": i % 300}) for i in range(500)]
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        results = list(pool.map(lambda b: call(url, "POST", "/fibonacci", b), bodies))
-    assert [r[0] for r in results] == [200] * 500
-    assert [json.loads(r[2])["value"] for r in results] == [fib(i % 300) for i in range(500)]
-    assert get_status(url)["requests"] == before + 500
-
-
-def test_bad_requests_are_counted_too(service_proc):
-    url = service_proc("flask")
-    call(url, "POST", "/fibonacci", b"junk")
-    call(url, "POST", "/fibonacci", b'{"fibonacci_number": 3}')
-    assert get_status(url)["requests"] == 2
+def test_bad_requests_are_counted_too(app):
+    ask(app, "POST", "/fibonacci", b"junk")
+    ask(app, "POST", "/fibonacci", b'{"fibonacci_number": 3}')
+    assert json.loads(ask(app, "GET", "/status")[2])["requests"] == 2
 
 
 # --- command lines -----------------------------------------------------------------------------

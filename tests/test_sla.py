@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from analysis_data import grid_rows, make_row, write_csv
+from tests.support.analysis_data import grid_rows, make_row, write_csv
 from labkit.errors import ConfigError, SlaSyntaxError
 from labkit.results import load_results
 from labkit.analysis.sla import Clause, Sla, max_concurrency, nodes_needed, point_table

@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import shutil
 import socket
 import sys
@@ -18,39 +17,14 @@ from labkit.errors import ConfigError
 from labkit.measure import measure
 from labkit.backends.ssh.hosts_file import HostSpec
 from labkit.settings import Settings
+from tests.support.ports import free_ports
+from tests.support.processes import alive
 
-pytestmark = pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
-                                or not shutil.which("ab"), reason="nginx and ab are needed (make test installs them)")
+pytestmark = [pytest.mark.nginx, pytest.mark.ab, pytest.mark.sshd,
+              pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
+                                 or not shutil.which("ab"), reason="nginx and ab are needed (make test installs them)")]
 
 VENV_PY = "/work/main/.venv/bin/python"
-
-
-def _free_ports(n):
-    """``n`` consecutive free ports below the ephemeral range (client sockets cannot steal them)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - n)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return list(range(base, base + n))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped
-    except FileNotFoundError:
-        return False
 
 
 def _get(url):
@@ -65,7 +39,7 @@ def backend(sshd, tmp_path):
         return HostSpec(sshd.host, user=sshd.user, port=sshd.port, key_filename=sshd.key,
                         known_hosts=sshd.known_hosts, name=name)
 
-    lb_port = _free_ports(1)[0]
+    lb_port = free_ports(1)[0]
     python = VENV_PY if os.path.exists(VENV_PY) else sys.executable
     b = SshBackend(Settings(state_dir=tmp_path / ".labkit"),
                    servers=[host("restserver-0"), host("restserver-1")], balancer=host("loadbalancer-0"),
@@ -76,7 +50,7 @@ def backend(sshd, tmp_path):
 
 
 def test_deploy_balance_bench_and_down(backend, tmp_path):
-    base = _free_ports(2)[0]  # the second server on the same address gets the next port
+    base = free_ports(2)[0]  # the second server on the same address gets the next port
     backend.up(ClusterSpec(nodes=2, server="flask", port=base))
     st = backend.status()
     assert [s["name"] for s in st["servers"]] == ["restserver-0", "restserver-1"]
@@ -119,14 +93,14 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     assert 0 < row.tester_cpu_s < 5, row.tester_cpu_s
 
     pids = [s["pid"] for s in st["servers"]] + [st["balancer"]["pid"]]
-    assert all(_alive(p) for p in pids)
+    assert all(alive(p) for p in pids)
 
     backend.scale(1)  # back to the single server, no balancer
     assert backend.url == f"http://127.0.0.1:{base}"
     row = measure(backend, AbCommand(backend.url, 2, 100), settle=False)
     assert row.settle_s is None and row.balancer_cpu_s is None and row.balancer_machine_type is None
     assert row.server_cpu_s > 0 and row.tester_cpu_s > 0
-    assert not _alive(pids[1]) and not _alive(pids[2]) and _alive(pids[0])
+    assert not alive(pids[1]) and not alive(pids[2]) and alive(pids[0])
     assert backend.balancer_config().startswith("(no balancer is running")
 
     root = str(tmp_path / "opt-restserver")
@@ -134,9 +108,9 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
                                                                                     f"restserver-1:{root}"]}
     assert backend.down() == {"backend": "ssh", "stopped": [], "left": []}  # safe twice
     deadline = time.time() + 5
-    while any(_alive(p) for p in pids) and time.time() < deadline:
+    while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
-    assert [p for p in pids if _alive(p)] == []
+    assert [p for p in pids if alive(p)] == []
 
 
 def test_run_ab_without_files_and_failing_ab(backend):

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from labkit import processes, profiles, results, state
+from labkit import profiles, results, state
 from labkit.backends.base import ClusterSpec
 from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, LockError, SlaSyntaxError
 from labkit.record import COLUMNS, EXTRA_COLUMNS, Measurement
 from labkit.sweep import Grid, locked, point_key, profiles_grid, run_sweep
 from tests.data.capture import silent_listener
-from tests.fixtures_local import labkit_cgroups
+from tests.support.local import labkit_cgroups
 
 
 def _rows(path) -> list[dict]:
@@ -24,6 +24,7 @@ def _rows(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.cgroups
 def test_cli_sweep_two_nodes_scale_and_nothing_is_left(local_env):
     """The design's check: 4 rows with the §7 columns; 2 nodes >= 1.6x one node at c=100."""
     out = local_env["tmp"] / "runs" / "x.csv"
@@ -95,6 +96,16 @@ def test_resume_measures_only_the_missing_points(local_env):
     rows = _rows(out)
     assert rows[:2] == first
     assert [r["concurrency"] for r in rows] == ["10", "20", "30"]
+    # every row carries the host's calibration (once per process), bursting and the quota scale;
+    # the provenance the calibration of the first run, and the resumed run's under its run id
+    prov = json.loads(out.with_suffix(".provenance.json").read_text())
+    cal = prov["calibration"]
+    assert cal["run_id"] == rows[0]["run_id"] and cal["burst"] is True and cal["cpu_scale"] == 1.0
+    assert cal["steal_pct_over_sweep"] is not None and cal["cpu_ms_per_request"] > 0
+    assert {r["host_cpu_ms_per_request"] for r in rows} == {str(round(cal["cpu_ms_per_request"], 3))}
+    assert {(r["burst"], r["cpu_scale"]) for r in rows} == {("true", "1.0")}
+    assert all(r["steal_pct"] != "" for r in rows)
+    assert list(prov["calibrations"]) == [rows[2]["run_id"]] != [rows[0]["run_id"]]
     b.down()
 
 
@@ -145,9 +156,8 @@ def test_profiles_grid_and_its_points():
         profiles_grid("huge", spec)
 
 
-def test_cli_errors_are_one_line(local_env):
-    res = subprocess.run([sys.executable, "-m", "labkit.cli", "sweep", "--nodes", "1,x", "--out", "y.csv"],
-                         capture_output=True, text=True, timeout=60)
+def test_cli_errors_are_one_line(local_env, cli_run):
+    res = cli_run("sweep", "--nodes", "1,x", "--out", "y.csv")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == ["labkit: error: --nodes must be comma-separated integers, like 1,2,3 (got '1,x')"]
     assert not (local_env["tmp"] / "y.csv").exists()
@@ -169,11 +179,9 @@ def test_a_lab_left_up_in_another_configuration_is_redeployed_before_measuring(l
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "1.5", "x"])
-def test_bad_repeats_is_one_line_and_nothing_is_measured(local_env, bad):
+def test_bad_repeats_is_one_line_and_nothing_is_measured(local_env, cli_run, bad):
     out = local_env["tmp"] / "rep.csv"
-    res = subprocess.run([sys.executable, "-m", "labkit.cli", "sweep", "--nodes", "1", "--concurrency", "10",
-                          "--requests", "20", "--repeats", bad, "--out", str(out)],
-                         capture_output=True, text=True, timeout=60)
+    res = cli_run("sweep", "--nodes", "1", "--concurrency", "10", "--requests", "20", "--repeats", bad, "--out", out)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"labkit: error: --repeats must be a positive integer (times to measure each point), got {bad!r}"]

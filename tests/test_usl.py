@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 from labkit.errors import ConfigError
 from labkit.results import load_results
 from labkit.analysis.usl import (EXTRAPOLATION_LABEL, fit_concurrency, fit_nodes, fit_usl, predict_nodes,

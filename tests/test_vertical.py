@@ -7,7 +7,7 @@ import pytest
 from labkit import profiles, vertical
 from labkit.errors import ConfigError
 from labkit.results import load_results
-from tests.analysis_data import make_row, write_csv
+from tests.support.analysis_data import make_row, write_csv
 
 
 @pytest.fixture

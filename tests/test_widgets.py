@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis_data import grid_rows, write_csv
+from tests.support.analysis_data import cpu_rows, grid_rows, write_csv
 from labkit.results import load_results
 from labkit.dashboard.widgets import SlaExplorer
 
@@ -90,7 +90,6 @@ def test_every_percentile_clause_is_editable(df):
 
 
 def test_the_bottleneck_is_named_from_the_cpu_columns(tmp_path):
-    from test_capacity import cpu_rows
 
     df = load_results(write_csv(tmp_path / "cpu.csv", cpu_rows()))
     ex = SlaExplorer(df, "max<=1000 mean<300 p98<400", users=2000, show_heatmap=False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,26 @@ def _threshold_lines(ax, sla, metrics: dict[str, str] | None = None) -> None:
         ax.axhline(c.ms, color=color, linestyle="--", linewidth=1.2, label=f"SLA {c} ms")
 
 
+def _log_latency_axis(ax, values: pd.Series, sla, metrics) -> None:
+    """A log latency axis ticked at 1-2-5 steps and at the SLA's bounds of ``metrics`` (so a 300 ms bound
+    reads as 300, not as a gap between 100 and 1,000)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    v = values.dropna()
+    v = v[v > 0]
+    if v.empty:
+        return
+    ax.set_yscale("log")
+    bounds = [c.ms for c in as_sla(sla).clauses if c.metric in metrics] if sla is not None else []
+    lo, hi = min([v.min(), *bounds]) / 1.5, max([v.max(), *bounds]) * 1.5
+    ax.set_ylim(lo, hi)
+    steps = [m * 10 ** e for e in range(-1, 6) for m in (1, 2, 5)]
+    ticks = sorted({t for t in steps + bounds if lo <= t <= hi})
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:,.0f}" if t >= 1 else f"{t:g}"))
+
+
 def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     """Mean request time vs concurrent users, one line per node count (handout part 2, step 3).
 
@@ -155,7 +176,9 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     _mark_errors(ax, data, "mean_ms")
     _threshold_lines(ax, sla, {"mean": FAIL_COLOR})
     _log_concurrency_axis(ax, df["concurrency"].unique())
-    ax.set_ylabel("mean request time (ms)")
+    # log y: the bound (300 ms) and the passing points are readable beside seconds-long overloaded points
+    _log_latency_axis(ax, data["mean_ms"], sla, ("mean",))
+    ax.set_ylabel("mean request time (ms), log scale")
     ax.set_title("Mean request time vs concurrent users" + _left_out(df))
     ax.legend(title=None)
     _margins(fig)
@@ -163,7 +186,7 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
 
 
 def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
-    """SLA pass/fail for every tested (nodes, concurrency); blank cells were not tested.
+    """SLA pass/fail for every tested (nodes, concurrency); grey cells, labelled "not tested", were not.
 
     A point that is not ``ok`` (design §8) is a failing cell labelled with its status
     (``errors``, ``refused``, ``aborted``). Each row's label gives that node count's
@@ -178,10 +201,14 @@ def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
     values = grid.apply(lambda col: col.map(lambda v: np.nan if pd.isna(v) else float(bool(v))))
     shown = table.assign(shown=[("pass" if m else "FAIL") if st == "ok" else st
                                 for m, st in zip(table["meets"], table["status"])])
-    labels = shown.pivot(index="nodes", columns="concurrency", values="shown").fillna("")
+    labels = shown.pivot(index="nodes", columns="concurrency", values="shown").fillna("not\ntested")
     sns.heatmap(values.astype("float64"), ax=ax, cmap=ListedColormap([FAIL_COLOR, PASS_COLOR]),
                 vmin=0, vmax=1, cbar=False, annot=labels.to_numpy(), fmt="",
                 linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
+    ax.set_facecolor("0.94")  # untested cells: light grey, no grid through them
+    ax.grid(False)
+    for i, j in zip(*np.where(values.isna().to_numpy())):  # seaborn does not annotate masked (NaN) cells
+        ax.text(j + 0.5, i + 0.5, "not\ntested", ha="center", va="center", fontsize=7, color="0.45")
     mc = max_concurrency(df, sla)
     ax.set_yticklabels([f"{n} (max {mc.get(int(n)) if mc.get(int(n)) is not None else 'none'})"
                         for n in grid.index], rotation=0)
@@ -193,7 +220,7 @@ def sla_heatmap(df: pd.DataFrame, sla) -> Figure:
 
 
 def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
-                      logy: bool | None = None) -> Figure:
+                      logy: bool | None = None, answer: int | None = None) -> Figure:
     """Mean, 98th percentile and longest request vs concurrency.
 
     Aborted and refused points are left out (the panel's title says how many); points
@@ -204,8 +231,9 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
     count, sharing the latency axis, in a grid of up to three columns
     (:data:`PANEL_SIZE` inches each). ``logy`` defaults to a log latency axis
     when values span more than 50x, so a 200 ms bound and a 10 s timeout are
-    both readable. The SLA's mean/p98/max bounds are drawn in their line's
-    colour.
+    both readable; a log axis is ticked at the SLA's bounds. The SLA's mean/p98/max
+    bounds are drawn in their line's colour. ``answer`` (the largest concurrency meeting
+    the SLA) is marked with a vertical line and shaded up to it.
     """
     import seaborn as sns
 
@@ -244,7 +272,10 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
         _log_concurrency_axis(ax, df.loc[df["nodes"] == n, "concurrency"].unique(),
                               min_gap=0.07 if len(panels) == 1 else 0.12)
         if logy:
-            ax.set_yscale("log")
+            _log_latency_axis(ax, data["ms"], sla, ("mean", "p98", "max"))
+        if answer is not None:
+            ax.axvspan(ax.get_xlim()[0], answer, color=PASS_COLOR, alpha=0.12, zorder=0)
+            ax.axvline(answer, color="0.2", linewidth=1.5, label=f"answer: {answer} users")
         ax.set_ylabel("request time (ms)" + (", log scale" if logy else ""))
         ax.set_title(f"Latency vs concurrency, {n} node{'s' if n != 1 else ''}" + _left_out(df[df["nodes"] == n]))
         if ax is axes[0]:
@@ -260,42 +291,78 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
     return fig
 
 
-def throughput_chart(df: pd.DataFrame) -> Figure:
-    """Peak throughput vs node count, with the USL fit when three or more node counts exist.
+def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Figure:
+    """Peak throughput vs node count; with ``sla`` and ``users``, what the answer needs.
 
-    The curve continues past the largest tested node count, dashed and
-    labelled as extrapolation; without enough points the chart says why
-    there is no curve.
+    The USL fit is drawn only when it explains the peaks (R² ≥ 0.5), dashed past the largest
+    tested node count. With ``sla`` and ``users`` the chart also shows the throughput the users
+    need under the mean bound (Little's law, a model), each role's cap at its measured machine
+    type (vCPU / CPU per request, a model) and the capacity model's line (servers × best rps per
+    server, capped by the lowest role cap) out to the model's answer.
     """
     import seaborn as sns
+
+    from labkit.teaching.findings import MIN_R2
 
     fig, ax = _figure()
     t = throughput_by_nodes(df)
     sns.scatterplot(data=t, x="nodes", y="rps", ax=ax, s=70, color="C0", label="measured (peak req/s)",
                     zorder=3)
     top = int(t["nodes"].max()) if len(t) else 1
+    end = max(top * 1.6, top + 2)
+    cap = None
+    if sla is not None and users is not None:
+        from labkit.analysis.capacity import capacity_answer
+
+        try:
+            cap = capacity_answer(df, sla, users)
+        except ConfigError:
+            cap = None
+    if cap is not None and cap.get("throughput_needed_rps"):
+        need = float(cap["throughput_needed_rps"])
+        ax.axhline(need, color=FAIL_COLOR, linestyle="--", linewidth=1.2,
+                   label=f"needed: {need:,.0f} req/s ({users} users, mean bound; model)")
+        caps = {}
+        for role, r in (cap.get("roles") or {}).items():
+            if role != "server" and r.get("capacity_rps"):
+                caps[role] = float(r["capacity_rps"])
+                ax.axhline(caps[role], color={"balancer": "C2", "tester": "C4"}.get(role, "0.4"), linestyle=":",
+                           linewidth=1.3, label=f"{role} cap ({r.get('measured_machine_type')}): "
+                                                f"{caps[role]:,.0f} req/s (model)")
+        per = cap.get("per_server_rps")
+        answer = cap.get("servers_min")
+        if per and answer:
+            end = max(end, answer * 1.05)
+            n = np.linspace(1, answer, 200)
+            ceiling = min(caps.values()) if caps else np.inf
+            ax.plot(n, np.minimum(n * per, ceiling), color="C3", linewidth=1.2,
+                    label=f"capacity model: {per:,.0f} req/s per server → {answer} servers")
+            ax.axvline(answer, color="C3", linestyle="-.", linewidth=1)
     try:
         fit = fit_usl(t["nodes"], t["rps"])
     except ConfigError as exc:
         ax.text(0.5, 0.5, f"no USL curve: {exc}", transform=ax.transAxes, ha="center",
                 va="center", wrap=True, fontsize=9, color="0.3")
         fit = None
-    if fit is not None:
-        end = max(top * 1.6, top + 2)
+    if fit is not None and fit.r2 < MIN_R2:
+        ax.text(0.02, 0.97, f"USL fit not drawn: R² {fit.r2:.2f} explains too little", transform=ax.transAxes,
+                ha="left", va="top", fontsize=8, color="0.3")
+    elif fit is not None:
         inside = np.linspace(1, top, 100)
         beyond = np.linspace(top, end, 60)
-        label = f"USL fit (model): {describe_fit(fit)}"
-        ax.plot(inside, fit.predict(inside), color="C1", label=label)
+        short = re.split(r"[,:;]", describe_fit(fit))[0]  # "peaks at 2.7 nodes (498 req/s)", "linear so far"
+        ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model): {short}, R² {fit.r2:.2f}")
         ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--", label="extrapolation (USL fit)")
         if np.isfinite(fit.peak_n) and fit.peak_n <= end:
             ax.axvline(fit.peak_n, color="0.5", linestyle=":", label=f"fitted peak N≈{fit.peak_n:.1f}")
-        ax.set_xlim(0.5, end + 0.5)
-    ax.set_xticks(range(1, int(ax.get_xlim()[1]) + 1))
+    ax.set_xlim(0.5, end + 0.5)
+    step = 1 if end <= 12 else 5
+    ax.set_xticks([1, *range(step, int(end) + 1, step)] if step > 1 else range(1, int(end) + 1))
     ax.set_xlabel("nodes behind the load balancer")
     ax.set_ylabel("throughput (requests/s)")
     ax.set_ylim(bottom=0)
-    ax.set_title("Throughput vs nodes (Universal Scalability Law)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Throughput vs nodes" + (f": what {users} users need" if cap is not None else ""))
+    ax.legend(loc="center right" if cap is not None else "lower right", fontsize=7)
     _margins(fig, bottom=0.75)
     return fig
 

@@ -41,8 +41,9 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     ``max_concurrency_handout_levels`` (the same answer over the handout's own levels only,
     leaving out a refinement's probes), ``refined`` (node counts with levels off the
     handout's: a refined answer), ``steps_down`` (a sentence for every node count that
-    supports fewer users than a smaller one, naming the cause: :mod:`labkit.analysis.capacity_steps`)
-    and ``notes``.
+    supports fewer users than a smaller one, naming the cause: :mod:`labkit.analysis.capacity_steps`),
+    ``notes`` and ``host_speed`` (how fast each run's host was against the reference and, when they
+    differ, each other: :func:`labkit.calibration.host_speed_notes`).
     """
     sla = as_sla(sla)
     if users is not None:
@@ -107,6 +108,7 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
         "points": points,
         "points_note": DECIDING_NOTE,
         "notes": notes,
+        "host_speed": _host_speed(df),
     }
     if users is not None:  # the model answer from operational laws, labelled as one (design §8)
         from labkit.analysis.capacity import capacity_answer
@@ -115,6 +117,13 @@ def build_report(df: pd.DataFrame, sla, users: int | None = None) -> dict:
     log.debug("report: sla=%s users=%s max_concurrency=%s nodes_needed=%s",
              report["sla"], users, report["max_concurrency"], needed)
     return report
+
+
+def _host_speed(df: pd.DataFrame) -> list[str]:
+    """How fast the hosts behind ``df``'s runs were, against the reference and each other (labkit/calibration.py)."""
+    from labkit.calibration import host_speed_notes
+
+    return host_speed_notes(df)
 
 
 def _num(v) -> float | None:
@@ -197,6 +206,8 @@ def format_report(report: dict) -> str:
             lines += [f"  nodes={p['nodes']:<3} c={p['concurrency']:<6} {p['borderline']}" for p in close]
     for note in report.get("notes") or []:
         lines.append(f"note: {note}")
+    for note in report.get("host_speed") or []:
+        lines.append(f"host speed: {note}")
     return "\n".join(lines) + "\n"
 
 

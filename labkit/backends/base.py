@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import numbers
 import threading
+import time
 from typing import TYPE_CHECKING, Literal
 
 from labkit import state
@@ -259,6 +260,37 @@ class Backend(MeasurementHygiene, abc.ABC):
         the number of requests ab reports done ("Completed N requests") as it goes;
         backends that cannot stream ab's output may ignore it.
         """
+
+    def max_testers(self) -> int:
+        """How many ab processes this backend can start together for one point (one per tester
+        core locally, one per tester machine remotely); 1 unless the backend says more."""
+        return 1
+
+    def ensure_testers(self, k: int) -> None:
+        """Be able to measure a point with ``k`` ab processes, or raise ConfigError saying why not
+        (the gcp backend creates the missing tester machines)."""
+        if k > self.max_testers():
+            raise ConfigError(f"the {self.name} lab has {self.max_testers()} tester(s) for ab; "
+                              f"{k} ab processes were asked for (--testers)")
+
+    def run_ab_together(self, commands: list[AbCommand], timeout: float, progress=None) -> list[tuple[AbRun, float]]:
+        """Start ``commands`` together, one ab process per tester (core or machine), and return each
+        one's run with the epoch time it ended (as observed here), in ``commands``' order.
+
+        ``progress`` receives the requests done by all of them together. One command is
+        :meth:`run_ab`; more need a backend that has that many testers (:meth:`max_testers`).
+        """
+        if len(commands) > self.max_testers():
+            raise ConfigError(f"the {self.name} lab has {self.max_testers()} tester(s); "
+                              f"{len(commands)} ab processes were asked for")
+        if len(commands) == 1:
+            run = self.run_ab(commands[0], timeout, progress)
+            return [(run, time.time())]
+        return self._run_ab_together(commands, timeout, progress)
+
+    def _run_ab_together(self, commands: list[AbCommand], timeout: float, progress) -> list[tuple[AbRun, float]]:
+        """The k > 1 case of :meth:`run_ab_together` (a backend with several testers provides it)."""
+        raise ConfigError(f"the {self.name} backend runs one ab process per point")
 
     @abc.abstractmethod
     def balancer_config(self) -> str:

@@ -242,6 +242,11 @@ class ReanalysisDashboard:
         self.status.value = "<br>".join(html.escape(describe_results(g, s)) for s, g in
                                         self.filtered.groupby("source", sort=False)) or \
             "<span style='color:#b00'>no rows for this machine type and server</span>"
+        if self.filtered["source"].nunique() > 1:  # overlaid: say first whether the hosts were as fast
+            from labkit.calibration import host_speed_notes
+
+            self.status.value += "".join(f"<br><i>host speed — {html.escape(n)}</i>"
+                                         for n in host_speed_notes(self.filtered, by="source"))
         if self.filtered.empty:
             self.overlay.value, self.explorer_box.children, self.explorer = b"", (), None
             return

@@ -196,7 +196,8 @@ def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGN
 
     Each value: ``score``, ``max_score`` (autograded points), ``manual_max_score``,
     ``failed`` (``"<notebook>:<grade_id>"`` of autograded cells below full marks) and
-    ``flags``. Also writes ``out/grades.json``, ``out/rubric.md`` and nbgrader's
+    ``flags``. Also writes ``out/grades.json``, ``out/rubric.md``, the class view (``out/class-report.html`` and its
+    PNGs, :mod:`labkit.grading.class_report`) and nbgrader's
     feedback (``out/feedback/<student>/<assignment>/*.html``). Raises
     :class:`GradeError` when there is nothing to grade.
     """
@@ -249,6 +250,9 @@ def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGN
         grades[student] = {"score": s["score"], "max_score": s["max_score"], "flags": flags[student],
                            "failed": s["failed"], "manual_max_score": s["manual_max_score"]}
     (course / "grades.json").write_text(json.dumps(grades, indent=2) + "\n")
+    from labkit.grading.class_report import write_class_report
+
+    write_class_report(grades, course, submitted, assignment)  # class-report.html + PNGs beside the grades
     return grades
 
 

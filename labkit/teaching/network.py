@@ -1,9 +1,9 @@
 """The path of a connection, explained with the student's own lab and numbers (notebooks 01, 02).
 
-- :func:`backlog_text`: one node reached directly (Werkzeug's listen backlog of 128, SYN
-  retransmissions at 1 s / 3 s, ab's ``-s 10`` timeout and its 70007 abort) vs nodes behind
-  nginx (it accepts everything and queues; 502s when the upstreams are marked down), with
-  the student's aborted levels and connect times;
+- :func:`backlog_text`: what the student's points show about accepting connections — one node
+  reached directly (Werkzeug's listen backlog of 128) vs nodes behind nginx (its own backlog of
+  511, one upstream connection per request, max_fails/fail_timeout) — aborted levels, connect
+  times, error responses and stalls at the SYN retransmission times 1, 3, 7, 15 s;
 - :func:`round_robin_text`: what the ``/status`` table of handout step 15 shows, and why:
   nginx's round robin runs in each worker process, so with one worker (one per vCPU of a
   real f1-micro balancer) the nodes take strict turns;
@@ -19,116 +19,23 @@ from pathlib import Path
 import pandas as pd
 
 from labkit import machine_types
-from labkit.teaching.interpret import _ms, _where, points
 
-#: Werkzeug's listen backlog (``werkzeug.serving.LISTEN_QUEUE``): connections the kernel
-#: holds for the Flask development server before it drops new SYNs.
-WERKZEUG_BACKLOG = 128
-#: nginx's default listen backlog on Linux (``NGX_LISTEN_BACKLOG``).
-NGINX_BACKLOG = 511
+from labkit.teaching.findings import NGINX_BACKLOG, WERKZEUG_BACKLOG  # noqa: F401 - re-exported
+
 #: ab's socket timeout in the handout's command line (``-s 10``).
 AB_TIMEOUT_S = 10
 BALANCER_ROLE = "loadbalancer-0"
 
 
-def _aborted_levels(rows: pd.DataFrame) -> str:
-    """The aborted levels of ``rows``, grouped by ab's message: "c=700, 1000 (apr_pollset_poll: ... (70007))"."""
-    ab = rows[rows["aborted"].astype(bool)]
-    if ab.empty:
-        return ""
-    reasons = ab["abort_reason"] if "abort_reason" in ab else pd.Series("", index=ab.index)
-    groups: dict[str, list[str]] = {}
-    for (n, c), g in ab.groupby(["nodes", "concurrency"], sort=True):
-        reason = next((str(r) for r in reasons.loc[g.index].dropna() if str(r)), "")
-        groups.setdefault(reason[:90], []).append(_where(int(n), int(c)))
-    return "; ".join(", ".join(levels) + (f" ({reason})" if reason else "") for reason, levels in groups.items())
+def backlog_text(df: pd.DataFrame, solve: bool = False):
+    """One node reached directly vs nodes behind nginx: aborted levels, connect times, error responses and
+    stalls at the SYN retransmission times (:func:`labkit.teaching.findings.connections`), as Markdown.
+    The mechanism itself is the notebooks' fixed text; ``solve`` adds which queue each stall comes from
+    (what the graded question asks): for instructors."""
+    from labkit.teaching import findings
+    from labkit.teaching.render import markdown
 
-
-def _syn_marks(pts: pd.DataFrame) -> list[str]:
-    from labkit.analysis.sla import _near_syn_retry
-
-    out = []
-    for r in pts.itertuples(index=False):
-        cm, mx = r.connect_mean_ms, r.max_ms
-        notes = []
-        if not pd.isna(cm) and cm >= 100:
-            notes.append(f"connect mean {_ms(cm)}")
-        if (t := _near_syn_retry(mx)) is not None:
-            notes.append(f"max {_ms(mx)} ≈ {t / 1000:g} s")
-        elif not pd.isna(mx) and mx >= 2900 and not pd.isna(cm) and cm >= 100:
-            notes.append(f"max {_ms(mx)}")
-        if notes:
-            out.append(f"{_where(r.nodes, r.concurrency)}: " + ", ".join(notes))
-    return out
-
-
-def backlog_text(df: pd.DataFrame) -> str:
-    """One node reached directly vs nodes behind nginx: backlog, SYN retransmissions, 70007 and 502s."""
-    pts = points(df)
-    lines = [f"One node, reached directly: the Flask development server (Werkzeug) listens with a backlog of "
-             f"{WERKZEUG_BACKLOG} connections. When more than that wait to be accepted, the kernel drops new SYNs and "
-             "the client's kernel retransmits them after 1 s, then 2 s more (3 s): a connect time near 1,000 or "
-             f"3,000 ms is a SYN retransmission, not slow code. ab gives each socket {AB_TIMEOUT_S} s (-s "
-             f"{AB_TIMEOUT_S}); when one waits longer, ab stops the whole run with 'apr_pollset_poll: The timeout "
-             "specified has expired (70007)' (the handout's note): an aborted row."]
-    one = df[df["nodes"] == 1]
-    if one.empty:
-        lines.append("  Your results have no one-node rows.")
-    else:
-        p1 = pts[pts["nodes"] == 1]
-        aborted = _aborted_levels(one)
-        lines.append(f"  Your one-node levels: {', '.join(str(c) for c in p1['concurrency'])}; "
-                     + (f"aborted: {aborted}." if aborted else "none aborted."))
-        over = [int(c) for c in p1["concurrency"] if c > WERKZEUG_BACKLOG]
-        marks = _syn_marks(p1)
-        cm = p1["connect_mean_ms"].dropna()
-        if len(cm):
-            w = p1.loc[cm.idxmax()]
-            lines.append(f"  Largest connect mean: {_ms(w['connect_mean_ms'])} at c={int(w['concurrency'])} "
-                         f"(longest request there: {_ms(w['max_ms'])}).")
-        if marks:
-            lines.append("  SYN retransmission stalls in your data: " + "; ".join(marks) + ".")
-        elif over:
-            lines.append(f"  Levels above the backlog of {WERKZEUG_BACKLOG} ({', '.join(map(str, over))}) completed "
-                         "without a connect stall: the server accepted fast enough.")
-        else:
-            lines.append(f"  No level exceeded the backlog of {WERKZEUG_BACKLOG} and no connect stall shows: "
-                         "every connection was accepted at once.")
-    lines.append("Behind nginx: the balancer accepts every connection at once (backlog "
-                 f"{NGINX_BACKLOG}, 4096 worker_connections, an event loop that never blocks) and queues the requests "
-                 "towards the servers over a few kept-alive connections, so the servers' backlogs rarely fill and "
-                 "connect times stay small; the cost moves to the balancer. When a server does not answer in time, "
-                 "nginx marks it down for 10 s (max_fails=1, fail_timeout=10s) and, with every server down, answers "
-                 "502 at once: fast non-2xx responses (status 'refused' or 'errors'), not measurements of the service.")
-    behind = df[df["nodes"] > 1]
-    if behind.empty:
-        lines.append("  Your results have no rows behind the balancer yet (notebook 02 measures them).")
-    else:
-        pb = pts[pts["nodes"] > 1]
-        aborted = _aborted_levels(behind)
-        lines.append("  Aborted behind the balancer: " + (aborted or "none") + ".")
-        bad = pb[pb["status"].isin(["refused", "errors"])]
-        if len(bad):
-            nx = behind.groupby(["nodes", "concurrency"])["non_2xx"].sum()
-            fl = behind.groupby(["nodes", "concurrency"])["failed"].sum()
-            listed = [f"{_where(r.nodes, r.concurrency)} {r.status} ({int(nx.get((r.nodes, r.concurrency), 0) or 0)} "
-                      f"non-2xx, {int(fl.get((r.nodes, r.concurrency), 0) or 0)} failed)"
-                      for r in bad.itertuples(index=False)]
-            lines.append(f"  Points with error responses ({len(listed)}): " + "; ".join(listed[:6])
-                         + ("; …" if len(listed) > 6 else "") + ".")
-        else:
-            lines.append("  No point behind the balancer had non-2xx or failed responses.")
-        cm = pb["connect_mean_ms"].dropna()
-        if len(cm):
-            w = pb.loc[cm.idxmax()]
-            lines.append(f"  Largest connect mean behind the balancer: {_ms(w['connect_mean_ms'])} at "
-                         f"{_where(int(w['nodes']), int(w['concurrency']))}.")
-        marks = _syn_marks(pb)
-        if marks:
-            lines.append("  Stalls near the SYN retransmission times behind the balancer: " + "; ".join(marks) + ".")
-    return "\n".join(lines)
-
-
+    return markdown("connections.md.j2", f=findings.connections(df), solve=solve)
 
 
 # -- the balancer: its processes, round robin, open-file limit -----------------------------------------

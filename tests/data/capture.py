@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from labkit.ab import AbCommand  # noqa: E402
 from labkit.backends.base import AbRun  # noqa: E402
-from tests.backend_doubles import NoMachinesBackend  # noqa: E402
+from tests.support.backend_doubles import NoMachinesBackend  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "ab"
 

@@ -152,17 +152,29 @@ def firewall_bodies(run_id: str, expires: str, service_port: int = 80,
     ]
 
 
-def instance_names(nodes: int, prefix: str = "") -> dict[str, list[str]]:
-    """restserver-0..N-1, loadbalancer-0 (only with more than one server) and tester-0 (the handout's names)."""
+def check_testers(testers) -> int:
+    """``testers`` (tester machines, one ab process each) as a positive integer, or a ConfigError."""
+    if isinstance(testers, bool) or not isinstance(testers, int) or not 1 <= testers <= 16:
+        raise ConfigError(f"testers must be an integer between 1 and 16, not {testers!r}")
+    return testers
+
+
+def instance_names(nodes: int, prefix: str = "", testers: int = 1) -> dict[str, list[str]]:
+    """restserver-0..N-1, loadbalancer-0 (only with more than one server) and tester-0 (the handout's
+    names; tester-0..k-1 when a point is measured by k tester machines)."""
     return {"server": [f"{prefix}restserver-{i}" for i in range(nodes)],
-            "balancer": [f"{prefix}loadbalancer-0"] if nodes > 1 else [], "tester": [f"{prefix}tester-0"]}
+            "balancer": [f"{prefix}loadbalancer-0"] if nodes > 1 else [],
+            "tester": [f"{prefix}tester-{i}" for i in range(check_testers(testers))]}
 
 
 def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", run_id: str | None = None, *,
          now: float | None = None, ttl_hours: float = 4.0, ssh_user: str = "labkit", ssh_public_key: str = "",
          service_port: int = 80, tester_machine_type: str | None = None, name_prefix: str = "",
-         ssh_source_ranges: list[str] | None = None) -> dict:
+         ssh_source_ranges: list[str] | None = None, testers: int = 1) -> dict:
     """What a gcp run would create, in order, and its estimated hourly cost. No network, no credentials.
+
+    ``testers`` > 1: tester-0..k-1, one ab process each, for points measured by several
+    load generators (design §6; their rows are merged exactly).
 
     The order is the handout's: firewall rules, restserver-0 / loadbalancer-0 / tester-0
     (in parallel), then -- for more than one server -- restserver-0 stopped, imaged
@@ -175,7 +187,7 @@ def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", ru
     run_id = check_run_id(run_id or new_run_id())
     expires = expires_at(now, ttl_hours)
     prefix = check_prefix(name_prefix)
-    names = instance_names(nodes, prefix)
+    names = instance_names(nodes, prefix, testers)
     tester_type = tester_machine_type or machine_type
     kw = dict(ssh_user=ssh_user, ssh_public_key=ssh_public_key)
     image_id = image_name(run_id, prefix)
@@ -199,13 +211,14 @@ def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", ru
         requests += [inst(n, "server", machine_type, source=image) for n in names["server"][1:]]
     return {
         "project": project, "zone": zone, "run_id": run_id, "expires": expires, "nodes": nodes,
-        "machine_type": machine_type,
+        "machine_type": machine_type, "testers": len(names["tester"]),
         "instances": names["server"] + names["balancer"] + names["tester"],
         "image": image_id if nodes > 1 else None,
         "firewalls": [r["body"]["name"] for r in requests if r["method"] == "firewalls.insert"],
         "requests": requests,
         "ssh_source_ranges": list(ssh_source_ranges or ["0.0.0.0/0"]),
-        "cost": hourly_cost(machine_type, len(names["server"]), bool(names["balancer"]), tester_type),
+        "cost": hourly_cost(machine_type, len(names["server"]), bool(names["balancer"]), tester_type,
+                            len(names["tester"])),
     }
 
 

@@ -30,7 +30,7 @@ from labkit.backends.ssh.backend import SshBackend
 log = logging.getLogger("labkit")
 
 DEFAULT_ZONES = ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f")  # tried in order on stock-outs
-ADJUSTABLE = ("timeout", "deploy", "max_nodes", "tester_machine_type")  # may change when attaching
+ADJUSTABLE = ("timeout", "deploy", "max_nodes", "tester_machine_type", "testers")  # may change when attaching
 SSH_OPTIONS = ("root", "python", "use_systemd", "system_nginx", "service_timeout", "nginx_workers")
 
 
@@ -62,7 +62,7 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
                    key_dir: str | None = None, ssh_user: str = "labkit", ttl_hours: float = 4.0,
                    timeout: float = 300.0, max_nodes: int | None = None, tester_machine_type: str | None = None,
                    ssh_source_ranges: list[str] | str | None = None, deploy: bool = True, name_prefix: str = "",
-                   ssh_options: dict | None = None) -> dict:
+                   ssh_options: dict | None = None, testers: int = 1) -> dict:
         project = project or self.settings.gcp_project
         if not project:
             raise ConfigError("the gcp backend needs a project: --project P (or $LABKIT_GCP_PROJECT)")
@@ -75,7 +75,7 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
                 "expires": req.expires_at(None, ttl_hours), "name_prefix": req.check_prefix(name_prefix),
                 "key_dir": os.path.abspath(key_dir),  # the state records key paths; any shell must find them
                 "ssh_user": ssh_user, "ttl_hours": ttl_hours, "timeout": timeout, "max_nodes": max_nodes,
-                "tester_machine_type": tester_machine_type,
+                "tester_machine_type": tester_machine_type, "testers": req.check_testers(testers),
                 "ssh_source_ranges": req.ssh_source_ranges(ssh_source_ranges),
                 "ssh_options": dict(ssh_options or {}), "deploy": deploy, "zones_checked": False,
                 "created": {}, "images": [], "image": None, "firewalls": [], "ssh": None}
@@ -125,6 +125,24 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
     @property
     def tester_name(self) -> str:
         return self.resource_name("tester-0")
+
+    def tester_names(self) -> list[str]:
+        """tester-0..k-1: one tester machine per ab process of a point (``testers``, default 1)."""
+        return [self.resource_name(f"tester-{i}") for i in range(self._state.get("testers", 1))]
+
+    def max_testers(self) -> int:
+        return self._state.get("testers", 1)
+
+    def ensure_testers(self, k: int) -> None:
+        """Have ``k`` tester machines: record it, and create the missing ones now when the lab is up."""
+        k = req.check_testers(k)
+        if k > self.max_testers():
+            with self._save_lock:
+                self._state["testers"] = k
+                self._save()
+            if self.ssh is not None:
+                key_path, pub = self._key()
+                self._grow_testers(self._require_spec(), key_path, pub)
 
     @property
     def ssh(self) -> SshBackend | None:
@@ -199,6 +217,9 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
 
     def run_ab(self, command, timeout: float, progress=None) -> AbRun:
         return self._ssh_up().run_ab(command, timeout, progress)
+
+    def _run_ab_together(self, commands, timeout: float, progress=None) -> list[tuple[AbRun, float]]:
+        return self._ssh_up().run_ab_together(commands, timeout, progress)
 
     def balancer_config(self) -> str:
         if self.ssh is None:

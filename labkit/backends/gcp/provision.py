@@ -245,6 +245,7 @@ class GcpProvisioning:
         if want <= have and not need_balancer:
             if want > 1 and ssh._state["balancer"]["name"] != lb:
                 self._use_balancer(key_path)
+            self._grow_testers(spec, key_path, pub)
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
             balancer = pool.submit(self.create, {lb: self._maker(lb, "balancer", spec.machine_type, pub)}) \
@@ -263,6 +264,19 @@ class GcpProvisioning:
                     balancer.result()
         if want > 1:
             self._use_balancer(key_path)
+        self._grow_testers(spec, key_path, pub)
+
+    def _grow_testers(self, spec: ClusterSpec, key_path: str, pub: str) -> None:
+        """tester-1..k-1 (``testers``) like tester-0: created in parallel, labelled, then handed to ssh."""
+        ssh = self.ssh
+        have = {t.name for t in ssh.testers}
+        names = [n for n in self.tester_names() if n not in have]
+        if not names:
+            return
+        tester_type = self._state.get("tester_machine_type") or spec.machine_type
+        self.create({n: self._maker(n, "tester", tester_type, pub) for n in names if n not in self.created})
+        hosts = self._hosts(names, key_path)
+        ssh.add_testers([hosts[n] for n in names])
 
     def _use_balancer(self, key_path: str) -> None:
         ssh = self.ssh

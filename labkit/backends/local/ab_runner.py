@@ -4,7 +4,8 @@
 ``ab/``, starts ab there (in ``tester-0``'s cgroup, with ``ulimit -n`` raised to
 :data:`~labkit.backends.base.AB_NOFILE`), records it in the state while it runs (so
 ``labkit down`` stops an interrupted one), streams its "Completed N requests" lines to
-``progress``, stops it at ``timeout`` and reads the ``-e``/``-g`` files back. Without
+``progress``, stops it at ``timeout`` and reads the ``-e``/``-g`` files back. Several ab
+processes for one point run as ``tester-0..k-1``, each on its own core (:class:`LocalAbRunner`). Without
 cgroups the CPU ab used comes from its rusage (:meth:`LocalAbRunner._tester_cpu_seconds`).
 """
 
@@ -20,6 +21,8 @@ import time
 import uuid
 
 from labkit import processes
+from labkit.ab_merge import combined_progress
+from labkit.backends.local import cpu_affinity
 from labkit.errors import MissingToolError
 from labkit.backends.base import AB_NOFILE, AbRun
 
@@ -62,10 +65,58 @@ def _communicate(proc: subprocess.Popen, timeout: float | None, progress) -> tup
 
 
 class LocalAbRunner:
-    """The local backend's tester: ab in the tester's cgroup, with its open-file limit raised."""
+    """The local backend's tester: ab in the tester's cgroup, with its open-file limit raised.
+
+    Several ab processes for one point (:meth:`_run_ab_together`) are the testers
+    ``tester-0..k-1``: each its own cgroup of the tester's machine type, pinned to its own
+    host CPU (the last CPU, the one before it, ...), all released at once by a barrier.
+    """
+
+    def max_testers(self) -> int:
+        """One ab process per host CPU this process may use."""
+        return len(cpu_affinity.available())
 
     def run_ab(self, command, timeout: float, progress=None) -> AbRun:
-        role = "tester-0"
+        return self._run_testers([command], timeout, [progress], pin_one_core=False)[0][0]
+
+    def _run_ab_together(self, commands, timeout: float, progress=None) -> list[tuple[AbRun, float]]:
+        return self._run_testers(commands, timeout, combined_progress(progress, len(commands)), pin_one_core=True)
+
+    def _run_testers(self, commands, timeout: float, progresses, pin_one_core: bool) -> list[tuple[AbRun, float]]:
+        cpus = cpu_affinity.available()
+        barrier = threading.Barrier(len(commands))
+        results: list = [None] * len(commands)
+        errors: list[BaseException] = []
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+        def one(i):
+            try:
+                only = {cpus[(-1 - i) % len(cpus)]} if pin_one_core else None
+                results[i] = self._run_one(f"tester-{i}", commands[i], timeout, progresses[i], barrier, only)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, in this thread
+                errors.append(e)
+                barrier.abort()  # the others must not wait for a process that will never start
+
+        try:
+            if len(commands) == 1:
+                one(0)
+            else:
+                threads = [threading.Thread(target=one, args=(i,), name=f"ab-tester-{i}") for i in range(len(commands))]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        finally:
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every ab was reaped just now
+            self._ab_cpu += max(0.0, (after.ru_utime + after.ru_stime)
+                                - (children_before.ru_utime + children_before.ru_stime))
+        real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+        if real or errors:
+            raise (real or errors)[0]
+        return results
+
+    def _run_one(self, role: str, command, timeout: float, progress, barrier: threading.Barrier,
+                 only_cpu: set[int] | None) -> tuple[AbRun, float]:
         workdir = self.run_dir / "ab" / uuid.uuid4().hex[:8]
         workdir.mkdir(parents=True)
         files = {"payload": workdir / "payload.json", "percentiles": workdir / "percentiles.csv",
@@ -73,7 +124,7 @@ class LocalAbRunner:
         files["payload"].write_bytes(command.payload)
         real = command.argv(payload=str(files["payload"]), percentiles=str(files["percentiles"]),
                             gnuplot=str(files["gnuplot"]), ab=_ab_binary())
-        _, enter = self._machine(role, self._state["tester_machine_type"])
+        _, enter = self._machine(role, self._state["tester_machine_type"], cpus=only_cpu)
 
         def preexec():
             enter()
@@ -81,28 +132,29 @@ class LocalAbRunner:
             want = AB_NOFILE if hard == resource.RLIM_INFINITY else min(AB_NOFILE, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        barrier.wait()
         proc = subprocess.Popen(real, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=preexec, cwd=workdir)
-        self._state["processes"][role] = dataclasses.asdict(processes.ProcessRecord(
-            role, proc.pid, processes.start_time_of(proc.pid) or 0, real))
-        self._save()
+        with self._save_lock:
+            self._state["processes"][role] = dataclasses.asdict(processes.ProcessRecord(
+                role, proc.pid, processes.start_time_of(proc.pid) or 0, real))
+            self._save()
         try:
             out, err = _communicate(proc, timeout, progress)
+            ended = time.time()
             code = proc.returncode
         except subprocess.TimeoutExpired:
             processes.terminate(self._record(role), grace=1)
             out, err = _communicate(proc, None, None)
+            ended = time.time()
             code = -9
             err += f"\nlabkit: ab did not finish within {timeout:.0f} s and was stopped".encode()
         finally:
             if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): stop ab too
                 processes.terminate(self._record(role), grace=1)
-            self._state["processes"].pop(role, None)
-            self._save()
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # ab was reaped just now
-            self._ab_cpu += max(0.0, (after.ru_utime + after.ru_stime)
-                                - (children_before.ru_utime + children_before.ru_stime))
+            with self._save_lock:
+                self._state["processes"].pop(role, None)
+                self._save()
 
         def read(key):
             path = files[key]
@@ -111,12 +163,18 @@ class LocalAbRunner:
         run = AbRun(tuple(real), code, out.decode(errors="replace"), err.decode(errors="replace"),
                     read("percentiles"), read("gnuplot"))
         shutil.rmtree(workdir, ignore_errors=True)
-        return run
+        return run, ended
 
     def _tester_cpu_seconds(self) -> float | None:
+        """ab's CPU seconds: every tester's cgroup together (one per ab process), or ab's rusage."""
         if not self.cpu_limited:
             return self._ab_cpu
-        try:
-            return self._groups().cpu_seconds(f"labkit/{self.run_id}/tester-0")
-        except FileNotFoundError:  # no ab has run yet: its group is made with the first
-            return 0.0
+        found = []
+        for role in [f"tester-{i}" for i in range(self.max_testers())]:
+            try:
+                found.append(self._groups().cpu_seconds(f"labkit/{self.run_id}/{role}"))
+            except FileNotFoundError:  # that tester has not run yet: its group is made with its first ab
+                found.append(0.0 if role == "tester-0" else None)
+        if found[0] is None:  # tester-0's counter cannot be read: unknown
+            return None
+        return sum(v for v in found if v is not None)

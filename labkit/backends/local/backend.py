@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from labkit.backends.local import cgroups as cg
+from labkit.backends.local import bursting, cgroups as cg
 from labkit import machine_types, processes
 from labkit.backends import cpu_accounting
 from labkit.backends.local import cpu_affinity
@@ -46,6 +46,15 @@ from labkit.backends.local.ab_runner import LocalAbRunner
 from labkit.backends.serving import SERVING_TIMEOUT, wait_round_robin
 
 log = logging.getLogger("labkit")
+
+
+def _check_scale(value) -> float:
+    """``--calibrate``'s quota factor: a positive number (None: 1, no scaling)."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.05 <= float(value) <= 20:
+        raise ConfigError(f"cpu_scale must be a number between 0.05 and 20, not {value!r}")
+    return float(value)
 
 
 def folder_tag(state_folder: Path) -> str:
@@ -60,10 +69,15 @@ class LocalBackend(LocalAbRunner, Backend):
     warms_up = True
 
     def _new_state(self, net: str | None = None, balancer_machine_type: str | None = None,
-                   tester_machine_type: str | None = None) -> dict:
+                   tester_machine_type: str | None = None, burst: bool | None = None,
+                   cpu_scale: float | None = None, calibrated: dict | None = None) -> dict:
         """A new lab: its run id, loopback /24 (``settings.local_net`` by default) and folder.
 
-        The balancer and tester default to ``f1-micro``, as in the handout.
+        The balancer and tester default to ``f1-micro``, as in the handout. ``burst``
+        (default True) models shared-core bursting for the types that burst
+        (:mod:`~labkit.backends.local.bursting`); ``cpu_scale`` (default 1) multiplies every
+        role's CPU quota (``--calibrate reference``: :func:`labkit.calibration.match_reference`, whose
+        record ``calibrated`` is kept for the provenance).
         """
         net = net or self.settings.local_net
         parts = net.split(".")
@@ -75,21 +89,39 @@ class LocalBackend(LocalAbRunner, Backend):
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + folder_tag(folder)
         return {"run_id": run_id, "net": net, "run_dir": str(folder / f"local-{run_id}"),
                 "cgroups": None, "cgroup_dirs": [], "processes": {},
-                "balancer_machine_type": balancer_machine_type, "tester_machine_type": tester_machine_type}
+                "balancer_machine_type": balancer_machine_type, "tester_machine_type": tester_machine_type,
+                "burst": True if burst is None else bool(burst), "cpu_scale": _check_scale(cpu_scale),
+                "calibrated": calibrated, "burst_on": {}}
 
     def _attached(self, net: str | None = None, balancer_machine_type: str | None = None,
-                  tester_machine_type: str | None = None) -> None:
+                  tester_machine_type: str | None = None, burst: bool | None = None,
+                  cpu_scale: float | None = None, calibrated: dict | None = None) -> None:
         """The tester only exists while ab runs, so ``tester_machine_type`` may resize the
         tester of a running lab (e.g. so that it is not the limit when measuring big
-        servers); the network and the balancer's type are fixed once the lab runs."""
+        servers); the network and the balancer's type are fixed once the lab runs.
+        ``burst`` and ``cpu_scale``, when given, change the running machines' quotas at once."""
         if tester_machine_type and tester_machine_type != self._state["tester_machine_type"]:
             self._state["tester_machine_type"] = machine_types.get(tester_machine_type).name
+            self._save()
+        changed = False
+        if burst is not None and bool(burst) != self._state.get("burst", True):
+            self._state["burst"] = bool(burst)
+            changed = True
+        if cpu_scale is not None and _check_scale(cpu_scale) != self._state.get("cpu_scale", 1.0):
+            self._state["cpu_scale"] = _check_scale(cpu_scale)
+            changed = True
+        if calibrated is not None:
+            self._state["calibrated"] = calibrated
+            changed = True
+        if changed:
+            self._apply_quotas()
             self._save()
 
     def _runtime(self) -> None:
         self._cgroups: cg.Cgroups | None = None
         self._popen: dict[str, subprocess.Popen] = {}
         self._ab_cpu = 0.0  # ab's CPU seconds from its rusage, where the tester has no cgroup
+        self._capped: set[str] = set()  # roles whose scaled quota was capped (warned once each)
 
     # -- addresses and bookkeeping -------------------------------------------------
     @property
@@ -104,7 +136,9 @@ class LocalBackend(LocalAbRunner, Backend):
         net = self._state["net"]
         if role.startswith("restserver-"):
             return f"{net}.{10 + int(role.split('-')[1])}"
-        return {"loadbalancer-0": f"{net}.2", "tester-0": f"{net}.3"}[role]
+        if role.startswith("tester-"):  # tester-0 .3, further testers (several ab processes) .4, .5 ...
+            return f"{net}.{3 + int(role.split('-')[1])}"
+        return {"loadbalancer-0": f"{net}.2"}[role]
 
     @property
     def url(self) -> str:
@@ -122,19 +156,79 @@ class LocalBackend(LocalAbRunner, Backend):
             self._state["cgroups"] = self._cgroups.version
         return self._cgroups
 
+    # -- CPU quotas: the type's share, times --calibrate's scale, with or without burst ----------
+    @property
+    def cpu_scale(self) -> float:
+        """The factor every role's CPU quota is multiplied by (1: the machine type's share)."""
+        return float(self._state.get("cpu_scale", 1.0))
+
+    @property
+    def calibrated(self) -> dict | None:
+        """How ``--calibrate reference`` found :attr:`cpu_scale` (:func:`labkit.calibration.match_reference`)."""
+        return self._state.get("calibrated")
+
+    def _quota_vcpu(self, role: str, machine_type: str) -> float:
+        """``machine_type``'s vCPU share times :attr:`cpu_scale`, at most the CPUs ``role`` is pinned to."""
+        vcpu = machine_types.get(machine_type).vcpu
+        pinned = len(cpu_affinity.cpus_for(vcpu, cpu_affinity.slot_of(role)))
+        scaled = vcpu * self.cpu_scale
+        if scaled > pinned:
+            if role not in self._capped:
+                self._capped.add(role)
+                log.warning("%s: %s scaled by %.2f would need %.2f vCPU, more than its %d pinned core(s); "
+                            "capped at %d", role, machine_type, self.cpu_scale, scaled, pinned, pinned)
+            return float(pinned)
+        return scaled
+
+    def _wants_burst(self, machine_type: str) -> bool:
+        return bool(self._state.get("burst", True)) and bursting.bursts(machine_type)
+
+    def _set_quota(self, role: str, machine_type: str) -> None:
+        """Write ``role``'s quota (and CFS burst when its type bursts); remember whether burst is on."""
+        on = self._groups().set_cpu(f"labkit/{self.run_id}/{role}", self._quota_vcpu(role, machine_type),
+                                    burst=self._wants_burst(machine_type))
+        self._state.setdefault("burst_on", {})[role] = bool(on)
+
+    def _role_type(self, role: str) -> str | None:
+        spec = self.spec
+        if role.startswith("restserver-"):
+            return spec.machine_type if spec else None
+        return self._state["balancer_machine_type"] if role.startswith("loadbalancer") else \
+            self._state["tester_machine_type"]
+
+    def _apply_quotas(self) -> None:
+        """Re-write the quota of every running role (after ``burst`` or ``cpu_scale`` changed)."""
+        if not self.cpu_limited:
+            return
+        for role in self._state["processes"]:
+            mtype = self._role_type(role)
+            if mtype and (self._groups().bases_of()[0] / f"labkit/{self.run_id}/{role}").is_dir():
+                self._set_quota(role, mtype)
+
+    @property
+    def burst(self) -> bool | None:
+        """Whether shared-core bursting is emulated for the servers (None when nothing is up)."""
+        spec = self.spec
+        if spec is None:
+            return None
+        on = self._state.get("burst_on", {})
+        return all(on.get(f"restserver-{i}", False) for i in range(spec.nodes))
+
     def _group(self, role: str, machine_type: str) -> str:
         rel = f"labkit/{self.run_id}/{role}"
         mt = machine_types.get(machine_type)
-        made = self._groups().create(rel, cg.Limits(mt.vcpu, mt.memory_bytes))
+        made = self._groups().create(rel, cg.Limits(self._quota_vcpu(role, machine_type), mt.memory_bytes))
+        self._set_quota(role, machine_type)
         self._state["cgroup_dirs"] = sorted(set(self._state["cgroup_dirs"]) | set(made))
         return rel
 
-    def _machine(self, role: str, machine_type: str):
+    def _machine(self, role: str, machine_type: str, cpus: set[int] | None = None):
         """``role``'s machine: (its cgroup, made if missing; a ``preexec_fn`` that puts the child in
-        that cgroup and on its ceil(vCPU) host CPUs)."""
+        that cgroup and on its ceil(vCPU) host CPUs, or on ``cpus`` when given)."""
         rel = self._group(role, machine_type)
         join = self._groups().join_preexec(rel)
-        cpus = cpu_affinity.cpus_for(machine_types.get(machine_type).vcpu, cpu_affinity.slot_of(role))
+        if cpus is None:
+            cpus = cpu_affinity.cpus_for(machine_types.get(machine_type).vcpu, cpu_affinity.slot_of(role))
         pin = cpu_affinity.pin_preexec(cpus)
         log.debug("%s (%s) runs on CPU %s", role, machine_type, ",".join(map(str, sorted(cpus))))
 
@@ -195,7 +289,6 @@ class LocalBackend(LocalAbRunner, Backend):
         for role in [r for r in list(self._state["processes"]) if r.startswith("restserver-")]:
             if int(role.split("-")[1]) >= spec.nodes:
                 self._stop(role)
-        vcpu = machine_types.get(spec.machine_type).vcpu
         try:
             for role in booting:  # the ones already running are waited for in _wait_servers
                 try:
@@ -204,7 +297,7 @@ class LocalBackend(LocalAbRunner, Backend):
                     raise BackendError(f"{role} did not start: {exc}; {self._log_tail(role)}") from exc
         finally:
             for role in booting:
-                self._groups().set_cpu(f"labkit/{self.run_id}/{role}", vcpu)
+                self._set_quota(role, spec.machine_type)
         self._configure_balancer(spec)
         if spec.nodes == 1:  # the tester talks to the server: it must be idle and answering
             self._wait_servers(spec, time.monotonic() + SERVING_TIMEOUT)
@@ -288,7 +381,7 @@ class LocalBackend(LocalAbRunner, Backend):
         return {"backend": self.name, "run_id": self.run_id, "up": spec is not None,
                 "spec": dataclasses.asdict(spec) if spec else None,
                 "url": self.url if spec else None, "cgroups": self._state["cgroups"],
-                "machines": machines}
+                "burst": self.burst, "cpu_scale": self.cpu_scale, "machines": machines}
 
     # -- measurement hygiene (base.Backend.settle / cpu_seconds_by_role) ----------------
     def _machine_cpu(self, role: str) -> float | None:

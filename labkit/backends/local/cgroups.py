@@ -12,6 +12,10 @@ cgroup hierarchy can be written, :func:`detect` returns an ``unlimited``
 manager: it says so once in the log, runs the processes without limits, and
 the backend records ``cpu_limited = False`` in the results.
 
+Shared-core bursting (:mod:`labkit.backends.local.bursting`) is the kernel's CFS burst,
+written with the quota (``set_cpu(..., burst=True)``); where the kernel has no burst
+file it says so once and ``set_cpu`` returns False, so the results record ``burst=false``.
+
 Nothing is read at import time: where the hierarchy is mounted, the CFS period
 and whether to use cgroups at all come from the caller's
 :class:`~labkit.settings.Settings` (``detect(settings)``).
@@ -26,7 +30,8 @@ import os
 import time
 from pathlib import Path
 
-from labkit.settings import Settings
+from labkit.backends.local import bursting
+from labkit.settings import Settings, resolve
 
 log = logging.getLogger("labkit")
 
@@ -44,6 +49,7 @@ class Limits:
 
     vcpu: float
     memory_bytes: int
+    burst: bool = False  # model shared-core bursting with CFS burst (see bursting.py)
 
 
 class Cgroups:
@@ -60,8 +66,13 @@ class Cgroups:
         """The ``cgroup.procs`` files a process must be written to, to join ``relpath``."""
         return []
 
-    def set_cpu(self, relpath: str, vcpu: float | None) -> None:
-        """Set the group's CPU quota to ``vcpu`` cores, or lift it (``None``): see ``LocalBackend.up``."""
+    def set_cpu(self, relpath: str, vcpu: float | None, burst: bool = False) -> bool:
+        """Set the group's CPU quota to ``vcpu`` cores, or lift it (``None``): see ``LocalBackend.up``.
+
+        With ``burst`` the group may also carry unused quota over (CFS burst, as much as the
+        kernel allows: one period's quota). Returns whether burst is on for the group.
+        """
+        return False
 
     def cpu_seconds(self, relpath: str) -> float | None:
         """CPU time used so far by the group's processes, or None when unknown."""
@@ -127,13 +138,14 @@ class CgroupsV2(Cgroups):
             if not path.exists():
                 path.mkdir()
                 made.append(str(path))
-        self.set_cpu(relpath, limits.vcpu)
+        self.set_cpu(relpath, limits.vcpu, limits.burst)
         (path / "memory.max").write_text(str(limits.memory_bytes))
         return made
 
-    def set_cpu(self, relpath: str, vcpu: float | None) -> None:
-        quota = "max" if vcpu is None else max(1000, int(vcpu * self.period_us))
-        (self.base / relpath / "cpu.max").write_text(f"{quota} {self.period_us}")
+    def set_cpu(self, relpath: str, vcpu: float | None, burst: bool = False) -> bool:
+        quota = None if vcpu is None else max(1000, int(vcpu * self.period_us))
+        return _write_quota(self.base / relpath / "cpu.max.burst", quota, burst, lambda: (
+            self.base / relpath / "cpu.max").write_text(f"{'max' if quota is None else quota} {self.period_us}"))
 
     def procs_files(self, relpath: str) -> list[Path]:
         return [self.base / relpath / "cgroup.procs"]
@@ -168,13 +180,14 @@ class CgroupsV1(Cgroups):
                     path.mkdir()
                     made.append(str(path))
         (self.bases["cpu"] / relpath / "cpu.cfs_period_us").write_text(str(self.period_us))
-        self.set_cpu(relpath, limits.vcpu)
+        self.set_cpu(relpath, limits.vcpu, limits.burst)
         (self.bases["memory"] / relpath / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
         return made
 
-    def set_cpu(self, relpath: str, vcpu: float | None) -> None:
-        quota = -1 if vcpu is None else max(1000, int(vcpu * self.period_us))
-        (self.bases["cpu"] / relpath / "cpu.cfs_quota_us").write_text(str(quota))
+    def set_cpu(self, relpath: str, vcpu: float | None, burst: bool = False) -> bool:
+        quota = None if vcpu is None else max(1000, int(vcpu * self.period_us))
+        return _write_quota(self.bases["cpu"] / relpath / "cpu.cfs_burst_us", quota, burst, lambda: (
+            self.bases["cpu"] / relpath / "cpu.cfs_quota_us").write_text(str(-1 if quota is None else quota)))
 
     def procs_files(self, relpath: str) -> list[Path]:
         return [base / relpath / "cgroup.procs" for base in self.bases.values()]
@@ -185,6 +198,35 @@ class CgroupsV1(Cgroups):
     def cpu_seconds(self, relpath: str) -> float | None:
         usage = self.bases["cpuacct"] / relpath / "cpuacct.usage"
         return int(usage.read_text()) / 1e9 if usage.exists() else None
+
+
+_warned_burst = False
+
+
+def _write_quota(burst_file: Path, quota: int | None, burst: bool, write_quota) -> bool:
+    """Write a group's quota (``write_quota()``) and its CFS burst; return whether burst is on.
+
+    The kernel refuses a burst above the quota (EINVAL), both when the burst is written
+    and when a quota below the current burst is, so the burst is cleared first, then the
+    quota written, then the burst (:func:`~labkit.backends.local.bursting.burst_us`).
+    Without a burst file (a kernel before 5.14, or one built without it) a requested
+    burst is reported once in the log and the group runs at its plain quota.
+    """
+    global _warned_burst
+    has_burst = burst_file.exists()
+    if has_burst:
+        burst_file.write_text("0")
+    write_quota()
+    if not burst or quota is None:
+        return False
+    if not has_burst:
+        if not _warned_burst:
+            log.warning("this kernel has no CFS burst (%s is missing): shared-core machine types run at their "
+                        "plain vCPU share, without bursting (recorded as burst=false)", burst_file.name)
+            _warned_burst = True
+        return False
+    burst_file.write_text(str(bursting.burst_us(quota)))
+    return True
 
 
 def _own_path(controller: str | None) -> str:
@@ -212,11 +254,11 @@ _warned = False
 def detect(settings: Settings | None = None) -> Cgroups:
     """The best cgroup manager this machine allows: v2, v1, or unlimited (with one warning).
 
-    ``settings`` (default: ``Settings()``) gives the hierarchy's mount point
+    ``settings`` (None: :func:`labkit.settings.resolve`, i.e. the environment's) gives the hierarchy's mount point
     (``cgroup_root``), the CFS period and ``cgroups="off"`` to never use them.
     """
     global _warned
-    settings = settings if settings is not None else Settings()
+    settings = resolve(settings)
     if settings.cgroups == "off":
         return Cgroups()
     root, period = settings.cgroup_root, settings.cfs_period_us

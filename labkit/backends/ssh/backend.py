@@ -64,7 +64,8 @@ class SshBackend(SshSampling, Backend):
 
     # -- making one, attaching to one ------------------------------------------------
     def _new_state(self, hosts: str | None = None, servers: list[HostSpec] | None = None,
-                   balancer: HostSpec | None = None, tester: HostSpec | None = None, **options) -> dict:
+                   balancer: HostSpec | None = None, tester: HostSpec | None = None,
+                   more_testers: list[HostSpec] | None = None, **options) -> dict:
         hosts_file = None
         if servers is None:
             hosts = hosts or self.settings.ssh_hosts
@@ -73,6 +74,7 @@ class SshBackend(SshSampling, Backend):
                                   "see README 'Running on your own hosts (ssh)'")
             args = load_hosts_file(hosts)
             servers, balancer, tester = args.pop("servers"), args.pop("balancer"), args.pop("tester")
+            more_testers = args.pop("more_testers", None) or more_testers
             options = {**args, **options}
             hosts_file = str(Path(hosts).resolve())
         if not servers:
@@ -87,6 +89,8 @@ class SshBackend(SshSampling, Backend):
         return {"hosts_file": hosts_file, "servers": [h.to_dict() for h in named],
                 "balancer": dataclasses.replace(balancer, name=balancer.name or "loadbalancer-0").to_dict(),
                 "tester": dataclasses.replace(tester, name=tester.name or "tester-0").to_dict(),
+                "more_testers": [dataclasses.replace(t, name=t.name or f"tester-{i + 1}").to_dict()
+                                 for i, t in enumerate(more_testers or [])],
                 "options": opts, "running": {}, "nginx": None}
 
     def _resumes(self, saved: dict, options: dict) -> bool:
@@ -105,8 +109,9 @@ class SshBackend(SshSampling, Backend):
         self._conns: dict[tuple, Connection] = {}
         self._services: dict[tuple, RemoteService] = {}
         self._lock = threading.Lock()
-        self._ab_ready = False
-        self._ab_cpu: float | None = 0.0  # CPU seconds ab used on the tester (its shell's `times`)
+        self._ab_ready: set = set()  # the testers where ab is known to be installed
+        self._ab_cpu: float | None = 0.0  # CPU seconds ab used on the testers (their shells' `times`)
+        self._ab_cpu_lock = threading.Lock()
 
     # -- what the state says ---------------------------------------------------------
     @property
@@ -120,6 +125,21 @@ class SshBackend(SshSampling, Backend):
     @property
     def tester(self) -> HostSpec:
         return HostSpec.from_dict(self._state["tester"])
+
+    @property
+    def testers(self) -> list[HostSpec]:
+        """tester-0 and the further testers (``more_testers``): one ab process each for a point
+        measured by several load generators."""
+        return [self.tester] + [HostSpec.from_dict(h) for h in self._state.get("more_testers", [])]
+
+    def add_testers(self, hosts: list[HostSpec]) -> None:
+        """Record further tester hosts (the gcp backend creates tester-1..k-1 on demand)."""
+        with self._save_lock:
+            self._state.setdefault("more_testers", []).extend(h.to_dict() for h in hosts)
+            self._save()
+
+    def max_testers(self) -> int:
+        return len(self.testers)
 
     @property
     def hosts_file(self) -> str | None:
@@ -306,11 +326,30 @@ class SshBackend(SshSampling, Backend):
         return self.nginx(info).config_text()
 
     def run_ab(self, command, timeout: float, progress=None) -> AbRun:
-        c = self.conn(self.tester)
-        if not self._ab_ready:  # a fresh GCE image has no ab
+        return self._run_ab_on(self.tester, command, timeout)[0]
+
+    def _run_ab_together(self, commands, timeout: float, progress=None) -> list[tuple[AbRun, float]]:
+        """One ab process per tester host, all released at once (ab's progress is not streamed over SSH)."""
+        hosts = self.testers[:len(commands)]
+        barrier = threading.Barrier(len(commands))
+        with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+            futures = [pool.submit(self._released_ab_on, h, cmd, timeout, barrier) for h, cmd in zip(hosts, commands)]
+            return [f.result() for f in futures]
+
+    def _released_ab_on(self, host: HostSpec, command, timeout: float, barrier) -> tuple[AbRun, float]:
+        try:
+            return self._run_ab_on(host, command, timeout, barrier)
+        except BaseException:
+            barrier.abort()  # the other hosts must not wait for one that failed before starting ab
+            raise
+
+    def _run_ab_on(self, host: HostSpec, command, timeout: float, barrier=None) -> tuple[AbRun, float]:
+        """ab on ``host`` (installed there first if missing): its run and when it ended (epoch s, here)."""
+        c = self.conn(host)
+        if host.key not in self._ab_ready:  # a fresh GCE image has no ab
             if not c.run(PATH_PREFIX + "command -v ab", check=False).ok:
-                install_packages(c, self.tester.name, "apache2-utils")
-            self._ab_ready = True
+                install_packages(c, host.name, "apache2-utils")
+            self._ab_ready.add(host.key)
         work = c.run("mktemp -d /tmp/labkit-ab.XXXXXX").stdout.strip()
         files = {"payload": f"{work}/payload.json", "percentiles": f"{work}/percentiles.csv",
                  "gnuplot": f"{work}/gnuplot.tsv"}
@@ -320,16 +359,20 @@ class SshBackend(SshSampling, Backend):
                                 gnuplot=files["gnuplot"])
             # killed on the tester at the limit (a closed channel would leave it running); the
             # shell reports the CPU ab used (`times`) after it
+            if barrier is not None:
+                barrier.wait()
             try:
                 r = c.run_bounded(cpu_accounting.wrap_with_times(AB_ULIMIT + shlex.join(argv)), timeout)
+                ended = time.time()
             except BaseException:
                 self._ab_cpu = None  # unknown from here on
                 raise
             stderr, used = cpu_accounting.split_times(r.stderr)
-            self._ab_cpu = None if used is None else (self._ab_cpu or 0.0) + used
+            with self._ab_cpu_lock:
+                self._ab_cpu = None if used is None else (self._ab_cpu or 0.0) + used
             got = {k: c.get_text(files[k]) if c.exists(files[k]) else None for k in ("percentiles", "gnuplot")}
             return AbRun(tuple(argv), r.exit_code, r.stdout, stderr,
-                         got["percentiles"] or None, got["gnuplot"] or None)
+                         got["percentiles"] or None, got["gnuplot"] or None), ended
         finally:
             c.run(f"rm -rf {shlex.quote(work)}", check=False)
 
@@ -347,7 +390,7 @@ class SshBackend(SshSampling, Backend):
             conns, self._conns, self._services = list(self._conns.values()), {}, {}
         for c in conns:
             c.close()
-        self._ab_ready = False
+        self._ab_ready = set()
 
     def _down(self) -> tuple[list[str], list[str]]:
         """Stop the balancer and every server this lab started. Safe twice."""

@@ -173,6 +173,8 @@ def load_hosts_file(path) -> dict:
         [tester]
         host = "10.0.0.12"
         host_key = "ssh-ed25519 AAAA..."     # optional: pin the key instead of known_hosts
+        [[more_testers]]               # optional: tester-1, -2, ... for --testers K (one ab process each)
+        host = "10.0.0.13"
 
         [options]                      # all optional
         root = "/opt/restserver"       # install folder on each server
@@ -195,8 +197,9 @@ def load_hosts_file(path) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     for key in data:
-        if key not in ("defaults", "servers", "balancer", "tester", "options"):
-            raise ConfigError(f"{path}: unknown key {key!r} (known: defaults, servers, balancer, tester, options)")
+        if key not in ("defaults", "servers", "balancer", "tester", "more_testers", "options"):
+            raise ConfigError(f"{path}: unknown key {key!r} "
+                              "(known: defaults, servers, balancer, tester, more_testers, options)")
     defaults = _check_table(path, "[defaults]", data.get("defaults", {}), _DEFAULT_KEYS)
     options = _check_table(path, "[options]", data.get("options", {}), _OPTION_KEYS)
     if isinstance(options.get("nginx_workers"), str) and options["nginx_workers"] != "auto":
@@ -251,6 +254,9 @@ def load_hosts_file(path) -> dict:
     for role in ("balancer", "tester"):
         if role not in data:
             raise ConfigError(f"{path}: missing key {role!r}: add a [{role}] table with a host")
+    more = data.get("more_testers", [])
+    if not isinstance(more, list):
+        raise ConfigError(f"{path}: 'more_testers' must be a list of [[more_testers]] tables with a host")
     return {"servers": [host(f"[[servers]] #{i + 1}", s) for i, s in enumerate(servers)],
             "balancer": host("[balancer]", data["balancer"]), "tester": host("[tester]", data["tester"]),
-            **options}
+            "more_testers": [host(f"[[more_testers]] #{i + 1}", t) for i, t in enumerate(more)], **options}

@@ -13,12 +13,21 @@ _nets = itertools.count(40)
 _SESSION_OCTET = 1 + os.getpid() % 250
 
 
+def session_net(n: int) -> str:
+    """``127.S.n``: a /24 of this test session's own (``S`` as in ``local_env``), for a fixture that
+    brings up a lab outside ``local_env``; pick ``n`` >= 200 (``local_env`` counts up from 40)."""
+    return f"127.{_SESSION_OCTET}.{n}"
+
+
 @pytest.fixture
-def local_env(tmp_path, monkeypatch):
+def local_env(request, tmp_path, monkeypatch):
     """Point labkit's state at ``tmp_path/.labkit`` and give the test its own 127.S.N.0/24.
 
-    Whatever the test leaves up is torn down afterwards, so one failing test
-    cannot leak processes or cgroups into the next.
+    CPU limits are off (``LABKIT_CGROUPS=off``: machines run at the host's speed, so a lab
+    whose logic is under test measures in a fraction of the time) unless the test is marked
+    ``@pytest.mark.cgroups`` (it checks limits or per-role CPU accounting). Whatever the test
+    leaves up is torn down afterwards, so one failing test cannot leak processes or cgroups
+    into the next.
     """
     from labkit import state
     from labkit.backends.local.backend import LocalBackend
@@ -28,6 +37,10 @@ def local_env(tmp_path, monkeypatch):
     # The environment is for the CLI processes a test starts; in-process code gets ``settings``.
     monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / ".labkit"))
     monkeypatch.setenv("LABKIT_LOCAL_NET", net)
+    if request.node.get_closest_marker("cgroups") is None:
+        monkeypatch.setenv("LABKIT_CGROUPS", "off")
+    else:
+        monkeypatch.delenv("LABKIT_CGROUPS", raising=False)
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env()
     yield {"net": net, "state_dir": tmp_path / ".labkit", "tmp": tmp_path, "settings": settings}

@@ -92,7 +92,7 @@ def _ours(pid: int, me: int, token: str, basetemp: str) -> str | None:
 
 def labkit_cgroup_dirs() -> list[str]:
     """Every labkit cgroup directory below this process's cgroups (v1 or v2)."""
-    from tests.fixtures_local import labkit_cgroups
+    from tests.support.local import labkit_cgroups
 
     return labkit_cgroups()
 

@@ -24,16 +24,15 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
 import urllib.parse
 
-from tests.fixtures_sshd import sshd_config
+import pytest
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+from tests.support.sshd import SSHD, host_key_line, keygen, start_sshd  # noqa: F401 (SSHD: imported from here too)
+
 KNOWN_ZONES = ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f", "europe-west1-b")
 
 SERVICE_DISABLED = {"error": {
@@ -110,30 +109,14 @@ class SshMachines:
         ip = f"127.{self.octet}.{self.net}.{next(self._hosts)}"
         d = os.path.join(self.dir, name)
         os.makedirs(d, exist_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/host_ed25519"],
-                       check=True, capture_output=True)
+        keygen(f"{d}/host_ed25519")
         keys = [v.split(":", 1)[1] for item in metadata.get("items", []) if item["key"] == "ssh-keys"
                 for v in item["value"].splitlines() if ":" in v]
         with open(f"{d}/authorized_keys", "w") as f:
             f.write("".join(k.strip() + "\n" for k in keys))
         os.chmod(f"{d}/authorized_keys", 0o600)
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        with open(f"{d}/sshd_config", "w") as f:
-            f.write(sshd_config(d, ip, 22))
-        log = open(f"{d}/sshd.log", "wb")
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", f"{d}/sshd_config"], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection((ip, 22), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"sshd for {name} did not start: {open(f'{d}/sshd.log').read()}")
-                time.sleep(0.05)
-        with open(f"{d}/host_ed25519.pub") as f:
-            host_key = " ".join(f.read().split()[:2])
+        proc = start_sshd(d, ip, 22)
+        host_key = host_key_line(d)
         self.machines[name] = {"ip": ip, "pid": proc.pid, "proc": proc, "dir": d, "host_key": host_key}
         return self.machines[name]
 
@@ -378,3 +361,10 @@ def anonymous_compute(stub: "ComputeStub"):
     from labkit.backends.gcp.compute import Compute
 
     return Compute(credentials=AnonymousCredentials(), client_options={"api_endpoint": stub.endpoint})
+
+
+@pytest.fixture
+def stub():
+    """A running :class:`ComputeStub` without machines (instances are records only), for one test."""
+    with ComputeStub() as s:
+        yield s

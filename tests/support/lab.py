@@ -14,16 +14,20 @@ import pytest
 from labkit import state
 from labkit.lab import run_lab
 from labkit.settings import Settings
+from tests.support.local import session_net
 
 
 @pytest.fixture(scope="session")
 def lab_report(tmp_path_factory):
     """Run the whole lab once with the tiny profile on its own loopback network and state folder.
 
+    CPU limits are off: the tests read what the notebooks produced, not how fast an f1-micro is
+    (limits are checked by the ``@pytest.mark.cgroups`` tests).
+
     The settings are passed, not put in the environment: the notebook kernels get them from run_lab.
     """
     tmp = tmp_path_factory.mktemp("lab")
-    settings = Settings.from_env().replace(state_dir=tmp / ".labkit", local_net="127.0.201")
+    settings = Settings.from_env().replace(state_dir=tmp / ".labkit", local_net=session_net(201), cgroups="off")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         started = time.monotonic()
