@@ -102,11 +102,12 @@ def _servers_usl(df: pd.DataFrame, need: float, max_nodes: int = 1000) -> tuple[
 _CACHE: dict = {}
 
 
-def _key(df: pd.DataFrame, sla, users: int, model: bool):
-    return (int(pd.util.hash_pandas_object(df, index=False).sum()), len(df), str(as_sla(sla)), users, model)
+def _key(df: pd.DataFrame, sla, users: int, model: bool, validate: bool = True):
+    return (int(pd.util.hash_pandas_object(df, index=False).sum()), len(df), str(as_sla(sla)), users, model,
+            validate)
 
 
-def capacity_answer(df: pd.DataFrame, sla, users: int, model: bool = True) -> dict:
+def capacity_answer(df: pd.DataFrame, sla, users: int, model: bool = True, validate: bool = True) -> dict:
     """The model answer for ``users`` concurrent users under ``sla`` (design §8), JSON-ready.
 
     Keys (the shape the notebooks, ``summary.json`` and the autograder read):
@@ -136,13 +137,20 @@ def capacity_answer(df: pd.DataFrame, sla, users: int, model: bool = True) -> di
       mean bound's throughput at ≤ 80 %);
     - ``cost_per_hour`` / ``cost``: the plan's when there is one, else servers_min's machines;
       ``unavailable`` (what these results cannot give, and why) and ``conclusion`` (one sentence).
+
+    ``model=False`` leaves out the queueing model (``model`` and ``plan`` are None): the
+    operational laws only, in milliseconds (the widget redraws with it). ``validate=False``
+    calibrates the model and searches the plan without predicting the held-out points (the
+    same plan, for a grader that needs only its range; ``model`` then has no ``points``).
+    Answers are cached per process by the rows' content, SLA and users.
     """
     users = _check_users(users)
     if df.empty:
         raise ConfigError("no results rows to answer from")
-    key = _key(df, sla, users, model)
-    if key in _CACHE:
-        return copy.deepcopy(_CACHE[key])
+    key = _key(df, sla, users, model, validate)
+    for k in (key, _key(df, sla, users, model, True)):  # a validated answer serves an unvalidated request
+        if k in _CACHE:
+            return copy.deepcopy(_CACHE[k])
     unavailable: list[str] = []
     bound, basis = mean_bound_s(sla)
     need = users / bound if bound else None
@@ -223,7 +231,7 @@ def capacity_answer(df: pd.DataFrame, sla, users: int, model: bool = True) -> di
         "unavailable": unavailable,
     }
     if model and found["server"] is not None and need is not None and server_type in machine_types.MACHINE_TYPES:
-        _model_and_plan(df, sla, users, need, servers_min, server_type, answer)
+        _model_and_plan(df, sla, users, need, servers_min, server_type, answer, validate)
     elif model:
         unavailable.append("the queueing model and its plan: needs the servers' CPU columns, a mean or max "
                            "clause and a known server machine type")
@@ -240,7 +248,7 @@ def capacity_answer(df: pd.DataFrame, sla, users: int, model: bool = True) -> di
     return answer
 
 
-def _model_and_plan(df, sla, users, need, servers_min, server_type, answer) -> None:
+def _model_and_plan(df, sla, users, need, servers_min, server_type, answer, validate: bool = True) -> None:
     """Validate the queueing model (holdout), then search the plan with it calibrated on every node count."""
     from dataclasses import replace
 
@@ -248,7 +256,7 @@ def _model_and_plan(df, sla, users, need, servers_min, server_type, answer) -> N
     from labkit.analysis.plan import search
 
     try:
-        check = holdout(df, sla)
+        check = holdout(df, sla, predict=validate)
         answer["model"] = check
         if "admit" in check:
             net = replace(network_for(df, 2), admit=check["admit"])
@@ -357,7 +365,7 @@ def part2_accepts(df: pd.DataFrame, sla, users: int, nodes: int, balancer_type: 
         if int(nodes) == measured:
             return Verdict(True, f"{nodes} is the measured nodes_needed")
         return Verdict(False, f"a tested node count meets the SLA for {users} users: the answer is the measured {measured}")
-    a = answer or capacity_answer(df, sla, users)
+    a = answer or capacity_answer(df, sla, users, validate=False)
     smin = a["servers_min"]
     if smin is None:
         return Verdict(False, "no servers_min can be derived from these results: " + "; ".join(a["unavailable"]))

@@ -153,7 +153,7 @@ def split(nodes: list[int]) -> tuple[list[int], list[int]]:
     return nodes[:k], nodes[k:]
 
 
-def holdout(df: pd.DataFrame, sla) -> dict:
+def holdout(df: pd.DataFrame, sla, predict: bool = True) -> dict:
     """Calibrate on the smaller node counts, predict the larger ones' tested levels, and the errors.
 
     Keys: ``calibrated_on``, ``checked_on`` (node counts), ``admit`` and the calibration
@@ -161,7 +161,8 @@ def holdout(df: pd.DataFrame, sla) -> dict:
     (per held-out level: measured and predicted mean, p98, max, meets), ``errors``
     (median |relative error| of mean (MVA) and p98 over the held-out points whose
     measurement completed, and ``pass_fail_agreement`` as "k of n"), or ``refused`` with
-    the reason when there is nothing to hold out.
+    the reason when there is nothing to hold out. ``predict=False`` stops after the
+    calibration (``errors`` None, a ``note`` says so).
     """
     nodes = sorted(int(n) for n in df["nodes"].unique())
     train_n, test_n = split(nodes)
@@ -176,6 +177,10 @@ def holdout(df: pd.DataFrame, sla) -> dict:
         out["refused"] = str(exc)
         return out
     out.update(info)
+    if not predict:  # calibrated only (the plan needs no more); said so
+        out["errors"] = None
+        out["note"] = "calibrated only: the held-out points were not predicted in this call"
+        return out
     rows, e_mean, e_p98, e_max, agree = [], [], [], [], 0
     table = _table(df[df["nodes"].isin(test_n)], sla)
     for r in table.itertuples(index=False):
