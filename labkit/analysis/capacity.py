@@ -296,10 +296,12 @@ def conclusion(a: dict) -> str:
         parts.append(f"one {r['measured_machine_type']} {b} as measured caps at about "
                      f"{a['bottleneck_capacity_rps']:,.0f} req/s, so the {b} must grow too")
         if r["machine_type"]:
-            parts.append(f"the {b} must be at least {r['machine_type']} ({r['vcpu_needed']:g} vCPU needed)")
+            parts.append(f"at the {need:,.0f} req/s the mean bound needs, the {b} must be at least "
+                         f"{r['machine_type']} ({r['vcpu_needed']:g} vCPU needed)")
         else:
-            parts.append(f"no single machine type carries the {b}'s {r['vcpu_needed']:g} vCPU at ≤ 80 %: "
-                         "several behind DNS round robin, or managed load balancing")
+            parts.append(f"at the {need:,.0f} req/s the mean bound needs, no single machine type carries the {b}'s "
+                         f"{r['vcpu_needed']:g} vCPU at ≤ 80 %: several behind DNS round robin, or managed load "
+                         "balancing")
     elif b == "server":
         parts.append("the balancer and tester as measured keep up: servers are the limit")
     else:
