@@ -101,6 +101,9 @@ def _score(df: pd.DataFrame, net: Network, sla) -> float:
     """How badly ``net`` reproduces ``df``'s points: mean |log error| of mean and p98, plus pass/fail misses."""
     table = _table(df, sla)
     table = table[table["status"] != "aborted"]  # nothing measured there to compare (both sides fail)
+    # only a level with more users than the smallest choice admits can tell the choices apart: below it the
+    # backlog never fills and every choice predicts the same
+    table = table[table["concurrency"] > min(ADMIT_CHOICES)]
     bad = []
     for r in table.itertuples(index=False):
         p = predict_point(_with_servers(net, int(r.nodes)), int(r.concurrency), int(r.requests), sla,
@@ -136,7 +139,8 @@ def calibrate(df: pd.DataFrame, sla) -> tuple[Network, dict]:
         from dataclasses import replace
 
         scores[admit] = _score(df, replace(base, admit=admit), sla)
-    best = min(scores, key=scores.get)
+    finite = {k: v for k, v in scores.items() if math.isfinite(v)}
+    best = min(finite, key=finite.get) if finite else SERVER_BACKLOG + 64  # no level fills a backlog: any choice
     from dataclasses import replace
 
     _, src = service_shape(df)
