@@ -410,14 +410,18 @@ def format_capacity(a: dict) -> list[str]:
     if a["throughput_needed_rps"] is not None:
         lines.append(f"  throughput needed (model):  {num(a['throughput_needed_rps'], ' req/s')}  [{a['basis']}]")
     b = a.get("per_server_basis")
-    lines.append(f"  per server (measured):      {num(a['per_server_rps'], ' req/s')}"
-                 + (f"  [best clean rps / nodes: {b['rps']:,.0f} req/s at {b['nodes']} node(s), c={b['concurrency']}]"
-                    if b else ""))
-    lines.append(f"  servers_min (model):        {num(a['servers_min'])}  [ceil(needed / per server): "
-                 "no fewer servers can meet the mean bound]")
+    src = (b or {}).get("source", "best clean rps / nodes")
+    basis = ""
+    if b:
+        best = f"{b['rps'] / b['nodes']:,.0f} req/s per server at {b['nodes']} node(s), c={b['concurrency']}"
+        basis = (f"  [best clean rps / nodes: {best}]" if src.startswith("best") else
+                 f"  [{src}; never below the best measured, {best}]")
+    lines.append(f"  per server:                 {num(a['per_server_rps'], ' req/s')}{basis}")
+    lines.append(f"  servers_min (model):        {num(a['servers_min'])}  [ceil(needed / per server): a lower bound — "
+                 "no fewer servers can meet the mean bound; max and p98 may need more]")
     lines.append(f"  servers_usl (model):        {num(a['servers_usl'])}  [{a['servers_usl_note']}]")
     lines.append("  per role (model: utilisation law U = X·D; capacity = vCPU / CPU per request):")
-    lines.append(f"    {'role':<9}{'CPU ms/req':>11}{'vCPU needed':>13}  {'one machine for all (≤80 %)':<29}"
+    lines.append(f"    {'role':<9}{'CPU ms/req':>11}{'vCPU needed':>13}  {'one machine, mean-bound rate':<29}"
                  f"{'measured type':<15}{'capacity':>14}")
     for role, r in a["roles"].items():
         cap = num(r["capacity_rps"], " req/s") if r["capacity_rps"] is not None else "-"
