@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from labkit.analysis.demand import demands
-from labkit.analysis.points import points, vcpu_of
+from labkit.analysis.points import vcpu_of
 from labkit.analysis.queueing import SERVER_BACKLOG, Network, mva, service_shape, simulate
 from labkit.errors import ConfigError
 
@@ -221,4 +221,4 @@ def _pct(errors: list[float]) -> float | None:
     return None if not errors else round(100.0 * float(np.median(errors)), 1)
 
 
-__all__ = ["calibrate", "holdout", "network_for", "predict_point", "split", "points"]
+__all__ = ["calibrate", "holdout", "network_for", "predict_point", "split"]
