@@ -109,6 +109,7 @@ def test_the_class_data(course):
     assert data["flag_kinds"] == ["littles-law", "no-submission", "timestamps"]
 
 
+@pytest.mark.browser
 def test_the_page_opens_in_chromium_with_its_charts(course, tmp_path):
     assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium (make test does)"
     from playwright.sync_api import sync_playwright
