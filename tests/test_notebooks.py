@@ -64,7 +64,9 @@ def test_every_notebook_executed_without_error_output(lab_report, name):
 def test_saved_notebooks_hold_no_progress_bar(lab_report):
     for name in NOTEBOOKS:
         text = (lab_report["dir"] / f"{name}.ipynb").read_text()
-        assert "application/vnd.jupyter.widget-view+json" not in text and "0%|" not in text, name
+        assert "0%|" not in text and "it/s]" not in text, name
+        if name in ("01_single_server", "02_load_balancer", "03_vertical_scaling"):  # 04's dashboard is a widget
+            assert "application/vnd.jupyter.widget-view+json" not in text, name
 
 
 def test_executed_notebooks_pass_the_consistency_check(lab_report):
