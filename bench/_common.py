@@ -148,7 +148,7 @@ def write_section(name: str, body: str) -> None:
 
 
 ORDER = ["fixes", "overhead", "horizontal", "vertical", "efficiency", "analysis", "fullrun", "startup", "capacity",
-         "settle", "pinning", "grade", "labs"]
+         "settle", "pinning", "grade", "labs", "quicklab"]
 
 
 def _order(name: str) -> int:
