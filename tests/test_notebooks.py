@@ -156,6 +156,7 @@ def test_summary_answers_agree_with_build_report_on_the_csv(lab_report):
 
 def test_summary_text_prints_tables_and_both_answers(lab_report):
     text = (lab_report["dir"] / "summary.txt").read_text()
+    assert text.splitlines()[1].startswith("Instructor's reference run: the answers are the model solution's")
     assert "Mean Request Time (ms)" in text and "1 node(s)" in text and "2 node(s)" in text
     summary = json.loads((lab_report["dir"] / "summary.json").read_text())
     assert f"one server supports {summary['part1']['max_concurrency']} concurrent users" in text
