@@ -149,7 +149,7 @@ def write_section(name: str, body: str) -> None:
 
 
 ORDER = ["fixes", "overhead", "horizontal", "vertical", "efficiency", "analysis", "fullrun", "startup", "capacity",
-         "settle", "pinning", "grade", "testers", "labs", "suite"]
+         "settle", "pinning", "grade", "testers", "labs", "quicklab", "suite"]
 
 
 def _order(name: str) -> int:

@@ -54,7 +54,7 @@ _EXPORTS = {
     "payload_text": "teaching.first_run", "handout_bug_text": "teaching.first_run", "vertical_text": "vertical",
     # the handout's hands-on steps, one cell each (01, 02)
     "image_step": "teaching.steps", "internal_ip_test": "teaching.steps", "step14_curls": "teaching.steps",
-    "nginx_change": "teaching.steps", "use_table_format": "teaching.render",
+    "nginx_change": "teaching.steps", "use_table_format": "teaching.render", "deciding_table": "teaching.findings",
     "skipped_text": "profiles", "scale_grids": "sweep",
 }
 #: Names whose module attribute is called something else.

@@ -65,7 +65,9 @@ def test_every_notebook_executed_without_error_output(lab_report, name):
 def test_saved_notebooks_hold_no_progress_bar(lab_report):
     for name in NOTEBOOKS:
         text = (lab_report["dir"] / f"{name}.ipynb").read_text()
-        assert "application/vnd.jupyter.widget-view+json" not in text and "0%|" not in text, name
+        assert "0%|" not in text and "it/s]" not in text, name
+        if name in ("01_single_server", "02_load_balancer", "03_vertical_scaling"):  # 04's dashboard is a widget
+            assert "application/vnd.jupyter.widget-view+json" not in text, name
 
 
 def test_executed_notebooks_pass_the_consistency_check(lab_report):
@@ -159,6 +161,7 @@ def test_summary_answers_agree_with_build_report_on_the_csv(lab_report):
 
 def test_summary_text_prints_tables_and_both_answers(lab_report):
     text = (lab_report["dir"] / "summary.txt").read_text()
+    assert text.splitlines()[1].startswith("Instructor's reference run: the answers are the model solution's")
     assert "Mean Request Time (ms)" in text and "1 node(s)" in text and "2 node(s)" in text
     summary = json.loads((lab_report["dir"] / "summary.json").read_text())
     assert f"one server supports {summary['part1']['max_concurrency']} concurrent users" in text
