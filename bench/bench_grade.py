@@ -15,7 +15,6 @@ submission's kernel in its bubblewrap sandbox (labkit/grading/sandbox.py).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -45,10 +44,7 @@ def submissions(root: Path, release: Path, n: int) -> dict[str, tuple]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--submissions", type=int, default=30)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--section", default="grade")
+    ap = C.parser(__doc__, "grade", runs=3, submissions=30)
     ap.add_argument("--jobs", default="1,2", help="comma-separated --jobs values, alternated within each run")
     args = ap.parse_args()
     env = C.setup_env()

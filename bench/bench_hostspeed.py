@@ -18,7 +18,6 @@ Three parts (``--part``, default all):
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import subprocess
@@ -155,12 +154,8 @@ def burst_part(seconds: int, rounds: int) -> tuple[str, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = C.parser(__doc__, "hostspeed", runs=5, seconds=60, rounds=1)
     ap.add_argument("--part", choices=["calibration", "part1", "burst", "all"], default="all")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=60)
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--section", default="hostspeed")
     args = ap.parse_args()
     env = C.setup_env()
     parts = ["calibration", "part1", "burst"] if args.part == "all" else [args.part]

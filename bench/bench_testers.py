@@ -26,7 +26,6 @@ CPU ms per request; then the ratios k2/k1 and hey/ab of the medians.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -125,13 +124,8 @@ def run_wrk(url: str, concurrency: int, seconds: float, payload: bytes, cpu: int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--concurrency", type=int, default=40)
-    ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--workers", type=int, default=4)
+    ap = C.parser(__doc__, "testers", runs=5, concurrency=40, requests=4000, workers=4)
     ap.add_argument("--fib", type=int, default=20, help="the payload's fibonacci_number (the handout's is 20)")
-    ap.add_argument("--section", default="testers")
     args = ap.parse_args()
     C.setup_env()
     from labkit.ab import AbCommand
@@ -226,10 +220,8 @@ def main() -> None:
         f"Server utilisation during ab (server CPU / (time × 2 vCPU)), median: k=1 "
         f"{C.fmt(med['ab k=1']['server_util'])}, k=2 {C.fmt(med['ab k=2']['server_util'])}. Start skew between "
         f"the two ab processes: median {C.fmt(C.median(skews))} ms (max {C.fmt(max(skews) if skews else None)}).", "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

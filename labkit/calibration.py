@@ -166,10 +166,15 @@ class _CpuMeter:
         self.pid: int | None = None
         self.source = "/proc/<pid>/stat"
         if self.groups.version != "unlimited":
-            self.made = self.groups.create(self.rel, cgroups.Limits(vcpu=len(cpu_affinity.available()),
-                                                                    memory_bytes=2 * 1024**3))
-            self.groups.set_cpu(self.rel, None)  # no quota: one whole core
-            self.source = f"its cgroup ({self.groups.version})"
+            try:
+                self.made = self.groups.create(self.rel, cgroups.Limits(vcpu=len(cpu_affinity.available()),
+                                                                        memory_bytes=2 * 1024**3))
+                self.groups.set_cpu(self.rel, None)  # no quota: one whole core
+                self.source = f"its cgroup ({self.groups.version})"
+            except OSError as exc:  # a hierarchy that detect() found but that refuses a group: /proc instead
+                log.info("calibration: no cgroup of its own (%s); CPU time from /proc", exc)
+                cgroups.remove(self.made)
+                self.made, self.groups = [], cgroups.Cgroups()
 
     def preexec(self, cpu: int):
         join, pin = self.groups.join_preexec(self.rel), cpu_affinity.pin_preexec({cpu})
@@ -297,6 +302,9 @@ def match_reference(first_scale: float, settings: Settings | None = None, rounds
     last = cpu_affinity.available()[-1]
     with _running_service(settings, host) as (url, meter), \
             tempfile.TemporaryDirectory(prefix="labkit-calibration-") as folder:
+        if not meter.made:
+            raise ConfigError("--calibrate reference needs cgroups (CPU quotas), and this machine refused one "
+                              "(`labkit doctor` says more)")
         _ab(AbCommand(url, CONCURRENCY, WARMUP), Path(folder), last)
         for _ in range(rounds):
             meter.groups.set_cpu(meter.rel, F1_MICRO_VCPU * scale)

@@ -234,9 +234,18 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
     command = AbCommand(b.url, concurrency, requests, timeout_s=timeout_s)
     if testers > 1:
         b.ensure_testers(testers)
+    host = {}
+    if b.name == "local":  # how fast this host is, as in a sweep's rows (labkit/calibration.py)
+        from labkit.calibration import host_calibration
+
+        host = {"host_cpu_ms_per_request": host_calibration(b.settings).cpu_ms_per_request, "burst": b.burst,
+                "cpu_scale": b.cpu_scale}
+    from labkit.calibration import cpu_times, steal_pct
+
+    before = cpu_times()
     row = measure(b, command, retries=retries, testers=testers)
     row = row.replace(backend=b.name, machine_type=spec.machine_type, server=spec.server, workers=spec.workers,
-                      nodes=spec.nodes, cpu_limited=b.cpu_limited)
+                      nodes=spec.nodes, cpu_limited=b.cpu_limited, steal_pct=steal_pct(before, cpu_times()), **host)
     _echo_json(row.to_json())
 
 
@@ -268,15 +277,16 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
           out, resume, repeats, refine_sla, testers, keep_up, ssh_source, calibrate, no_burst):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
-    from labkit.sweep import check_repeats, folder_locked, profiles_grid, run_sweep
+    from labkit.sweep import check_repeats, folder_locked, run_sweep, scale_grids
 
-    grid = profiles_grid(profile or "quick", _spec(1, machine_type, server, workers, port),
-                         nodes=_ints(nodes, "--nodes") if nodes else None,
-                         concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
-                         requests=requests, repeats=None if repeats is None else check_repeats(repeats),
-                         refine=refine_sla, testers=testers)
+    # the profile's grids: its part-1 levels at one node, its other levels at more, 2,000 users at the largest
+    grids = scale_grids(profile or "quick", _spec(1, machine_type, server, workers, port),
+                        nodes=_ints(nodes, "--nodes") if nodes else None,
+                        concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
+                        requests=requests, repeats=None if repeats is None else check_repeats(repeats),
+                        refine=refine_sla, testers=testers)
     if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
-        grid = dataclasses.replace(grid, timeout_s=timeout_s)
+        grids = [dataclasses.replace(g, timeout_s=timeout_s) for g in grids]
     options = _host_kwargs(backend, calibrate, no_burst)
     if backend == "gcp" and ssh_source:
         options["ssh_source_ranges"] = ssh_source
@@ -287,7 +297,8 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
         b._check(dataclasses.replace(grid.spec, nodes=max(grid.nodes)))
         was_up = b.spec is not None
         try:
-            run_sweep(b, grid, out, resume=resume)
+            for i, grid in enumerate(grids):  # the grids after the first append to the same CSV
+                run_sweep(b, grid, out, resume=resume or i > 0)
         finally:
             if not was_up and not keep_up:
                 b.down()

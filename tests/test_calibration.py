@@ -136,6 +136,7 @@ def test_doctor_reports_the_host_speed(host_cal):
 
 
 def _cli(*args, cwd) -> subprocess.CompletedProcess:
+    """``labkit ARGS`` in a fresh process, its state in ``cwd/.labkit`` (the rest of the environment as is)."""
     return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=120, env={**os.environ, "LABKIT_STATE_DIR": str(cwd / ".labkit")})
 
@@ -174,3 +175,16 @@ def test_calibrate_reference_refines_the_scale_on_a_real_quota_limited_f1_micro(
     assert not [d for d in labkit_cgroups() if f"calibration-{os.getpid()}-" in d]
     with pytest.raises(ConfigError, match="--calibrate reference needs cgroups"):
         calibration.match_reference(first, Settings(cgroups="off"))
+
+
+def test_labkit_bench_rows_carry_the_host_columns_too(local_env):
+    env_cwd = local_env["tmp"]
+    try:
+        assert _cli("up", cwd=env_cwd).returncode == 0
+        out = _cli("bench", "-c", "2", "-n", "20", cwd=env_cwd)
+        assert out.returncode == 0, out.stderr
+        row = json.loads(out.stdout)
+        assert row["host_cpu_ms_per_request"] > 0 and row["steal_pct"] is not None
+        assert (row["burst"], row["cpu_scale"]) == (False, 1.0)  # this lab runs without cgroups: nothing to burst
+    finally:
+        _cli("down", cwd=env_cwd)

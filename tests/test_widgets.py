@@ -96,5 +96,5 @@ def test_the_bottleneck_is_named_from_the_cpu_columns(tmp_path):
     last = ex.answers_text.splitlines()[-1]
     assert last.startswith("Capacity (model, Little's law): 2000 users need ≥ 6,667 req/s; so at least 27 servers")
     assert last.endswith("Bottleneck: balancer")
-    assert "the balancer must be at least e2-medium" in last
+    assert "the balancer must be at least e2-medium" in last  # at the mean bound's throughput (no model here)
     assert "<td>server</td>" in ex.table.value  # the busiest role per point: servers at 80 % here

@@ -350,7 +350,7 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     elif fit is not None:
         inside = np.linspace(1, top, 100)
         beyond = np.linspace(top, end, 60)
-        short = re.split(r"[,:;]", describe_fit(fit))[0]  # "peaks at 2.7 nodes (498 req/s)", "linear so far"
+        short = re.split(r",\s|[:;]", describe_fit(fit))[0]  # "peaks at 2.7 nodes (498 req/s)", "linear so far"
         ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model): {short}, R² {fit.r2:.2f}")
         ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--", label="extrapolation (USL fit)")
         if np.isfinite(fit.peak_n) and fit.peak_n <= end:

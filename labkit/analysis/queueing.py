@@ -130,15 +130,15 @@ def mva(net: Network, users: int) -> dict:
     if net.has_balancer:
         delay += add(net.balancer_cpu_s, net.balancer_vcpu, net.balancers)
     delay += add(net.server_cpu_s, net.server_vcpu, net.servers)
-    demand = np.array([d / k for d, k in stations])  # per request, at one of the k identical stations
-    mult = np.array([k for _, k in stations], dtype="float64")
-    q = np.zeros(len(stations))
+    demand = [d / k for d, k in stations]  # per request, at one of the k identical stations
+    mult = [float(k) for _, k in stations]
+    q = [0.0] * len(stations)
     r = x = 0.0
-    for n in range(1, int(users) + 1):
-        per = demand * (1.0 + q)
-        r = delay + float(np.sum(per * mult))
+    for n in range(1, int(users) + 1):  # plain floats: three stations, thousands of steps
+        per = [d * (1.0 + qi) for d, qi in zip(demand, q)]
+        r = delay + sum(p * m for p, m in zip(per, mult))
         x = n / r
-        q = x * per
+        q = [x * p for p in per]
     return {"mean_ms": r * 1000.0, "rps": x,
             "utilisation": {"stations": [float(x * d) for d in demand]}}
 
@@ -218,7 +218,8 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
 
     ab starts ``users`` requests at once and starts a new one whenever one ends, until
     ``requests`` have started: the simulation does the same, so the start-up burst that
-    fills a backlog is in it.
+    fills a backlog is in it. A request visits the tester's CPU, the balancer's (its work
+    both ways as one visit, for speed), then a server's.
     """
     import simpy
 
@@ -255,7 +256,7 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
 
     def request(j, tester):
         t0 = env.now
-        yield tester.serve(t_cpu[j] / 2)
+        yield tester.serve(t_cpu[j])  # ab's work for the request (its send and receive as one visit)
         if bal:
             b = state["rr_bal"] % len(bal)
             state["rr_bal"] += 1
@@ -264,7 +265,7 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
             if not ok:
                 state["failed"] += 1
                 return
-            yield bal[b].serve(b_cpu[j] / 2)
+            yield bal[b].serve(b_cpu[j])  # nginx's work both ways, as one visit
         i = state["rr_server"] % len(servers)
         state["rr_server"] += 1
         ok, waited = yield from connect_to(server_gates, i)
@@ -280,9 +281,7 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
         yield servers[i].serve(s_cpu[j])
         server_gates[i].leave()
         if bal:
-            yield bal[b].serve(b_cpu[j] / 2)
             bal_gates[b].leave()
-        yield tester.serve(t_cpu[j] / 2)
         times[j] = env.now - t0
 
     def client(c):

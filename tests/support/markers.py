@@ -51,6 +51,8 @@ def _needs(argv) -> str | None:
     if isinstance(argv, (str, bytes, os.PathLike)):
         argv = [argv]
     argv = list(argv)
+    if "run-driver" in map(os.fsdecode, argv):
+        return "chromium"  # Playwright's driver, which starts the browser
     words = [os.path.basename(os.fsdecode(a)) for a in argv[:4]]
     if len(argv) == 2 and words[1] in ("-v", "-V", "--version"):
         return None  # a version query (provenance, doctor) only needs the program installed

@@ -262,6 +262,12 @@ class SshBackend(SshSampling, Backend):
     def nginx(self, info: dict | None = None) -> RemoteNginx:
         """The balancer: the one ``info`` (a saved record) describes, or the one to start."""
         b, workers = self.balancer, self.options["nginx_workers"]
+        if workers == "auto" and self.spec is not None:  # one worker per vCPU of the balancer's type
+            from labkit import machine_types
+            from labkit.nginx_conf import workers_for
+
+            mt = self._balancer_type(self.spec)
+            workers = workers_for(mt) if mt in machine_types.MACHINE_TYPES else "auto"
         if info is not None:
             return from_record(self.conn(b), b.name, b.addr, self.balancer_port, info, workers)
         system = self.options["system_nginx"]
