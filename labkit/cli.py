@@ -294,7 +294,7 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
         b = _backend(backend, **options)
         # the grid's largest lab must fit (e.g. ssh: no more nodes than the hosts file has servers), before
         # anything starts
-        b._check(dataclasses.replace(grid.spec, nodes=max(grid.nodes)))
+        b._check(dataclasses.replace(grids[0].spec, nodes=max(max(g.nodes) for g in grids)))
         was_up = b.spec is not None
         try:
             for i, grid in enumerate(grids):  # the grids after the first append to the same CSV

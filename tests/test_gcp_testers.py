@@ -50,7 +50,7 @@ def test_plan_names_and_prices_k_testers():
 def test_testers_are_created_labelled_and_deleted(tmp_path):
     with ComputeStub() as stub:
         b = GcpBackend(Settings(state_dir=tmp_path / ".labkit"), project=PROJECT, zone=[ZONE], run_id="run1",
-                       compute=anonymous_compute(stub), timeout=30, key_dir=str(tmp_path / "keys"), deploy=False)
+                       compute=anonymous_compute(stub), timeout=30, key_dir=str(tmp_path / ".labkit" / "keys"), deploy=False)
         b.up(ClusterSpec(nodes=1, port=80))
         assert sorted(stub.instances) == ["restserver-0", "tester-0"] and b.max_testers() == 1
         b.ensure_testers(2)  # a sweep with --testers 2 on a running lab: tester-1 the same way as tester-0
@@ -76,7 +76,7 @@ def test_a_point_measured_by_two_tester_machines_end_to_end(tmp_path, monkeypatc
         settings = Settings(state_dir=tmp_path / ".labkit", gcp_project=PROJECT, gcp_zone=ZONE,
                             gcp_api_endpoint=stub.endpoint, cgroups="off")
         b = GcpBackend(settings, ssh_user="root", timeout=60, testers=2,
-                       ssh_options={"root": str(tmp_path / "root"), "python": sys.executable})
+                       ssh_options={"root": str(tmp_path / "labkit-root"), "python": sys.executable})
         try:
             b.up(handout_spec("f1-micro"))
             b._restore_signal_handlers()
