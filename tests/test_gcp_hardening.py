@@ -226,3 +226,41 @@ def test_the_interrupt_handlers_cover_the_first_provisioning_only(stub, tmp_path
     c.up(ClusterSpec(nodes=1, port=80))
     assert seen[2] is not signal.default_int_handler
     c.down()
+
+
+def test_down_with_an_unreadable_gcp_state_deletes_the_run_by_label_only(stub, tmp_path):
+    """Issue 21 item 5: the gcp salvage (an unreadable gcp.json) deletes what carries this run's label, and
+    never another run's."""
+    from labkit.backends.salvage import salvage
+
+    a = _backend(stub, tmp_path, run_id="runa", folder="a")
+    a.up(ClusterSpec(nodes=1, port=80))
+    b = _backend(stub, tmp_path, run_id="runb", folder="b", name_prefix="b-")
+    b.up(ClusterSpec(nodes=1, port=80))
+    path = tmp_path / "a" / "gcp.json"
+    path.write_text(path.read_text()[:200])  # cut short: not JSON any more, but run id and project are there
+    out = salvage(Settings(state_dir=tmp_path / "a", gcp_project=PROJECT), "gcp", compute=_compute(stub))
+    assert sorted(out["stopped"]) == sorted(["instance restserver-0", "instance tester-0",
+                                             "firewall labkit-runa-http", "firewall labkit-runa-servers",
+                                             "firewall labkit-runa-ssh"]), out
+    assert sorted(stub.instances) == ["b-restserver-0", "b-tester-0"], "run b's machines are not touched"
+    assert out["left"] == [] and out["moved_to"]
+    b.down()
+    assert stub.empty()
+
+
+def test_salvage_refuses_a_state_folder_others_may_write(tmp_path):
+    """A planted file in a shared folder never gets its pids signalled by `labkit down`."""
+    import json as _json
+
+    from labkit.backends.salvage import salvage
+    from labkit.errors import StateError
+
+    folder = tmp_path / ".labkit"
+    folder.mkdir()
+    (folder / "local.json").write_text(_json.dumps({"processes": {"x": {"role": "x", "pid": os.getpid(),
+                                                                        "start_time": 1}}}))
+    os.chmod(folder, 0o777)
+    with pytest.raises(StateError, match="others may write"):
+        salvage(Settings(state_dir=folder), "local")
+    assert (folder / "local.json").exists()

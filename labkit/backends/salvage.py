@@ -36,6 +36,7 @@ def salvage(settings: Settings, name: str, *, compute=None) -> dict:
 
     Returns ``down``'s shape plus ``"moved_to"``. ``compute`` (gcp) injects the API clients.
     """
+    state.check_trusted(state.folder(settings, create=False))  # a planted file's pids are never signalled
     text = state.read_text(settings, name)
     stopped: list[str] = []
     left: list[str] = []
