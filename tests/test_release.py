@@ -127,7 +127,8 @@ def test_release_via_cli_writes_into_out_lab02(release, release_dir):
     assert listed == [f"{n}.ipynb" for n in NOTEBOOKS]
     assert [Path(line).parent for line in release["stdout"].split()] == [release_dir] * len(NOTEBOOKS)
     assert sorted(p.name for p in release_dir.iterdir()) == listed
-    assert sorted(p.name for p in release["out"].iterdir()) == ["course", "lab02", "lab02-rubric.md"]
+    assert sorted(p.name for p in release["out"].iterdir()) == [".labkit-release", "course", "lab02",
+                                                                "lab02-rubric.md"]  # the marker: see item 8
 
 
 def test_release_names_missing_source_notebooks(tmp_path):
