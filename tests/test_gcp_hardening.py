@@ -264,3 +264,4 @@ def test_salvage_refuses_a_state_folder_others_may_write(tmp_path):
     with pytest.raises(StateError, match="others may write"):
         salvage(Settings(state_dir=folder), "local")
     assert (folder / "local.json").exists()
+    (folder / "local.json").unlink()  # (the suite's leftovers check looks for .labkit/local*)
