@@ -83,6 +83,12 @@ def _override(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
+def _override_settings(**fields) -> None:
+    """Change this invocation's settings (``ctx.obj``), e.g. ``gcp_ssh_source`` from --ssh-source."""
+    ctx = click.get_current_context()
+    ctx.obj = _settings().replace(**fields)
+
+
 def _backend(name: str, attach_only: bool = False, **options):
     """The backend ``name`` with this invocation's settings; None if ``attach_only`` and nothing is up."""
     from labkit import state
@@ -288,8 +294,8 @@ def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_typ
     if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
         grids = [dataclasses.replace(g, timeout_s=timeout_s) for g in grids]
     options = _host_kwargs(backend, calibrate, no_burst)
-    if backend == "gcp" and ssh_source:
-        options["ssh_source_ranges"] = ssh_source
+    if ssh_source:
+        _override_settings(gcp_ssh_source=ssh_source)
     with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab
         b = _backend(backend, **options)
         # the grid's largest lab must fit (e.g. ssh: no more nodes than the hosts file has servers), before
@@ -420,9 +426,13 @@ def doctor(as_json):
               type=click.Path(file_okay=False, path_type=Path), help="Reports folder (a <timestamp>/ is made in it).")
 @click.option("--notebooks", "notebooks_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Folder holding the five notebooks (default: the project's notebooks/).")
-def lab(profile, backend, machine_type, out_root, notebooks_dir):
+@click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
+def lab(profile, backend, machine_type, out_root, notebooks_dir, ssh_source):
     """Run all five notebooks headless (papermill) into OUT/<timestamp>/ and print the SLA answers."""
     from labkit.lab import format_summary, run_lab
+
+    if ssh_source:  # the notebooks' kernels get it with the settings (LABKIT_GCP_SSH_SOURCE)
+        _override_settings(gcp_ssh_source=ssh_source)
 
     report_dir = run_lab(profile, backend=backend, out_root=out_root, notebooks_dir=notebooks_dir,
                          machine_type=machine_type, settings=_settings())

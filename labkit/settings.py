@@ -32,6 +32,7 @@ ENV = {
     "gcp_project": "LABKIT_GCP_PROJECT",
     "gcp_zone": "LABKIT_GCP_ZONE",
     "gcp_api_endpoint": "LABKIT_GCP_API_ENDPOINT",
+    "gcp_ssh_source": "LABKIT_GCP_SSH_SOURCE",
 }
 
 
@@ -67,6 +68,7 @@ class Settings:
     gcp_project: str | None = None
     gcp_zone: str | None = None
     gcp_api_endpoint: str | None = None
+    gcp_ssh_source: str | None = None  # who may SSH to the VMs, comma-separated CIDRs (--ssh-source)
 
     def __post_init__(self) -> None:
         # Accept strings for the paths (from a notebook or a test) and keep Paths.

@@ -157,3 +157,19 @@ def test_item5_an_ssh_sweep_with_more_nodes_than_servers_is_refused_before_it_st
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "2 nodes asked for, but only 1 server hosts given" in res.stderr
     assert not out.exists() and not (tmp_path / ".labkit" / "ssh.json").exists()
+
+
+def test_item5_ssh_source_reaches_gcp_runs_made_by_sweep_and_lab(tmp_path):
+    """--ssh-source on `sweep` and `lab` too: it travels as a setting (LABKIT_GCP_SSH_SOURCE, which the
+    lab's kernels inherit) to the gcp backend's firewall rule."""
+    from labkit.backends.gcp.backend import GcpBackend
+    from labkit.settings import Settings
+
+    settings = Settings.from_env({"LABKIT_GCP_SSH_SOURCE": "203.0.113.7/32", "LABKIT_GCP_PROJECT": "lab-project",
+                                  "LABKIT_STATE_DIR": str(tmp_path / ".labkit")})
+    assert settings.to_env()["LABKIT_GCP_SSH_SOURCE"] == "203.0.113.7/32"
+    b = GcpBackend(settings, compute=object(), run_id="r1", deploy=False)
+    assert b.ssh_source_ranges == ["203.0.113.7/32"]
+    for command in ("sweep", "lab"):
+        res = subprocess.run([sys.executable, "-m", "labkit.cli", command, "--help"], capture_output=True, text=True)
+        assert "--ssh-source" in res.stdout, command

@@ -124,7 +124,7 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
                         key_dir=os.path.abspath(key_dir),  # the state records key paths; any shell must find them
                         ssh_user=ssh_user, ttl_hours=ttl_hours, timeout=timeout, max_nodes=max_nodes,
                         tester_machine_type=tester_machine_type, testers=req.check_testers(testers),
-                        ssh_source_ranges=req.ssh_source_ranges(ssh_source_ranges),
+                        ssh_source_ranges=req.ssh_source_ranges(ssh_source_ranges or self.settings.gcp_ssh_source),
                         ssh_options=dict(ssh_options or {}), deploy=deploy, created={}, images=[], firewalls=[])
 
     def _resumes(self, saved: GcpState, options: dict) -> bool:
