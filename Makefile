@@ -14,8 +14,10 @@ export GCE_METADATA_IP := 127.0.0.1:9
 
 LAB_TOOLS  := nginx:nginx ab:apache2-utils
 TEST_TOOLS := sshd:openssh-server chromium:chromium
-# bench only: hey, the independent HTTP client bench/bench_testers.py cross-checks ab with
-BENCH_TOOLS := hey:hey
+# `labkit grade` runs each submission's kernel in a bubblewrap sandbox (labkit/grading/sandbox.py)
+GRADE_TOOLS := bwrap:bubblewrap
+# bench only: hey and wrk, the independent HTTP clients bench/bench_testers.py cross-checks ab with
+BENCH_TOOLS := hey:hey wrk:wrk
 
 .PHONY: setup setup-test lab test test-fast jupyter release grade dashboard bench clean
 
@@ -49,7 +51,7 @@ setup: $(STAMP)
 	$(call ensure,$(LAB_TOOLS))
 
 setup-test: setup
-	$(call ensure,$(TEST_TOOLS))
+	$(call ensure,$(TEST_TOOLS) $(GRADE_TOOLS))
 
 lab: setup
 	$(BIN)/labkit lab --profile $(PROFILE)
@@ -69,13 +71,15 @@ jupyter: setup
 release: setup
 	$(BIN)/labkit release --out release
 
-# Grading needs neither nginx nor ab: only the Python environment (no `setup` tools check).
+# Grading needs neither nginx nor ab: the Python environment and bubblewrap (its sandbox).
 SUBMITTED ?= submitted
+JOBS ?=
 grade: $(STAMP)
-	$(BIN)/labkit grade $(SUBMITTED) --out grading
+	$(call ensure,$(GRADE_TOOLS))
+	$(BIN)/labkit grade $(SUBMITTED) --out grading $(if $(JOBS),--jobs $(JOBS))
 
 dashboard: setup
-	$(BIN)/voila notebooks/04_reanalysis.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
+	$(BIN)/labkit dashboard --port 8866
 
 bench: setup
 	$(call ensure,$(BENCH_TOOLS))

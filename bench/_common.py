@@ -12,6 +12,7 @@ fresh temp dir) and ``LABKIT_LOCAL_NET`` (default ``127.0.77``).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import os
@@ -148,7 +149,7 @@ def write_section(name: str, body: str) -> None:
 
 
 ORDER = ["fixes", "overhead", "horizontal", "vertical", "efficiency", "analysis", "fullrun", "startup", "capacity",
-         "settle", "pinning", "grade", "testers", "labs", "suite"]
+         "settle", "pinning", "grade", "testers", "labs", "quicklab", "suite"]
 
 
 def _order(name: str) -> int:
@@ -224,3 +225,24 @@ def labkit_argv(path: Path | None) -> list[str]:
     if path is None:
         return [LABKIT]
     return [PYTHON, "-c", prelude(path) + "from labkit.cli import main\nmain()"]
+
+
+def parser(doc: str, section: str, runs: int = 3, **options) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its docstring's first line, ``--runs``, ``--section`` (the
+    RESULTS.md section it writes) and one ``--name`` per keyword (``machine_type`` is
+    ``--machine-type``), typed by its default. Scripts add their own special options to it."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--section", default=section, help="RESULTS.md section to write")
+    for name, default in options.items():
+        ap.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    return ap
+
+
+def publish(section: str, body: str, command: bool = True) -> None:
+    """Print a section's body, ending with the command that made it (unless ``command`` is False:
+    the body quotes it itself), and write it into RESULTS.md (see :func:`write_section`)."""
+    if command:
+        body = body.rstrip("\n") + f"\n\nCommand: `{command_line()}`"
+    print(body)
+    write_section(section, body)

@@ -17,7 +17,6 @@ Target: under 2 s for 10,000 rows.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import random
@@ -97,12 +96,10 @@ def via_cli(csv_path: Path, outdir: Path, tree: Path | None = None) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap = C.parser(__doc__, "analysis", runs=3)
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also run labkit as of git revision REV, interleaved (before/after a fix)")
-    ap.add_argument("--section", default="analysis", help="RESULTS.md section to write")
     args = ap.parse_args()
     C.setup_env()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -142,10 +139,8 @@ def main() -> None:
         "Target: under 2 s for 10,000 rows.", "",
         C.table(["rows"] + (["labkit"] if args.baseline else []) +
                 ["import", "load", "report", "charts", "total (in-process)", "CLI wall"], rows), "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def throughput_holdout(df) -> dict:
     train = df[df["nodes"].isin(FIT_NODES)]
     t = throughput_by_nodes(train)
     fit = fit_usl(t["nodes"], t["rps"])
-    per_server = capacity_answer(train, "mean<300", 1)["per_server_rps"]
+    per_server = capacity_answer(train, "mean<300", 1, model=False)["per_server_rps"]
     held = [int(n) for n in measured.index if n not in FIT_NODES]
     rows = []
     for n in held:
@@ -60,7 +60,7 @@ def throughput_holdout(df) -> dict:
 def balancer_holdout(df) -> dict | None:
     """Predicted vs measured node count where the balancer saturates; None without the CPU columns."""
     from labkit import machine_types
-    from labkit.analysis.capacity import has_cpu_columns, utilisation
+    from labkit.analysis.points import has_cpu_columns, utilisation
     from labkit.analysis.sla import is_ok
 
     if not has_cpu_columns(df, "balancer"):
@@ -83,12 +83,11 @@ def balancer_holdout(df) -> dict | None:
 
 def littles_check(df) -> dict:
     """rps × mean / c over the clean points (no error, not aborted) and over those with errors."""
-    from labkit.analysis.capacity import per_point
-    from labkit.analysis.sla import is_ok
+    from labkit.analysis.points import is_ok, littles_law_rows
 
     out = {}
     for name, rows in (("clean", df[is_ok(df)]), ("errors", df[~is_ok(df) & ~df["aborted"].astype(bool)])):
-        ll = per_point(rows)["littles_law"].dropna() if len(rows) else rows.get("rps", [])
+        ll = littles_law_rows(rows).dropna() if len(rows) else rows.get("rps", [])
         out[name] = ({"points": len(ll), "median": float(ll.median()), "min": float(ll.min()),
                       "max": float(ll.max()), "within_5": int(((ll - 1).abs() <= 0.05).sum())} if len(ll) else None)
     return out

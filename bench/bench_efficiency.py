@@ -18,7 +18,6 @@ cost per request (tester cgroup) is shown too. Servers are interleaved round by 
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -61,12 +60,7 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=5000)
-    ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--machine-type", default="e2-medium")
-    ap.add_argument("--section", default="efficiency")
+    ap = C.parser(__doc__, "efficiency", runs=3, requests=5000, concurrency=50, machine_type="e2-medium")
     args = ap.parse_args()
     C.setup_env()
     from labkit import machine_types
@@ -134,10 +128,8 @@ def main() -> None:
         "each run. *of nginx* = the server's requests per CPU-second as a share of nginx's.", "",
         C.table(["server", "rps (min–max)", "cores used", "req per CPU-s (min–max)", "CPU ms/req", "of nginx",
                  "ab CPU ms/req", "failed+non-2xx"], rows), "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Two figures:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -117,8 +116,7 @@ def one_lab(tmp: Path, i: int, tree: Path | None = None, label: str = "now") -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap = C.parser(__doc__, "fullrun", runs=3)
     ap.add_argument("--ref-dir", type=Path, default=Path("/tmp/ref"))
     ap.add_argument("--skip-lab", action="store_true")
     ap.add_argument("--reuse-lab", action="store_true",
@@ -126,7 +124,6 @@ def main() -> None:
                          "instead of running them again, e.g. to refresh the full-profile figure alone")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also run `labkit lab` as of git revision REV, interleaved (before/after a fix)")
-    ap.add_argument("--section", default="fullrun")
     args = ap.parse_args()
     C.setup_env()
     lines = ["## 6. Whole-lab wall time vs ab's own time (the physical minimum)", ""]
@@ -203,10 +200,8 @@ def main() -> None:
                             "aborted points (min–max)"], rows),
             "", "Per notebook (papermill's recorded duration, s, median):", "",
             C.table(lead + nbs, nb_rows), ""]
-    lines += [f"Command: `{C.command_line()}`"]
     body = "\n".join(lines)
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Two set-ups, interleaved round by round:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -80,14 +79,9 @@ def one_round(setup: str, nodes_list, c: int, n: int, machine_type: str) -> dict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=200)
+    ap = C.parser(__doc__, "horizontal", runs=3, requests=2000, concurrency=200, machine_type="f1-micro")
     ap.add_argument("--nodes", default="1,2,3,4,5")
-    ap.add_argument("--machine-type", default="f1-micro")
     ap.add_argument("--setups", default="lab,big-lb")
-    ap.add_argument("--section", default="horizontal")
     args = ap.parse_args()
     C.setup_env()
     C.os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -127,10 +121,8 @@ def main() -> None:
         sections += [f"**Set-up `{s}`**: balancer {lb}, tester {tester}.", "",
                      C.table(["nodes", "rps (min–max)", "E", "E vs 2 nodes", "connect ms", "max ms", "servers busy", "balancer busy", "tester busy",
                               "host cores", "scale to n, s"], rows), ""]
-    sections += [f"Command: `{C.command_line()}`"]
     body = "\n".join(sections)
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

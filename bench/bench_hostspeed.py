@@ -5,8 +5,8 @@ Three parts (``--part``, default all):
 * ``calibration``: :func:`labkit.calibration.measure_host` ``--runs`` times at c=10 (labkit's) and
   at c=1, alternating (the service on one unconstrained core, the handout's payload): CPU ms per
   request, its ratio to the reference's 1.05 ms, the steal, the wall time of one calibration.
-* ``part1``: the quick profile's one-node part-1 sweep (its levels 10…1000, 2,000 requests,
-  the boundary refined), ``labkit sweep --profile quick --nodes 1``, without and then with
+* ``part1``: the quick profile's one-node part-1 sweep (its levels and requests, the boundary
+  refined), ``labkit sweep --profile quick --nodes 1``, without and then with
   ``--calibrate reference``; each one's part-1 answer (``labkit report``) beside
   ``data/reference.csv``'s, with the server CPU per request each measured at c=10.
 * ``burst``: one f1-micro (1 node, the Flask dev server, its 0.2-vCPU quota) and ab at c=1
@@ -18,7 +18,6 @@ Three parts (``--part``, default all):
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import subprocess
@@ -87,7 +86,11 @@ def part1_part(folder: Path, env: dict) -> tuple[str, dict]:
         f = found[label]
         rows.append([label, C.fmt(f["host_ms"]), C.fmt(f["cpu_scale"]), f["part1"], C.fmt(f["c10_server_ms"]),
                      C.fmt(f["c10_rps"])])
-    body = ("**Part 1 at one node** (quick profile: levels 10…1000, 2,000 requests, refined), "
+    from labkit import profiles
+
+    quick = profiles.get("quick")
+    body = (f"**Part 1 at one node** (quick profile: levels {', '.join(map(str, quick.concurrency))}, "
+            f"at least {quick.requests} requests each; part 1's boundary refined), "
             f"`labkit sweep --profile quick --nodes 1` without and with `--calibrate reference`:\n\n"
             + C.table(["results", "host CPU ms/request", "quota ×", "part 1 (users)", "server CPU ms/request at c=10",
                        "req/s at c=10"], rows))
@@ -151,12 +154,8 @@ def burst_part(seconds: int, rounds: int) -> tuple[str, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = C.parser(__doc__, "hostspeed", runs=5, seconds=60, rounds=1)
     ap.add_argument("--part", choices=["calibration", "part1", "burst", "all"], default="all")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=60)
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--section", default="hostspeed")
     args = ap.parse_args()
     env = C.setup_env()
     parts = ["calibration", "part1", "burst"] if args.part == "all" else [args.part]

@@ -23,7 +23,6 @@ over the levels (the floor no harness can beat).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shlex
@@ -104,14 +103,11 @@ def cli_sweep(levels, n, out: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap = C.parser(__doc__, "overhead", runs=3, machine_type="f1-micro")
     ap.add_argument("--levels", default="10,50,100,200,400", help="the quick profile's levels")
     ap.add_argument("--requests", type=int, default=400, help="ab -n per level (quick profile: 400)")
-    ap.add_argument("--machine-type", default="f1-micro")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also run `labkit bench` as of git revision REV, interleaved (before/after a fix)")
-    ap.add_argument("--section", default="overhead")
     args = ap.parse_args()
     C.setup_env()
     levels = [int(x) for x in args.levels.split(",")]
@@ -170,10 +166,8 @@ def main() -> None:
         "(shell's ab time + the mode's overhead) / shell's wall, per round.", "",
         C.table(["mode", "wall s (min–max)", "ab time s", "overhead/level ms", "raw wall ratio to shell",
                  "ratio, same ab time"], rows), "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

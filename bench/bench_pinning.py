@@ -12,7 +12,6 @@ cgroup. The ratio pinned/free of the medians is the figure to quote.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -31,11 +30,7 @@ def set_affinity(pid: int, cpus: set[int]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--concurrency", type=int, default=20)
-    ap.add_argument("--requests", type=int, default=3000)
-    ap.add_argument("--section", default="pinning")
+    ap = C.parser(__doc__, "pinning", runs=5, concurrency=20, requests=3000)
     args = ap.parse_args()
     C.setup_env()
     from labkit.backends.local import cpu_affinity
@@ -81,10 +76,8 @@ def main() -> None:
         C.table(["server threads", "req/s", "mean ms", "p98 ms", "server CPU ms/request"], table), "",
         f"Pinned / free: **{pinned['rps'] / free['rps']:.2f}×** the requests/s, "
         f"**{pinned['cpu'] / free['cpu']:.2f}×** the CPU per request.", "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,10 +23,7 @@ import _common as C  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--overload", type=int, default=1000)
-    ap.add_argument("--section", default="settle")
+    ap = C.parser(__doc__, "settle", runs=3, overload=1000)
     args = ap.parse_args()
     C.setup_env()
     from labkit.ab import AbCommand
@@ -97,10 +93,8 @@ def main() -> None:
         "rows' CPU columns; quiet lab):", "",
         C.table(["level", "rps", "servers ms/req", "balancer ms/req", "tester ms/req", "server utilisation"],
                 rows2), "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ labkit as of REV, interleaved, for before/after figures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -44,10 +43,8 @@ def one(tree: Path | None) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap = C.parser(__doc__, "startup", runs=3)
     ap.add_argument("--baseline", default=None, metavar="REV")
-    ap.add_argument("--section", default="startup")
     args = ap.parse_args()
     C.setup_env()
     trees = {"now": None}
@@ -72,10 +69,8 @@ def main() -> None:
         "step at a time (each step starts one server, rewrites and reloads nginx, waits for round robin "
         "over every node), then down.", "",
         C.table((["labkit"] if args.baseline else []) + keys + ["total (min–max)"], rows), "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

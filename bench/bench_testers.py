@@ -11,7 +11,9 @@ is measured four ways against the same URL:
   core, merged exactly from their ``-g`` data (testers=2);
 * ``hey, no keep-alive`` — Debian's ``hey`` (Go's HTTP/1.1 client) with
   ``-disable-keepalive``: a new connection per request, as ab without ``-k`` does;
-* ``hey, keep-alive`` — ``hey``'s default.
+* ``hey, keep-alive`` — ``hey``'s default;
+* ``wrk`` — Debian's ``wrk``: a C event loop like ab's, but HTTP/1.1 with keep-alive, run for
+  a fixed 2 s (it has no ``-n``): it tells the HTTP version apart from hey's Go runtime.
 
 hey is pinned to the same core as ab k=1 (its Go runtime limited to one thread,
 GOMAXPROCS=1) — and, as a fifth way, run on both cores with two threads — and its per-request times are read from ``-o csv``; its percentiles use the
@@ -24,9 +26,9 @@ CPU ms per request; then the ratios k2/k1 and hey/ab of the medians.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
+import json
 import logging
 import os
 import re
@@ -81,14 +83,49 @@ def run_hey(url: str, concurrency: int, requests: int, payload: bytes, keepalive
                 ("read_ms", "Response-read"))}}
 
 
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(f"wrk time {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(url: str, concurrency: int, seconds: float, payload: bytes, cpu: int) -> dict:
+    """One wrk run (a C event loop like ab, but HTTP/1.1 with keep-alive) on ``cpu`` for ``seconds``:
+    rps, mean and p99 (wrk's --latency table has no p95)."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk (the Makefile's bench target does)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
+        f.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(payload.decode())}\n'
+                'wrk.headers["Content-Type"] = "application/json"\n')
+        f.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res = subprocess.run([wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
+                              "-s", f.name, url], capture_output=True, text=True, timeout=600,
+                             preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if res.returncode != 0:
+        raise RuntimeError(f"wrk failed ({res.returncode}): {res.stderr[-500:]}")
+    out = res.stdout
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "mean": _ms(re.search(r"Latency\s+(\S+)", out).group(1)), "p95": None,
+            "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
+            "max": _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)), "complete": done,
+            "errors": errors, "connect_ms": None,
+            "cpu_ms": 1000 * ((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)) / max(1, done)}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--concurrency", type=int, default=40)
-    ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--workers", type=int, default=4)
+    ap = C.parser(__doc__, "testers", runs=5, concurrency=40, requests=4000, workers=4)
     ap.add_argument("--fib", type=int, default=20, help="the payload's fibonacci_number (the handout's is 20)")
-    ap.add_argument("--section", default="testers")
     args = ap.parse_args()
     C.setup_env()
     from labkit.ab import AbCommand
@@ -99,7 +136,8 @@ def main() -> None:
     from labkit.settings import Settings
 
     payload = f'{{"fibonacci_number": {args.fib}}}\n'.encode()
-    ways = ["ab k=1", "ab k=2", "hey, no keep-alive", "hey, keep-alive", "hey, no keep-alive, 2 cores"]
+    ways = ["ab k=1", "ab k=2", "hey, no keep-alive", "hey, keep-alive", "hey, no keep-alive, 2 cores",
+            "wrk (HTTP/1.1, keep-alive)"]
     got: dict[str, list[dict]] = {w: [] for w in ways}
     skews: list[float] = []
     class Skews(logging.Handler):  # measure() logs each merge's start skew
@@ -133,12 +171,12 @@ def main() -> None:
                 else:
                     b.settle(30)
                     s0 = b.cpu_seconds_by_role()["server"]
-                    fig = run_hey(url, args.concurrency, args.requests, payload, "no keep" not in way,
+                    fig = run_wrk(url, args.concurrency, 1.5, payload, cpus[-1]) if way.startswith("wrk") else run_hey(url, args.concurrency, args.requests, payload, "no keep" not in way,
                                   set(cpus) if "2 cores" in way else {cpus[-1]})
                     s1 = b.cpu_seconds_by_role()["server"]
                     fig["server_ms"] = 1000 * (s1 - s0) / fig["complete"] if s0 is not None and s1 is not None else None
                 got[way].append(fig)
-                print(f"round {r + 1} {way:20} rps={fig['rps']:.0f} mean={fig['mean']:.2f} p95={fig['p95']:.1f} "
+                print(f"round {r + 1} {way:20} rps={fig['rps']:.0f} mean={fig['mean']:.2f} p95={fig['p95']} "
                       f"p99={fig['p99']:.1f} errors={fig['errors']} client_cpu_ms/req={fig['cpu_ms']}", flush=True)
     finally:
         b.down()
@@ -159,7 +197,8 @@ def main() -> None:
         return f"{C.median(pairs):.2f} ({C.spread(pairs)})" if pairs else "-"
 
     pairs = (("ab k=2", "ab k=1"), ("hey, no keep-alive", "ab k=1"), ("hey, keep-alive", "ab k=1"),
-             ("hey, keep-alive", "hey, no keep-alive"), ("hey, no keep-alive, 2 cores", "hey, no keep-alive"))
+             ("hey, keep-alive", "hey, no keep-alive"), ("hey, no keep-alive, 2 cores", "hey, no keep-alive"),
+             ("wrk (HTTP/1.1, keep-alive)", "ab k=1"))
     ratios = [[f"{a} / {b_}", *(ratio(a, b_, k) for k in ("rps", "mean", "p95", "p99")), paired(a, b_)]
               for a, b_ in pairs]
     phases = [[w, *(C.fmt(C.median([x.get(k) for x in got[w]])) for k in
@@ -168,7 +207,7 @@ def main() -> None:
         "## Several load generators: k=1 vs k=2 ab processes, hey as a cross-check (local backend)", "",
         f"1 × gunicorn ({args.workers} sync workers) on an e2-standard-2 (2-vCPU quota), testers n1-standard-1 "
         f"(one core each); the same load `-c {args.concurrency} -n {args.requests}`, POST "
-        f"`{payload.decode().strip()}`, {args.runs} rounds alternating the four ways; median (min–max). "
+        f"`{payload.decode().strip()}`, {args.runs} rounds alternating the ways; median (min–max). "
         "Client CPU = ab's testers' cgroups (hey: its rusage) per request; connect = ab's Connection Times "
         "mean (hey: DNS+dial-up).", "",
         C.table(["client", "req/s", "mean ms", "p95 ms", "p99 ms", "max ms", "connect ms", "client CPU ms/req",
@@ -181,10 +220,8 @@ def main() -> None:
         f"Server utilisation during ab (server CPU / (time × 2 vCPU)), median: k=1 "
         f"{C.fmt(med['ab k=1']['server_util'])}, k=2 {C.fmt(med['ab k=2']['server_util'])}. Start skew between "
         f"the two ab processes: median {C.fmt(C.median(skews))} ms (max {C.fmt(max(skews) if skews else None)}).", "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 if __name__ == "__main__":

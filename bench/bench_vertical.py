@@ -11,7 +11,6 @@ once per round, rounds repeated; the figures are medians over rounds.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,13 +32,8 @@ def configs(types):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=100)
-    ap.add_argument("--types", default=",".join(TYPES))
+    ap = C.parser(__doc__, "vertical", runs=3, requests=2000, concurrency=100, types=",".join(TYPES))
     ap.add_argument("--testers", default="f1-micro,e2-standard-2", help="tester machine types to compare")
-    ap.add_argument("--section", default="vertical")
     args = ap.parse_args()
     C.setup_env()
     from labkit import machine_types
@@ -68,10 +62,8 @@ def main() -> None:
         "*server busy* = that / the machine's vCPU; *tester busy* = the tester cgroup's CPU / its vCPU.", "",
         C.table(["tester", "machine type", "vCPU", "server", "workers", "rps (min–max)", "p98 ms (min–max)",
                  "cores used", "server busy", "tester busy", "failed"], rows), "",
-        f"Command: `{C.command_line()}`",
     ])
-    print(body)
-    C.write_section(args.section, body)
+    C.publish(args.section, body)
 
 
 def run_round(tester, cfgs, args, data, r):

@@ -34,7 +34,7 @@ _EXPORTS = {
     # the autograder's hidden checks (01, 02): the answers against the student's own CSV
     "check_part1": "grading.checks", "check_part2": "grading.checks",
     "load_handout": "handout", "tables_by_nodes": "handout", "part2_from_report": "handout",
-    "justify_part1": "handout", "justify_part2": "handout",
+    "justify_part1": "handout", "justify_part2": "handout", "part2_answer": "handout",
     # analysis
     "load_results": "results", "handout_table": "results",
     "Sla": "analysis.sla", "max_concurrency": "analysis.sla", "nodes_needed": "analysis.sla",
@@ -45,6 +45,7 @@ _EXPORTS = {
     "provenance_text": "dashboard.reanalysis", "ReanalysisDashboard": "dashboard.reanalysis",
     "SlaExplorer": "dashboard.widgets",
     # the capacity model and the bottleneck (design §8)
+    "points": "analysis.points", "service_demand": "analysis.demand",
     "capacity_answer": "analysis.capacity", "part2_accepts": "analysis.capacity", "role_utilisation_chart": "analysis.plots_roles",
     # "Interpret your results" (01-03): explanations printed from the student's own numbers
     "littles_law_text": "teaching.interpret", "bottleneck_text": "teaching.interpret", "noise_text": "teaching.interpret",
@@ -53,7 +54,7 @@ _EXPORTS = {
     "payload_text": "teaching.first_run", "handout_bug_text": "teaching.first_run", "vertical_text": "vertical",
     # the handout's hands-on steps, one cell each (01, 02)
     "image_step": "teaching.steps", "internal_ip_test": "teaching.steps", "step14_curls": "teaching.steps",
-    "nginx_change": "teaching.steps", "use_table_format": "teaching.render",
+    "nginx_change": "teaching.steps", "use_table_format": "teaching.render", "deciding_table": "teaching.findings",
     "skipped_text": "profiles", "scale_grids": "sweep",
 }
 #: Names whose module attribute is called something else.

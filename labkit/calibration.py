@@ -29,16 +29,21 @@ saw at most 10 concurrent requests (``concurrency / nodes <= 10``), the nearest 
 the calibration's one server at c=10 (:func:`cost_from_rows`; 1.048 ms, 14 rows). A CSV
 that carries ``host_cpu_ms_per_request`` is compared on that column instead.
 
-``--calibrate reference`` (:func:`reference_scale`) multiplies every role's CPU quota by
-(this host's cost / the reference's), so an emulated f1-micro answers as many requests
-per second of quota as the reference host's did.
+``--calibrate reference`` multiplies every role's CPU quota by a scale so that an emulated
+f1-micro answers as many requests per second as the reference host's did: first (this
+host's cost / the reference's) (:func:`reference_scale`), then refined on a real
+quota-limited f1-micro at c=10 until it answers the reference's 186 requests/s
+(:func:`match_reference`), because a smaller quota makes each request dearer and the
+first guess alone overshoots (bench/RESULTS.md, "Host speed and bursting").
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -51,6 +56,7 @@ from labkit.ab import AbCommand
 from labkit.ab_parse import parse_report
 from labkit.backends import cpu_accounting
 from labkit.backends.local import cgroups, cpu_affinity
+from labkit import machine_types
 from labkit.errors import BackendError, ConfigError, MissingToolError
 from labkit.service import service_command, wait_until_up
 from labkit.settings import Settings
@@ -59,6 +65,9 @@ log = logging.getLogger("labkit")
 
 #: The reference host's CPU ms per request (``data/reference.csv``, see the module docstring).
 REFERENCE_CPU_MS_PER_REQUEST = 1.05
+#: What one f1-micro answered there at c=10 (``data/reference.csv``, nodes=1, c=10: 186.09 req/s).
+REFERENCE_F1_MICRO_RPS = 186.09
+F1_MICRO_VCPU = machine_types.get("f1-micro").vcpu
 #: Requests measured (after :data:`WARMUP` unmeasured ones), one at a time.
 REQUESTS = 400
 WARMUP = 40
@@ -157,10 +166,15 @@ class _CpuMeter:
         self.pid: int | None = None
         self.source = "/proc/<pid>/stat"
         if self.groups.version != "unlimited":
-            self.made = self.groups.create(self.rel, cgroups.Limits(vcpu=len(cpu_affinity.available()),
-                                                                    memory_bytes=2 * 1024**3))
-            self.groups.set_cpu(self.rel, None)  # no quota: one whole core
-            self.source = f"its cgroup ({self.groups.version})"
+            try:
+                self.made = self.groups.create(self.rel, cgroups.Limits(vcpu=len(cpu_affinity.available()),
+                                                                        memory_bytes=2 * 1024**3))
+                self.groups.set_cpu(self.rel, None)  # no quota: one whole core
+                self.source = f"its cgroup ({self.groups.version})"
+            except OSError as exc:  # a hierarchy that detect() found but that refuses a group: /proc instead
+                log.info("calibration: no cgroup of its own (%s); CPU time from /proc", exc)
+                cgroups.remove(self.made)
+                self.made, self.groups = [], cgroups.Cgroups()
 
     def preexec(self, cpu: int):
         join, pin = self.groups.join_preexec(self.rel), cpu_affinity.pin_preexec({cpu})
@@ -180,22 +194,13 @@ class _CpuMeter:
             cgroups.remove(self.made)
 
 
-def measure_host(requests: int = REQUESTS, warmup: int = WARMUP, host: str = "127.0.0.1",
-                 settings: Settings | None = None, concurrency: int = CONCURRENCY) -> Calibration:
-    """Start the service on one core, post ``requests`` requests with ab at ``concurrency``, return its
-    CPU per request.
-
-    The service runs on this process's first CPU, ab on its last (the same CPU on a
-    one-core host); neither has a quota. The service's CPU time comes from a cgroup of its
-    own where ``settings`` allow cgroups, else from its ``/proc`` entry. Stops the
-    service (and removes its cgroup) before returning.
-    """
-    if requests < 50:
-        raise ConfigError(f"a calibration needs at least 50 requests, not {requests}")
+@contextlib.contextmanager
+def _running_service(settings: Settings | None, host: str = "127.0.0.1"):
+    """The Flask service on this process's first CPU (in a cgroup of its own where cgroups can be written),
+    answering; yields ``(url, meter)``. Stops it and removes its cgroup afterwards."""
     cpus = cpu_affinity.available()
     port = _free_port(host)
     argv, env = service_command("flask", host, port, python=sys.executable)
-    t0 = time.monotonic()
     meter = _CpuMeter(settings)
     try:
         proc = subprocess.Popen(argv, env={**os.environ, **env, "LABKIT_NODE": "calibration"},
@@ -211,11 +216,7 @@ def measure_host(requests: int = REQUESTS, warmup: int = WARMUP, host: str = "12
             wait_until_up(url, timeout=30)
         except Exception as exc:
             raise BackendError(f"calibration: the service did not start: {exc}") from exc
-        with tempfile.TemporaryDirectory(prefix="labkit-calibration-") as folder:
-            _ab(AbCommand(url, concurrency, warmup), Path(folder), cpus[-1])
-            cpu0, times0 = meter.seconds(), cpu_times()
-            report = parse_report(_ab(AbCommand(url, concurrency, requests), Path(folder), cpus[-1]))
-            cpu1, times1 = meter.seconds(), cpu_times()
+        yield url, meter
     finally:
         proc.terminate()
         try:
@@ -224,18 +225,98 @@ def measure_host(requests: int = REQUESTS, warmup: int = WARMUP, host: str = "12
             proc.kill()
             proc.wait()
         meter.close()
+
+
+def _clean(report: dict) -> int:
+    """Requests ``report`` completed; raises unless every one of them was a 2xx answer."""
     done, failed, non_2xx = report["complete"] or 0, report["failed"], report.get("non_2xx", 0)
-    if cpu0 is None or cpu1 is None or done == 0 or failed or non_2xx:
+    if done == 0 or failed or non_2xx:
         raise BackendError(f"calibration: no clean measurement ({done} complete, {failed} failed, "
-                           f"{non_2xx} non-2xx, CPU {cpu0}..{cpu1})")
+                           f"{non_2xx} non-2xx)")
+    return done
+
+
+def measure_host(requests: int = REQUESTS, warmup: int = WARMUP, host: str = "127.0.0.1",
+                 settings: Settings | None = None, concurrency: int = CONCURRENCY) -> Calibration:
+    """Start the service on one core, post ``requests`` requests with ab at ``concurrency``, return its
+    CPU per request.
+
+    The service runs on this process's first CPU, ab on its last (the same CPU on a
+    one-core host); neither has a quota. The service's CPU time comes from a cgroup of its
+    own where ``settings`` allow cgroups, else from its ``/proc`` entry. Stops the
+    service (and removes its cgroup) before returning.
+    """
+    if requests < 50:
+        raise ConfigError(f"a calibration needs at least 50 requests, not {requests}")
+    last = cpu_affinity.available()[-1]
+    t0 = time.monotonic()
+    with _running_service(settings, host) as (url, meter), \
+            tempfile.TemporaryDirectory(prefix="labkit-calibration-") as folder:
+        _ab(AbCommand(url, concurrency, warmup), Path(folder), last)
+        cpu0, times0 = meter.seconds(), cpu_times()
+        report = parse_report(_ab(AbCommand(url, concurrency, requests), Path(folder), last))
+        cpu1, times1 = meter.seconds(), cpu_times()
+    done = _clean(report)
+    if cpu0 is None or cpu1 is None:
+        raise BackendError("calibration: the service's CPU time could not be read")
     cal = Calibration(cpu_ms_per_request=round(1000.0 * (cpu1 - cpu0) / done, 4), requests=done,
-                      concurrency=concurrency,
-                      steal_pct=steal_pct(times0, times1),
+                      concurrency=concurrency, steal_pct=steal_pct(times0, times1),
                       measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                       wall_s=round(time.monotonic() - t0, 2), cpu_source=meter.source)
     log.info("host calibration: %.3f CPU ms per request (%.2fx the reference's %.2f ms), steal %s %%",
              cal.cpu_ms_per_request, cal.vs_reference, cal.reference_cpu_ms_per_request, cal.steal_pct)
     return cal
+
+
+def _next_scale(seen: list[dict]) -> float:
+    """The scale to try next: proportional after one measurement; after two, the power law r = a s^k
+    through the last two (requests/s grow faster than the quota: k was 1.8 here), solved for the target."""
+    last = seen[-1]
+    ratio = REFERENCE_F1_MICRO_RPS / last["rps"]
+    if len(seen) > 1:
+        prev = seen[-2]
+        if prev["cpu_scale"] != last["cpu_scale"] and prev["rps"] != last["rps"] and prev["rps"] > 0:
+            k = math.log(last["rps"] / prev["rps"]) / math.log(last["cpu_scale"] / prev["cpu_scale"])
+            if 0.5 <= k <= 4:  # a sane slope; noise otherwise: fall back to proportional
+                return last["cpu_scale"] * ratio ** (1 / k)
+    return last["cpu_scale"] * ratio
+
+
+def match_reference(first_scale: float, settings: Settings | None = None, rounds: int = 3,
+                    requests: int = REQUESTS, host: str = "127.0.0.1") -> dict:
+    """Refine ``--calibrate reference``'s quota scale on a real f1-micro until it answers the reference's
+    :data:`REFERENCE_F1_MICRO_RPS` at c=10: the scale from the CPU costs (:func:`reference_scale`) is not
+    enough, because a smaller quota makes each request dearer (bench/RESULTS.md: 0.79 -> 1.34 CPU ms
+    per request at c=10 when the quota went from 0.2 to 0.12 vCPU).
+
+    The service runs on one core in a cgroup with an f1-micro's quota times the scale (no burst: the
+    reference had none); each round posts ``requests`` requests at c=10 and moves the scale towards
+    the reference's requests/s (:func:`_next_scale`). Returns ``{"cpu_scale", "rounds": [{"cpu_scale",
+    "rps"}...]}``; needs cgroups (ConfigError without: there is no quota to scale).
+    """
+    groups = cgroups.detect(settings)
+    if groups.version == "unlimited":
+        raise ConfigError("--calibrate reference needs cgroups (CPU quotas) on this machine; `labkit doctor` "
+                          "says why they cannot be written")
+    scale, seen = float(first_scale), []
+    last = cpu_affinity.available()[-1]
+    with _running_service(settings, host) as (url, meter), \
+            tempfile.TemporaryDirectory(prefix="labkit-calibration-") as folder:
+        if not meter.made:
+            raise ConfigError("--calibrate reference needs cgroups (CPU quotas), and this machine refused one "
+                              "(`labkit doctor` says more)")
+        _ab(AbCommand(url, CONCURRENCY, WARMUP), Path(folder), last)
+        for _ in range(rounds):
+            meter.groups.set_cpu(meter.rel, F1_MICRO_VCPU * scale)
+            _ab(AbCommand(url, CONCURRENCY, WARMUP), Path(folder), last)  # settle at the new quota
+            report = parse_report(_ab(AbCommand(url, CONCURRENCY, requests), Path(folder), last))
+            _clean(report)
+            seen.append({"cpu_scale": round(scale, 3), "rps": report["rps"]})
+            scale = min(1 / F1_MICRO_VCPU, max(0.05, _next_scale(seen)))
+    log.info("--calibrate reference: quota scale %.3f (from %.3f; f1-micro at c=10: %s req/s, the reference's %.0f)",
+             scale, first_scale, ", ".join(f"{r['rps']:.0f}" for r in seen), REFERENCE_F1_MICRO_RPS)
+    return {"cpu_scale": round(scale, 3), "first_scale": round(float(first_scale), 3), "rounds": seen,
+            "target_rps": REFERENCE_F1_MICRO_RPS}
 
 
 _cached: Calibration | None = None

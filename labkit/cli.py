@@ -20,7 +20,8 @@ from labkit import profiles
 from labkit.errors import ConfigError, LabkitError, StateError
 from labkit.processes import sigterm_as_interrupt
 from labkit.settings import Settings
-from labkit.state import lab_locked, salvage
+from labkit.state import lab_locked
+from labkit.backends.salvage import salvage
 
 log = logging.getLogger("labkit")
 
@@ -144,10 +145,11 @@ def _host_kwargs(backend: str, calibrate: str | None, no_burst: bool) -> dict:
     # no flag keeps what a running lab has (a new lab: burst on, quotas x 1)
     options: dict = {"burst": False} if no_burst else {}
     if calibrate == "reference":
-        from labkit.calibration import host_calibration, reference_scale
+        from labkit.calibration import host_calibration, match_reference, reference_scale
 
         cal = host_calibration(_settings())
-        options["cpu_scale"] = reference_scale(cal)
+        matched = match_reference(reference_scale(cal), _settings())
+        options.update(cpu_scale=matched["cpu_scale"], calibrated=matched)
         log.info("--calibrate reference: CPU quotas x %.3f (this host %.3f CPU ms per request, the reference %.2f)",
                  options["cpu_scale"], cal.cpu_ms_per_request, cal.reference_cpu_ms_per_request)
     return options
@@ -232,9 +234,18 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
     command = AbCommand(b.url, concurrency, requests, timeout_s=timeout_s)
     if testers > 1:
         b.ensure_testers(testers)
+    host = {}
+    if b.name == "local":  # how fast this host is, as in a sweep's rows (labkit/calibration.py)
+        from labkit.calibration import host_calibration
+
+        host = {"host_cpu_ms_per_request": host_calibration(b.settings).cpu_ms_per_request, "burst": b.burst,
+                "cpu_scale": b.cpu_scale}
+    from labkit.calibration import cpu_times, steal_pct
+
+    before = cpu_times()
     row = measure(b, command, retries=retries, testers=testers)
     row = row.replace(backend=b.name, machine_type=spec.machine_type, server=spec.server, workers=spec.workers,
-                      nodes=spec.nodes, cpu_limited=b.cpu_limited)
+                      nodes=spec.nodes, cpu_limited=b.cpu_limited, steal_pct=steal_pct(before, cpu_times()), **host)
     _echo_json(row.to_json())
 
 
@@ -261,25 +272,33 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
               help="ab processes per point, started together and merged exactly (one per core locally, "
                    "one per tester machine on ssh/gcp).")
 @click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
+@click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
 @_host_options
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
-          out, resume, repeats, refine_sla, testers, keep_up, calibrate, no_burst):
+          out, resume, repeats, refine_sla, testers, keep_up, ssh_source, calibrate, no_burst):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
-    from labkit.sweep import check_repeats, folder_locked, profiles_grid, run_sweep
+    from labkit.sweep import check_repeats, folder_locked, run_sweep, scale_grids
 
-    grid = profiles_grid(profile or "quick", _spec(1, machine_type, server, workers, port),
-                         nodes=_ints(nodes, "--nodes") if nodes else None,
-                         concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
-                         requests=requests, repeats=None if repeats is None else check_repeats(repeats),
-                         refine=refine_sla, testers=testers)
+    # the profile's grids: its part-1 levels at one node, its other levels at more, 2,000 users at the largest
+    grids = scale_grids(profile or "quick", _spec(1, machine_type, server, workers, port),
+                        nodes=_ints(nodes, "--nodes") if nodes else None,
+                        concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
+                        requests=requests, repeats=None if repeats is None else check_repeats(repeats),
+                        refine=refine_sla, testers=testers)
     if timeout_s is not None:  # --timeout 0 is refused by the grid, not ignored
-        grid = dataclasses.replace(grid, timeout_s=timeout_s)
+        grids = [dataclasses.replace(g, timeout_s=timeout_s) for g in grids]
     options = _host_kwargs(backend, calibrate, no_burst)
+    if backend == "gcp" and ssh_source:
+        options["ssh_source_ranges"] = ssh_source
     with folder_locked(_settings()):  # before attaching: a second sweep in this folder must not touch the lab
         b = _backend(backend, **options)
+        # the grid's largest lab must fit (e.g. ssh: no more nodes than the hosts file has servers), before
+        # anything starts
+        b._check(dataclasses.replace(grid.spec, nodes=max(grid.nodes)))
         was_up = b.spec is not None
         try:
-            run_sweep(b, grid, out, resume=resume)
+            for i, grid in enumerate(grids):  # the grids after the first append to the same CSV
+                run_sweep(b, grid, out, resume=resume or i > 0)
         finally:
             if not was_up and not keep_up:
                 b.down()
@@ -428,11 +447,14 @@ def release(out, notebooks_dir):
 @click.option("--out", default="grading", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="The grading course nbgrader works in (gradebook, autograded/, feedback/); replaced each run.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"<student>": {"score", "max_score", "flags", ...}}.')
-def grade(submitted, out, as_json):
-    """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv); never measures."""
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Submissions graded at once, each in its own sandbox [default: the cores].")
+def grade(submitted, out, as_json, jobs):
+    """nbgrader autograde + feedback over SUBMITTED/<student>/lab02/ (notebooks + results.csv), each in a
+    bubblewrap sandbox; never measures."""
     from labkit.grading.grade import format_grades, grade as grade_all
 
-    grades = grade_all(submitted, out)
+    grades = grade_all(submitted, out, jobs=jobs)
     if as_json:
         _echo_json(grades)
     else:
@@ -447,9 +469,12 @@ def dashboard(port):
 
     from labkit.lab import NOTEBOOKS_DIR
 
+    import secrets
+
+    token = secrets.token_urlsafe(24)  # anyone on this machine could otherwise open it (and its kernel)
     argv = [sys.executable, "-m", "voila", str(NOTEBOOKS_DIR / "04_reanalysis.ipynb"), f"--port={port}",
-            "--no-browser", "--Voila.ip=127.0.0.1"]
-    click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
+            "--no-browser", "--Voila.ip=127.0.0.1", f"--Voila.token={token}"]
+    click.echo(f"dashboard on http://127.0.0.1:{port}/?token={token} (Ctrl-C stops it)", err=True)
     sys.exit(subprocess.call(argv))
 
 

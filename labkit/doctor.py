@@ -55,7 +55,7 @@ def _host_speed(settings: Settings | None, checks: list[Check]) -> Check:
                      required=False)
     try:
         cal = calibration.host_calibration(settings)
-    except LabkitError as exc:
+    except (LabkitError, OSError) as exc:
         return Check("host speed", False, f"not measured: {exc}", required=False)
     ratio = cal.vs_reference
     how = ("about as fast as" if 1 / calibration.SAME_SPEED < ratio < calibration.SAME_SPEED else

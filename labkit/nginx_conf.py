@@ -17,6 +17,19 @@ import os
 from labkit.errors import ConfigError
 
 
+def workers_for(machine_type: str) -> int:
+    """nginx ``worker_processes`` for a balancer of ``machine_type``: one per vCPU, at least one.
+
+    nginx's ``auto`` counts the host's cores: a shared-core type (e2-micro shows 2 vCPUs for a
+    0.25 share) would get workers it has no CPU for, and a laptop running every role would give
+    an emulated f1-micro balancer its own cores' worth. A bigger balancer helps a capacity plan
+    only through its workers, so the plan and the config agree on this one rule.
+    """
+    from labkit import machine_types
+
+    return max(1, int(machine_types.get(machine_type).vcpu))
+
+
 def _check_value(what: str, value: str) -> str:
     # A value that nginx would read as several tokens or a block is a bug or an injection.
     if not value or any(c in value for c in ";{}\n\r\"' \t"):

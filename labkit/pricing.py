@@ -94,7 +94,7 @@ def cloud_cost(profile: str, machine_type: str = "f1-micro", rps_per_node: float
     top = max(p.nodes)
     cost = hourly_cost(machine_type, top, top > 1)
     hourly = cost["total_per_hour"]
-    seconds = sum(p.requests * len(p.concurrency) / (rps_per_node * n) for n in p.nodes)
+    seconds = sum(max(p.requests, p.requests_per_user * c) / (rps_per_node * n) for n in p.nodes for c in p.levels_at(n))
     hours = setup_hours + seconds / 3600
     return {"profile": p.name, "machine_type": machine_type, "largest cluster": f"{top} servers + balancer + tester",
             "machines per hour": cost["instances_per_hour"], "disks per hour": cost["disks_per_hour"],

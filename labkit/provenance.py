@@ -1,9 +1,12 @@
-"""Where a results file came from: machine, CPU, kernel, tool versions, date, command.
+"""Where a results file came from: CPU, kernel, tool versions, date, the command or notebook, the grid.
 
 :func:`labkit.sweep.run_sweep` writes it beside every results CSV it starts
 (``runs/x.csv`` -> ``runs/x.provenance.json``; ``data/reference.provenance.json``
-is one), so a number can always be traced to the machine and the exact command
-that produced it -- and a lab report's ``results.csv`` carries its own.
+is one), so a number can always be traced to the kind of machine and the exact
+command (or notebook) and grid that produced it -- and a lab report's ``results.csv``
+carries its own. The file is handed in with the results, so it names no host and no
+path under the user's home: in a notebook the "command" is the notebook's name (not
+the kernel launcher's command line with its connection file), home is shown as ``~``.
 """
 
 from __future__ import annotations
@@ -41,14 +44,34 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _in_kernel(argv: list[str]) -> bool:
+    return bool(argv) and Path(argv[0]).name in ("ipykernel_launcher.py", "ipykernel_launcher", "__main__.py") \
+        and ("-f" in argv or "ipykernel" in sys.modules)
+
+
+def _no_home(text: str) -> str:
+    home = os.path.expanduser("~")
+    return text.replace(home, "~") if home not in ("", "/") else text
+
+
+def command_text(argv: list[str] | None = None) -> str:
+    """What produced the results: the command line (home shown as ``~``), or in a Jupyter kernel the
+    notebook it runs (``notebook 01_single_server.ipynb``; its server says which in $JPY_SESSION_NAME)."""
+    argv = list(sys.argv if argv is None else argv)
+    if _in_kernel(argv):
+        session = os.environ.get("JPY_SESSION_NAME", "")
+        return f"notebook {Path(session).name}" if session else "a Jupyter notebook"
+    return _no_home(shlex.join(argv))
+
+
 def collect(command: list[str] | None = None, settings: Settings | None = None) -> dict:
-    """A JSON-ready description of this machine and software, plus ``command`` (default: this
-    process's argv); ``settings`` (None: the environment's, :func:`labkit.settings.resolve`) decide the cgroups reported."""
+    """A JSON-ready description of this machine's kind and software, plus ``command`` (default: this
+    process's, see :func:`command_text`); ``settings`` (None: the environment's, :func:`labkit.settings.resolve`)
+    decide the cgroups reported. No host name: the file is handed in with the results."""
     settings = resolve(settings)
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(command) if command else shlex.join(sys.argv),
-        "machine": platform.node(),
+        "command": command_text(command),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),

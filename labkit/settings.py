@@ -35,6 +35,19 @@ ENV = {
 }
 
 
+def _find_state_folder(cwd: Path) -> Path:
+    """The first ``.labkit/`` from ``cwd`` upwards, searching no higher than the project root (a
+    folder with ``.git`` or ``pyproject.toml``) or ``$HOME``; else ``cwd/.labkit``. A folder
+    planted above them (``shared/.labkit``) is never picked up by a student's ``down``."""
+    home = Path(os.path.expanduser("~")).resolve()
+    for p in (cwd, *cwd.parents):
+        if (p / ".labkit").is_dir():
+            return p / ".labkit"
+        if p.resolve() == home or (p / ".git").exists() or (p / "pyproject.toml").exists():
+            break
+    return cwd / ".labkit"
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Where state lives and how machines are reached (see the module docstring).
@@ -85,9 +98,7 @@ class Settings:
         if self.state_dir is not None:
             path = self.state_dir
         else:
-            cwd = Path.cwd()
-            path = next((p / ".labkit" for p in (cwd, *cwd.parents) if (p / ".labkit").is_dir()),
-                        cwd / ".labkit")
+            path = _find_state_folder(Path.cwd())
         if create:
             path.mkdir(parents=True, exist_ok=True)
         return path

@@ -12,9 +12,12 @@ the same lock a sweep holds for its whole run), so ``labkit scale`` in one shell
 cannot change a lab a sweep in another is measuring, and one save never drops
 what another process just recorded.
 
-A state file that cannot be read raises :class:`~labkit.errors.StateError` naming
-it (one line, never a traceback); :func:`salvage` is what ``labkit down`` does then:
-it stops what it can still find and moves the file aside.
+This module does files and locks only: which record a file holds and whether its
+fields are right is the backend's (:class:`labkit.backends.records.Record`); what
+``labkit down`` does with a file it cannot read is :mod:`labkit.backends.salvage`. A
+state file that cannot be read raises :class:`~labkit.errors.StateError` naming it (one
+line, never a traceback). A state folder the user does not own, or that others may
+write, is refused: its file decides what ``down`` deletes and kills.
 
 Every function takes ``where`` first: a ``Settings`` or the folder itself (a
 ``Path``), so tests and tools can point at a folder without building settings.
@@ -27,9 +30,8 @@ import fcntl
 import json
 import logging
 import os
-import re
-import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -43,11 +45,6 @@ log = logging.getLogger("labkit")
 
 Where = Union["Settings", Path]
 
-#: keys a backend's state must hold to be attached to (more are allowed)
-REQUIRED = {
-    "local": ("backend", "spec", "run_id", "net", "run_dir", "cgroups", "cgroup_dirs", "processes"),
-    "ssh": ("backend", "spec", "servers", "balancer", "tester", "options", "running", "nginx"),
-}
 #: the lock file every command that changes the lab holds (the sweep's folder lock, labkit.sweep)
 LOCK_NAME = ".sweep.lock"
 
@@ -62,13 +59,35 @@ def folder(where: Where, create: bool = True) -> Path:
     return where.state_folder(create=create)
 
 
-def load(where: Where, name: str) -> dict | None:
-    """The saved state ``name`` (e.g. ``local``), or None when nothing is running.
+def check_trusted(directory: Path) -> None:
+    """Refuse (StateError) a state folder this user does not own or that others may write.
 
-    Raises :class:`StateError` naming the file when it is not a whole labkit state
-    (cut short, corrupt, another backend's, keys missing).
+    Its files say which folders ``down`` deletes and which processes it stops, so a
+    folder somebody else planted (``shared/.labkit``) must not be obeyed.
     """
-    path = folder(where, create=False) / f"{name}.json"
+    try:
+        st = directory.stat()
+    except FileNotFoundError:
+        return
+    if st.st_uid != os.geteuid():
+        raise StateError(directory, f"the folder belongs to uid {st.st_uid}, not to you; labkit only obeys "
+                         "its own state folders (set LABKIT_STATE_DIR to one of yours)")
+    if st.st_mode & 0o022:
+        raise StateError(directory, f"others may write the folder (mode {st.st_mode & 0o777:o}); "
+                         f"run `chmod go-w {directory}` if it is yours")
+
+
+def load(where: Where, name: str) -> dict | None:
+    """The saved state ``name`` (e.g. ``local``) as parsed JSON, or None when nothing is running.
+
+    Raises :class:`StateError` naming the file when it is not a JSON object of that
+    backend (cut short, corrupt, another backend's) or lies in an untrusted folder
+    (:func:`check_trusted`). Its fields are checked by the backend's record.
+    """
+    directory = folder(where, create=False)
+    path = directory / f"{name}.json"
+    if path.exists():
+        check_trusted(directory)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -83,15 +102,31 @@ def load(where: Where, name: str) -> dict | None:
         raise StateError(path, "not a JSON object")
     if data.get("backend", name) != name:
         raise StateError(path, f"it is the state of backend {data.get('backend')!r}, not {name!r}")
-    missing = [k for k in REQUIRED.get(name, ()) if k not in data]
-    if missing:
-        raise StateError(path, f"keys missing: {', '.join(missing)}")
     return data
+
+
+def read_text(where: Where, name: str) -> str:
+    """The raw text of state ``name`` ('' when missing or unreadable): what salvage searches."""
+    try:
+        return (folder(where, create=False) / f"{name}.json").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def move_aside(where: Where, name: str) -> Path | None:
+    """Rename an unreadable state ``name`` to ``unreadable-<name>-<time>.json``; the new path."""
+    path = folder(where, create=False) / f"{name}.json"
+    if not path.exists():
+        return None
+    moved = path.with_name(f"unreadable-{name}-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    os.replace(path, moved)
+    return moved
 
 
 def save(where: Where, name: str, data: dict) -> Path:
     """Write state ``name`` atomically: a temp file of its own, fsync'ed, renamed over the old one."""
     directory = folder(where)
+    check_trusted(directory)
     path = directory / f"{name}.json"
     text = json.dumps(data, indent=2, default=str)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".json.tmp", dir=directory)
@@ -125,14 +160,33 @@ def clear(where: Where, name: str) -> None:
     path.unlink(missing_ok=True)
 
 
+_held: dict[str, int] = {}  # lock files this process holds -> how many holders (see exclusive)
+_held_lock = threading.Lock()
+
+
 @contextlib.contextmanager
-def exclusive(lock_path: Path, refusal, holder: str, *, remove: bool = False):
+def exclusive(lock_path: Path, refusal, holder: str, *, remove: bool = False, reentrant: bool = False):
     """Hold an exclusive ``flock`` on ``lock_path`` for the duration, its text saying who holds it.
 
     Refused at once (no waiting): ``LockError(refusal(text))`` names whoever has it (the
     text its holder wrote, else "another process"). ``remove``: delete the lock file after
-    a body that did not raise.
+    a body that did not raise. ``reentrant``: when this process already holds the lock
+    (a CLI command, a sweep, a save inside an ``up``), go ahead without taking it again;
+    otherwise a second holder in the same process is refused like any other.
     """
+    key = os.path.abspath(lock_path)
+    if reentrant:
+        with _held_lock:
+            inside = _held.get(key, 0) > 0
+            if inside:
+                _held[key] += 1
+        if inside:
+            try:
+                yield
+            finally:
+                with _held_lock:
+                    _held[key] -= 1
+            return
     fh = open(lock_path, "a+")
     try:
         try:
@@ -144,7 +198,15 @@ def exclusive(lock_path: Path, refusal, holder: str, *, remove: bool = False):
         fh.truncate()
         fh.write(holder)
         fh.flush()
-        yield
+        with _held_lock:
+            _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with _held_lock:
+                _held[key] -= 1
+                if not _held[key]:
+                    del _held[key]
         if remove:
             lock_path.unlink(missing_ok=True)
     finally:
@@ -158,6 +220,8 @@ def lab_locked(where: Where, command: str):
     The lock is the one a sweep holds for its whole run (``.labkit/.sweep.lock``), so
     a second command is refused at once with one line naming the holder, instead of
     changing a lab somebody else is measuring, or saving over a state it just wrote.
+    Every backend save takes it too (re-entrant within the process holding it), so a
+    notebook's ``up`` or a ``labkit bench`` never writes under a sweep in another shell.
     """
     directory = folder(where)
 
@@ -165,89 +229,5 @@ def lab_locked(where: Where, command: str):
         return (f"another labkit command is using the lab in {directory} ({holder}); wait for it "
                 f"to finish (or stop it) before `{command}`")
 
-    with exclusive(directory / LOCK_NAME, refusal, f"pid {os.getpid()}: {command}"):
+    with exclusive(directory / LOCK_NAME, refusal, f"pid {os.getpid()}: {command}", reentrant=True):
         yield
-
-
-# -- down without a readable state ------------------------------------------------------------
-
-_PROCESS = re.compile(r'(?:"role":\s*"(?P<role>[^"\\]{1,80})",\s*)?"pid":\s*(?P<pid>\d{1,9}),\s*'
-                      r'"start_time":\s*(?P<start>\d{1,20})')
-_RUN_ID = re.compile(r'"run_id":\s*"(?P<run>[A-Za-z0-9_.-]{1,80})"')
-
-
-def salvage(settings: Settings, name: str) -> dict:
-    """Stop what a lab whose state file cannot be read still has running; move the file aside.
-
-    What can be found without the file: the processes it names with their start times
-    (each checked, so a reused pid is never signalled), and for the local backend every
-    cgroup and run folder made from this ``.labkit`` folder (their names carry its tag).
-    Remote processes (ssh) and cloud resources (gcp) cannot be found this way: they are
-    listed in ``left`` with what to do. Returns ``down``'s shape plus ``"moved_to"``.
-    """
-    from labkit import processes
-
-    path = folder(settings, create=False) / f"{name}.json"
-    try:
-        text = path.read_bytes().decode(errors="replace")
-    except OSError:
-        text = ""
-    stopped: list[str] = []
-    left: list[str] = []
-    for m in _PROCESS.finditer(text):
-        record = processes.ProcessRecord(m["role"] or "process", int(m["pid"]), int(m["start"]), [])
-        if record.alive() and processes.terminate(record):
-            stopped.append(f"{record.role} (pid {record.pid})")
-    if name == "local":
-        stopped += _salvage_local(settings)
-    else:
-        runs = sorted({m["run"] for m in _RUN_ID.finditer(text)})
-        what = "its remote servers and balancer" if name == "ssh" else \
-            f"its cloud resources (labelled labkit-run={', '.join(runs) or '?'})"
-        left.append(f"{what}: not recorded in a readable state; stop them by hand")
-    moved = None
-    if path.exists():
-        moved = path.with_name(f"unreadable-{name}-{time.strftime('%Y%m%dT%H%M%S')}.json")
-        os.replace(path, moved)
-    return {"backend": name, "stopped": stopped, "left": left, "moved_to": str(moved) if moved else None}
-
-
-def _salvage_local(settings: Settings) -> list[str]:
-    """Kill what is left in this folder's labkit cgroups, remove them and the run folders."""
-    import signal
-
-    from labkit.backends.local import cgroups as cg
-    from labkit.backends.local.backend import folder_tag
-
-    where = folder(settings, create=False)
-    tag = folder_tag(where)
-    stopped = []
-    try:
-        groups = cg.detect(settings)
-        bases = groups.bases_of()
-    except Exception as e:  # noqa: BLE001 - no cgroups is fine: nothing to clean there
-        log.debug("no cgroups to salvage: %s", e)
-        bases = []
-    found = []
-    for base in bases:
-        top = base / "labkit"
-        if top.is_dir():
-            for run in top.iterdir():
-                if run.is_dir() and run.name.endswith(f"-{tag}"):
-                    found += [str(run)] + [os.path.join(d, n) for d, dirs, _ in os.walk(run) for n in dirs]
-    for group in found:  # only labkit puts processes into its groups
-        try:
-            pids = [int(p) for p in Path(group, "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            continue
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                stopped.append(f"pid {pid} in {Path(group).name}")
-    left = cg.remove(found) if found else []
-    if left:
-        log.warning("could not remove cgroups: %s", ", ".join(left))
-    for run_dir in where.glob("local-*"):
-        if run_dir.is_dir():
-            shutil.rmtree(run_dir, ignore_errors=True)
-    return stopped

@@ -171,21 +171,25 @@ def profiles_grid(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None
 
 
 def scale_grids(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None, concurrency=None,
-                requests=None, repeats=None) -> list[Grid]:
+                requests=None, repeats=None, refine=None, testers=1) -> list[Grid]:
     """Notebook 02's grids: one node at the profile's part-1 levels (notebook 01's, resumed), the other
     node counts at its ``scale_concurrency``, and its ``largest_concurrency`` (part 2's 2,000 users) at
-    the largest node count only. ``concurrency`` given: that one grid over every node count."""
+    the largest node count only. ``concurrency`` given: that one grid over every node count.
+    ``refine`` as for :func:`profiles_grid` (``None``: the profile's, at one node: a resumed run finds
+    notebook 01's probes already measured); ``testers`` for every grid."""
     p = profiles.get(profile) if isinstance(profile, str) else profile
     counts = sorted(set(p.nodes if nodes is None else nodes))
     if concurrency is not None:
-        return [profiles_grid(p, spec, counts, concurrency, requests, repeats, refine="")]
+        return [profiles_grid(p, spec, counts, concurrency, requests, repeats, refine, testers)]
     grids = []
     if 1 in counts:
-        grids.append(profiles_grid(p, spec, [1], None, requests, repeats, refine=""))
+        grids.append(profiles_grid(p, spec, [1], None, requests, repeats, refine, testers))
     if more := [n for n in counts if n > 1]:
-        grids.append(profiles_grid(p, spec, more, p.scale_concurrency or p.concurrency, requests, repeats))
+        grids.append(profiles_grid(p, spec, more, p.scale_concurrency or p.concurrency, requests, repeats,
+                                   refine or "", testers))
     if p.largest_concurrency:
-        grids.append(profiles_grid(p, spec, [counts[-1]], p.largest_concurrency, requests, repeats))
+        grids.append(profiles_grid(p, spec, [counts[-1]], p.largest_concurrency, requests, repeats,
+                                   refine or "", testers))
     return grids
 
 
@@ -436,7 +440,8 @@ def _host_record(backend: Backend) -> dict | None:
     if backend.name != "local":
         return None
     cal = calibration.host_calibration(backend.settings)
-    return {**cal.to_json(), "cpu_scale": getattr(backend, "cpu_scale", 1.0), "burst": getattr(backend, "burst", None)}
+    return {**cal.to_json(), "cpu_scale": getattr(backend, "cpu_scale", 1.0), "burst": getattr(backend, "burst", None),
+            "calibrate_reference": getattr(backend, "calibrated", None)}
 
 
 def _host_columns(backend: Backend, host: dict | None) -> dict:

@@ -145,24 +145,10 @@ display(tables_by_nodes(df)[1])
 skipped_text(profile, 1)
 
 # %% [markdown]
-# ## A chart to substantiate the answer
-#
-# Mean, 98th percentile and longest request against concurrency, with the part-1 SLA's
-# bounds as dashed lines (ticked on the log latency axis): the answer — the last level before
-# any line crosses its bound — is the solid vertical line, with the levels that meet the SLA
-# shaded.
-
-# %%
-part1_levels = max_concurrency(df[df["nodes"] == 1], Sla.parse(PART1_SLA))[1]
-fig = percentiles_chart(df, PART1_SLA, nodes=1, answer=part1_levels)
-save_chart(fig, charts_dir, "01_latency_one_server.png")
-fig
-
-# %% [markdown]
 # ## Interpret your results
 #
 # Below each question, the evidence from **your** `results_csv`: your points and flags, not the answer.
-# Compare it with your table and chart, and answer each question in your own words, quoting your numbers
+# Compare it with your table, and answer each question in your own words, quoting your numbers
 # (these answers are graded by hand).
 #
 # **Little's law.** ab keeps N = concurrency requests in flight and sends the next one as soon as one
@@ -275,6 +261,19 @@ part1_why = justify_part1(df, part1_max_users)
 ### END SOLUTION
 print("part 1:", part1_max_users)
 print(part1_why)
+
+# %% [markdown]
+# ## A chart to substantiate the answer
+#
+# Mean, 98th percentile and longest request against concurrency, with the part-1 SLA's
+# bounds as dashed lines (ticked on the log latency axis). Your answer `part1_max_users` is the
+# solid vertical line, with the levels up to it shaded: every line must stay under its bound
+# there.
+
+# %%
+fig = percentiles_chart(df, PART1_SLA, nodes=1, answer=part1_max_users if isinstance(part1_max_users, int) else None)
+save_chart(fig, charts_dir, "01_latency_one_server.png")
+fig
 
 # %% [markdown]
 # The checks below compare your answer with what your own results CSV gives (when the lab is graded;

@@ -153,12 +153,12 @@ def test_a_sweep_with_two_testers_records_merged_rows_and_refuses_too_few_users(
     assert list(df["complete"]) == [60, 60] and not df["aborted"].any()
 
 
-def test_cli_plan_and_bench_take_testers(local_env, tmp_path):
+def test_cli_plan_and_bench_take_testers(tmp_path):
     import json
     import subprocess
     import sys
 
-    env = {**os.environ, "LABKIT_STATE_DIR": str(tmp_path / ".labkit")}
+    env = {**os.environ, "LABKIT_STATE_DIR": str(tmp_path / ".labkit")}  # bench --testers 0 starts nothing
     plan = subprocess.run([sys.executable, "-m", "labkit.cli", "plan", "--project", "p1", "--zone", "us-central1-a",
                            "--nodes", "1", "--testers", "3", "--ssh-source", "203.0.113.7/32", "--json"],
                           env=env, capture_output=True, text=True, timeout=60)

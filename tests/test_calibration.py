@@ -15,7 +15,9 @@ import pytest
 
 from labkit import calibration
 from labkit.analysis.report import build_report, format_report
+from labkit.errors import ConfigError
 from labkit.results import load_results
+from labkit.settings import Settings
 from tests.support.local import labkit_cgroups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +136,7 @@ def test_doctor_reports_the_host_speed(host_cal):
 
 
 def _cli(*args, cwd) -> subprocess.CompletedProcess:
+    """``labkit ARGS`` in a fresh process, its state in ``cwd/.labkit`` (the rest of the environment as is)."""
     return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=120, env={**os.environ, "LABKIT_STATE_DIR": str(cwd / ".labkit")})
 
@@ -149,3 +152,39 @@ def test_status_takes_json_and_the_host_flags_are_refused_off_the_local_backend(
             "labkit: error: --calibrate and --no-burst apply to the local backend only (other backends run on "
             "real machines)")
         assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_next_scale_is_proportional_then_follows_the_power_law_through_the_last_two():
+    target = calibration.REFERENCE_F1_MICRO_RPS
+    assert calibration._next_scale([{"cpu_scale": 0.6, "rps": target / 2}]) == pytest.approx(1.2)
+    # r = 300 s^2: through (0.6, 108) and (0.9, 243) the target 186.09 is at s = sqrt(186.09 / 300)
+    seen = [{"cpu_scale": 0.6, "rps": 108.0}, {"cpu_scale": 0.9, "rps": 243.0}]
+    assert calibration._next_scale(seen) == pytest.approx((target / 300) ** 0.5, rel=1e-6)
+    noisy = [{"cpu_scale": 0.6, "rps": 200.0}, {"cpu_scale": 0.9, "rps": 190.0}]  # slope < 0.5: proportional
+    assert calibration._next_scale(noisy) == pytest.approx(0.9 * target / 190.0)
+
+
+def test_calibrate_reference_refines_the_scale_on_a_real_quota_limited_f1_micro(host_cal):
+    first = calibration.reference_scale(host_cal)
+    found = calibration.match_reference(first, rounds=2, requests=200)
+    assert found["first_scale"] == round(first, 3) and found["target_rps"] == 186.09
+    assert [r["cpu_scale"] for r in found["rounds"]][0] == round(first, 3)
+    assert all(r["rps"] > 10 for r in found["rounds"])
+    assert 0.05 <= found["cpu_scale"] <= 5
+    assert found["rounds"][1]["cpu_scale"] == round(calibration._next_scale(found["rounds"][:1]), 3)
+    assert not [d for d in labkit_cgroups() if f"calibration-{os.getpid()}-" in d]
+    with pytest.raises(ConfigError, match="--calibrate reference needs cgroups"):
+        calibration.match_reference(first, Settings(cgroups="off"))
+
+
+def test_labkit_bench_rows_carry_the_host_columns_too(local_env):
+    env_cwd = local_env["tmp"]
+    try:
+        assert _cli("up", cwd=env_cwd).returncode == 0
+        out = _cli("bench", "-c", "2", "-n", "20", cwd=env_cwd)
+        assert out.returncode == 0, out.stderr
+        row = json.loads(out.stdout)
+        assert row["host_cpu_ms_per_request"] > 0 and row["steal_pct"] is not None
+        assert (row["burst"], row["cpu_scale"]) == (False, 1.0)  # this lab runs without cgroups: nothing to burst
+    finally:
+        _cli("down", cwd=env_cwd)

@@ -153,7 +153,7 @@ def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_pat
     fake = tmp_path / "fake-python"  # "starts" the service (and stays), but its health check fails
     fake.write_text('#!/bin/sh\nif [ "$1" = "-c" ]; then exit 1; fi\nexec sleep 120\n')
     fake.chmod(0o755)
-    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", free_ports(1)[0], python=str(fake))
+    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt-labkit", free_ports(1)[0], python=str(fake))
     hosts.write_text(hosts.read_text() + "service_timeout = 3\n")  # nothing will ever answer
     b = SshBackend(_settings(state_dir), hosts=str(hosts))
     with pytest.raises(Exception, match="did not come up"):
@@ -175,7 +175,7 @@ def test_ssh_state_is_written_before_the_server_answers(sshd, state_dir, tmp_pat
 def test_unknown_host_key_is_refused_and_a_fixed_hosts_file_wins(sshd, state_dir, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt", free_ports(1)[0])
+    hosts = _hosts_file(tmp_path / "hosts.toml", sshd, tmp_path / "opt-labkit", free_ports(1)[0])
     hosts.write_text(hosts.read_text().replace(sshd.known_hosts, str(empty)))
     rc, out, err = labkit("up", "--backend", "ssh", "--hosts", str(hosts), "--port", str(free_ports(1)[0]))
     assert rc == 2 and len(err.splitlines()) == 1

@@ -58,6 +58,11 @@ def test_two_cells_may_not_state_different_values_for_one_point():
     nb = _nb(("out", TABLE), ("out", "- 2 nodes, c=500: mean 1,600 ms\n"), ("out", "2 nodes, c=500: mean 1,200 ms\n"))
     (p,) = consistency.two_values(nb)
     assert p.rule == "two-values" and p.cell == 2 and "1200 here, 1600 in cell 1" in p.detail
+    # the report's layout ("nodes=2   c=50 …", continuation lines under a label) names the same points
+    report = _nb(("out", "- 2 nodes, c=50: p98 322 ms\n"),
+                 ("out", "Borderline points\n  nodes=1   c=50     p98 280 ms\n  nodes=2   c=50     p98 301 ms\n"))
+    (p,) = consistency.two_values(report)
+    assert "p98 at 2 node(s), c=50: 301 here, 322 in cell 0" in p.detail
     same = _nb(("out", "- c=15: p98 319.5 ms\n"), ("out", "c=15: p98 320 ms\n"))
     assert consistency.two_values(same) == [], "the same value at another precision"
 

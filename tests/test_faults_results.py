@@ -79,10 +79,10 @@ def test_a_csv_cut_inside_its_last_cell_is_refused_not_appended_to(tmp_path, mon
     """A cut inside the last cell keeps the field count; the missing line end still gives it away."""
     path = tmp_path / "cut.csv"
     results.append_row(path, _row(10))
-    results.append_row(path, _row(20).replace(aborted=True, mean_ms=None, steal_pct=1234.5,
+    results.append_row(path, _row(20).replace(aborted=True, mean_ms=None, cpu_scale=1234.5,
                                               abort_reason="apr_pollset_poll: The timeout specified has expired (70007)"))
-    assert path.read_bytes().endswith(b",1234.5,\r\n")  # the last cells: steal_pct, burst (empty)
-    path.write_bytes(path.read_bytes().rstrip(b"\r\n")[:-len(b"1234.5,")] + b"123,")  # a cut, field count kept
+    assert path.read_bytes().endswith(b",1234.5\r\n")  # the last cell: cpu_scale
+    path.write_bytes(path.read_bytes().rstrip(b"\r\n")[:-len(b"1234.5")] + b"123")  # a cut, field count kept
     before = path.read_bytes()
     with pytest.raises(ResultsError, match=r"row 2: ends in the middle of a row"):
         results.append_row(path, _row(30))

@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_the_remote_unit_listens_only_on_the_address_the_balancer_uses(tmp_path,
     b = SshBackend(Settings(state_dir=tmp_path), persist=False, servers=hosts,
                    balancer=HostSpec("203.0.113.2", address="10.128.0.2"),
                    tester=HostSpec("203.0.113.3", address="10.128.0.3"))
-    b._state["spec"] = dataclasses.asdict(ClusterSpec(nodes=2, server=server, port=8080))
+    b.record.spec = ClusterSpec(nodes=2, server=server, port=8080)
     for i, internal in enumerate(("10.128.0.10", "10.128.0.11")):
         unit = b.unit_text(i)
         exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
@@ -246,6 +247,9 @@ host = "127.0.0.1"
     ("", 'root = "/usr"', ["system folder"]),
     ("", 'root = "/etc/restserver"', ["system folder"]),
     ("", 'root = "/home/alice"', ["system folder"]),
+    ("", 'root = "/home/alice/.ssh"', ["named for labkit"]),  # issue 21 item 5: passed the old deny-list
+    ("", 'root = "/usr/local/etc"', ["named for labkit"]),
+    ("", 'root = "/var/www/html"', ["named for labkit"]),
     ("", 'root = "/opt/../etc"', ["'..'"]),
     ("", 'root = "/opt/rest server"', ["root"]),
     ("", 'python = "/usr/bin/python3 -c evil"', ["python"]),
@@ -399,3 +403,40 @@ def test_a_server_unit_never_replaces_or_disables_a_unit_of_the_hosts_own(tmp_pa
     with pytest.raises(Exception, match="name"):
         service.start(ClusterSpec(), "web$(touch /tmp/labkit-pwned)", "127.0.0.1", 8080, record=lambda info: None)
     assert not Path("/tmp/labkit-pwned").exists()
+
+
+def test_root_that_exists_with_files_labkit_did_not_put_there_is_refused(sshd, tmp_path):
+    """Issue 21 item 5: an existing non-empty folder without labkit's marker is never chown'ed."""
+    from labkit.backends.ssh.service import RemoteService
+    from labkit.errors import BackendError
+
+    h = HostSpec(sshd.host, user=sshd.user, port=sshd.port, key_filename=sshd.key, known_hosts=sshd.known_hosts)
+    theirs = tmp_path / "labkit-theirs"
+    theirs.mkdir()
+    (theirs / "data").write_text("not labkit's")
+    conn = h.connect()
+    try:
+        with pytest.raises(BackendError, match="was not made by labkit"):
+            RemoteService(conn, "restserver-0", root=str(theirs), python=sys.executable).install()
+        assert sorted(p.name for p in theirs.iterdir()) == ["data"]  # nothing copied, no marker
+        fresh = tmp_path / "labkit-new"
+        RemoteService(conn, "restserver-0", root=str(fresh), python=sys.executable).install()
+        assert (fresh / ".labkit-root").exists() and (fresh / "restserver.py").exists()
+        RemoteService(conn, "restserver-0", root=str(fresh), python=sys.executable).install()  # its own: fine
+    finally:
+        conn.close()
+
+
+def test_remote_commands_and_sftp_have_a_time_limit_by_default(sshd, monkeypatch):
+    """Issue 21 item 5: a remote command given no limit (systemctl, chown...) still ends, as CommandTimeout."""
+    from labkit.errors import CommandTimeout
+
+    monkeypatch.setattr(Connection, "DEFAULT_TIMEOUT", 1.0)
+    h = HostSpec(sshd.host, user=sshd.user, port=sshd.port, key_filename=sshd.key, known_hosts=sshd.known_hosts)
+    conn = h.connect()
+    try:
+        with pytest.raises(CommandTimeout, match="timed out after 1.0 s"):
+            conn.run("sleep 3")  # (it ends by itself soon after: nothing left behind)
+        assert conn.sftp().get_channel().gettimeout() == Connection.SFTP_TIMEOUT
+    finally:
+        conn.close()

@@ -220,3 +220,20 @@ def test_the_body_bound_is_configurable(service_proc):
     url = service_proc("flask", env={"LABKIT_MAX_BODY": "100"})
     assert _call(url, "POST", "/fibonacci", b'{"fibonacci_number": 2}' + b" " * 100)[0] == 413
     assert _call(url, "POST", "/fibonacci", b'{"fibonacci_number": 2}')[0] == 200
+
+
+@pytest.mark.parametrize("server", ["flask", "gunicorn"])
+def test_a_chunked_body_of_exactly_the_bound_is_taken_like_a_declared_one(service_proc, server):
+    """Issue 21 item 11: 4,096 bytes chunked got 413 while Content-Length: 4096 got 200; 4,097 is refused."""
+    url = service_proc(server)
+    head = (b"POST /fibonacci HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+
+    def chunked(size):
+        body = b'{"fibonacci_number": 20}' + b" " * (size - 24)
+        return [b"%x\r\n%s\r\n" % (2000, body[:2000]), b"%x\r\n%s\r\n" % (len(body) - 2000, body[2000:]),
+                b"0\r\n\r\n"]
+
+    assert _raw_exchange(url, head, chunked(4096)) == (200, {"fibonacci_number": 20, "value": 6765})
+    status, doc = _raw_exchange(url, head, chunked(4097))
+    assert status == 413 and "4096 bytes" in doc["error"]

@@ -65,14 +65,13 @@ def test_notebooks_on_gcp_against_the_compute_stub(tmp_path):
     with ComputeStub(machines=machines) as stub:
         settings = Settings(state_dir=tmp_path / ".labkit", gcp_project=PROJECT, gcp_zone=ZONE,
                             gcp_api_endpoint=stub.endpoint, cgroups="off")
-        root = tmp_path / "root"
+        root = tmp_path / "labkit-root"
         out = tmp_path / "report"
         out.mkdir()
         started = time.monotonic()
         first = GcpBackend(settings, ssh_user="root", timeout=60,
                            ssh_options={"root": str(root), "python": sys.executable})
         first.up(handout_spec("f1-micro"))  # restserver-0 and tester-0 only
-        first._restore_signal_handlers()  # the notebooks' kernels take over from here
         assert sorted(stub.instances) == ["restserver-0", "tester-0"]
         try:
             _run_notebooks(settings, "gcp", out)
@@ -117,7 +116,7 @@ def test_notebooks_on_ssh_hosts(tmp_path):
             f'[defaults]\nuser = "root"\nkey_filename = "{key}"\n\n'
             + "".join(f"[[servers]]\n{table(f'restserver-{i}')}\n" for i in range(2))
             + f"[balancer]\n{table('loadbalancer-0')}\n[tester]\n{table('tester-0')}\n"
-            + f'[options]\nroot = "{tmp_path / "root"}"\npython = "{sys.executable}"\n')
+            + f'[options]\nroot = "{tmp_path / "labkit-root"}"\npython = "{sys.executable}"\n')
         settings = Settings(state_dir=tmp_path / ".labkit", ssh_hosts=str(hosts_file), cgroups="off")
         out = tmp_path / "report"
         out.mkdir()
@@ -154,7 +153,7 @@ def test_a_bad_hosts_file_is_one_line_and_starts_nothing(tmp_path, case):
             f'[[servers]]\nhost = "{host}"\nhost_key = "{host_key}"\n'
             f'[balancer]\nhost = "{server["ip"]}"\nhost_key = "{server["host_key"]}"\n'
             f'[tester]\nhost = "{tester["ip"]}"\nhost_key = "{tester["host_key"]}"\n'
-            f'[options]\nroot = "{tmp_path / "root"}"\npython = "{sys.executable}"\n')
+            f'[options]\nroot = "{tmp_path / "labkit-root"}"\npython = "{sys.executable}"\n')
         settings = Settings(state_dir=tmp_path / ".labkit", ssh_hosts=str(hosts_file), cgroups="off")
         with pytest.raises(LabkitError) as err:
             SshBackend(settings).up(handout_spec("f1-micro"))
@@ -162,6 +161,6 @@ def test_a_bad_hosts_file_is_one_line_and_starts_nothing(tmp_path, case):
         assert ("host key" in str(err.value)) == (case == "changed host key")
         sshds = {m["pid"] for m in machines.machines.values()}
         assert machines.leftovers(allow=sshds) == {}, "nothing but sshd runs"
-        assert not SshBackend(settings)._state.get("running")
+        assert not SshBackend(settings).record.running
     finally:
         machines.close()

@@ -50,8 +50,8 @@ def test_down_skips_a_recorded_name_that_is_another_runs(stub, tmp_path):
     a = _backend(stub, tmp_path, run_id="runa", folder="a")
     a.up(ClusterSpec(nodes=1, port=80))
     b = _backend(stub, tmp_path, run_id="runb", folder="b")
-    b._state["created"]["restserver-0"] = ZONE  # e.g. a state from before the fix
-    b._state["firewalls"].append("labkit-runa-ssh")
+    b.record.created["restserver-0"] = ZONE  # e.g. a state from before the fix
+    b.record.firewalls.append("labkit-runa-ssh")
     assert b.down()["stopped"] == []
     assert "restserver-0" in stub.instances and "labkit-runa-ssh" in stub.firewalls
     assert not [r for r in stub.requests if r["method"] == "DELETE"]
@@ -103,7 +103,6 @@ def test_ctrl_c_while_inserts_are_in_flight_deletes_them_once_they_land(tmp_path
 def test_down_finds_the_run_by_label_when_the_state_lost_track(stub, tmp_path):
     b = _backend(stub, tmp_path)
     b.up(ClusterSpec(nodes=2, port=80))
-    b._restore_signal_handlers()  # as if this process had exited
     saved = b.to_state()
     c = _compute(stub)
     other = req.instance_body("stray", ZONE, "f1-micro", "run2", b.expires, "server")
@@ -198,3 +197,32 @@ def test_loopback_endpoints_get_anonymous_credentials_only():
         check_endpoint("https://127.0.0.1:9999", object())
     creds = object()
     assert check_endpoint("https://compute.googleapis.com", creds) is creds
+
+
+def test_the_interrupt_handlers_cover_the_first_provisioning_only(stub, tmp_path, ctrl_c_raises):
+    """Issue 21 item 4: after a successful `up` a Ctrl-C no longer deletes the run, and a later first
+    provisioning in the same process (a sweep restored the handlers meanwhile) has them again."""
+    seen = []
+    b = _backend(stub, tmp_path)
+    grow = b._grow
+
+    def watched(spec):
+        seen.append(signal.getsignal(signal.SIGINT))
+        return grow(spec)
+
+    b._grow = watched
+    b.up(ClusterSpec(nodes=1, port=80))
+    assert seen[0] is not signal.default_int_handler, "the run is deleted on Ctrl-C while it is being created"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "and only then"
+    b.scale(2)  # growing a run that is up: an interrupt must not delete it
+    assert seen[1] is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert b.created and stub.instances, "a Ctrl-C after up deleted nothing"
+    b.down()
+    c = _backend(stub, tmp_path, run_id="run2", folder="again")
+    c._grow = watched
+    c.up(ClusterSpec(nodes=1, port=80))
+    assert seen[2] is not signal.default_int_handler
+    c.down()

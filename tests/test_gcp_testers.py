@@ -22,7 +22,8 @@ from labkit.errors import ConfigError
 from labkit.handout import handout_spec
 from labkit.measure import measure
 from labkit.settings import Settings
-from tests.support.compute_stub import SSHD, ComputeStub, SshMachines
+from tests.support.compute_stub import ComputeStub, SshMachines
+from tests.support.sshd import SSHD
 from tests.support.compute_stub import anonymous_compute
 
 PROJECT, ZONE = "lab-project", "us-central1-a"

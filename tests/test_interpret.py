@@ -116,7 +116,8 @@ def test_bottleneck_names_the_busy_role_with_its_utilisation(tmp_path):
     assert "| 1 | c=50 | 100.0 | 95 % | — | 10 % | server |" in text
     assert "| 2 | c=50 | 200.0 | 95 % | 80 % | 10 % | server |" in text
     # balancer: 1.6 CPU-s / 2000 requests = 0.80 ms: one 0.2-vCPU f1-micro carries 250 rps (a model)
-    assert "| balancer | 0.80 | f1-micro | 0.2 | 250 |" in text and "(model: vCPU / CPU per request)" in text
+    assert "| balancer | 0.800 (0.80–0.80) | median | f1-micro | 0.2 | 250 |" in text
+    assert "(model: vCPU / CPU per request)" in text
     assert "USL fit of peak throughput vs nodes: not available" in text, "two node counts cannot be fitted"
     assert "Capacity for 2000 users (model" in text and "6,667 req/s" in text
 

@@ -113,3 +113,12 @@ def test_real_nginx_alternates_between_upstreams(tmp_path):
             os.kill(pid, signal.SIGQUIT)
         for s in servers:
             s.shutdown()
+
+
+def test_one_worker_per_vcpu_of_the_balancers_type():
+    from labkit.nginx_conf import workers_for
+
+    assert [workers_for(t) for t in ("f1-micro", "e2-micro", "e2-medium", "e2-standard-2", "e2-highcpu-16")] == [
+        1, 1, 1, 2, 16]
+    conf = render_nginx_conf("127.0.0.1", 8080, [("127.0.0.2", 80)], "/tmp/x", worker_processes=workers_for("e2-standard-4"))
+    assert "worker_processes 4;" in conf

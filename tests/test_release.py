@@ -63,7 +63,10 @@ def test_student_versions_replace_every_solution_and_hide_the_expected_answers(s
             elif "### BEGIN HIDDEN TESTS" in src.source:
                 assert meta.get("grade") and text == src.source.split("### BEGIN HIDDEN TESTS")[0].rstrip("\n")
             elif "parameters" in src.metadata.get("tags", []):
-                assert 'results_csv = "results.csv"' in text and 'charts_dir = "charts"' in text
+                if "\nresults_csv = " in "\n" + src.source:  # 00 and 03's parameters are their own (issue 22)
+                    assert 'results_csv = "results.csv"' in text
+                if "\ncharts_dir = " in "\n" + src.source:
+                    assert 'charts_dir = "charts"' in text
                 assert "../runs" not in text, "the results live inside the assignment folder"
             else:
                 assert text == src.source

@@ -140,3 +140,32 @@ def test_points_carry_status_and_the_text_marks_borderline_and_refined_answers(t
     assert grid == {"1": ["pass", "pass", "FAIL", "FAIL", "aborted"], "2": ["refused", "-", "-", "-", "-"]}
     assert "Borderline points (the deciding clause within 10 % of its bound)" in text
     assert "nodes=1   c=23     p98 329 ms, 10 % over 300: a repeat may decide differently" in text
+
+
+def test_cli_report_json_gives_the_plan_and_the_holdout_errors(tmp_path):
+    """`labkit report CSV --sla ... --users 2000 --json`: servers, balancer type, tester, cost, holdout errors."""
+    import subprocess
+    import sys
+
+    rows = []
+    for n in (1, 2, 3, 4, 5):  # servers 80 % busy at 200 req/s each
+        x = 200.0 * n
+        for c in (10, 50, 100, 200):
+            mean = 1000.0 * c / x
+            rows.append(make_row(n, c, mean=mean, p98=mean * 1.2, max_ms=mean * 1.5, time_taken_s=1000 / x, rps=x,
+                                 server_cpu_s=0.8, tester_cpu_s=0.025, tester_machine_type="f1-micro",
+                                 balancer_cpu_s=0.1 if n > 1 else None,
+                                 balancer_machine_type="f1-micro" if n > 1 else None))
+    csv = write_csv(tmp_path / "r.csv", rows)
+    res = subprocess.run([sys.executable, "-m", "labkit.cli", "report", str(csv), "--sla", "max<=1000 mean<300 p98<400",
+                          "--users", "2000", "--json"], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    cap = json.loads(res.stdout)["capacity"]
+    plan = cap["plan"]
+    assert plan["servers"] >= cap["servers_min"] == 27 and plan["predicted"]["meets"]
+    assert plan["balancer"]["machine_type"] and plan["balancer"]["workers"] >= 1
+    assert plan["tester"]["processes"] >= 1 and plan["tester"]["machines"] >= 1
+    assert plan["cost_per_hour"] > 0 and plan["label"].startswith("model")
+    assert cap["model"]["calibrated_on"] == [1, 2, 3] and cap["model"]["checked_on"] == [4, 5]
+    assert set(cap["model"]["errors"]) >= {"mean_median_abs_pct", "p98_median_abs_pct", "pass_fail_agreement"}
+    assert plan["holdout_errors"] == cap["model"]["errors"]

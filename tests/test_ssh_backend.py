@@ -138,7 +138,7 @@ def test_the_unit_a_server_runs_under_listens_on_its_own_address(sshd, tmp_path)
     b = SshBackend(Settings(state_dir=tmp_path / ".labkit"), persist=False,
                    servers=[host("restserver-0", "10.128.0.5"), host("restserver-1", "10.128.0.6")],
                    balancer=host("loadbalancer-0", "10.128.0.2"), tester=host("tester-0", "10.128.0.3"))
-    b._state["spec"] = {**ClusterSpec(nodes=2, server="gunicorn", workers=2, port=8080).__dict__}
+    b.record.spec = ClusterSpec(nodes=2, server="gunicorn", workers=2, port=8080)
     try:
         unit = b.unit_text(1)
     finally:

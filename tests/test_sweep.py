@@ -14,7 +14,7 @@ from labkit.backends.base import ClusterSpec
 from labkit.backends.local.backend import LocalBackend
 from labkit.errors import ConfigError, LockError, SlaSyntaxError
 from labkit.record import COLUMNS, EXTRA_COLUMNS, Measurement
-from labkit.sweep import Grid, locked, point_key, profiles_grid, run_sweep
+from labkit.sweep import scale_grids, Grid, locked, point_key, profiles_grid, run_sweep
 from tests.data.capture import silent_listener
 from tests.support.local import labkit_cgroups
 
@@ -101,10 +101,11 @@ def test_resume_measures_only_the_missing_points(local_env):
     # the provenance the calibration of the first run, and the resumed run's under its run id
     prov = json.loads(out.with_suffix(".provenance.json").read_text())
     cal = prov["calibration"]
-    assert cal["run_id"] == rows[0]["run_id"] and cal["burst"] is True and cal["cpu_scale"] == 1.0
+    # (this lab runs without cgroups, so there is no quota to burst above: burst is recorded false)
+    assert cal["run_id"] == rows[0]["run_id"] and cal["burst"] is False and cal["cpu_scale"] == 1.0
     assert cal["steal_pct_over_sweep"] is not None and cal["cpu_ms_per_request"] > 0
     assert {r["host_cpu_ms_per_request"] for r in rows} == {str(round(cal["cpu_ms_per_request"], 3))}
-    assert {(r["burst"], r["cpu_scale"]) for r in rows} == {("true", "1.0")}
+    assert {(r["burst"], r["cpu_scale"]) for r in rows} == {("false", "1.0")}
     assert all(r["steal_pct"] != "" for r in rows)
     assert list(prov["calibrations"]) == [rows[2]["run_id"]] != [rows[0]["run_id"]]
     b.down()
@@ -133,8 +134,15 @@ def test_bad_grid_is_one_clear_error():
 def test_profiles_grid_and_its_points():
     spec = ClusterSpec(machine_type="e2-medium", server="gunicorn", workers=3)
     quick = profiles_grid("quick", spec)
-    assert (quick.nodes, quick.concurrency, quick.requests, quick.retries) == (
-        (1, 2, 3, 4, 5), (10, 20, 50, 100, 200, 500, 1000), 2000, 1)
+    assert (quick.nodes, quick.concurrency, quick.requests, quick.requests_per_user, quick.retries) == (
+        (1, 2, 3, 5), (1, 2, 5, 10, 20, 50, 100, 200), 500, 5, 1)
+    assert [p.requests for p in quick.points()][-3:] == [500, 500, 1000]  # max(500, 5 × users) at 50, 100, 200
+    # notebook 02's (and `labkit sweep --profile quick`'s) grids: 1 node refined, 2-5 nodes, 2,000 users at 5
+    one, more, top = scale_grids("quick", spec)
+    assert (one.nodes, one.refine, more.nodes, more.concurrency, more.refine) == (
+        (1,), "max<=1500 mean<200 p98<=300", (2, 3, 5), (10, 50, 200, 500, 1000), None)
+    assert (top.nodes, top.concurrency, [p.requests for p in top.points()]) == ((5,), (2000,), [10000])
+    assert [g.nodes for g in scale_grids("quick", spec, concurrency=(10,))] == [(1, 2, 3, 5)]
     mine = profiles_grid(profiles.get("full"), spec, nodes=[2, 1], concurrency=(10,), requests=50)
     assert (mine.nodes, mine.concurrency, mine.requests, mine.timeout_s) == ((2, 1), (10,), 50, 10)
     points = mine.points()
@@ -150,7 +158,7 @@ def test_profiles_grid_and_its_points():
     mine = profiles_grid("quick", spec, nodes=(1, 2), refine="mean<300", repeats=3)
     assert (mine.refine, mine.refined_nodes(), mine.repeats) == ("mean<300", (1, 2), 3)
     assert [(p.nodes, p.concurrency, p.repeat) for p in mine.points()[:4]] == [
-        (1, 10, 0), (1, 10, 1), (1, 10, 2), (1, 20, 0)]
+        (1, 1, 0), (1, 1, 1), (1, 1, 2), (1, 2, 0)]
     assert profiles_grid("quick", spec, refine="").refined_nodes() == ()
     assert profiles_grid("tiny", spec).refine is None
     with pytest.raises(ConfigError, match="unknown profile"):

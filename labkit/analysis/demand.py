@@ -132,9 +132,19 @@ def service_demand(df: pd.DataFrame, role: str) -> dict | None:
     return out
 
 
+_CACHE: dict = {}
+
+
 def demands(df: pd.DataFrame) -> dict[str, dict | None]:
-    """:func:`service_demand` for every role."""
-    return {role: service_demand(df, role) for role in ROLES}
+    """:func:`service_demand` for every role (cached per process by the rows' content)."""
+    import copy
+
+    key = (int(pd.util.hash_pandas_object(df, index=False).sum()), len(df), tuple(df.columns))
+    if key not in _CACHE:
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        _CACHE[key] = {role: service_demand(df, role) for role in ROLES}
+    return copy.deepcopy(_CACHE[key])
 
 
 def utilisation_check(df: pd.DataFrame, found: dict[str, dict | None] | None = None) -> dict:

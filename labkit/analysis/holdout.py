@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from labkit.analysis.demand import demands
-from labkit.analysis.points import points, vcpu_of
+from labkit.analysis.points import vcpu_of
 from labkit.analysis.queueing import SERVER_BACKLOG, Network, mva, service_shape, simulate
 from labkit.errors import ConfigError
 
@@ -33,7 +33,7 @@ ADMIT_CHOICES = (SERVER_BACKLOG + 8, SERVER_BACKLOG + 64, 2 * SERVER_BACKLOG + 1
 #: Requests simulated per point (ab's -n when smaller): enough for a p98, bounded for speed.
 SIM_REQUESTS = 2000
 #: Requests simulated per point while calibrating (each point is simulated once per admit choice).
-CALIBRATION_REQUESTS = 1000
+CALIBRATION_REQUESTS = 600
 MODEL_LABEL = "model (queueing: MVA + simulation, calibrated on your data) — not measured"
 
 
@@ -101,6 +101,9 @@ def _score(df: pd.DataFrame, net: Network, sla) -> float:
     """How badly ``net`` reproduces ``df``'s points: mean |log error| of mean and p98, plus pass/fail misses."""
     table = _table(df, sla)
     table = table[table["status"] != "aborted"]  # nothing measured there to compare (both sides fail)
+    # only a level with more users than the smallest choice admits can tell the choices apart: below it the
+    # backlog never fills and every choice predicts the same
+    table = table[table["concurrency"] > min(ADMIT_CHOICES)]
     bad = []
     for r in table.itertuples(index=False):
         p = predict_point(_with_servers(net, int(r.nodes)), int(r.concurrency), int(r.requests), sla,
@@ -136,7 +139,8 @@ def calibrate(df: pd.DataFrame, sla) -> tuple[Network, dict]:
         from dataclasses import replace
 
         scores[admit] = _score(df, replace(base, admit=admit), sla)
-    best = min(scores, key=scores.get)
+    finite = {k: v for k, v in scores.items() if math.isfinite(v)}
+    best = min(finite, key=finite.get) if finite else SERVER_BACKLOG + 64  # no level fills a backlog: any choice
     from dataclasses import replace
 
     _, src = service_shape(df)
@@ -153,7 +157,7 @@ def split(nodes: list[int]) -> tuple[list[int], list[int]]:
     return nodes[:k], nodes[k:]
 
 
-def holdout(df: pd.DataFrame, sla) -> dict:
+def holdout(df: pd.DataFrame, sla, predict: bool = True) -> dict:
     """Calibrate on the smaller node counts, predict the larger ones' tested levels, and the errors.
 
     Keys: ``calibrated_on``, ``checked_on`` (node counts), ``admit`` and the calibration
@@ -161,7 +165,8 @@ def holdout(df: pd.DataFrame, sla) -> dict:
     (per held-out level: measured and predicted mean, p98, max, meets), ``errors``
     (median |relative error| of mean (MVA) and p98 over the held-out points whose
     measurement completed, and ``pass_fail_agreement`` as "k of n"), or ``refused`` with
-    the reason when there is nothing to hold out.
+    the reason when there is nothing to hold out. ``predict=False`` stops after the
+    calibration (``errors`` None, a ``note`` says so).
     """
     nodes = sorted(int(n) for n in df["nodes"].unique())
     train_n, test_n = split(nodes)
@@ -176,6 +181,10 @@ def holdout(df: pd.DataFrame, sla) -> dict:
         out["refused"] = str(exc)
         return out
     out.update(info)
+    if not predict:  # calibrated only (the plan needs no more); said so
+        out["errors"] = None
+        out["note"] = "calibrated only: the held-out points were not predicted in this call"
+        return out
     rows, e_mean, e_p98, e_max, agree = [], [], [], [], 0
     table = _table(df[df["nodes"].isin(test_n)], sla)
     for r in table.itertuples(index=False):
@@ -212,4 +221,4 @@ def _pct(errors: list[float]) -> float | None:
     return None if not errors else round(100.0 * float(np.median(errors)), 1)
 
 
-__all__ = ["calibrate", "holdout", "network_for", "predict_point", "split", "points"]
+__all__ = ["calibrate", "holdout", "network_for", "predict_point", "split"]

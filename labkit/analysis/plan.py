@@ -2,13 +2,13 @@
 
 From a calibrated :class:`labkit.analysis.queueing.Network` (:mod:`labkit.analysis.holdout`):
 
-- **balancer**: the cheapest machine type of the table whose vCPU carries the needed
-  throughput's balancer CPU at ≤ 80 % (nginx runs one worker per vCPU, so a bigger type
+- **balancer**: the cheapest machine type of the table whose vCPU carries, at ≤ 80 %, the
+  balancer CPU of the throughput the planned servers deliver (:func:`sized`) (nginx runs one worker per vCPU, so a bigger type
   helps only because it gets more workers; the CPU per request measured on the student's
   balancer is assumed to hold on the bigger type). When no single machine does (the table
   stops at 16 vCPU), several balancers behind DNS round robin, and Compute Engine's managed
   load balancing as the alternative, priced and labelled;
-- **tester**: ab is single-threaded, so the tester's CPU need is split into ab processes
+- **tester**: sized the same way; ab is single-threaded, so the tester's CPU need is split into ab processes
   of at most one vCPU each (at ≤ 80 %), on the cheapest type with a vCPU per process, and
   more tester machines when one 16-vCPU machine is not enough;
 - **servers**: the smallest count, at least the mean-only Little's-law bound, whose
@@ -100,54 +100,44 @@ def _r(v):
     return None if v is None else round(float(v), 1)
 
 
-#: The balancer and tester are sized for the mean bound's throughput times these (p98 and max need headroom).
-HEADROOM = (1.0, 1.5, 2.0, 3.0)
+def sized(net: Network, n: int, users: int) -> tuple[dict, dict, Network]:
+    """Balancer and tester for ``n`` servers: sized to stay ≤ 80 % busy at the throughput n servers deliver
+    to ``users`` (MVA with the balancer and tester taken out), and the network with them in."""
+    from labkit.analysis.queueing import mva
+
+    x = mva(replace(net, servers=n, balancer_cpu_s=0.0, tester_cpu_s=0.0), users)["rps"]
+    bal = balancer_plan(x, net.balancer_cpu_s)
+    tst = tester_plan(x, net.tester_cpu_s)
+    planned = replace(net, servers=n, balancer_vcpu=machine_types.get(bal["machine_type"]).vcpu,
+                      balancers=bal["count"], tester_vcpu=min(1.0, machine_types.get(tst["machine_type"]).vcpu),
+                      testers=tst["processes"])
+    bal["sized_for_rps"] = tst["sized_for_rps"] = round(x, 1)
+    return bal, tst, planned
 
 
 def search(net: Network, users: int, sla, need_rps: float, server_type: str, start: int = 1) -> dict:
-    """The cheapest plan meeting every clause of ``sla`` for ``users``; see the module docstring.
+    """The smallest plan meeting every clause of ``sla`` for ``users``; see the module docstring.
 
-    ``net`` is calibrated on the student's machines; ``need_rps`` the throughput the mean
-    bound needs (Little's law); the balancer and the tester are sized for it times each of
-    :data:`HEADROOM` in turn, and for each the smallest server count from ``start`` (the
-    Little's-law lower bound) is searched; the cheapest plan that meets wins.
+    ``net`` is calibrated on the student's machines; ``start`` is the first server count
+    tried (the Little's-law lower bound, from ``need_rps``). For each server count n the
+    balancer and tester are sized by :func:`sized`; counts grow by a quarter until the model
+    meets every clause, then a bisection finds the smallest.
     """
-    best, last = None, None
-    for f in HEADROOM:
-        p = _search_one(net, users, sla, need_rps * f, server_type, start)
-        p["sized_for_rps"] = round(need_rps * f, 1)
-        last = p
-        if p["servers"] is not None and (best is None or p["cost_per_hour"] < best["cost_per_hour"]):
-            best = p
-        if best is not None:
-            break
-    return best or last
-
-
-def _search_one(net: Network, users: int, sla, rps: float, server_type: str, start: int) -> dict:
-    bal = balancer_plan(rps, net.balancer_cpu_s)
-    tst = tester_plan(rps, net.tester_cpu_s)
-    b_v = machine_types.get(bal["machine_type"]).vcpu
-    t_v = machine_types.get(tst["machine_type"]).vcpu
-    planned = replace(net, balancer_vcpu=b_v, balancers=bal["count"],
-                      tester_vcpu=min(1.0, t_v), testers=tst["processes"])
     tried: dict[int, dict] = {}
+    kit: dict[int, tuple] = {}
 
     def ok(n: int) -> bool:
         if n not in tried:
-            tried[n] = evaluate(replace(planned, servers=n), users, sla)
+            kit[n] = sized(net, n, users)
+            tried[n] = evaluate(kit[n][2], users, sla)
         return tried[n]["meets"]
 
-    lo, n, prev = max(2, int(start)), max(2, int(start)), None
+    lo = n = max(2, int(start))
     while not ok(n):
-        mean = tried[n]["mean_ms"]
-        if prev is not None and mean > 0.98 * prev:  # more servers no longer help: another role caps
-            return {"servers": None, "balancer": bal, "tester": tst, "predicted": tried[n], "tried": _tried(tried),
-                    "note": f"more servers stop helping near {n} (mean {mean:.0f} ms): the balancer or tester caps"}
-        prev = mean
         lo = n + 1
         n = max(n + 1, math.ceil(n * 1.25))
         if n > MAX_SERVERS:
+            bal, tst, _ = kit[max(kit)]
             return {"servers": None, "balancer": bal, "tester": tst, "predicted": tried[max(tried)],
                     "tried": _tried(tried), "note": f"no server count up to {MAX_SERVERS} meets every clause in the model"}
     hi = n
@@ -157,11 +147,13 @@ def _search_one(net: Network, users: int, sla, rps: float, server_type: str, sta
             hi = mid
         else:
             lo = mid + 1
+    bal, tst, _ = kit[hi]
     machines = [("server", server_type, hi), ("balancer", bal["machine_type"], bal["count"]),
                 ("tester", tst["machine_type"], tst["machines"])]
     cost = plan_cost(machines)
     out = {"servers": hi, "server_machine_type": server_type, "balancer": bal, "tester": tst,
-           "predicted": tried[hi], "tried": _tried(tried), "cost_per_hour": cost["cost_per_hour"], "cost": cost}
+           "predicted": tried[hi], "tried": _tried(tried), "cost_per_hour": cost["cost_per_hour"], "cost": cost,
+           "need_rps": round(need_rps, 1)}
     if bal["managed_alternative"]:
         alt = plan_cost([("server", server_type, hi), ("tester", tst["machine_type"], tst["machines"])],
                         managed_lb=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -349,7 +350,8 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     elif fit is not None:
         inside = np.linspace(1, top, 100)
         beyond = np.linspace(top, end, 60)
-        ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model): {describe_fit(fit)}")
+        short = re.split(r",\s|[:;]", describe_fit(fit))[0]  # "peaks at 2.7 nodes (498 req/s)", "linear so far"
+        ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model): {short}, R² {fit.r2:.2f}")
         ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--", label="extrapolation (USL fit)")
         if np.isfinite(fit.peak_n) and fit.peak_n <= end:
             ax.axvline(fit.peak_n, color="0.5", linestyle=":", label=f"fitted peak N≈{fit.peak_n:.1f}")
@@ -360,7 +362,7 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     ax.set_ylabel("throughput (requests/s)")
     ax.set_ylim(bottom=0)
     ax.set_title("Throughput vs nodes" + (f": what {users} users need" if cap is not None else ""))
-    ax.legend(loc="upper left", fontsize=7)
+    ax.legend(loc="center right" if cap is not None else "lower right", fontsize=7)
     _margins(fig, bottom=0.75)
     return fig
 

@@ -130,39 +130,45 @@ def mva(net: Network, users: int) -> dict:
     if net.has_balancer:
         delay += add(net.balancer_cpu_s, net.balancer_vcpu, net.balancers)
     delay += add(net.server_cpu_s, net.server_vcpu, net.servers)
-    demand = np.array([d / k for d, k in stations])  # per request, at one of the k identical stations
-    mult = np.array([k for _, k in stations], dtype="float64")
-    q = np.zeros(len(stations))
+    demand = [d / k for d, k in stations]  # per request, at one of the k identical stations
+    mult = [float(k) for _, k in stations]
+    q = [0.0] * len(stations)
     r = x = 0.0
-    for n in range(1, int(users) + 1):
-        per = demand * (1.0 + q)
-        r = delay + float(np.sum(per * mult))
+    for n in range(1, int(users) + 1):  # plain floats: three stations, thousands of steps
+        per = [d * (1.0 + qi) for d, qi in zip(demand, q)]
+        r = delay + sum(p * m for p, m in zip(per, mult))
         x = n / r
-        q = x * per
+        q = [x * p for p in per]
     return {"mean_ms": r * 1000.0, "rps": x,
             "utilisation": {"stations": [float(x * d) for d in demand]}}
 
 
 # -- discrete-event simulation --------------------------------------------------------------------
 class _PS:
-    """A processor-sharing station: ``vcpu`` CPUs shared by the jobs in it, at most one CPU each."""
+    """A processor-sharing station: ``vcpu`` CPUs shared by the jobs in it, at most one CPU each.
+
+    Virtual time ``v`` is the CPU each job present has received; a job needing ``w`` leaves when
+    ``v`` reaches its arrival's ``v`` + ``w`` (a heap), so every event costs O(log k). The next
+    departure is one simpy timeout whose callback is ignored once an arrival has moved it.
+    """
 
     def __init__(self, env, vcpu: float):
         self.env, self.vcpu = env, float(vcpu)
-        self.v = 0.0  # virtual time: CPU seconds each job present has received
+        self.v = 0.0
         self.last = 0.0
         self.heap: list[tuple[float, int, object]] = []
         self.seq = 0
-        self.kick = env.event()
-        env.process(self._run())
+        self.token = 0
 
     def _rate(self) -> float:
         k = len(self.heap)
         return min(1.0, self.vcpu / k) if k else 0.0
 
     def _advance(self) -> None:
-        self.v += self._rate() * (self.env.now - self.last)
-        self.last = self.env.now
+        now = self.env.now
+        if self.heap:
+            self.v += self._rate() * (now - self.last)
+        self.last = now
 
     def serve(self, cpu_s: float):
         """An event that fires when ``cpu_s`` CPU seconds have been served to this job."""
@@ -170,25 +176,24 @@ class _PS:
         done = self.env.event()
         self.seq += 1
         heapq.heappush(self.heap, (self.v + cpu_s, self.seq, done))
-        if not self.kick.triggered:
-            self.kick.succeed()
+        self._schedule()
         return done
 
-    def _run(self):
-        env = self.env
-        while True:
-            if not self.heap:
-                self.kick = env.event()
-                yield self.kick
-                continue
-            self._advance()
-            while self.heap and self.heap[0][0] <= self.v + 1e-12:
-                heapq.heappop(self.heap)[2].succeed()
-            if not self.heap:
-                continue
-            wait = (self.heap[0][0] - self.v) / self._rate()
-            self.kick = env.event()
-            yield env.timeout(wait) | self.kick
+    def _schedule(self) -> None:
+        self.token += 1
+        if not self.heap:
+            return
+        wait = max(0.0, (self.heap[0][0] - self.v) / self._rate())
+        token = self.token
+        self.env.timeout(wait).callbacks.append(lambda _event: self._fire(token))
+
+    def _fire(self, token: int) -> None:
+        if token != self.token:  # an arrival or departure since has rescheduled
+            return
+        self._advance()
+        while self.heap and self.heap[0][0] <= self.v + 1e-12:
+            heapq.heappop(self.heap)[2].succeed()
+        self._schedule()
 
 
 class _Gate:
@@ -213,7 +218,8 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
 
     ab starts ``users`` requests at once and starts a new one whenever one ends, until
     ``requests`` have started: the simulation does the same, so the start-up burst that
-    fills a backlog is in it.
+    fills a backlog is in it. A request visits the tester's CPU, the balancer's (its work
+    both ways as one visit, for speed), then a server's.
     """
     import simpy
 
@@ -250,7 +256,7 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
 
     def request(j, tester):
         t0 = env.now
-        yield tester.serve(t_cpu[j] / 2)
+        yield tester.serve(t_cpu[j])  # ab's work for the request (its send and receive as one visit)
         if bal:
             b = state["rr_bal"] % len(bal)
             state["rr_bal"] += 1
@@ -259,7 +265,7 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
             if not ok:
                 state["failed"] += 1
                 return
-            yield bal[b].serve(b_cpu[j] / 2)
+            yield bal[b].serve(b_cpu[j])  # nginx's work both ways, as one visit
         i = state["rr_server"] % len(servers)
         state["rr_server"] += 1
         ok, waited = yield from connect_to(server_gates, i)
@@ -275,9 +281,7 @@ def simulate(net: Network, users: int, requests: int, seed: int = 0) -> dict:
         yield servers[i].serve(s_cpu[j])
         server_gates[i].leave()
         if bal:
-            yield bal[b].serve(b_cpu[j] / 2)
             bal_gates[b].leave()
-        yield tester.serve(t_cpu[j] / 2)
         times[j] = env.now - t0
 
     def client(c):

@@ -166,6 +166,8 @@ def format_report(report: dict) -> str:
                 lines.append(f"    method: {ex['method']}")
                 if ex.get("note"):
                     lines.append(f"    {ex['note']}")
+            if report.get("capacity"):
+                lines.append("    (another model, shown for comparison: the answer is the capacity plan below)")
     if report.get("capacity"):
         from labkit.analysis.capacity import format_capacity
 

@@ -10,8 +10,10 @@ Defined once here, not per backend:
 
 * **settings** -- every backend keeps the :class:`~labkit.settings.Settings` it was
   given (``Settings.from_env()`` when none was);
-* **the state and attaching** -- a backend's whole record is one JSON dict
-  (``self._state``) saved to ``.labkit/<name>.json`` after every change; making a
+* **the state and attaching** -- a backend's whole record is one typed dataclass
+  (``self._state``, the backend's :attr:`Backend.record_class`, a
+  :class:`~labkit.backends.records.Record` checked field by field when loaded) saved to
+  ``.labkit/<name>.json`` after every change, under the folder's lock; making a
   backend in a folder where its lab is running *attaches* to it (``labkit status``
   or ``down`` from another shell), :meth:`Backend.to_state` / :meth:`Backend.from_state`
   round-trip it;
@@ -30,6 +32,7 @@ Defined once here, not per backend:
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -42,6 +45,7 @@ from labkit import state
 from labkit.errors import BackendError, ConfigError
 from labkit.settings import Settings
 from labkit.backends.hygiene import MeasurementHygiene
+from labkit.backends.records import Record
 
 if TYPE_CHECKING:
     from labkit.ab import AbCommand
@@ -98,8 +102,8 @@ AB_NOFILE = 10000  # the handout's `ulimit -n 10000` for ab
 
 
 def state_field(key: str, doc: str) -> property:
-    """A read-only attribute showing ``key`` of a backend's saved record (``self._state``)."""
-    return property(lambda self: self._state[key], doc=doc)
+    """A read-only attribute showing field ``key`` of a backend's saved record (``self._state``)."""
+    return property(lambda self: getattr(self._state, key), doc=doc)
 
 
 class Backend(MeasurementHygiene, abc.ABC):
@@ -113,35 +117,51 @@ class Backend(MeasurementHygiene, abc.ABC):
     """
 
     name: str
+    record_class: type[Record]  # the backend's typed record (its state file's schema)
     warms_up = False  # whether up() runs warm_up() (backends with real machines: local, ssh)
 
-    def __init__(self, settings: Settings | None = None, *, persist: bool = True, saved: dict | None = None,
-                 **options):
+    def __init__(self, settings: Settings | None = None, *, persist: bool = True,
+                 saved: dict | Record | None = None, **options):
         self.settings = settings if settings is not None else Settings.from_env()
         self.persist = persist
         self.on_change = None  # or a callable run after every save (the gcp backend saves its own state)
         self._save_lock = threading.RLock()  # re-entrant: a signal handler may save while saving
         if saved is None and persist:
-            saved = state.load(self.settings, self.name)
+            saved = self.load_record(self.settings)
             if saved is not None and not self._resumes(saved, options):
                 saved = None
         if saved is not None:
-            self._state = saved
+            self._state = self.record_class.from_json(saved)  # a record given is shared, not copied
             self._runtime()
             self._attached(**options)
         else:
-            self._state = {"backend": self.name, "spec": None, **self._new_state(**options)}
+            self._state = self._new_state(**options)
             self._runtime()
+
+    @classmethod
+    def load_record(cls, settings: Settings) -> Record | None:
+        """The record saved in ``settings``' state folder, checked (types, then where it points), or None.
+
+        A state file with wrong types, missing keys or paths outside its folder is one
+        :class:`~labkit.errors.StateError` naming the file.
+        """
+        data = state.load(settings, cls.name)
+        if data is None:
+            return None
+        where = state.folder(settings, create=False)
+        record = cls.record_class.from_json(data, where / f"{cls.name}.json")
+        record.check_folder(where)
+        return record
 
     # -- hooks for the subclasses ----------------------------------------------------
     @abc.abstractmethod
-    def _new_state(self, **options) -> dict:
+    def _new_state(self, **options) -> Record:
         """The record of a new lab made from ``options`` (validated; nothing started)."""
 
     def _runtime(self) -> None:
         """Set up what is not saved (connections, locks, caches); called after ``_state`` is set."""
 
-    def _resumes(self, saved: dict, options: dict) -> bool:
+    def _resumes(self, saved: Record, options: dict) -> bool:
         """Whether the saved lab is the one to attach to (raise ConfigError if it is in the way)."""
         return True
 
@@ -171,24 +191,39 @@ class Backend(MeasurementHygiene, abc.ABC):
         return True
 
     # -- the state ---------------------------------------------------------------------
+    @property
+    def record(self) -> Record:
+        """This lab's typed record itself (shared, not a copy): what a backend driving this one
+        embeds in its own record (gcp embeds its ssh backend's)."""
+        return self._state
+
     def to_state(self) -> dict:
         """Everything needed to attach to this lab later (a JSON-ready copy)."""
         with self._save_lock:
-            return copy.deepcopy(self._state)
+            return self._state.to_json()
 
     @classmethod
     def from_state(cls, saved: dict, settings: Settings | None = None, **kw) -> Backend:
         """A backend attached to the lab ``saved`` (from :meth:`to_state`) describes, kept in memory."""
-        return cls(settings, persist=kw.pop("persist", False), saved=copy.deepcopy(saved), **kw)
+        record = cls.record_class.from_json(copy.deepcopy(saved) if isinstance(saved, dict) else saved)
+        return cls(settings, persist=kw.pop("persist", False), saved=record, **kw)
+
+    def _locked(self, command: str):
+        """The lab folder's lock while ``command`` changes this lab (re-entrant within this process);
+        nothing for a backend kept in memory."""
+        if not self.persist:
+            return contextlib.nullcontext()
+        return state.lab_locked(self.settings, command)
 
     def _save(self) -> None:
-        """Record the current state (called as soon as anything is started or stopped)."""
+        """Record the current state (called as soon as anything is started or stopped), under the lock."""
         with self._save_lock:
             if self.persist:
-                if self._keep_state():
-                    state.save(self.settings, self.name, self.to_state())
-                else:
-                    state.clear(self.settings, self.name)
+                with self._locked(f"{self.name} state write"):
+                    if self._keep_state():
+                        state.save(self.settings, self.name, self.to_state())
+                    else:
+                        state.clear(self.settings, self.name)
             if self.on_change is not None:
                 self.on_change()
 
@@ -196,8 +231,7 @@ class Backend(MeasurementHygiene, abc.ABC):
     @property
     def spec(self) -> ClusterSpec | None:
         """The cluster shape now running, or None when nothing is up."""
-        s = self._state.get("spec")
-        return ClusterSpec(**s) if s else None
+        return self._state.spec
 
     def _require_spec(self) -> ClusterSpec:
         spec = self.spec
@@ -212,12 +246,16 @@ class Backend(MeasurementHygiene, abc.ABC):
         restarts the servers; a change of ``nodes`` only starts or stops the
         difference and re-points the balancer.
         """
+        with self._locked(f"{self.name} up"):
+            self._up(spec)
+
+    def _up(self, spec: ClusterSpec) -> None:
         self._check(spec)
         old = self.spec
         if old is not None and dataclasses.replace(old, nodes=spec.nodes) != spec:
             log.info("%s: server configuration changed; restarting the servers", self.name)
             self._stop_servers()
-        self._state["spec"] = dataclasses.asdict(spec)
+        self._state.spec = spec
         self._warmed = None
         self._save()
         self._deploy(spec)
@@ -303,9 +341,13 @@ class Backend(MeasurementHygiene, abc.ABC):
         stays on purpose (e.g. the installed service on hosts you own). What could
         not be stopped raises, and stays recorded so another ``down`` retries it.
         """
+        with self._locked(f"{self.name} down"):
+            return self._down_locked()
+
+    def _down_locked(self) -> dict:
         stopped, left = self._down()
         with self._save_lock:
-            self._state["spec"] = None
+            self._state.spec = None
             if self.persist:
                 state.clear(self.settings, self.name)
             if self.on_change is not None:

@@ -65,20 +65,20 @@ def remote_script(entries: dict[str, dict]) -> str:
     """
     lines = [_TREE_FN, 'echo "clk_tck $(getconf CLK_TCK 2>/dev/null || echo 100)"']
     for name, how in entries.items():
-        n = shlex.quote(name)
+        n = shlex.quote(name)  # a word of its own (printf's argument), never inside double quotes
         if "unit" in how:
             u = shlex.quote(how["unit"])
             lines.append(f'v=$(systemctl show -p CPUUsageNSec --value {u} 2>/dev/null); case "$v" in '
                          f"''|*[!0-9]*) P=$(systemctl show -p MainPID --value {u} 2>/dev/null); "
-                         f'T=0; [ "${{P:-0}}" != 0 ] && {{ t $P; echo "{n} ticks $T"; }} || echo "{n} none 0";; '
-                         f'*) echo "{n} ns $v";; esac')
+                         f'T=0; [ "${{P:-0}}" != 0 ] && {{ t $P; printf "%s ticks %s\\n" {n} "$T"; }} || '
+                         f'printf "%s none 0\\n" {n};; *) printf "%s ns %s\\n" {n} "$v";; esac')
             continue
         if "pidfile" in how:
             lines.append(f"P=; {{ read -r P < {shlex.quote(how['pidfile'])}; }} 2>/dev/null")
         else:
             lines.append(f"P={int(how['pid'])}")
-        lines.append(f'T=0; if [ -n "$P" ] && [ -r /proc/$P/stat ]; then t $P; echo "{n} ticks $T"; '
-                     f'else echo "{n} none 0"; fi')
+        lines.append(f'T=0; if [ -n "$P" ] && [ -r /proc/$P/stat ]; then t $P; printf "%s ticks %s\\n" {n} "$T"; '
+                     f'else printf "%s none 0\\n" {n}; fi')
     return "\n".join(lines)
 
 

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from labkit.backends import settle as settling
 
-if TYPE_CHECKING:
-    from labkit.backends.base import Backend, ClusterSpec
+# (no import of labkit.backends.base, even for type checking: base imports this mixin)
 
 log = logging.getLogger("labkit")
 
@@ -36,7 +34,7 @@ ROLES = ("server", "balancer", "tester")
 class MeasurementHygiene:
     """Settling, warming up and CPU accounting, on the hooks below (defaults: nothing to read)."""
 
-    def inner(self) -> Backend | None:
+    def inner(self) -> MeasurementHygiene | None:
         """The backend this one deploys and measures through, or None (the default).
 
         The gcp backend drives its machines with an ssh backend (its ``ssh`` attribute), so
@@ -190,7 +188,7 @@ class MeasurementHygiene:
             return None if spec.nodes == 1 else self._balancer_type(spec)
         return spec.machine_type
 
-    def _balancer_type(self, spec: ClusterSpec) -> str:
+    def _balancer_type(self, spec) -> str:
         return spec.machine_type
 
     balancer_machine_type = property(lambda self: self._machine_type("balancer"), doc=(

@@ -56,6 +56,20 @@ def reanalysis_csv(csv=None, fallback=None, root="..") -> Path:
                       + " — run the lab first, or pass csv=")
 
 
+#: what a spreadsheet reads as a formula at the start of a cell (=HYPERLINK(...), +cmd, -2+3, @SUM)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell a spreadsheet would run as a formula made plain text (a leading ``'``,
+    OWASP's advice for CSV injection); numbers, negative ones included, are left as they are."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+    return out
+
+
 def candidate_csvs(root="..", fallback=None, extra=()) -> list[Path]:
     """Every results CSV the picker offers: own results (newest first), ``runs/*.csv``, ``data/*.csv``, ``extra``."""
     root = Path(root)
@@ -142,12 +156,14 @@ class ReanalysisDashboard:
     """
 
     def __init__(self, csv, root="..", fallback=None, sla=None, users: int | None = None,
-                 machine_type: str | None = None, server: str | None = None, export_dir="."):
+                 machine_type: str | None = None, server: str | None = None, export_dir=".", allowed=()):
         import ipywidgets as w
 
         from labkit.handout import HANDOUT_SERVER, PART2_SLA, PART2_USERS
 
         self.root, self.export_dir = Path(root), Path(export_dir)
+        #: the folders "add CSV" may read from: the project and those the user names (``allowed``)
+        self.allowed = [Path(p).resolve() for p in (root, *allowed)]
         self.sla, self.users = sla or PART2_SLA, users or PART2_USERS
         options = candidate_csvs(root, fallback, extra=[csv])
         self._paths = {source_name(p, root): p for p in options}
@@ -193,8 +209,13 @@ class ReanalysisDashboard:
         path = (path or "").strip()
         if not path:
             return
-        if not Path(path).is_file():
-            self.status.value = f"<span style='color:#b00'>no such file: {html.escape(path)}</span>"
+        real = Path(path).expanduser().resolve()
+        if not any(real == d or d in real.parents for d in self.allowed):
+            self.status.value = (f"<span style='color:#b00'>not added: {html.escape(path)} is outside the project "
+                                 f"({html.escape(str(self.allowed[0]))}) and the folders given as allowed=</span>")
+            return
+        if real.suffix.lower() != ".csv" or not real.is_file():
+            self.status.value = f"<span style='color:#b00'>no such file (a .csv): {html.escape(path)}</span>"
             return
         name = source_name(path, self.root)
         self._paths[name] = Path(path)
@@ -264,7 +285,7 @@ class ReanalysisDashboard:
         """Write the filtered rows (every selected source, with its ``source``) as CSV; offer a download link."""
         path = Path(path) if path else self.export_dir / "reanalysis_filtered.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.filtered.to_csv(index=False)
+        data = spreadsheet_safe(self.filtered).to_csv(index=False)
         path.write_text(data)
         link = base64.b64encode(data.encode()).decode()
         self.export_link.value = (f"wrote {html.escape(str(path))} ({len(self.filtered)} rows) · "

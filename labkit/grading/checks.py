@@ -79,19 +79,37 @@ def part2_rule(df: pd.DataFrame) -> tuple[int | None, int | None]:
     measured = nodes_needed(df, PART2_SLA, PART2_USERS)
     if measured is not None:
         return measured, None
-    return None, capacity_answer(df, PART2_SLA, PART2_USERS)["servers_min"]  # the range's lower end
+    return None, capacity_answer(df, PART2_SLA, PART2_USERS, model=False)["servers_min"]  # the range's lower end
 
 
-def check_part1(answer, results_csv, machine_type: str) -> None:
+#: how a hidden check announces the answer it checks (read back by the grader: labkit.grading.verify)
+ANSWER_PREFIX = "labkit-answer: "
+
+
+def announce(part: str, answer, machine_type: str, balancer: str | None = None) -> None:
+    """Print the answer being checked as one line, for the grader's own re-check in a fresh process
+    (:mod:`labkit.grading.verify`): the verdict of this kernel is not trusted."""
+    import json
+
+    print(ANSWER_PREFIX + json.dumps({"part": part, "answer": answer, "machine_type": machine_type,
+                                      "balancer": balancer}, default=str), flush=True)
+
+
+def check_part1(answer, results_csv, machine_type: str, announce_answer: bool = True) -> None:
     """Raise AssertionError unless ``answer`` is part 1's answer for the student's own CSV."""
+    if announce_answer:
+        announce("part1", answer, machine_type)
     expected = expected_part1(_handout_rows(results_csv, machine_type))
     assert answer is None or _is_count(answer), "part1_max_users must be a whole number of users (or None)"
     assert answer == expected, "part1_max_users does not follow from your results: check every level up to it"
 
 
-def check_part2(answer, results_csv, machine_type: str, balancer: str | None = None) -> None:
+def check_part2(answer, results_csv, machine_type: str, balancer: str | None = None,
+                announce_answer: bool = True) -> None:
     """Raise AssertionError unless ``answer`` (nodes, with ``balancer``) is a part-2 answer design §8
     accepts for the student's own CSV (:func:`labkit.analysis.capacity.part2_accepts`)."""
+    if announce_answer:
+        announce("part2", answer, machine_type, balancer)
     df = _handout_rows(results_csv, machine_type)
     if answer is None:
         measured, least = part2_rule(df)
@@ -110,9 +128,18 @@ def _point(row) -> str:
     return f"{int(row.nodes)} node(s) c={int(row.concurrency)}"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (terminal escape sequences from a student's CSV), each shown as
+    ``?``: what the grader prints must not drive the instructor's terminal."""
+    return _CONTROL.sub("?", str(text))
+
+
 def _some(items: list[str], limit: int = 3) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+    return printable(", ".join(items[:limit]) + more)
 
 
 def authenticity_flags(df: pd.DataFrame, reference: pd.DataFrame | None = None,
@@ -208,8 +235,39 @@ def _reference_flags(done: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
         sub = frame[list(MEASURED)].astype("float64").round(3)
         return [tuple(v) for v in sub.itertuples(index=False, name=None)]
 
-    ref = set(keys(reference[reference["rps"].notna()]))
+    ref = set(_measured_keys(reference))
     copied = [_point(r) for r, k in zip(done.itertuples(), keys(done)) if k in ref]
     if copied:
         return [f"reference-copy: {len(copied)} row(s) identical to data/reference.csv ({_some(copied)})"]
     return []
+
+
+def _measured_keys(frame: pd.DataFrame) -> list[tuple]:
+    done = frame[frame["rps"].notna()]
+    sub = done[list(MEASURED)].astype("float64").round(3)
+    return [tuple(v) for v in sub.itertuples(index=False, name=None)]
+
+
+def copied_between(csvs: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """Submissions sharing measured rows with another (hashed across the class): student -> {other: rows}.
+
+    Two measurements never agree to the millisecond on every measured column, so one
+    shared row is a copy. Unreadable or missing CSVs are skipped (they have their own flags).
+    """
+    import hashlib
+
+    owners: dict[str, set[str]] = {}
+    for student, path in sorted(csvs.items()):
+        try:
+            keys = _measured_keys(load_results(path))
+        except (OSError, LabkitError, ValueError, KeyError):
+            continue
+        for key in set(keys):
+            owners.setdefault(hashlib.sha256(repr(key).encode()).hexdigest(), set()).add(student)
+    shared: dict[str, dict[str, int]] = {}
+    for students in owners.values():
+        for a in students:
+            for b in students - {a}:
+                shared.setdefault(a, {}).setdefault(b, 0)
+                shared[a][b] += 1
+    return shared

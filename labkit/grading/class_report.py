@@ -212,8 +212,9 @@ def charts(data: dict, folder: Path) -> dict[str, Path]:
 
     fig = Figure(figsize=(11, 3.4))
     for ax, key in zip(fig.subplots(1, len(ANSWERS)), ANSWERS):
-        values = df[key].map(lambda v: "(none)" if v is None else str(v))
-        order = sorted(values.unique(), key=lambda x: (len(x), x))
+        # from the dict, not the frame: pandas would turn None into NaN and 20 into 20.0
+        values = pd.Series(["(none)" if v[key] is None else str(v[key]) for v in data["students"].values()])
+        order = sorted(values.unique(), key=lambda x: (x == "(none)", len(x), x))
         sns.countplot(x=values, order=order, ax=ax, color="#4c72b0")
         ax.set_title(key)
         ax.set_xlabel("answer")

@@ -20,17 +20,24 @@ submission never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labkit.errors import LabkitError
 from labkit.grading.release import (ASSIGNMENT, RESULTS_NAME, generate_assignment, has_grade_cells, nbgrader_env, rubric,
                       source_notebooks, write_course)
+from labkit.grading.sandbox import (LIMITS, Limits, bwrap, limit_preexec, nbgrader_config, unsafe_entries,
+                                    write_kernelspec)
 
 log = logging.getLogger("labkit")
 
@@ -139,12 +146,24 @@ def cell_flags(released: Path, submitted: Path) -> list[str]:
 
 
 # -- nbgrader --------------------------------------------------------------------------------------------
-def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    """``nbgrader ARGS`` run in ``course``, as an instructor would: it reads the course's nbgrader_config.py."""
+def _nbgrader(course: Path, *args: str, env: dict | None = None, timeout: float | None = None,
+              preexec=None) -> subprocess.CompletedProcess:
+    """``nbgrader ARGS`` run in ``course``, as an instructor would: it reads the course's nbgrader_config.py.
+
+    On ``timeout`` the whole process group (nbgrader and its sandboxed kernel) is killed."""
     argv = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
             f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"]
-    log.info("running nbgrader %s", " ".join(args))
-    return subprocess.run(argv, cwd=course, capture_output=True, text=True, env=nbgrader_env())
+    log.info("running nbgrader %s", " ".join(args[:3]))
+    proc = subprocess.Popen(argv, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or nbgrader_env(), preexec_fn=preexec)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL) if preexec else proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 _FAILED = re.compile(r"There was an error processing assignment '[^']*' for student '([^']*)'")
@@ -191,7 +210,105 @@ def _scores(course: Path, assignment: str, student: str) -> dict:
     return out
 
 
-def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGNMENT) -> dict[str, dict]:
+def _private_course(course: Path, work: Path, student: str, folder: Path, assignment: str) -> Path:
+    """``work``: a course of one student (config, sources, a copy of the gradebook made by
+    generate_assignment, the submission copied without following links)."""
+    work.mkdir(parents=True)
+    shutil.copyfile(course / "nbgrader_config.py", work / "nbgrader_config.py")
+    shutil.copytree(course / "source", work / "source")
+    shutil.copyfile(course / "gradebook.db", work / "gradebook.db")
+    dest = work / "submitted" / student / assignment
+    shutil.copytree(folder, dest, symlinks=True, ignore=shutil.ignore_patterns(*IGNORE))
+    (work / "autograded" / student).mkdir(parents=True)
+    return dest
+
+
+def _autograde_one(course: Path, work: Path, student: str, assignment: str, limits: Limits) -> list[str]:
+    """nbgrader autograde + generate_feedback of one student in ``work`` (their private course), the
+    kernel in the sandbox (:mod:`labkit.grading.sandbox`). Returns flags (nbgrader's errors, a timeout)."""
+    runtime = work / "runtime"
+    runtime.mkdir(mode=0o700)
+    write_kernelspec(work / "jupyter", [work / "autograded" / student, runtime], limits)
+    with open(work / "nbgrader_config.py", "a") as f:
+        f.write(nbgrader_config(runtime, limits))
+    env = {**nbgrader_env(), "JUPYTER_PATH": str(work / "jupyter"), "JUPYTER_RUNTIME_DIR": str(runtime),
+           "JUPYTER_PLATFORM_DIRS": "1"}
+    argv = [sys.executable, "-m", "labkit.grading.autograde_one", str(work), assignment, student]
+    log.info("autograding %s (sandboxed)", student)
+    proc = subprocess.Popen(argv, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=limit_preexec(limits))
+    try:
+        out, _ = proc.communicate(timeout=limits.wall_seconds)
+    except subprocess.TimeoutExpired:  # nbgrader and the sandboxed kernels are one process group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        (work / "autograde.log").write_text(out)
+        return [f"autograde-error: grading took longer than {limits.wall_seconds} s and was stopped"]
+    graded, _, feedback = out.partition("=== generate_feedback")
+    (work / "autograde.log").write_text(graded)
+    (work / "generate_feedback.log").write_text(feedback)
+    why = autograde_errors(graded, work, assignment).get(student)
+    if why is None and proc.returncode != 0:
+        lines = [m.group(1) for m in map(_EXCEPTION.match, graded.splitlines()) if m]
+        why = lines[-1][:300] if lines else f"exit {proc.returncode}"
+    if why is not None:
+        return [f"autograde-error: nbgrader could not autograde this submission: {why} "
+                f"(log: {course / 'autograde.log'})"]
+    return []
+
+
+def merge_gradebook(course: Path, work: Path) -> None:
+    """Copy one student's rows from ``work``'s private gradebook into the course's, in one transaction.
+
+    Both start from the same generate_assignment copy, so the assignment's rows (same ids)
+    are already there and only the student's submission, grades and comments are added.
+    """
+    import sqlite3
+
+    db = sqlite3.connect(course / "gradebook.db", timeout=60, isolation_level=None)
+    try:
+        db.execute("ATTACH DATABASE ? AS private", (str(work / "gradebook.db"),))
+        tables = [r[0] for r in db.execute("SELECT name FROM private.sqlite_master WHERE type='table' "
+                                           "AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version'")]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for _ in range(3):  # foreign keys: parents first; a few passes cover any table order
+                for t in tables:
+                    db.execute(f'INSERT OR IGNORE INTO main."{t}" SELECT * FROM private."{t}"')
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("DETACH DATABASE private")
+    finally:
+        db.close()
+
+
+def _grade_student(course: Path, submitted: Path, student: str, released: Path, assignment: str,
+                   limits: Limits) -> tuple[list[str], Path | None]:
+    """Checks, then the sandboxed autograde of one student; (flags, their private course or None)."""
+    folder = submitted / student / assignment
+    if (submitted / student).is_symlink() or folder.is_symlink():
+        return [f"unsafe-submission: {folder} is a symbolic link: not graded"], None
+    if not folder.is_dir():
+        found = sorted(p.name for p in (submitted / student).iterdir())
+        return [f"no-submission: no {assignment}/ folder in {submitted / student} "
+                f"(found: {', '.join(found) or 'nothing'})"], None
+    unsafe = unsafe_entries(folder, limits)
+    if unsafe:
+        return [f"unsafe-submission: {'; '.join(unsafe[:3])}: not graded"], None
+    if not any(folder.glob("*.ipynb")):
+        return [f"no-submission: no notebooks in {folder}"] + csv_flags(folder), None
+    work = course / "work" / student
+    dest = _private_course(course, work, student, folder, assignment)
+    flags = csv_flags(dest) + cell_flags(released, dest)
+    flags += _autograde_one(course, work, student, assignment, limits)
+    return flags, work
+
+
+def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGNMENT, jobs: int | None = None,
+          limits: Limits = LIMITS) -> dict[str, dict]:
     """Autograde every submission in ``submitted`` (nbgrader's submitted/ layout); return grades by student.
 
     Each value: ``score``, ``max_score`` (autograded points), ``manual_max_score``,
@@ -200,55 +317,65 @@ def grade(submitted, out="grading", notebooks_dir=None, assignment: str = ASSIGN
     PNGs, :mod:`labkit.grading.class_report`) and nbgrader's
     feedback (``out/feedback/<student>/<assignment>/*.html``). Raises
     :class:`GradeError` when there is nothing to grade.
+
+    Each submission is graded in a private course of its own (``out/work/<student>``: a
+    copy of the gradebook, the submission copied without following links) with its
+    kernel in a bubblewrap sandbox (:mod:`labkit.grading.sandbox`); ``jobs`` of them at
+    once (default: the cores), with the same scores as one at a time. The parent then
+    re-checks the answers in a fresh process on the literal submitted CSV
+    (:mod:`labkit.grading.verify`), flags CSVs copied between students, and merges each
+    student's rows into ``out/gradebook.db`` in one transaction.
     """
+    from labkit.grading.checks import copied_between
+    from labkit.grading.verify import enforce
+
+    bwrap()  # one line now, not one per student later
     submitted = Path(submitted)
     students = _students(submitted)
+    jobs = max(1, int(jobs or os.cpu_count() or 1))
     course = _fresh_course(Path(out))
     names = graded_notebooks(notebooks_dir)
     sources = write_course(course, notebooks_dir, names, assignment)
     released = generate_assignment(course, assignment)[0].parent
     (course / "rubric.md").write_text(rubric(source_notebooks(notebooks_dir), assignment))
 
-    flags: dict[str, list[str]] = {}
-    autograde: list[str] = []
-    for student in students:
-        folder = submitted / student / assignment
-        if not folder.is_dir():
-            found = sorted(p.name for p in (submitted / student).iterdir())
-            flags[student] = [f"no-submission: no {assignment}/ folder in {submitted / student} "
-                              f"(found: {', '.join(found) or 'nothing'})"]
-            continue
-        if not any(folder.glob("*.ipynb")):
-            flags[student] = [f"no-submission: no notebooks in {folder}"] + csv_flags(folder)
-            continue
-        dest = course / "submitted" / student / assignment
-        shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(*IGNORE))
-        flags[student] = csv_flags(dest) + cell_flags(released, dest)
-        autograde.append(student)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = dict(zip(students, pool.map(
+            lambda st: _grade_student(course, submitted, st, released, assignment, limits), students)))
+    flags = {st: f for st, (f, _) in done.items()}
+    works = {st: w for st, (_, w) in done.items() if w is not None}
 
-    if autograde:
-        # One `nbgrader autograde` over every submission: a failing one is logged and the others go on.
-        res = _nbgrader(course, "autograde", assignment, "--force")
-        (course / "autograde.log").write_text(res.stderr + res.stdout)
-        for student, why in autograde_errors(res.stderr + res.stdout, course, assignment).items():
-            if student in flags:
-                flags[student].append(f"autograde-error: nbgrader could not autograde this submission: {why} "
-                                      f"(log: {course / 'autograde.log'})")
-        res = _nbgrader(course, "generate_feedback", assignment, "--force")
-        (course / "feedback.log").write_text(res.stderr + res.stdout)
-        if res.returncode != 0:
-            log.warning("nbgrader generate_feedback failed (exit %d): see %s", res.returncode, course / "feedback.log")
+    logs = {"autograde": [], "generate_feedback": []}
+    for student, work in works.items():  # in the parent, one student at a time
+        for step in logs:
+            if (work / f"{step}.log").exists():
+                logs[step].append(f"=== {student}\n" + (work / f"{step}.log").read_text())
+        merge_gradebook(course, work)
+        for part in ("submitted", "autograded", "feedback"):
+            if (work / part / student).exists():
+                shutil.copytree(work / part / student, course / part / student, symlinks=True)
+    (course / "autograde.log").write_text("\n".join(logs["autograde"]))
+    (course / "feedback.log").write_text("\n".join(logs["generate_feedback"]))
+
+    csvs = {st: submitted / st / assignment / RESULTS_NAME for st in works}
+    for student, others in copied_between(csvs).items():
+        flags[student] += [f"copied-from: {rows} measured row(s) of results.csv identical to {other}'s "
+                           "submission" for other, rows in others.items()]
 
     grades: dict[str, dict] = {}
     # A student nbgrader never graded scores 0 of the assignment's maximum, every autograded cell lost.
     full = _assignment_points(sources)
     for student in students:
-        s = _scores(course, assignment, student) if student in autograde else None
+        s = _scores(course, assignment, student) if student in works else None
         if s is None or s["max_score"] + s["manual_max_score"] == 0:
             s = {"score": 0.0, "max_score": full["max_score"], "manual_max_score": full["manual_max_score"],
                  "failed": list(full["cells"])}
+        elif student in works:  # the kernel's verdict on the answers is not trusted: re-checked here
+            flags[student] += enforce(course, assignment, student, csvs[student], s)
         grades[student] = {"score": s["score"], "max_score": s["max_score"], "flags": flags[student],
                            "failed": s["failed"], "manual_max_score": s["manual_max_score"]}
+    if not os.environ.get("LABKIT_KEEP_GRADING_WORK"):
+        shutil.rmtree(course / "work", ignore_errors=True)
     (course / "grades.json").write_text(json.dumps(grades, indent=2) + "\n")
     from labkit.grading.class_report import write_class_report
 
@@ -287,4 +414,6 @@ def format_grades(grades: dict[str, dict], course: Path | None = None) -> str:
     if course is not None:
         lines.append(f"feedback in {course / 'feedback'}; rubric {course / 'rubric.md'}; "
                      f"formgrader: cd {course} && nbgrader formgrader")
-    return "\n".join(lines) + "\n"
+    from labkit.grading.checks import printable
+
+    return "\n".join(printable(line) for line in lines) + "\n"

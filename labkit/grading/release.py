@@ -46,6 +46,8 @@ ASSIGNMENT = "lab02"
 RESULTS_NAME = "results.csv"
 CHARTS_NAME = "charts"
 RUBRIC_NAME = f"{ASSIGNMENT}-rubric.md"
+#: Marks a folder ``labkit release`` wrote, so a re-run may replace its lab02/ and course/ (and nothing else).
+RELEASE_MARKER = ".labkit-release"
 
 #: The course's ``nbgrader_config.py``. Autograding never measures: nbgrader runs
 #: :class:`labkit.nbgrader_hooks.SkipMeasuring` before executing a notebook, which
@@ -250,6 +252,11 @@ def build_release(out="release", notebooks_dir=None, assignment: str = ASSIGNMEN
     sources = source_notebooks(notebooks_dir)
     out = Path(out)
     target = out / assignment
+    marker = out / RELEASE_MARKER
+    theirs = [str(f) for f in (target, out / "course") if f.exists() and (f.is_symlink() or not marker.exists())]
+    if theirs:  # the same rule as `labkit grade --out`: only replace what labkit made
+        raise ReleaseError(f"{', '.join(theirs)} exist(s) and {out} is not a labkit release folder (no "
+                           f"{RELEASE_MARKER}): choose another --out, or remove them yourself")
     with tempfile.TemporaryDirectory(prefix="labkit-release-") as tmp:
         course = Path(tmp)
         write_course(course, notebooks_dir, [p.stem for p in sources], assignment)
@@ -266,6 +273,7 @@ def build_release(out="release", notebooks_dir=None, assignment: str = ASSIGNMEN
         (out / "course" / "source").mkdir(parents=True)
         shutil.copyfile(course / "nbgrader_config.py", out / "course" / "nbgrader_config.py")
         shutil.copytree(course / "source" / assignment, out / "course" / "source" / assignment)
+    marker.write_text("labkit release replaces lab02/ and course/ in this folder on every run\n")
     (out / f"{assignment}-rubric.md").write_text(rubric(sources, assignment))
     log.info("student notebooks in %s; nbgrader course in %s; rubric %s", target, out / "course",
              out / f"{assignment}-rubric.md")

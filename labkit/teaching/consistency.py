@@ -28,7 +28,7 @@ from pathlib import Path
 #: A number as the notebooks write one: 1,012 / 8.4 / 250.
 _NUM = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 _QUOTED = re.compile(_NUM + r"\s*(ms|req/s|rps)\b")
-_POINT = re.compile(r"(?:(\d+) nodes?, )?c=(\d+)")
+_POINT = re.compile(r"(?:(\d+) nodes?, |nodes=(\d+)\s+)?c=(\d+)")  # "2 nodes, c=50" or "nodes=2   c=50"
 _METRIC = re.compile(r"(?<!connect )\b(mean|max|p98|p99|longest request)\s+" + _NUM + r"\s*ms")
 _RPS = re.compile(_NUM + r"\s*(?:req/s|rps)\b")
 _CELL = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
@@ -133,7 +133,7 @@ def _sentences(nb) -> list[tuple[int, str]]:
                 prev = None
                 continue
             if kind == "stream" and prev is not None and _indent(line) > _indent(prev) and out:
-                out[-1] = (i, out[-1][1] + " " + line.strip())
+                out[-1] = (i, out[-1][1] + "; " + line.strip())  # "; ": each continuation its own claim
             else:
                 out.append((i, line))
                 prev = line
@@ -171,7 +171,7 @@ def _point_claims(line: str):
         p = _POINT.search(seg)
         if not p:
             continue
-        nodes, c = int(p.group(1) or 1), int(p.group(2))
+        nodes, c = int(p.group(1) or p.group(2) or 1), int(p.group(3))
         rest = seg[p.end():]
         for m in _METRIC.finditer(rest):
             metric = "max" if m.group(1) == "longest request" else m.group(1)

@@ -381,3 +381,12 @@ def usl(df: pd.DataFrame) -> UslFinding:
     except ConfigError as exc:
         return UslFinding(False, str(exc), peaks, None, False, "")
     return UslFinding(True, "", peaks, float(fit.r2), bool(fit.r2 >= MIN_R2), describe_fit(fit, "nodes"))
+
+
+# -- the values that decide the SLA ----------------------------------------------------------------
+def deciding_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per point, the values the SLA is decided on (the worst run of each latency, req/s the mean over clean
+    runs), beside the handout's tables, which average a point's runs: the numbers the report quotes."""
+    cols = ["nodes", "concurrency", "runs", "status", "rps", "mean_ms", "p98_ms", "p99_ms", "max_ms",
+            "connect_mean_ms"]
+    return points(df)[cols].reset_index(drop=True)

@@ -101,30 +101,26 @@ def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None):
             top = capacity.point_bottleneck(rows)
             lines.append(f"| {n} | c={int(best['concurrency'])} | {_num(best['rps'], 1)} | " + " | ".join(cells)
                          + f" | {top or '—'} |")
-        clean = df[_clean(df)]
+        from labkit.analysis.demand import demands
+
         costs = []
-        for role in capacity.ROLES:
-            col = capacity.CPU_COLUMNS[role]
-            have = clean[clean[col].notna() & (clean["complete"] > 0)] if col in clean else clean.iloc[0:0]
-            if role == "balancer":
-                have = have[have["nodes"] > 1]
-            if have.empty:
+        for role, d in demands(df).items():  # the capacity answer's own service demand: one number per role
+            if d is None:
                 continue
-            ms = float((have[col].astype("float64") / have["complete"].astype("float64")).median() * 1000)
-            mt = have[capacity.TYPE_COLUMNS[role]].dropna()
-            mt = str(mt.mode().iloc[0]) if len(mt) else None
-            vcpu = machine_types.MACHINE_TYPES[mt].vcpu if mt in machine_types.MACHINE_TYPES else None
-            cap = f"{vcpu / (ms / 1000):,.0f}" if vcpu and ms > 0 else "—"
-            costs.append(f"| {role} | {ms:.2f} | {mt or '—'} | {vcpu if vcpu is not None else '—'} | {cap} |")
+            lo, hi = d["spread_ms"]
+            cap = f"{d['capacity_rps']:,.0f}" if d.get("capacity_rps") else "—"
+            costs.append(f"| {role} | {d['cpu_ms_per_request']:.3f} ({lo:.2f}–{hi:.2f}) | {d['estimator']} | "
+                         f"{d['machine_type'] or '—'} | {d['vcpu'] if d['vcpu'] is not None else '—'} | {cap} |")
         if costs:
-            lines += ["", "CPU per request (median over your clean rows) and the throughput one machine of that "
-                          "type carries at 100 % (model: vCPU / CPU per request):", "",
-                      "| role | CPU ms per request | machine | vCPU | model cap (req/s) |", "|---|---|---|---|---|",
-                      *costs]
+            lines += ["", "CPU per request where each role is busiest (the top half of its utilisation; spread: "
+                          "the busy rows' quartiles) and the throughput one machine of that type carries — never "
+                          "below what it already delivered (model: vCPU / CPU per request):", "",
+                      "| role | CPU ms per request | estimator | machine | vCPU | model cap (req/s) |",
+                      "|---|---|---|---|---|---|", *costs]
     lines += ["", usl_text(df).strip()]
     if sla is not None and users is not None:
         try:
-            a = capacity.capacity_answer(df, sla, users, model=False)
+            a = capacity.capacity_answer(df, sla, users, validate=False)  # the part-2 answer's own plan
             lines += ["", f"Capacity for {users} users ({a['label']}): {a['conclusion']}."]
         except ConfigError as exc:
             lines += ["", f"Capacity for {users} users: not available ({exc})."]

@@ -8,22 +8,32 @@ read). Subclasses give ``run_ab`` and a ``name``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from labkit.backends.base import AbRun, Backend
+from labkit.backends.base import AbRun, Backend, ClusterSpec
+from labkit.backends.records import Record
 from labkit.settings import Settings
+
+
+@dataclasses.dataclass
+class NoMachinesRecord(Record):
+    """The record of a backend without machines: only the spec."""
+
+    spec: ClusterSpec | None = None
 
 
 class NoMachinesBackend(Backend):
     """A backend without machines: only ``run_ab`` (and ``name``) differ between its subclasses."""
 
     cpu_limited = False
+    record_class = NoMachinesRecord
 
     def __init__(self):
         super().__init__(Settings(), persist=False)
 
     def _new_state(self, **options):
-        return {}
+        return NoMachinesRecord()
 
     def _stop_servers(self):
         pass

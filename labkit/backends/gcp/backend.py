@@ -15,9 +15,12 @@ Project, zones and the API endpoint come from :class:`~labkit.settings.Settings`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
+from pathlib import Path
+from typing import Any
 
 from labkit.backends.gcp import api_requests as req
 from labkit.errors import BackendError, ConfigError
@@ -25,7 +28,9 @@ from labkit.backends.gcp.client import Compute
 from labkit.backends.base import AbRun, Backend, ClusterSpec, state_field
 from labkit.backends.gcp.provision import GcpProvisioning
 from labkit.backends.gcp.teardown import GcpTeardown
-from labkit.backends.ssh.backend import SshBackend
+from labkit.backends.ssh.backend import SshBackend, SshState
+from labkit.backends.records import Record
+from labkit.errors import StateError
 
 log = logging.getLogger("labkit")
 
@@ -37,6 +42,47 @@ SSH_OPTIONS = ("root", "python", "use_systemd", "system_nginx", "service_timeout
 def _zones(zone) -> list[str]:
     zones = [z.strip() for z in zone.split(",") if z.strip()] if isinstance(zone, str) else list(zone or [])
     return zones or list(DEFAULT_ZONES)
+
+
+@dataclasses.dataclass
+class GcpState(Record):
+    """The gcp run's record (``.labkit/gcp.json``): what it created, recorded as each insert is sent."""
+
+    project: str
+    zones: list[str]
+    run_id: str  # names and labels every resource
+    expires: str  # epoch seconds (a label value)
+    key_dir: str  # the run's SSH key is key_dir/run_id (inside the state folder)
+    created: dict[str, str]  # instance name -> zone
+    images: list[str]
+    firewalls: list[str]
+    spec: ClusterSpec | None = None
+    name_prefix: str = ""
+    ssh_user: str = "labkit"
+    ttl_hours: float = 4.0
+    timeout: float = 300.0
+    max_nodes: int | None = None
+    tester_machine_type: str | None = None
+    testers: int = 1  # tester machines (one per ab process of a point)
+    ssh_source_ranges: list[str] = dataclasses.field(default_factory=list)
+    ssh_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    deploy: bool = True
+    zones_checked: bool = False
+    image: str | None = None
+    ssh: SshState | None = None  # the machines, once created, as the ssh backend drives them
+    backend: str = "gcp"
+
+    def check(self) -> None:
+        req.check_run_id(self.run_id)
+        req.check_prefix(self.name_prefix)
+        if not self.zones:
+            raise ValueError("zones: the list is empty")
+
+    def check_folder(self, folder) -> None:
+        """``key_dir`` (its run folder is deleted by ``down``) must be inside this state folder."""
+        where, key_dir = Path(folder).resolve(), Path(self.key_dir).resolve()
+        if key_dir != where and where not in key_dir.parents:
+            raise StateError(Path(folder) / "gcp.json", f"key_dir {self.key_dir!r} is not inside {folder}")
 
 
 class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
@@ -53,6 +99,8 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
     """
 
     name = "gcp"
+    record_class = GcpState
+    _state: GcpState
 
     def __init__(self, settings=None, *, compute: Compute | None = None, **options):
         self._compute = compute
@@ -62,7 +110,7 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
                    key_dir: str | None = None, ssh_user: str = "labkit", ttl_hours: float = 4.0,
                    timeout: float = 300.0, max_nodes: int | None = None, tester_machine_type: str | None = None,
                    ssh_source_ranges: list[str] | str | None = None, deploy: bool = True, name_prefix: str = "",
-                   ssh_options: dict | None = None, testers: int = 1) -> dict:
+                   ssh_options: dict | None = None, testers: int = 1) -> GcpState:
         project = project or self.settings.gcp_project
         if not project:
             raise ConfigError("the gcp backend needs a project: --project P (or $LABKIT_GCP_PROJECT)")
@@ -70,26 +118,25 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
         if unknown:
             raise ConfigError(f"unknown ssh option(s) for gcp machines: {', '.join(sorted(unknown))}")
         key_dir = key_dir or str(self.settings.state_folder(create=False) / "gcp")
-        return {"project": project, "zones": _zones(zone or self.settings.gcp_zone),
-                "run_id": req.check_run_id(run_id or req.new_run_id()),
-                "expires": req.expires_at(None, ttl_hours), "name_prefix": req.check_prefix(name_prefix),
-                "key_dir": os.path.abspath(key_dir),  # the state records key paths; any shell must find them
-                "ssh_user": ssh_user, "ttl_hours": ttl_hours, "timeout": timeout, "max_nodes": max_nodes,
-                "tester_machine_type": tester_machine_type, "testers": req.check_testers(testers),
-                "ssh_source_ranges": req.ssh_source_ranges(ssh_source_ranges),
-                "ssh_options": dict(ssh_options or {}), "deploy": deploy, "zones_checked": False,
-                "created": {}, "images": [], "image": None, "firewalls": [], "ssh": None}
+        return GcpState(project=project, zones=_zones(zone or self.settings.gcp_zone),
+                        run_id=req.check_run_id(run_id or req.new_run_id()),
+                        expires=req.expires_at(None, ttl_hours), name_prefix=req.check_prefix(name_prefix),
+                        key_dir=os.path.abspath(key_dir),  # the state records key paths; any shell must find them
+                        ssh_user=ssh_user, ttl_hours=ttl_hours, timeout=timeout, max_nodes=max_nodes,
+                        tester_machine_type=tester_machine_type, testers=req.check_testers(testers),
+                        ssh_source_ranges=req.ssh_source_ranges(ssh_source_ranges),
+                        ssh_options=dict(ssh_options or {}), deploy=deploy, created={}, images=[], firewalls=[])
 
-    def _resumes(self, saved: dict, options: dict) -> bool:
+    def _resumes(self, saved: GcpState, options: dict) -> bool:
         project = options.get("project") or self.settings.gcp_project
-        if project and project != saved["project"]:
-            raise ConfigError(f"run {saved['run_id']} in project {saved['project']} is up; run "
+        if project and project != saved.project:
+            raise ConfigError(f"run {saved.run_id} in project {saved.project} is up; run "
                               f"`labkit down --backend gcp` before using project {project}")
         return True
 
     def _attached(self, project: str | None = None, zone=None, **options) -> None:
         for key in [k for k in options if k in ADJUSTABLE]:
-            self._state[key] = options.pop(key)
+            setattr(self._state, key, options.pop(key))
         super()._attached(**options)
 
     def _runtime(self) -> None:
@@ -109,7 +156,7 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
 
     @property
     def name_prefix(self) -> str:
-        return self._state.get("name_prefix", "")
+        return self._state.name_prefix
 
     def resource_name(self, base: str) -> str:
         """The name of the handout's ``base`` (restserver-0, loadbalancer-0...) in this run."""
@@ -128,17 +175,17 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
 
     def tester_names(self) -> list[str]:
         """tester-0..k-1: one tester machine per ab process of a point (``testers``, default 1)."""
-        return [self.resource_name(f"tester-{i}") for i in range(self._state.get("testers", 1))]
+        return [self.resource_name(f"tester-{i}") for i in range(self._state.testers)]
 
     def max_testers(self) -> int:
-        return self._state.get("testers", 1)
+        return self._state.testers
 
     def ensure_testers(self, k: int) -> None:
         """Have ``k`` tester machines: record it, and create the missing ones now when the lab is up."""
         k = req.check_testers(k)
         if k > self.max_testers():
             with self._save_lock:
-                self._state["testers"] = k
+                self._state.testers = k
                 self._save()
             if self.ssh is not None:
                 key_path, pub = self._key()
@@ -147,10 +194,10 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
     @property
     def ssh(self) -> SshBackend | None:
         """The ssh backend driving this run's machines (sharing this backend's state)."""
-        saved = self._state["ssh"]
+        saved = self._state.ssh
         if saved is None:
             self._ssh = None
-        elif self._ssh is None or self._ssh._state is not saved:
+        elif self._ssh is None or self._ssh.record is not saved:
             self._ssh = SshBackend(self.settings, persist=False, saved=saved)
             self._ssh.on_change = self._save
         return self._ssh
@@ -163,25 +210,36 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
 
     def _keep_state(self) -> bool:
         s = self._state
-        return bool(s["created"] or s["images"] or s["firewalls"] or s["ssh"] or s["spec"])
+        return bool(s.created or s.images or s.firewalls or s.ssh or s.spec)
 
     # -- Backend ----------------------------------------------------------------------
     def _stop_servers(self) -> None:
         """Nothing here: the ssh backend restarts its servers itself when their configuration changed."""
 
     def _deploy(self, spec: ClusterSpec) -> None:
-        self._install_signal_handlers()
+        """Grow the run as ``spec`` needs, then deploy through the ssh backend.
+
+        The first provisioning (nothing up yet) is torn down when it fails or is interrupted
+        (SIGINT/SIGTERM handlers installed for that span only, restored in ``finally``); a
+        later growth that fails leaves what was up, recorded, for ``down``.
+        """
         first = self.ssh is None
+        if first:
+            self._install_signal_handlers()
         try:
-            self._grow(spec)
-        except BaseException:
+            try:
+                self._grow(spec)
+            except BaseException:
+                if first:
+                    log.error("provisioning failed; deleting what run %s created", self.run_id)
+                    try:
+                        self.down()
+                    except Exception as e:  # noqa: BLE001 - the first error is the one to report
+                        log.error("%s", e)
+                raise
+        finally:
             if first:
-                log.error("provisioning failed; deleting what run %s created", self.run_id)
-                try:
-                    self.down()
-                except Exception as e:  # noqa: BLE001 - the first error is the one to report
-                    log.error("%s", e)
-            raise
+                self._restore_signal_handlers()
         if self.deploy:
             self.ssh.up(spec)
 
@@ -210,7 +268,7 @@ class GcpBackend(GcpProvisioning, GcpTeardown, Backend):
     def tester_machine_type(self) -> str | None:
         """The tester's machine type: ``tester_machine_type`` when given, else the servers'."""
         spec = self.spec
-        return self._state.get("tester_machine_type") or (spec.machine_type if spec is not None else None)
+        return self._state.tester_machine_type or (spec.machine_type if spec is not None else None)
 
     # settle(), warm_up(), cpu_seconds_by_role() and balancer_machine_type are the base's:
     # it delegates them to inner(), the ssh backend driving the machines.

@@ -69,14 +69,14 @@ class GcpProvisioning:
         with self._inflight_done:
             self._inflight.add(name)
         with self._save_lock:
-            self._state["created"][name] = zone
+            self._state.created[name] = zone
             self._save()
 
     def _on_done(self, name: str, zone: str, created: bool | None) -> None:
         if created is False:  # the insert failed: the name is not ours to delete later
             with self._save_lock:
-                if self._state["created"].get(name) == zone:
-                    del self._state["created"][name]
+                if self._state.created.get(name) == zone:
+                    del self._state.created[name]
                     self._save()
         with self._inflight_done:
             self._inflight.discard(name)
@@ -109,14 +109,14 @@ class GcpProvisioning:
         def insert(body):
             name = body["name"]
             with self._save_lock:
-                self._state["firewalls"].append(name)
+                self._state.firewalls.append(name)
                 self._save()
             try:
                 wait(insert_firewall(self.compute, self.project, body), f"create firewall {name}", self.timeout)
             except CloudError as e:
                 with self._save_lock:  # not created: never ours to delete
-                    if name in self._state["firewalls"]:
-                        self._state["firewalls"].remove(name)
+                    if name in self._state.firewalls:
+                        self._state.firewalls.remove(name)
                     self._save()
                 if isinstance(e, ConflictError):
                     e.name = name
@@ -136,9 +136,9 @@ class GcpProvisioning:
 
     def _check_zones(self) -> None:
         """Before the first insert: drop unknown zones (one line if none is known; tells a disabled API)."""
-        if not self._state.get("zones_checked"):
-            self._state["zones"] = check_zones(self.compute, self.project, self.zones)
-            self._state["zones_checked"] = True
+        if not self._state.zones_checked:
+            self._state.zones = check_zones(self.compute, self.project, self.zones)
+            self._state.zones_checked = True
 
     def make_image(self, source: str | None = None) -> str:
         """The handout's steps 7-8: stop the prepared server, image its disk, start it again."""
@@ -148,13 +148,13 @@ class GcpProvisioning:
                               name=req.image_name(self.run_id, self.name_prefix))
         wait(stop_instance(self.compute, self.project, zone, source), f"stop {source}", self.timeout, zone)
         with self._save_lock:
-            self._state["images"].append(body["name"])
+            self._state.images.append(body["name"])
             self._save()
         try:
             wait(insert_image(self.compute, self.project, body), f"create image {body['name']}", self.timeout)
         except CloudError as e:
             with self._save_lock:
-                self._state["images"].remove(body["name"])
+                self._state.images.remove(body["name"])
                 self._save()
             if isinstance(e, ConflictError):
                 e.name = body["name"]
@@ -164,7 +164,7 @@ class GcpProvisioning:
             wait(start_instance(self.compute, self.project, zone, source), f"start {source}", self.timeout, zone)
         url = f"projects/{self.project}/global/images/{body['name']}"
         with self._save_lock:
-            self._state["image"] = url
+            self._state.image = url
             self._save()
         return url
 
@@ -197,7 +197,7 @@ class GcpProvisioning:
         self._check_zones()
         s0, t0, lb = self.server_name(0), self.tester_name, self.balancer_name
         makers = {s0: self._maker(s0, "server", spec.machine_type, pub),
-                  t0: self._maker(t0, "tester", self._state.get("tester_machine_type") or spec.machine_type, pub)}
+                  t0: self._maker(t0, "tester", self._state.tester_machine_type or spec.machine_type, pub)}
         if max(spec.nodes, self.max_nodes or 1) > 1:
             makers[lb] = self._maker(lb, "balancer", spec.machine_type, pub)
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -207,29 +207,24 @@ class GcpProvisioning:
             finally:
                 firewalls.result()
         hosts = self._hosts(list(makers), key_path)
-        options = dict(self._state.get("ssh_options", {}))
-        if self._state.get("tester_machine_type"):
-            options["tester_machine_type"] = self._state["tester_machine_type"]
+        options = dict(self._state.ssh_options)
+        if self._state.tester_machine_type:
+            options["tester_machine_type"] = self._state.tester_machine_type
         ssh = SshBackend(self.settings, persist=False, servers=[hosts[s0]], balancer=hosts.get(lb, hosts[s0]),
                          tester=hosts[t0], balancer_port=80, **options)
         with self._save_lock:
-            self._state["ssh"] = ssh._state
+            self._state.ssh = ssh.record
             self._save()
 
     def _prepare_image(self, spec: ClusterSpec, key_path: str) -> str:
         """restserver-0 prepared (service + venv), stopped, imaged, started; its new address recorded."""
         ssh, s0 = self.ssh, self.server_name(0)
         if self.deploy:
-            ssh._stop_server(0)  # the handout stops the VM; the service is started again below
+            ssh.stop_server(0)  # the handout stops the VM; the service is started again below
             ssh.install(ssh.servers[0])
         ssh.close()
         image = self.make_image(s0)
-        h = self.host_spec(s0, key_path)  # a new external IP after the restart
-        with self._save_lock:
-            ssh._state["servers"][0] = h.to_dict()
-            if ssh._state["balancer"]["name"] == s0:
-                ssh._state["balancer"] = h.to_dict()
-            self._save()
+        ssh.replace_host(s0, self.host_spec(s0, key_path))  # a new external IP after the restart
         return image
 
     def _grow(self, spec: ClusterSpec) -> None:
@@ -243,7 +238,7 @@ class GcpProvisioning:
         lb = self.balancer_name
         need_balancer = want > 1 and lb not in self.created
         if want <= have and not need_balancer:
-            if want > 1 and ssh._state["balancer"]["name"] != lb:
+            if want > 1 and ssh.balancer.name != lb:
                 self._use_balancer(key_path)
             self._grow_testers(spec, key_path, pub)
             return
@@ -252,13 +247,11 @@ class GcpProvisioning:
                 if need_balancer else None
             try:
                 if want > have:
-                    image = self._state.get("image") or self._prepare_image(spec, key_path)
+                    image = self._state.image or self._prepare_image(spec, key_path)
                     names = [self.server_name(i) for i in range(have, want)]
                     self.create({n: self._maker(n, "server", spec.machine_type, pub, source=image) for n in names})
                     hosts = self._hosts(names, key_path)
-                    with self._save_lock:
-                        ssh._state["servers"] += [hosts[n].to_dict() for n in names]
-                        self._save()
+                    ssh.add_servers([hosts[n] for n in names])
             finally:
                 if balancer is not None:
                     balancer.result()
@@ -273,15 +266,12 @@ class GcpProvisioning:
         names = [n for n in self.tester_names() if n not in have]
         if not names:
             return
-        tester_type = self._state.get("tester_machine_type") or spec.machine_type
+        tester_type = self._state.tester_machine_type or spec.machine_type
         self.create({n: self._maker(n, "tester", tester_type, pub) for n in names if n not in self.created})
         hosts = self._hosts(names, key_path)
         ssh.add_testers([hosts[n] for n in names])
 
     def _use_balancer(self, key_path: str) -> None:
         ssh = self.ssh
-        if ssh._state["balancer"]["name"] != self.balancer_name:
-            h = self.host_spec(self.balancer_name, key_path)
-            with self._save_lock:
-                ssh._state["balancer"] = h.to_dict()
-                self._save()
+        if ssh.balancer.name != self.balancer_name:
+            ssh.use_balancer(self.host_spec(self.balancer_name, key_path))

@@ -66,14 +66,14 @@ class GcpTeardown:
         if self.ssh is not None:
             self.ssh.close()
         s = self._state
-        s["ssh"] = None
-        s["image"] = None
+        s.ssh = None
+        s.image = None
         errors, deleted = [], []
-        targets = {("instance", n): z for n, z in s["created"].items()}
-        targets.update({("image", n): None for n in s["images"]})
-        targets.update({("firewall", n): None for n in s["firewalls"]})
+        targets = {("instance", n): z for n, z in s.created.items()}
+        targets.update({("image", n): None for n in s.images})
+        targets.update({("firewall", n): None for n in s.firewalls})
         labelled = set()
-        if targets or s.get("spec") or s.get("zones_checked"):
+        if targets or s.spec or s.zones_checked:
             try:
                 for kind, name, zone in run_resources(self.compute, self.project, self.run_id):
                     labelled.add((kind, name))
@@ -113,12 +113,12 @@ class GcpTeardown:
 
         left = stage("instance")  # disks go with them; then the image, then the rules
         with self._save_lock:
-            s["created"] = {n: targets[("instance", n)] for n in left}
+            s.created = {n: targets[("instance", n)] for n in left}
             self._save()
-        s["images"] = stage("image")
+        s.images = stage("image")
         self._save()
-        s["firewalls"] = stage("firewall")
-        s["spec"] = None
+        s.firewalls = stage("firewall")
+        s.spec = None
         self._save()
         self._restore_signal_handlers()
         if errors:
@@ -128,6 +128,7 @@ class GcpTeardown:
         return sorted(deleted), []
 
     def _install_signal_handlers(self) -> None:
+        """Delete the run on SIGINT/SIGTERM: installed around the first provisioning only (``_deploy``)."""
         if threading.current_thread() is not threading.main_thread() or self._old_handlers:
             return
 

@@ -11,7 +11,6 @@ cgroups the CPU ab used comes from its rusage (:meth:`LocalAbRunner._tester_cpu_
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import resource
 import shutil
@@ -124,7 +123,7 @@ class LocalAbRunner:
         files["payload"].write_bytes(command.payload)
         real = command.argv(payload=str(files["payload"]), percentiles=str(files["percentiles"]),
                             gnuplot=str(files["gnuplot"]), ab=_ab_binary())
-        _, enter = self._machine(role, self._state["tester_machine_type"], cpus=only_cpu)
+        _, enter = self._machine(role, self._state.tester_machine_type, cpus=only_cpu)
 
         def preexec():
             enter()
@@ -136,8 +135,8 @@ class LocalAbRunner:
         proc = subprocess.Popen(real, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=preexec, cwd=workdir)
         with self._save_lock:
-            self._state["processes"][role] = dataclasses.asdict(processes.ProcessRecord(
-                role, proc.pid, processes.start_time_of(proc.pid) or 0, real))
+            self._state.processes[role] = processes.ProcessRecord(
+                role, proc.pid, processes.start_time_of(proc.pid) or 0, real)
             self._save()
         try:
             out, err = _communicate(proc, timeout, progress)
@@ -153,7 +152,7 @@ class LocalAbRunner:
             if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): stop ab too
                 processes.terminate(self._record(role), grace=1)
             with self._save_lock:
-                self._state["processes"].pop(role, None)
+                self._state.processes.pop(role, None)
                 self._save()
 
         def read(key):

@@ -28,11 +28,13 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from labkit.backends.local import bursting, cgroups as cg
 from labkit import machine_types, processes
@@ -42,6 +44,8 @@ from labkit.errors import BackendError, ConfigError
 from labkit.backends.local.nginx import LocalNginx
 from labkit.service import get_status, service_command, wait_until_up
 from labkit.backends.base import Backend, ClusterSpec
+from labkit.backends.records import Record
+from labkit.errors import StateError
 from labkit.backends.local.ab_runner import LocalAbRunner
 from labkit.backends.serving import SERVING_TIMEOUT, wait_round_robin
 
@@ -62,21 +66,74 @@ def folder_tag(state_folder: Path) -> str:
     return hashlib.sha1(str(Path(state_folder).resolve()).encode()).hexdigest()[:6]
 
 
+#: a local run id (time + folder tag) and its run folder's name in the state folder
+RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
+RUN_DIR = re.compile(r"local-\d{8}T\d{6}-[0-9a-f]{6}")
+_NET = re.compile(r"127\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)")
+
+
+@dataclasses.dataclass
+class LocalState(Record):
+    """The local lab's record (``.labkit/local.json``): what runs where, so any shell can stop it."""
+
+    run_id: str
+    net: str  # the loopback /24 prefix, e.g. 127.0.1
+    run_dir: str  # <state folder>/local-<run id>: logs, nginx config, ab's files
+    cgroups: str | None  # the cgroup version in use, "unlimited", or None before the first start
+    cgroup_dirs: list[str]  # every cgroup folder made (removed by down)
+    processes: dict[str, processes.ProcessRecord]  # role -> the process running it
+    spec: ClusterSpec | None
+    balancer_machine_type: str = "f1-micro"
+    tester_machine_type: str = "f1-micro"
+    burst: bool = True  # shared-core bursting emulated for the machine types that burst
+    cpu_scale: float = 1.0  # this host's speed against the reference's (quotas scaled by it)
+    calibrated: dict[str, Any] | None = None  # how cpu_scale was calibrated (kept for the provenance)
+    burst_on: dict[str, bool] = dataclasses.field(default_factory=dict)  # role -> bursting now
+    backend: str = "local"
+
+    def check(self) -> None:
+        if not RUN_ID.fullmatch(self.run_id):
+            raise ValueError(f"run_id {self.run_id!r} is not a local run id")
+        if not _NET.fullmatch(self.net):
+            raise ValueError(f"net {self.net!r} is not a loopback /24 prefix")
+        for role, rec in self.processes.items():
+            if role != rec.role:
+                raise ValueError(f"processes.{role} records role {rec.role!r}")
+        for mt in (self.balancer_machine_type, self.tester_machine_type):
+            machine_types.get(mt)
+
+    def check_folder(self, folder) -> None:
+        """``run_dir`` (deleted by ``down``) must be ``<this folder>/local-<run id>``."""
+        want = Path(folder).resolve() / f"local-{self.run_id}"
+        if Path(self.run_dir).resolve() != want or Path(self.run_dir).is_symlink():
+            raise StateError(Path(folder) / "local.json",
+                             f"run_dir {self.run_dir!r} is not this folder's local-{self.run_id}")
+        for d in self.cgroup_dirs:  # only labkit's own groups (of this run, or the labkit/ above them)
+            parts = Path(d).parts
+            after = parts[len(parts) - parts[::-1].index("labkit"):] if "labkit" in parts else None
+            if after is None or ".." in parts \
+                    or (after and after[0] != self.run_id):
+                raise StateError(Path(folder) / "local.json", f"cgroup_dirs: {d!r} is not a group of this run")
+
+
 class LocalBackend(LocalAbRunner, Backend):
     """Servers, balancer and tester as cgroup-limited processes on loopback addresses."""
 
     name = "local"
+    record_class = LocalState
     warms_up = True
+    _state: LocalState
 
     def _new_state(self, net: str | None = None, balancer_machine_type: str | None = None,
                    tester_machine_type: str | None = None, burst: bool | None = None,
-                   cpu_scale: float | None = None) -> dict:
+                   cpu_scale: float | None = None, calibrated: dict | None = None) -> LocalState:
         """A new lab: its run id, loopback /24 (``settings.local_net`` by default) and folder.
 
         The balancer and tester default to ``f1-micro``, as in the handout. ``burst``
         (default True) models shared-core bursting for the types that burst
         (:mod:`~labkit.backends.local.bursting`); ``cpu_scale`` (default 1) multiplies every
-        role's CPU quota (``--calibrate reference``: :func:`labkit.calibration.reference_scale`).
+        role's CPU quota (``--calibrate reference``: :func:`labkit.calibration.match_reference`, whose
+        record ``calibrated`` is kept for the provenance).
         """
         net = net or self.settings.local_net
         parts = net.split(".")
@@ -86,28 +143,30 @@ class LocalBackend(LocalAbRunner, Backend):
         tester_machine_type = machine_types.get(tester_machine_type or "f1-micro").name
         folder = self.settings.state_folder()
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + folder_tag(folder)
-        return {"run_id": run_id, "net": net, "run_dir": str(folder / f"local-{run_id}"),
-                "cgroups": None, "cgroup_dirs": [], "processes": {},
-                "balancer_machine_type": balancer_machine_type, "tester_machine_type": tester_machine_type,
-                "burst": True if burst is None else bool(burst), "cpu_scale": _check_scale(cpu_scale),
-                "burst_on": {}}
+        return LocalState(run_id=run_id, net=net, run_dir=str(folder / f"local-{run_id}"), cgroups=None,
+                          cgroup_dirs=[], processes={}, spec=None, balancer_machine_type=balancer_machine_type,
+                          tester_machine_type=tester_machine_type, burst=True if burst is None else bool(burst),
+                          cpu_scale=_check_scale(cpu_scale), calibrated=calibrated, burst_on={})
 
     def _attached(self, net: str | None = None, balancer_machine_type: str | None = None,
                   tester_machine_type: str | None = None, burst: bool | None = None,
-                  cpu_scale: float | None = None) -> None:
+                  cpu_scale: float | None = None, calibrated: dict | None = None) -> None:
         """The tester only exists while ab runs, so ``tester_machine_type`` may resize the
         tester of a running lab (e.g. so that it is not the limit when measuring big
         servers); the network and the balancer's type are fixed once the lab runs.
         ``burst`` and ``cpu_scale``, when given, change the running machines' quotas at once."""
-        if tester_machine_type and tester_machine_type != self._state["tester_machine_type"]:
-            self._state["tester_machine_type"] = machine_types.get(tester_machine_type).name
+        if tester_machine_type and tester_machine_type != self._state.tester_machine_type:
+            self._state.tester_machine_type = machine_types.get(tester_machine_type).name
             self._save()
         changed = False
-        if burst is not None and bool(burst) != self._state.get("burst", True):
-            self._state["burst"] = bool(burst)
+        if burst is not None and bool(burst) != self._state.burst:
+            self._state.burst = bool(burst)
             changed = True
-        if cpu_scale is not None and _check_scale(cpu_scale) != self._state.get("cpu_scale", 1.0):
-            self._state["cpu_scale"] = _check_scale(cpu_scale)
+        if cpu_scale is not None and _check_scale(cpu_scale) != self._state.cpu_scale:
+            self._state.cpu_scale = _check_scale(cpu_scale)
+            changed = True
+        if calibrated is not None:
+            self._state.calibrated = calibrated
             changed = True
         if changed:
             self._apply_quotas()
@@ -122,14 +181,14 @@ class LocalBackend(LocalAbRunner, Backend):
     # -- addresses and bookkeeping -------------------------------------------------
     @property
     def run_id(self) -> str:
-        return self._state["run_id"]
+        return self._state.run_id
 
     @property
     def run_dir(self) -> Path:
-        return Path(self._state["run_dir"])
+        return Path(self._state.run_dir)
 
     def address(self, role: str) -> str:
-        net = self._state["net"]
+        net = self._state.net
         if role.startswith("restserver-"):
             return f"{net}.{10 + int(role.split('-')[1])}"
         if role.startswith("tester-"):  # tester-0 .3, further testers (several ab processes) .4, .5 ...
@@ -144,19 +203,24 @@ class LocalBackend(LocalAbRunner, Backend):
 
     @property
     def cpu_limited(self) -> bool:
-        return self._state["cgroups"] not in (None, "unlimited")
+        return self._state.cgroups not in (None, "unlimited")
 
     def _groups(self) -> cg.Cgroups:
         if self._cgroups is None:
             self._cgroups = cg.detect(self.settings)
-            self._state["cgroups"] = self._cgroups.version
+            self._state.cgroups = self._cgroups.version
         return self._cgroups
 
     # -- CPU quotas: the type's share, times --calibrate's scale, with or without burst ----------
     @property
     def cpu_scale(self) -> float:
         """The factor every role's CPU quota is multiplied by (1: the machine type's share)."""
-        return float(self._state.get("cpu_scale", 1.0))
+        return float(self._state.cpu_scale)
+
+    @property
+    def calibrated(self) -> dict | None:
+        """How ``--calibrate reference`` found :attr:`cpu_scale` (:func:`labkit.calibration.match_reference`)."""
+        return self._state.calibrated
 
     def _quota_vcpu(self, role: str, machine_type: str) -> float:
         """``machine_type``'s vCPU share times :attr:`cpu_scale`, at most the CPUs ``role`` is pinned to."""
@@ -172,26 +236,26 @@ class LocalBackend(LocalAbRunner, Backend):
         return scaled
 
     def _wants_burst(self, machine_type: str) -> bool:
-        return bool(self._state.get("burst", True)) and bursting.bursts(machine_type)
+        return bool(self._state.burst) and bursting.bursts(machine_type)
 
     def _set_quota(self, role: str, machine_type: str) -> None:
         """Write ``role``'s quota (and CFS burst when its type bursts); remember whether burst is on."""
         on = self._groups().set_cpu(f"labkit/{self.run_id}/{role}", self._quota_vcpu(role, machine_type),
                                     burst=self._wants_burst(machine_type))
-        self._state.setdefault("burst_on", {})[role] = bool(on)
+        self._state.burst_on[role] = bool(on)
 
     def _role_type(self, role: str) -> str | None:
         spec = self.spec
         if role.startswith("restserver-"):
             return spec.machine_type if spec else None
-        return self._state["balancer_machine_type"] if role.startswith("loadbalancer") else \
-            self._state["tester_machine_type"]
+        return self._state.balancer_machine_type if role.startswith("loadbalancer") else \
+            self._state.tester_machine_type
 
     def _apply_quotas(self) -> None:
         """Re-write the quota of every running role (after ``burst`` or ``cpu_scale`` changed)."""
         if not self.cpu_limited:
             return
-        for role in self._state["processes"]:
+        for role in self._state.processes:
             mtype = self._role_type(role)
             if mtype and (self._groups().bases_of()[0] / f"labkit/{self.run_id}/{role}").is_dir():
                 self._set_quota(role, mtype)
@@ -202,7 +266,7 @@ class LocalBackend(LocalAbRunner, Backend):
         spec = self.spec
         if spec is None:
             return None
-        on = self._state.get("burst_on", {})
+        on = self._state.burst_on
         return all(on.get(f"restserver-{i}", False) for i in range(spec.nodes))
 
     def _group(self, role: str, machine_type: str) -> str:
@@ -210,7 +274,7 @@ class LocalBackend(LocalAbRunner, Backend):
         mt = machine_types.get(machine_type)
         made = self._groups().create(rel, cg.Limits(self._quota_vcpu(role, machine_type), mt.memory_bytes))
         self._set_quota(role, machine_type)
-        self._state["cgroup_dirs"] = sorted(set(self._state["cgroup_dirs"]) | set(made))
+        self._state.cgroup_dirs = sorted(set(self._state.cgroup_dirs) | set(made))
         return rel
 
     def _machine(self, role: str, machine_type: str, cpus: set[int] | None = None):
@@ -238,26 +302,25 @@ class LocalBackend(LocalAbRunner, Backend):
         proc, record = processes.spawn(role, argv, env=env, log_path=logs / f"{role}.log",
                                        preexec=enter)
         self._popen[role] = proc
-        self._state["processes"][role] = dataclasses.asdict(record)
+        self._state.processes[role] = record
         self._save()
 
     def _stop(self, role: str) -> None:
-        rec = self._state["processes"].pop(role, None)
+        rec = self._state.processes.pop(role, None)
         if rec:
-            processes.terminate(processes.ProcessRecord(**rec))
+            processes.terminate(rec)
             self._popen.pop(role, None)
             self._save()
 
     def _record(self, role: str) -> processes.ProcessRecord | None:
-        rec = self._state["processes"].get(role)
-        return processes.ProcessRecord(**rec) if rec else None
+        return self._state.processes.get(role)
 
     # -- the Backend API ---------------------------------------------------------
     def _check(self, spec: ClusterSpec) -> None:
         machine_types.get(spec.machine_type)
 
     def _stop_servers(self) -> None:
-        for role in [r for r in self._state["processes"] if r.startswith("restserver-")]:
+        for role in [r for r in self._state.processes if r.startswith("restserver-")]:
             self._stop(role)
 
     def _deploy(self, spec: ClusterSpec) -> None:
@@ -277,7 +340,7 @@ class LocalBackend(LocalAbRunner, Backend):
             # before anything is measured (bench/RESULTS.md, section 6).
             self._start(role, argv, env, spec.machine_type, boot_unlimited=True)
             booting.append(role)
-        for role in [r for r in list(self._state["processes"]) if r.startswith("restserver-")]:
+        for role in [r for r in list(self._state.processes) if r.startswith("restserver-")]:
             if int(role.split("-")[1]) >= spec.nodes:
                 self._stop(role)
         try:
@@ -293,7 +356,7 @@ class LocalBackend(LocalAbRunner, Backend):
         if spec.nodes == 1:  # the tester talks to the server: it must be idle and answering
             self._wait_servers(spec, time.monotonic() + SERVING_TIMEOUT)
         log.info("local lab up: %d x %s (%s, %d workers) at %s, cgroups %s", spec.nodes,
-                 spec.machine_type, spec.server, spec.workers, self.url, self._state["cgroups"])
+                 spec.machine_type, spec.server, spec.workers, self.url, self._state.cgroups)
 
     def _configure_balancer(self, spec: ClusterSpec) -> None:
         role = "loadbalancer-0"
@@ -302,7 +365,7 @@ class LocalBackend(LocalAbRunner, Backend):
             return
         # one nginx worker per vCPU of the emulated balancer (f1-micro: one, so round robin alternates
         # strictly, as on the real machine), not one per core of this machine
-        vcpu = machine_types.get(self._state["balancer_machine_type"]).vcpu
+        vcpu = machine_types.get(self._state.balancer_machine_type).vcpu
         nginx = LocalNginx(self.run_dir / "nginx", self.address(role), spec.port, workers=max(1, int(vcpu)))
         upstreams = [(self.address(f"restserver-{i}"), spec.port) for i in range(spec.nodes)]
         changed = nginx.apply(upstreams)
@@ -311,7 +374,7 @@ class LocalBackend(LocalAbRunner, Backend):
             if changed:
                 nginx.reload(rec.pid)
         else:
-            self._start(role, nginx.argv(), dict(os.environ), self._state["balancer_machine_type"])
+            self._start(role, nginx.argv(), dict(os.environ), self._state.balancer_machine_type)
             nginx.wait_listening()
         deadline = time.monotonic() + SERVING_TIMEOUT
         self._wait_servers(spec, deadline)
@@ -350,11 +413,10 @@ class LocalBackend(LocalAbRunner, Backend):
     def status(self) -> dict:
         spec = self.spec
         machines = []
-        for role, rec in sorted(self._state["processes"].items()):
-            record = processes.ProcessRecord(**rec)
+        for role, record in sorted(self._state.processes.items()):
             mtype = (spec.machine_type if role.startswith("restserver-") and spec else
-                     self._state["balancer_machine_type"] if role.startswith("loadbalancer") else
-                     self._state["tester_machine_type"])
+                     self._state.balancer_machine_type if role.startswith("loadbalancer") else
+                     self._state.tester_machine_type)
             entry = {"role": role, "address": self.address(role), "pid": record.pid,
                      "alive": record.alive(), "machine_type": mtype}
             if self.cpu_limited:
@@ -371,7 +433,7 @@ class LocalBackend(LocalAbRunner, Backend):
             machines.append(entry)
         return {"backend": self.name, "run_id": self.run_id, "up": spec is not None,
                 "spec": dataclasses.asdict(spec) if spec else None,
-                "url": self.url if spec else None, "cgroups": self._state["cgroups"],
+                "url": self.url if spec else None, "cgroups": self._state.cgroups,
                 "burst": self.burst, "cpu_scale": self.cpu_scale, "machines": machines}
 
     # -- measurement hygiene (base.Backend.settle / cpu_seconds_by_role) ----------------
@@ -393,7 +455,7 @@ class LocalBackend(LocalAbRunner, Backend):
         sample = {f"server:restserver-{i}": (self._machine_cpu(f"restserver-{i}"), vcpu) for i in range(spec.nodes)}
         if spec.nodes > 1:
             sample["balancer:loadbalancer-0"] = (self._machine_cpu("loadbalancer-0"),
-                                                 machine_types.get(self._state["balancer_machine_type"]).vcpu)
+                                                 machine_types.get(self._state.balancer_machine_type).vcpu)
         return sample
 
     def _pending(self) -> dict[str, int] | None:
@@ -424,11 +486,11 @@ class LocalBackend(LocalAbRunner, Backend):
         return lambda timeout: get_status(url, timeout=timeout)
 
     def _balancer_type(self, spec: ClusterSpec) -> str:
-        return self._state["balancer_machine_type"]
+        return self._state.balancer_machine_type
 
     @property
     def tester_machine_type(self) -> str:
-        return self._state["tester_machine_type"]
+        return self._state.tester_machine_type
 
     def cpu_seconds(self, role: str) -> float | None:
         """CPU time used by ``role``'s cgroup (None when unlimited): for efficiency benchmarks."""
@@ -439,17 +501,16 @@ class LocalBackend(LocalAbRunner, Backend):
     def _down(self) -> tuple[list[str], list[str]]:
         """Stop every recorded process, remove the cgroups and the run folder."""
         stopped = []
-        for role in list(self._state["processes"]):
-            rec = processes.ProcessRecord(**self._state["processes"][role])
-            if processes.terminate(rec):
+        for role in list(self._state.processes):
+            if processes.terminate(self._state.processes[role]):
                 stopped.append(role)
-            self._state["processes"].pop(role)
+            self._state.processes.pop(role)
             self._popen.pop(role, None)
-        recorded = self._state["cgroup_dirs"]
+        recorded = self._state.cgroup_dirs
         found = self._groups().tree(f"labkit/{self.run_id}") if self.cpu_limited else []
         left = cg.remove(sorted(set(recorded) | set(found)))
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        self._state["cgroup_dirs"] = left
+        self._state.cgroup_dirs = left
         if left:
             self._save()
             raise BackendError(f"could not remove cgroups: {', '.join(left)}")

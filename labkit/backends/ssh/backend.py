@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from labkit.backends import cpu_accounting
 from labkit.errors import BackendError, ConfigError
@@ -34,6 +35,8 @@ from labkit.backends.ssh.nginx import RemoteNginx, SystemNginx, from_record
 from labkit.backends.ssh.service import SYSTEM_ROOT, RemoteService, hostport, install_packages
 from labkit.service import wait_until_up
 from labkit.backends.base import AB_NOFILE, AbRun, Backend, ClusterSpec
+from labkit.backends.records import Record
+from labkit.backends.ssh.hosts_file import OPTION_DEFAULTS, check_address, check_name, check_root
 from labkit.backends.serving import SERVING_TIMEOUT, wait_round_robin
 from labkit.backends.ssh.sampling import SshSampling
 
@@ -41,9 +44,43 @@ log = logging.getLogger("labkit")
 
 AB_ULIMIT = f"ulimit -n {AB_NOFILE} 2>/dev/null || ulimit -n $(ulimit -Hn) 2>/dev/null || true; "
 PATH_PREFIX = "PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin; "
-OPTIONS = {"root": SYSTEM_ROOT, "python": None, "balancer_port": 80, "use_systemd": None, "system_nginx": None,
-           "service_timeout": 30.0, "cpu_limited": True, "nginx_workers": "auto",
-           "balancer_machine_type": None, "tester_machine_type": None}  # None: the servers' machine type
+OPTIONS = OPTION_DEFAULTS  # defined once, with the hosts file's types (labkit.backends.ssh.hosts_file)
+
+
+@dataclasses.dataclass
+class SshState(Record):
+    """The ssh lab's record (``.labkit/ssh.json``, or inside the gcp backend's record)."""
+
+    servers: list[HostSpec]  # restserver-0, -1, ... (never empty)
+    balancer: HostSpec
+    tester: HostSpec
+    options: dict[str, Any]  # OPTIONS, as given
+    running: dict[str, dict[str, Any]]  # server index -> what RemoteService.start recorded
+    nginx: dict[str, Any] | None  # the balancer's record while it runs
+    spec: ClusterSpec | None
+    hosts_file: str | None = None
+    more_testers: list[HostSpec] = dataclasses.field(default_factory=list)  # tester-1... (several ab processes)
+    backend: str = "ssh"
+
+    def check(self) -> None:
+        """Names and addresses end up in remote shells and unit names: checked again when loaded."""
+        if not self.servers:
+            raise ValueError("servers: the list is empty")
+        for i, h in enumerate(self.servers):
+            check_name(h.name, server=not h.name or "-restserver-" not in h.name)  # gcp: <prefix>restserver-N
+            check_address(h.host, f"servers[{i}].host")
+            check_address(h.addr, f"servers[{i}].address")
+        for role, h in [("balancer", self.balancer), ("tester", self.tester),
+                        *((f"more_testers[{i}]", t) for i, t in enumerate(self.more_testers))]:
+            check_name(h.name)
+            check_address(h.host, f"{role}.host")
+            check_address(h.addr, f"{role}.address")
+        unknown = set(self.options) - set(OPTIONS)
+        if unknown:
+            raise ValueError(f"options: unknown key(s) {', '.join(sorted(unknown))}")
+        if not isinstance(self.options.get("root"), str):
+            raise ValueError("options.root must be a string")
+        check_root(self.options["root"])
 
 
 class SshBackend(SshSampling, Backend):
@@ -60,12 +97,14 @@ class SshBackend(SshSampling, Backend):
     """
 
     name = "ssh"
+    record_class = SshState
     warms_up = True
+    _state: SshState
 
     # -- making one, attaching to one ------------------------------------------------
     def _new_state(self, hosts: str | None = None, servers: list[HostSpec] | None = None,
                    balancer: HostSpec | None = None, tester: HostSpec | None = None,
-                   more_testers: list[HostSpec] | None = None, **options) -> dict:
+                   more_testers: list[HostSpec] | None = None, **options) -> SshState:
         hosts_file = None
         if servers is None:
             hosts = hosts or self.settings.ssh_hosts
@@ -86,19 +125,23 @@ class SshBackend(SshSampling, Backend):
         opts["root"] = opts["root"].rstrip("/") or "/"
         opts["balancer_port"] = int(opts["balancer_port"])
         named = [dataclasses.replace(s, name=s.name or f"restserver-{i}") for i, s in enumerate(servers)]
-        return {"hosts_file": hosts_file, "servers": [h.to_dict() for h in named],
-                "balancer": dataclasses.replace(balancer, name=balancer.name or "loadbalancer-0").to_dict(),
-                "tester": dataclasses.replace(tester, name=tester.name or "tester-0").to_dict(),
-                "more_testers": [dataclasses.replace(t, name=t.name or f"tester-{i + 1}").to_dict()
-                                 for i, t in enumerate(more_testers or [])],
-                "options": opts, "running": {}, "nginx": None}
+        record = SshState(servers=named, balancer=dataclasses.replace(balancer, name=balancer.name or "loadbalancer-0"),
+                          tester=dataclasses.replace(tester, name=tester.name or "tester-0"), options=opts,
+                          running={}, nginx=None, spec=None, hosts_file=hosts_file,
+                          more_testers=[dataclasses.replace(t, name=t.name or f"tester-{i + 1}")
+                                        for i, t in enumerate(more_testers or [])])
+        try:
+            record.check()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return record
 
-    def _resumes(self, saved: dict, options: dict) -> bool:
+    def _resumes(self, saved: SshState, options: dict) -> bool:
         hosts = options.get("hosts") or self.settings.ssh_hosts
-        if hosts and not saved.get("running") and not saved.get("nginx"):
+        if hosts and not saved.running and not saved.nginx:
             return False  # nothing was started (e.g. an unknown host key): the hosts file, maybe fixed, wins
-        if hosts and saved.get("hosts_file") and str(Path(hosts).resolve()) != saved["hosts_file"]:
-            raise ConfigError(f"a lab from {saved['hosts_file']} is up; run `labkit down --backend ssh` "
+        if hosts and saved.hosts_file and str(Path(hosts).resolve()) != saved.hosts_file:
+            raise ConfigError(f"a lab from {saved.hosts_file} is up; run `labkit down --backend ssh` "
                               f"before using {hosts}")
         return True
 
@@ -116,26 +159,55 @@ class SshBackend(SshSampling, Backend):
     # -- what the state says ---------------------------------------------------------
     @property
     def servers(self) -> list[HostSpec]:
-        return [HostSpec.from_dict(h) for h in self._state["servers"]]
+        return list(self._state.servers)
 
     @property
     def balancer(self) -> HostSpec:
-        return HostSpec.from_dict(self._state["balancer"])
+        return self._state.balancer
 
     @property
     def tester(self) -> HostSpec:
-        return HostSpec.from_dict(self._state["tester"])
+        return self._state.tester
+
+    # -- what a backend driving this one (gcp) changes -------------------------------------
+    def replace_host(self, name: str, host: HostSpec) -> None:
+        """Record ``host`` for the machine named ``name`` (server or balancer), e.g. its new
+        address after a restart; saved at once."""
+        with self._save_lock:
+            s = self._state
+            s.servers = [host if h.name == name else h for h in s.servers]
+            if s.balancer.name == name:
+                s.balancer = host
+            if s.tester.name == name:
+                s.tester = host
+            self._save()
+
+    def add_servers(self, hosts: list[HostSpec]) -> None:
+        """Append server machines (restserver-N...) the lab may now use; saved at once."""
+        with self._save_lock:
+            self._state.servers = [*self._state.servers, *hosts]
+            self._save()
+
+    def use_balancer(self, host: HostSpec) -> None:
+        """Make ``host`` the balancer machine (it was the first server until nodes exceeded 1)."""
+        with self._save_lock:
+            self._state.balancer = host
+            self._save()
+
+    def stop_server(self, i: int) -> None:
+        """Stop server ``i``'s service (the machine stays): e.g. before its disk is imaged."""
+        self._stop_server(i)
 
     @property
     def testers(self) -> list[HostSpec]:
         """tester-0 and the further testers (``more_testers``): one ab process each for a point
         measured by several load generators."""
-        return [self.tester] + [HostSpec.from_dict(h) for h in self._state.get("more_testers", [])]
+        return [self.tester] + list(self._state.more_testers)
 
     def add_testers(self, hosts: list[HostSpec]) -> None:
         """Record further tester hosts (the gcp backend creates tester-1..k-1 on demand)."""
         with self._save_lock:
-            self._state.setdefault("more_testers", []).extend(h.to_dict() for h in hosts)
+            self._state.more_testers = [*self._state.more_testers, *hosts]
             self._save()
 
     def max_testers(self) -> int:
@@ -143,11 +215,11 @@ class SshBackend(SshSampling, Backend):
 
     @property
     def hosts_file(self) -> str | None:
-        return self._state["hosts_file"]
+        return self._state.hosts_file
 
     @property
     def options(self) -> dict:
-        return self._state["options"]
+        return self._state.options
 
     @property
     def balancer_port(self) -> int:
@@ -155,7 +227,7 @@ class SshBackend(SshSampling, Backend):
 
     @property
     def _running(self) -> dict[str, dict]:
-        return self._state["running"]
+        return self._state.running
 
     def _record_server(self, i: int, info: dict) -> None:
         with self._save_lock:
@@ -164,7 +236,7 @@ class SshBackend(SshSampling, Backend):
 
     def _record_nginx(self, info: dict | None) -> None:
         with self._save_lock:
-            self._state["nginx"] = info
+            self._state.nginx = info
             self._save()
 
     # -- connections, services, the balancer ---------------------------------------------
@@ -190,6 +262,12 @@ class SshBackend(SshSampling, Backend):
     def nginx(self, info: dict | None = None) -> RemoteNginx:
         """The balancer: the one ``info`` (a saved record) describes, or the one to start."""
         b, workers = self.balancer, self.options["nginx_workers"]
+        if workers == "auto" and self.spec is not None:  # one worker per vCPU of the balancer's type
+            from labkit import machine_types
+            from labkit.nginx_conf import workers_for
+
+            mt = self._balancer_type(self.spec)
+            workers = workers_for(mt) if mt in machine_types.MACHINE_TYPES else "auto"
         if info is not None:
             return from_record(self.conn(b), b.name, b.addr, self.balancer_port, info, workers)
         system = self.options["system_nginx"]
@@ -279,7 +357,7 @@ class SshBackend(SshSampling, Backend):
                          balancer=self.balancer.name, waited=SERVING_TIMEOUT, via=self.conn(self.tester))
 
     def _stop_balancer(self) -> None:
-        info = self._state["nginx"]
+        info = self._state.nginx
         if info is not None:
             self.nginx(info).stop(info)
             self._record_nginx(None)
@@ -306,15 +384,15 @@ class SshBackend(SshSampling, Backend):
             h = servers[int(key)]
             out["servers"].append({"name": h.name, "host": h.host, "address": h.addr, **info,
                                    "status": self.service(h).status(h.addr, info)})
-        if self._state["nginx"]:
+        if self._state.nginx:
             b = self.balancer
             out["balancer"] = {"name": b.name, "host": b.host, "address": b.addr, "port": self.balancer_port,
-                               **self._state["nginx"]}
+                               **self._state.nginx}
         return out
 
     def balancer_config(self) -> str:
         """The nginx.conf installed on the balancer host, read over SSH."""
-        info = self._state["nginx"]
+        info = self._state.nginx
         if not info:
             return "(no balancer is running: with one node the tester talks to the server directly)"
         return self.nginx(info).config_text()
@@ -389,7 +467,7 @@ class SshBackend(SshSampling, Backend):
     def _down(self) -> tuple[list[str], list[str]]:
         """Stop the balancer and every server this lab started. Safe twice."""
         errors, stopped = [], []
-        steps = [(self.balancer.name, self._stop_balancer)] if self._state["nginx"] else []
+        steps = [(self.balancer.name, self._stop_balancer)] if self._state.nginx else []
         steps += [(self.servers[int(k)].name, lambda i=int(k): self._stop_server(i))
                   for k in sorted(self._running, key=int)]
         for name, step in steps:

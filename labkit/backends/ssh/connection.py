@@ -162,8 +162,16 @@ class Connection:
             self._client = client
             return client
 
+    #: seconds a remote command may take when its caller gives no limit (systemctl, mkdir, chown...),
+    #: and an SFTP transfer may go without progress; a hung host is then one CommandTimeout line
+    DEFAULT_TIMEOUT = 300.0
+    SFTP_TIMEOUT = 60.0
+
     def run(self, cmd: str, check: bool = True, timeout: float | None = None, stdin: bytes | None = None) -> Result:
-        """Run ``cmd`` with the remote user's shell; raise CommandError on a non-zero exit if ``check``."""
+        """Run ``cmd`` with the remote user's shell; raise CommandError on a non-zero exit if ``check``.
+
+        ``timeout`` (default :data:`DEFAULT_TIMEOUT`) bounds it: CommandTimeout past it."""
+        timeout = self.DEFAULT_TIMEOUT if timeout is None else timeout
         client = self.open()
         log.debug("%s$ %s", self.host, cmd)
         chan = client.get_transport().open_session()
@@ -260,6 +268,7 @@ class Connection:
         with self._lock:
             if self._sftp is None or self._sftp.sock.closed:
                 self._sftp = self.open().open_sftp()
+                self._sftp.get_channel().settimeout(self.SFTP_TIMEOUT)  # a stalled transfer raises
             return self._sftp
 
     def put(self, data, remote: str, mode: int | None = None) -> None:

@@ -77,6 +77,10 @@ SERVER_PREFIXES = ("restserver-", "labkit-")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?")
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")
+#: what the last part of ``root``'s path must contain: a folder named for labkit
+ROOT_NAME = re.compile(r"labkit|restserver")
+#: where the service is installed by default (systemd units only for this system install)
+SYSTEM_ROOT = "/opt/restserver"
 #: folders ``root`` may not be, nor be inside (the system's own)
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
                 "/sys", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec",
@@ -116,7 +120,13 @@ def check_remote_path(value: str, what: str) -> str:
 
 
 def check_root(value: str) -> str:
-    """``value`` if it may be ``root`` (the install folder ``chown -R``'ed to the login): not a system folder."""
+    """``value`` if it may be ``root`` (the install folder, ``chown -R``'ed to the login).
+
+    An allow-list, not a deny-list: the folder's own name must say it is labkit's (contain
+    ``labkit`` or ``restserver``, like ``/opt/restserver`` or ``~/labkit-lab02``), and it
+    must not be, or lie inside, a system folder. On the host, an existing non-empty folder
+    labkit did not create (no ``.labkit-root`` marker) is refused too (``RemoteService.install``).
+    """
     root = check_remote_path(value, "root").rstrip("/") or "/"
     parts = root.strip("/").split("/") if root != "/" else []
     system = next((t for t in SYSTEM_TREES if root == t or root.startswith(t + "/")), None)
@@ -124,15 +134,22 @@ def check_root(value: str) -> str:
             or root in ("/usr/local", "/var/tmp", "/var/www", "/opt/local"):
         raise ConfigError(f"root {value!r} is a system folder (labkit chowns it to the login user); "
                           "use a folder of its own, like /opt/restserver")
+    if not ROOT_NAME.search(parts[-1]) or any(p.startswith(".") for p in parts):
+        raise ConfigError(f"root {value!r} is not a folder named for labkit (labkit chowns it to the login user): "
+                          "its name must contain 'labkit' or 'restserver', like /opt/restserver")
     return root
 
 
 _HOST_KEYS = {"host": str, "user": str, "port": int, "key_filename": str, "known_hosts": str,
               "host_key": (str, list), "address": str, "name": str}
 _DEFAULT_KEYS = {k: t for k, t in _HOST_KEYS.items() if k not in ("host", "address", "name")}
-_OPTION_KEYS = {"root": str, "python": str, "balancer_port": int, "use_systemd": bool, "system_nginx": bool,
-                "nginx_workers": (int, str), "cpu_limited": bool, "service_timeout": (int, float),
-                "balancer_machine_type": str, "tester_machine_type": str}
+#: the ssh backend's options, defined once: name -> (the type(s) a hosts file may give, the default)
+OPTIONS = {"root": (str, SYSTEM_ROOT), "python": (str, None), "balancer_port": (int, 80),
+           "use_systemd": (bool, None), "system_nginx": (bool, None), "service_timeout": ((int, float), 30.0),
+           "cpu_limited": (bool, True), "nginx_workers": ((int, str), "auto"),
+           "balancer_machine_type": (str, None), "tester_machine_type": (str, None)}  # None: the servers' type
+OPTION_DEFAULTS = {k: default for k, (_, default) in OPTIONS.items()}
+_OPTION_KEYS = {k: types for k, (types, _) in OPTIONS.items()}
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings",
                float: "a number"}
 

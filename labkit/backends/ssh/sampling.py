@@ -35,7 +35,7 @@ class SshSampling:
             h = servers[i]
             how = {"unit": info["unit"]} if "unit" in info else {"pidfile": info["pidfile"]}
             hosts.setdefault(h.key, (h, {}))[1][f"server:{h.name}"] = how
-        nginx = self._state["nginx"]
+        nginx = self._state.nginx
         if nginx and spec is not None and spec.nodes > 1:
             b = self.balancer
             how = {"unit": "nginx.service"} if nginx.get("mode") == "system" else {"pidfile": nginx["pidfile"]}

@@ -19,13 +19,12 @@ import logging
 import shlex
 
 from labkit.errors import BackendError
-from labkit.backends.ssh.hosts_file import check_name
+from labkit.backends.ssh.hosts_file import SYSTEM_ROOT, check_name
 from labkit.backends.ssh.connection import Connection
 from labkit.service import SERVICE_DIR, get_status, service_command, unit_text, wait_until_up
 
 log = logging.getLogger("labkit")
 
-SYSTEM_ROOT = "/opt/restserver"  # systemd units only for the system install (see use_systemd)
 UNIT_MARK = "labkit Fibonacci REST service"  # in every unit labkit writes (service/restserver.service)
 
 
@@ -79,7 +78,13 @@ class RemoteService:
         if self._installed:
             return
         root = shlex.quote(self.root)
-        self.conn.sudo(f"mkdir -p {root}/run && chown -R {self.facts()['uid']} {root}")
+        # only a folder labkit made (its marker) or a new/empty one is chowned to the login
+        mine = self.conn.sudo(f"test ! -e {root} || test -e {root}/.labkit-root || test -z \"$(ls -A {root})\"",
+                              check=False)
+        if not mine.ok:
+            raise BackendError(f"{self.name}: root {self.root} exists, is not empty and was not made by labkit "
+                               "(no .labkit-root in it); choose a new folder for `root`")
+        self.conn.sudo(f"mkdir -p {root}/run && touch {root}/.labkit-root && chown -R {self.facts()['uid']} {root}")
         self.conn.put((SERVICE_DIR / "restserver.py").read_bytes(), f"{self.root}/restserver.py")
         if self._own_venv:
             venv = f"{root}/venv"
