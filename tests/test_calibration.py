@@ -164,6 +164,7 @@ def test_the_next_scale_is_proportional_then_follows_the_power_law_through_the_l
     assert calibration._next_scale(noisy) == pytest.approx(0.9 * target / 190.0)
 
 
+@pytest.mark.ab
 def test_calibrate_reference_refines_the_scale_on_a_real_quota_limited_f1_micro(host_cal):
     first = calibration.reference_scale(host_cal)
     found = calibration.match_reference(first, rounds=2, requests=200)

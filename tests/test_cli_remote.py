@@ -35,7 +35,6 @@ from tests.support.ports import free_ports
 from tests.support.processes import alive
 
 LABKIT = [sys.executable, "-m", "labkit.cli"]
-VENV_PY = "/work/main/.venv/bin/python"
 PROJECT, ZONE = "lab-project", "us-central1-a"
 HAVE_NGINX_AB = bool((shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")) and shutil.which("ab"))
 
@@ -66,7 +65,7 @@ def labkit(*args, env=None, timeout=180):
 
 
 def _hosts_file(path: Path, sshd, root: Path, balancer_port: int, python: str | None = None) -> Path:
-    python = python or (VENV_PY if os.path.exists(VENV_PY) else sys.executable)
+    python = python or sys.executable
     path.write_text(f"""\
 [defaults]
 user = "{sshd.user}"

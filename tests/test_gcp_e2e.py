@@ -1,4 +1,4 @@
-"""Notebooks 01 and 02 end to end on ``backend="gcp"``, and 02 on ``backend="ssh"``, without any cloud.
+"""Notebooks 01 and 02 end to end on ``backend="gcp"`` and ``backend="ssh"`` without any cloud.
 
 The gcp run drives the real google-cloud-compute client against the Compute stub
 (``LABKIT_GCP_API_ENDPOINT``), where every instance is a real sshd on its own loopback
@@ -101,10 +101,7 @@ def _root_login_key(tmp_path):
 
 
 @pytest.mark.kernel
-def test_notebook_02_on_ssh_hosts(tmp_path):
-    """02 on the ssh backend: up with two nodes from a hosts file, the round-robin check, the sweep, down.
-
-    (01's steps, one server and the tester, are 02's first steps too; 01 itself runs on gcp above.)"""
+def test_notebooks_on_ssh_hosts(tmp_path):
     machines = SshMachines()
     try:
         key, meta = _root_login_key(tmp_path)
@@ -125,11 +122,11 @@ def test_notebook_02_on_ssh_hosts(tmp_path):
         out.mkdir()
         started = time.monotonic()
         try:
-            _run_notebooks(settings, "ssh", out, ["02_load_balancer"])
+            _run_notebooks(settings, "ssh", out)
         finally:
             SshBackend(settings).down()
-        print(f"\nssh end to end (02): {time.monotonic() - started:.0f} s")
-        _check_outputs(out, ["02_load_balancer"])
+        print(f"\nssh end to end (01 + 02): {time.monotonic() - started:.0f} s")
+        _check_outputs(out)
         assert not (tmp_path / ".labkit" / "ssh.json").exists()
         up = machines.leftovers(allow={m["pid"] for m in machines.machines.values()})
         assert up == {}, f"only sshd is left on the hosts: {up}"

@@ -24,7 +24,6 @@ pytestmark = [pytest.mark.nginx, pytest.mark.ab, pytest.mark.sshd,
               pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
                                  or not shutil.which("ab"), reason="nginx and ab are needed (make test installs them)")]
 
-VENV_PY = "/work/main/.venv/bin/python"
 
 
 def _get(url):
@@ -40,7 +39,7 @@ def backend(sshd, tmp_path):
                         known_hosts=sshd.known_hosts, name=name)
 
     lb_port = free_ports(1)[0]
-    python = VENV_PY if os.path.exists(VENV_PY) else sys.executable
+    python = sys.executable  # the venv running the tests has flask and gunicorn
     b = SshBackend(Settings(state_dir=tmp_path / ".labkit"),
                    servers=[host("restserver-0"), host("restserver-1")], balancer=host("loadbalancer-0"),
                    tester=host("tester-0"), root=str(tmp_path / "opt-restserver"), python=python,
