@@ -192,7 +192,7 @@ def test_a_hung_ab_on_the_tester_is_killed_and_measure_records_a_hung_row(sshd, 
     h = HostSpec(sshd.host, user=sshd.user, port=sshd.port, key_filename=sshd.key, known_hosts=sshd.known_hosts)
     b = SshBackend(Settings(state_dir=tmp_path / ".labkit"), persist=False, servers=[h], balancer=h, tester=h,
                    root=str(tmp_path / "labkit-root"))
-    b._ab_ready = True  # no `command -v ab` (the fake does not need it)
+    b._ab_ready = {h.key}  # no `command -v ab` (the fake does not need it)
     cmd = HangingAb("http://127.0.0.1:9", 1, 1)
     try:
         with pytest.raises(CommandTimeout):

@@ -89,7 +89,8 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     # the service's own demand is ~1 ms of CPU per fib(20) request here; /proc counts in 10 ms ticks
     assert 0.02 <= row.server_cpu_s <= 200 * 0.05, row.server_cpu_s
     assert 0 < row.balancer_cpu_s < row.server_cpu_s * 3, row.balancer_cpu_s
-    assert 0 < row.tester_cpu_s < 5, row.tester_cpu_s
+    # ab's own CPU for 200 requests is a few ms: below one 10 ms tick it reads 0, never missing or negative
+    assert row.tester_cpu_s is not None and 0 <= row.tester_cpu_s < 5, row.tester_cpu_s
 
     pids = [s["pid"] for s in st["servers"]] + [st["balancer"]["pid"]]
     assert all(alive(p) for p in pids)

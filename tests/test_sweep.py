@@ -83,7 +83,6 @@ def test_a_70007_abort_is_recorded_and_the_sweep_goes_on(local_env):
     assert df["aborted"].tolist() == [True, False]
 
 
-@pytest.mark.cgroups
 def test_resume_measures_only_the_missing_points(local_env):
     b = LocalBackend()
     out = local_env["tmp"] / "r.csv"
