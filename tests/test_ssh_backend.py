@@ -99,7 +99,7 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     assert backend.url == f"http://127.0.0.1:{base}"
     row = measure(backend, AbCommand(backend.url, 2, 100), settle=False)
     assert row.settle_s is None and row.balancer_cpu_s is None and row.balancer_machine_type is None
-    assert row.server_cpu_s > 0 and row.tester_cpu_s > 0
+    assert row.server_cpu_s > 0 and row.tester_cpu_s is not None and row.tester_cpu_s >= 0  # 10 ms ticks
     assert not alive(pids[1]) and not alive(pids[2]) and alive(pids[0])
     assert backend.balancer_config().startswith("(no balancer is running")
 
