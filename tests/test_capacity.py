@@ -217,3 +217,15 @@ def test_role_utilisation_chart(cpu_df, tmp_path):
     old = load_results(write_csv(tmp_path / "old.csv", [make_row(1, 10)]))
     empty = role_utilisation_chart(old)
     assert "no per-role CPU columns" in empty.axes[0].texts[0].get_text()
+
+
+def test_a_role_whose_cpu_reads_zero_is_capped_at_what_it_delivered_not_divided_by_zero():
+    """A tester's few ms of CPU read 0 in /proc's 10 ms ticks on a remote host: no demand, no crash."""
+    import pandas as pd
+
+    from labkit.analysis.demand import service_demand
+    from tests.support.analysis_data import cpu_rows
+
+    df = pd.DataFrame([m.to_json() for m in cpu_rows(tester_ms=0.0)])
+    d = service_demand(df, "tester")
+    assert d["capacity_rps"] is None and d["cpu_ms_per_request"] == 0.0

@@ -33,10 +33,14 @@ light-load rows understates every cap. The estimator here:
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from labkit.analysis.points import CPU_COLUMNS, ROLES, TYPE_COLUMNS, is_clean, machines_of, utilisation, vcpu_of
+
+log = logging.getLogger("labkit")
 
 #: Busy rows all at least this utilised: the role was saturated there (its CPU rate cannot vary).
 SATURATED = 0.9
@@ -124,11 +128,16 @@ def service_demand(df: pd.DataFrame, role: str) -> dict | None:
             out["floor_rps"] = floor
             out["floor_at"] = {"nodes": int(rows.loc[top, "nodes"]), "concurrency": int(rows.loc[top, "concurrency"]),
                                "rps": float(rows.loc[top, "rps"]), "utilisation": float(ut)}
-            if (vcpu - intercept) / d < floor:
+            # d == 0: CPU below the counters' resolution (e.g. /proc's 10 ms ticks on a remote host);
+            # the throughput the role delivered is then the only bound known
+            if d <= 0 or (vcpu - intercept) / d < floor:
                 d = (vcpu - intercept) / floor
                 out["cpu_ms_per_request"] = d * 1000.0
                 out["floored"] = True
-        out["capacity_rps"] = (vcpu - intercept) / d
+        if d > 0:
+            out["capacity_rps"] = (vcpu - intercept) / d
+        else:
+            log.warning("%s: no measurable CPU per request (below the counters' resolution); no capacity", role)
     return out
 
 
