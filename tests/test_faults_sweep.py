@@ -49,10 +49,13 @@ def _cli(*args, env=None, **kw):
 
 # -- a server killed in the middle of a sweep -----------------------------------------------
 
+REQUESTS = 2000  # per point: long enough (~1 s here, no CPU limits) for the kill to land inside a run
+
+
 def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_around(local_env):
     b = LocalBackend()
     out = local_env["tmp"] / "killed.csv"
-    grid = Grid(ClusterSpec(), nodes=(2,), concurrency=(10, 20, 30, 40), requests=400, retries=0)
+    grid = Grid(ClusterSpec(), nodes=(2,), concurrency=(10, 20, 30, 40), requests=REQUESTS, retries=0)
     killed: dict = {}
 
     def killer():
@@ -60,7 +63,17 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
         rec = processes.ProcessRecord(**state.load(local_env["settings"], "local")["processes"]["restserver-1"])
         killed["at_row"] = len(_rows(out))  # rows before this one were measured with both servers up
         killed["record"] = rec
-        time.sleep(0.2)  # into the next point's ab run
+        # into the next point's ab run: wait for its ab (c=20) to be running, not a fixed delay --
+        # the settle before a point can outlast any fixed delay, and a server killed while nothing
+        # is in flight loses no request (nginx sends the next ones to the survivor)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ab = state.load(local_env["settings"], "local")["processes"].get("tester-0")
+            if ab and "20" in ab["argv"][ab["argv"].index("-c") + 1:][:1]:
+                if processes.ProcessRecord(**ab).alive():
+                    break
+            time.sleep(0.01)
+        time.sleep(0.2)  # into the run (a point lasts about a second without CPU limits), so some are in flight on the server
         os.killpg(rec.pid, signal.SIGKILL)  # the whole "machine" dies at once
 
     thread = threading.Thread(target=killer, daemon=True)
@@ -73,12 +86,12 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
         assert [int(r["concurrency"]) for r in rows] == [10, 20, 30, 40]
         assert not killed["record"].alive()
         before, after = rows[: killed["at_row"]], rows[killed["at_row"]:]
-        assert all(r["failed"] == "0" and r["non_2xx"] == "0" and r["complete"] == "400" for r in before)
+        assert all(r["failed"] == "0" and r["non_2xx"] == "0" and r["complete"] == str(REQUESTS) for r in before)
         # the row measured while the server died shows the requests it lost (502s from
         # nginx for POSTs already sent to the dead server, which nginx will not resend)
         # -- never more than were in flight -- and the rows after it are clean again
         affected, later = after[0], after[1:]
-        assert affected["aborted"] == "false" and affected["complete"] == "400"
+        assert affected["aborted"] == "false" and affected["complete"] == str(REQUESTS)
         # (ab also counts failed requests -- mostly "Length": a 502 body differs from the first
         # answer -- a few more than the 502s, but the damage stays bounded by what was in flight)
         lost = int(affected["non_2xx"])
@@ -86,7 +99,7 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
               f"{affected['failed']} failed")
         assert 1 <= lost <= int(affected["concurrency"]), affected
         assert 1 <= int(affected["failed"]) <= 2 * int(affected["concurrency"]), affected
-        assert later and all(r["non_2xx"] == "0" and r["failed"] == "0" and r["complete"] == "400" for r in later)
+        assert later and all(r["non_2xx"] == "0" and r["failed"] == "0" and r["complete"] == str(REQUESTS) for r in later)
         # the balancer keeps serving, from the survivor only
         assert {get_status(b.url)["node"] for _ in range(6)} == {"restserver-0"}
         df = results.load_results(out)
