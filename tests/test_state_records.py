@@ -128,6 +128,28 @@ def test_a_state_folder_others_may_write_is_refused(tmp_path):
     assert state.load(folder, "local")["run_id"] == "20260101T000000-abcdef"
 
 
+def test_a_state_folder_another_user_owns_is_refused_and_nothing_is_deleted(tmp_path, monkeypatch):
+    """A planted folder owned by someone else is not obeyed: `down` would delete its run_dir."""
+    folder = tmp_path / ".labkit"
+    _plant(folder, "local", _local_record(folder))
+    victim = folder / "local-20260101T000000-abcdef"
+    victim.mkdir(exist_ok=True)
+    (victim / "keep.txt").write_text("mine")
+    me = os.geteuid()
+    if me == 0:  # root can give the folder away for real
+        os.chown(folder, 65534, 65534)
+    else:  # otherwise the folder is ours and we pretend to be another user
+        monkeypatch.setattr(os, "geteuid", lambda: me + 1)
+    with pytest.raises(StateError, match="belongs to uid"):
+        state.load(folder, "local")
+    assert (victim / "keep.txt").read_text() == "mine"
+    if me == 0:
+        os.chown(folder, 0, 0)
+    else:
+        monkeypatch.setattr(os, "geteuid", lambda: me)
+    assert state.load(folder, "local")["run_id"] == "20260101T000000-abcdef"
+
+
 def test_the_search_for_a_state_folder_stops_at_the_project_root(tmp_path, monkeypatch):
     """A `.labkit` planted above the project (or above $HOME) is not picked up."""
     (tmp_path / ".labkit").mkdir()
