@@ -179,3 +179,22 @@ def test_throughput_chart_does_not_draw_a_fit_that_explains_nothing(tmp_path):
     ax = plots.throughput_chart(load_results(write_csv(tmp_path / "r.csv", rows))).axes[0]
     assert not [ln for ln in ax.get_lines() if ln.get_label().startswith("USL fit")]
     assert any(t.get_text().startswith("USL fit not drawn: R²") for t in ax.texts)
+
+
+def test_with_repeats_a_chart_plots_the_value_the_table_prints(tmp_path):
+    """One point, one value: the charts read the analysis core's deciding (worst-run) latency,
+    the number the handout table and the part-1 sentence quote, not an average of the runs."""
+    from labkit.handout import status_table
+
+    rows = [make_row(1, 10, mean=50.0, p98=80.0, max_ms=100.0, rps=200.0)]
+    rows += [make_row(1, 20, mean=m, p98=p, max_ms=x, rps=150.0, repeat=i)
+             for i, (m, p, x) in enumerate([(100.0, 150.0, 1320.0), (120.0, 160.0, 320.0), (90.0, 140.0, 330.0)])]
+    df = load_results(write_csv(tmp_path / "r.csv", rows))
+    ax = plots.mean_latency_chart(df, SLA).axes[0]
+    assert np.allclose(ax.get_lines()[0].get_ydata(), [50.0, 120.0])  # worst mean, not 103.3
+    fig = plots.percentiles_chart(df, SLA, nodes=1)
+    plotted = {ln.get_label(): list(ln.get_ydata()) for ln in fig.axes[0].get_lines() if len(ln.get_ydata()) == 2}
+    table = status_table(df, 1)
+    assert table["Longest request (ms)"].tolist() == [100.0, 1320.0]  # not 656.7
+    assert [100.0, 1320.0] in plotted.values()
+    assert [80.0, 160.0] in plotted.values()

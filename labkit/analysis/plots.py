@@ -31,7 +31,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from labkit.errors import ConfigError
-from labkit.analysis.sla import as_sla, max_concurrency, point_table, row_status
+from labkit.analysis.sla import as_sla, max_concurrency, point_table
+from labkit.analysis.points import points
 from labkit.analysis.usl import describe_fit, fit_usl, throughput_by_nodes
 
 log = logging.getLogger("labkit")
@@ -77,20 +78,17 @@ ERRORS_LABEL = "errors (failed or non-2xx requests)"
 
 
 def _point_statuses(df: pd.DataFrame) -> pd.Series:
-    """Status per (nodes, concurrency) point: the worst of its rows (see :func:`labkit.analysis.sla.point_status`)."""
-    order = {"ok": 0, "errors": 1, "refused": 2, "aborted": 3}
-    worst = row_status(df).map(order).groupby([df["nodes"], df["concurrency"]]).max()
-    return worst.map({v: k for k, v in order.items()}).rename("status")
+    """Status per (nodes, concurrency) point, from the analysis core (:func:`labkit.analysis.points.points`)."""
+    return points(df).set_index(["nodes", "concurrency"])["status"]
 
 
-def _completed_means(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """Mean of ``cols`` per plotted (nodes, concurrency) point over rows ab completed (repeats
-    averaged), with the point's ``status``; aborted and refused points are left out."""
-    status = _point_statuses(df)
-    done = df[~df["aborted"].astype(bool)]
-    means = done.groupby(["nodes", "concurrency"], sort=True)[cols].mean()
-    means = means.join(status, how="left").reset_index()
-    return means[~means["status"].isin(NOT_PLOTTED)].reset_index(drop=True)
+def _plotted_points(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """``cols`` per plotted (nodes, concurrency) point with its ``status``, read from the analysis
+    core: with repeats, the worst run's latency (the value the tables print and the SLA
+    decides on), never an average of maxima. Aborted and refused points are left out."""
+    table = points(df)
+    table = table[["nodes", "concurrency", *cols, "status"]].astype({c: "float64" for c in cols})
+    return table[~table["status"].isin(NOT_PLOTTED)].reset_index(drop=True)
 
 
 def _left_out(df: pd.DataFrame) -> str:
@@ -168,7 +166,7 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     import seaborn as sns
 
     fig, ax = _figure()
-    data = _completed_means(df, ["mean_ms"])
+    data = _plotted_points(df, ["mean_ms"])
     data["nodes"] = data["nodes"].map(lambda n: f"{n} node" + ("s" if n != 1 else ""))
     order = sorted(data["nodes"].unique(), key=lambda s: int(s.split()[0]))
     sns.lineplot(data=data, x="concurrency", y="mean_ms", hue="nodes", hue_order=order,
@@ -244,7 +242,7 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
         raise ConfigError(f"no results for {nodes} node(s); tested: {tested}")
     panels = tested if nodes is None else [int(nodes)]
     cols = list(_METRIC_LABELS)
-    data = _completed_means(df[df["nodes"].isin(panels)], cols).melt(
+    data = _plotted_points(df[df["nodes"].isin(panels)], cols).melt(
         id_vars=["nodes", "concurrency", "status"], value_vars=cols, var_name="metric", value_name="ms")
     data["metric"] = data["metric"].map(_METRIC_LABELS)
     positive = data["ms"].dropna()

@@ -129,10 +129,10 @@ def overlay_chart(df: pd.DataFrame, sla=None):
     """Mean response time vs concurrency, one colour per ``source`` and one line style per node count."""
     import seaborn as sns
 
-    from labkit.analysis.plots import _completed_means, _figure, _log_concurrency_axis, _margins, _threshold_lines
+    from labkit.analysis.plots import _plotted_points, _figure, _log_concurrency_axis, _margins, _threshold_lines
 
     fig, ax = _figure()
-    means = pd.concat([_completed_means(g, ["mean_ms"]).assign(source=s) for s, g in df.groupby("source", sort=False)],
+    means = pd.concat([_plotted_points(g, ["mean_ms"]).assign(source=s) for s, g in df.groupby("source", sort=False)],
                       ignore_index=True)
     means["nodes"] = means["nodes"].map(lambda n: f"{n} node{'s' if n != 1 else ''}")
     sns.lineplot(data=means, x="concurrency", y="mean_ms", hue="source", style="nodes", markers=True, ax=ax)
