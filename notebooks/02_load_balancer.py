@@ -40,10 +40,12 @@ cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"ho
 from IPython.display import Markdown, display
 
 from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, backlog_text, bottleneck_text, build_report,
-                    format_report, get_backend, handout_spec, internal_ip_test, justify_part2, littles_law_text,
-                    load_handout, mean_latency_chart, nginx_change, nginx_limits_text, noise_text, require_answer,
-                    role_utilisation_chart, round_robin_table, round_robin_text, run_sweep, save_chart, scale_grids,
-                    skipped_text, sla_heatmap, step14_curls, tables_by_nodes, throughput_chart, use_table_format)
+                    format_report, get_backend, handout_spec, internal_ip_test, justify_part2,
+                    littles_law_text, load_handout, mean_latency_chart, nginx_change,
+                    nginx_limits_text, noise_text, part2_answer, require_answer,
+                    role_utilisation_chart, round_robin_table, round_robin_text, run_sweep,
+                    save_chart, scale_grids, skipped_text, sla_heatmap, step14_curls,
+                    tables_by_nodes, throughput_chart, use_table_format)
 
 use_table_format()
 
@@ -263,12 +265,14 @@ bottleneck_text(df, PART2_SLA, PART2_USERS)
 # counting for you:
 #
 # - when a tested node count meets it, the answer is the **smallest such count** (measured);
-# - when none does, measuring cannot give the answer: the report's *capacity* section (a model,
-#   labelled as such) gives `servers_min`, the throughput 2000 users need under the mean bound
-#   (Little's law) divided by the best throughput one server gave. Fewer servers cannot meet the SLA,
-#   so your answer is a node count **at least** `servers_min`. When your results measure the
-#   balancer's CPU, the capacity answer also says which balancer machine type the need requires
-#   (`balancer_needed`): name it in `part2_balancer` (otherwise leave it `None`).
+# - when none does, measuring cannot give the answer: the report's *capacity* section gives a
+#   **model's plan** (labelled as such): the servers, the balancer and the tester that meet all three
+#   clauses in a queueing model driven by your own measurements, with the model's error on node
+#   counts you measured but held out. Beside it, `servers_min` (Little's law on the mean clause alone)
+#   is a **lower bound**, not an answer: fewer servers cannot work, but the max and p98 clauses may
+#   need more. Your answer is a server count from `servers_min` to the plan's; when your results
+#   measure the balancer's CPU, name the balancer machine type it needs in `part2_balancer`
+#   (otherwise leave it `None`).
 #
 # Set `part2_nodes` to your answer (an integer) and `part2_why` to a sentence saying where the
 # number comes from (measured, or the capacity answer and its numbers).
@@ -280,15 +284,11 @@ part2_balancer = None
 ### BEGIN SOLUTION
 report = build_report(df, PART2_SLA, users=PART2_USERS)
 print(format_report(report))
-capacity = report["capacity"]
-if report["nodes_needed"] is not None:
-    part2_nodes = report["nodes_needed"]
-    part2_why = justify_part2(report)
-else:
-    part2_nodes = capacity["servers_min"]
-    part2_balancer = capacity["balancer_needed"]
-    part2_why = (f"No tested node count keeps {PART2_USERS} users within the SLA, so the answer is the capacity "
-                 f"model's: {capacity['conclusion']}; {part2_nodes} nodes.")
+answer = part2_answer(report)  # the answer summary.txt and the autograder give: measured, else the model's plan
+part2_nodes = answer["nodes"]
+if answer["source"] == "model plan":
+    part2_balancer = answer["balancer"]["machine_type"]
+part2_why = justify_part2(report)
 ### END SOLUTION
 print("part 2:", part2_nodes, "nodes", f"and a {part2_balancer} balancer" if part2_balancer else "")
 print(part2_why)

@@ -168,6 +168,25 @@ def test_summary_text_prints_tables_and_both_answers(lab_report):
     assert "Part 2 (max<=1000 mean<300 p98<400, 2000 users)" in text
 
 
+def _stream_text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []) if o.get("output_type") == "stream")
+
+
+def test_executed_02_gives_the_part2_answer_summary_gives(lab_report):
+    """One answer, said once: the executed 02 prints the same part-2 answer and headline as
+    summary.txt/summary.json (the measured count, else the model's plan; never servers_min)."""
+    summary = json.loads((lab_report["dir"] / "summary.json").read_text())
+    p2 = summary["part2"]
+    printed = _stream_text(nbformat.read(lab_report["dir"] / "02_load_balancer.ipynb", as_version=4))
+    balancer = (p2["plan"] or {}).get("balancer", {}).get("machine_type") if p2["answer_source"] == "model plan" else None
+    line = f"part 2: {p2['answer']} nodes " + (f"and a {balancer} balancer" if balancer else "")
+    assert line in printed, (line, [ln for ln in printed.splitlines() if ln.startswith("part 2:")])
+    assert p2["justification"] in printed
+    text = (lab_report["dir"] / "summary.txt").read_text()
+    assert (p2["headline"] or str(p2["answer"])) in text
+
+
 def test_lab_is_down_afterwards(lab_report):
     assert lab_report["left_up"] is None
 
