@@ -57,7 +57,7 @@ lab: setup
 	$(BIN)/labkit lab --profile $(PROFILE)
 
 test: setup-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 # Before every commit: everything that needs no nginx, ab, sshd, browser or Jupyter kernel
 # (markers set from the fixtures a test uses: tests/support/markers.py). LABKIT_TEST_FAST=1

@@ -171,7 +171,8 @@ def test_point_status_from_rows(tmp_path):
 
 def test_reasons_in_words(tmp_path):
     rows = [
-        # only max fails, p99 holds: one slow request, and 1,041 ms is a SYN retransmission
+        # only max fails, p99 holds: one slow request; 1,041 ms is near 1 s but 10 users on 2 nodes cannot
+        # fill a backlog and the connect mean is 0: not called a SYN retransmission (issue 20)
         make_row(2, 10, mean=60.0, p98=80.0, max_ms=1041.0, p99_ms=95.0),
         # max fails with mean: no "one slow request"
         make_row(2, 20, mean=400.0, p98=500.0, max_ms=1500.0),
@@ -179,13 +180,20 @@ def test_reasons_in_words(tmp_path):
         make_row(2, 50, mean=250.0, p98=600.0, max_ms=900.0, connect_mean_ms=3050.0),
         # only max fails, p99 over too but p98 under: a tail of 1-2 % (quick lab 3, 3 nodes c=20)
         make_row(3, 20, mean=68.7, p98=196.4, max_ms=1434.2, p99_ms=1219.0),
+        # 300 users on 2 servers: 150 each, over a server's 128 backlog, behind nginx: upstream retries at 7 s
+        make_row(2, 300, mean=250.0, p98=390.0, max_ms=7300.0, p99_ms=395.0),
+        # 200 users straight at one server (backlog 128): ab's own SYNs, 15 s
+        make_row(1, 200, mean=250.0, p98=390.0, max_ms=15400.0, p99_ms=395.0),
     ]
     table = point_table(load(tmp_path, rows), "max<=1000 mean<300 p98<400")
     assert table["reason"].tolist() == [
-        "max 1041 > 1000: one slow request (p99 95 ms); 1041 ms ≈ 1 s: a SYN retransmission (the listen "
-        "backlog was full); max 1041 ms, 4 % over 1000: a repeat may decide differently",
+        "max 15400 > 1000: one slow request (p99 395 ms); 15400 ms ≈ 15 s: a SYN retransmission (the listen "
+        "backlog ab connects to was full)",
+        "max 1041 > 1000: one slow request (p99 95 ms); max 1041 ms, 4 % over 1000: a repeat may decide differently",
         "max 1500 > 1000; mean 400 >= 300; p98 500 >= 400",
         "p98 600 >= 400; connect mean 3050 ms ≈ 3 s: SYN retransmissions (the listen backlog was full)",
+        "max 7300 > 1000: one slow request (p99 395 ms); 7300 ms ≈ 7 s: a SYN retransmission between nginx and "
+        "a server (a server's backlog was full)",
         "max 1434 > 1000: a tail, between 1 % and 2 % of the requests took longer than 1000 ms "
         "(p98 196 ms, p99 1219 ms)",
     ]

@@ -147,7 +147,20 @@ def test_the_fit_is_described_in_words_never_as_float_dust():
     # one f1-micro at c = 10..200 (the 2026-11-29 reference): flat, no "peaks at concurrency 0"
     one = fit_usl([10, 20, 50, 100, 200], [186.1, 167.9, 155.5, 150.6, 170.4])
     text = describe_fit(one, "concurrency")
-    assert text.startswith("saturated from the start: about 1") and "concurrency 0" not in text
+    # ... whose R² (0.06) is too low for any description: said so, with no peak and no contention claim
+    assert text == ("no usable fit: the USL curve explains too little of the measured throughput (R² 0.06, "
+                    "5 points) to say anything about contention or a peak")
+
+
+def test_a_fit_that_explains_nothing_is_not_extrapolated(tmp_path):
+    rows = []
+    for n, x in ((1, 100.0), (2, 60.0), (3, 110.0), (4, 70.0), (5, 105.0)):
+        rows += [make_row(n, c, mean=1000.0 * c / x, rps=x) for c in (10, 50)]
+    df = load_results(write_csv(tmp_path / "r.csv", rows))
+    fit = fit_nodes(df)
+    assert fit.r2 < 0.5
+    with pytest.raises(ConfigError, match="cannot extrapolate: no usable fit"):
+        predict_nodes(df, "mean<=1000", 1000)
 
 
 def test_extrapolation_method_is_in_words(tmp_path):

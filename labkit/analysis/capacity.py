@@ -83,13 +83,15 @@ def cheapest_type(vcpu_needed: float, max_utilisation: float = MAX_UTILISATION) 
 
 
 def _servers_usl(df: pd.DataFrame, need: float, max_nodes: int = 1000) -> tuple[int | None, str]:
-    from labkit.analysis.usl import describe_fit, fit_nodes
+    from labkit.analysis.usl import MIN_R2, describe_fit, fit_nodes
 
     try:
         fit = fit_nodes(df)
     except ConfigError as exc:
         return None, f"no USL fit: {exc}"
     words = describe_fit(fit, "nodes")
+    if not fit.r2 >= MIN_R2:
+        return None, f"no USL count: {words}"
     if math.isfinite(fit.peak_x) and fit.peak_x < need:
         return None, f"USL fit: {words} — below the {need:,.0f} req/s needed: adding servers does not get there"
     ns = np.arange(1, max_nodes + 1)

@@ -23,7 +23,8 @@ import pandas as pd
 
 from labkit.analysis.demand import demands
 from labkit.analysis.points import vcpu_of
-from labkit.analysis.queueing import SERVER_BACKLOG, Network, mva, service_shape, simulate
+from labkit.analysis.connections import SERVER_BACKLOG
+from labkit.analysis.queueing import Network, mva, service_shape, simulate
 from labkit.errors import ConfigError
 
 log = logging.getLogger("labkit")

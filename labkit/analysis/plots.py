@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from labkit.errors import ConfigError
 from labkit.analysis.sla import as_sla, max_concurrency, point_table
 from labkit.analysis.points import points
-from labkit.analysis.usl import describe_fit, fit_usl, throughput_by_nodes
+from labkit.analysis.usl import MIN_R2, describe_fit, fit_usl, throughput_by_nodes
 
 log = logging.getLogger("labkit")
 
@@ -300,7 +300,6 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     """
     import seaborn as sns
 
-    from labkit.teaching.findings import MIN_R2
 
     fig, ax = _figure()
     t = throughput_by_nodes(df)

@@ -32,16 +32,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from labkit.analysis.connections import NGINX_BACKLOG, NGINX_WORKER_CONNECTIONS, SYN_RETRY_S
 from labkit.errors import ConfigError
 from labkit.record import PERCENTILES
 
-#: Linux retransmits an unanswered SYN after 1 s, then 2, 4, 8 s more: the client waits 1, 3, 7, 15 s.
-SYN_RETRY_S = (1.0, 3.0, 7.0, 15.0)
-#: The listen backlog of the Flask development server (werkzeug's LISTEN_QUEUE) and the kernel's default cap.
-SERVER_BACKLOG = 128
-#: nginx's default listen backlog on Linux, and connections per worker (design §5).
-NGINX_BACKLOG = 511
-NGINX_WORKER_CONNECTIONS = 4096
 #: Quantiles of the per-request shape read from ab's percentile table (p100 is the max).
 _SHAPE_P = (0.0, *(p / 100.0 for p in PERCENTILES), 1.0)
 

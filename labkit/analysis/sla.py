@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from labkit.analysis.points import DECIDING_NOTE, STATUSES, is_ok, point_status, points, row_status  # noqa: F401
+from labkit.analysis.connections import near_syn_retry, syn_retry_cause
 from labkit.errors import ConfigError, SlaSyntaxError
 from labkit.record import PERCENTILES
 
@@ -147,8 +148,6 @@ def as_sla(sla) -> Sla:
 
 #: A clause whose value is within this fraction of its bound decides a point only narrowly.
 BORDERLINE = 0.10
-#: SYN retransmission delays (ms): Linux retries an unanswered SYN after 1 s, then 2 s more.
-SYN_RETRY_MS = (1000.0, 3000.0)
 
 
 def point_table(df: pd.DataFrame, sla) -> pd.DataFrame:
@@ -188,14 +187,9 @@ def _ms(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
-def _near_syn_retry(value) -> float | None:
-    """The SYN retransmission delay ``value`` (ms) sits just above, or None."""
-    if value is None or pd.isna(value):
-        return None
-    for t in SYN_RETRY_MS:
-        if 0.95 * t <= value <= 1.2 * t:
-            return t
-    return None
+#: How a reason names a SYN-retransmission stall, by :func:`~labkit.analysis.connections.syn_retry_cause`.
+SYN_WORDS = {"client": "a SYN retransmission (the listen backlog ab connects to was full)",
+             "upstream": "a SYN retransmission between nginx and a server (a server's backlog was full)"}
 
 
 def _reason(row, sla: Sla) -> str:
@@ -215,6 +209,9 @@ def _reason(row, sla: Sla) -> str:
     if not pd.isna(row.non_2xx) and row.non_2xx > 0:
         parts.append(f"{row.non_2xx} non-2xx responses")
     failing = [c for c in sla.clauses if not pd.isna(values[c.column]) and not c.holds_value(values[c.column])]
+    connect = values.get("connect_mean_ms")
+    # a max at 1, 3, 7 or 15 s is called a SYN retransmission only when the point's own numbers allow one
+    cause = syn_retry_cause(int(row.nodes), int(row.concurrency), connect)
     for c in failing:
         v = values[c.column]
         text = f"{c.metric} {_ms(v)} {'>=' if c.strict else '>'} {c.ms:g}"
@@ -225,11 +222,10 @@ def _reason(row, sla: Sla) -> str:
             elif p98 is not None and not pd.isna(p98) and p98 <= c.ms:
                 text += (f": a tail, between 1 % and 2 % of the requests took longer than {c.ms:g} ms "
                          f"(p98 {p98:.0f} ms, p99 {p99:.0f} ms)")
-        if c.metric == "max" and (t := _near_syn_retry(v)) is not None:
-            text += f"; {v:.0f} ms ≈ {t / 1000:g} s: a SYN retransmission (the listen backlog was full)"
+        if c.metric == "max" and (t := near_syn_retry(v)) is not None and cause:
+            text += f"; {v:.0f} ms ≈ {t / 1000:g} s: {SYN_WORDS[cause]}"
         parts.append(text)
-    connect = values.get("connect_mean_ms")
-    if (t := _near_syn_retry(connect)) is not None:
+    if (t := near_syn_retry(connect)) is not None:
         parts.append(f"connect mean {connect:.0f} ms ≈ {t / 1000:g} s: SYN retransmissions "
                      "(the listen backlog was full)")
     border = _borderline(row, sla)

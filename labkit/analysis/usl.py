@@ -29,6 +29,8 @@ from labkit.analysis.sla import _check_users, is_ok, max_concurrency
 log = logging.getLogger("labkit")
 
 MIN_POINTS = 3
+#: A fit with a lower R² explains too little of the measured throughput to be drawn, described or extrapolated.
+MIN_R2 = 0.5
 EXTRAPOLATION_LABEL = "extrapolation (USL fit) — not measured"
 
 
@@ -83,6 +85,9 @@ def describe_fit(fit, what: str = "nodes") -> str:
     unit = "node" if what == "nodes" else "user"
     each = f"{lam:,.0f} req/s per {unit}"
     quality = f" (R² {d['r2']:.2f}, {d['points']} points)"
+    if not d["r2"] >= MIN_R2:
+        return (f"no usable fit: the USL curve explains too little of the measured throughput{quality} "
+                f"to say anything about contention or a peak")
     if d["peak_n"] is not None and d["peak_n"] < 1:
         # the fit's peak lies below one unit: throughput is already at its ceiling at the smallest size
         return (f"saturated from the start: about {d['peak_throughput']:,.0f} req/s at every {unit} count "
@@ -242,6 +247,8 @@ def predict_nodes(df: pd.DataFrame, sla, users: int, fit: UslFit | None = None,
     """
     users = _check_users(users)
     fit = fit or fit_nodes(df)
+    if not fit.r2 >= MIN_R2:
+        raise ConfigError(f"cannot extrapolate: {describe_fit(fit, 'nodes')}")
     mc = max_concurrency(df, sla)
     refs = {n: c for n, c in mc.items() if c is not None}
     if not refs:

@@ -24,32 +24,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from labkit.analysis import capacity
+from labkit.analysis.connections import NGINX_BACKLOG, SERVER_BACKLOG, SYN_RETRY_MS, near_syn_retry, syn_retry_cause
 
 #: A point is in the "flat" part of the throughput curve when its rps is at least this share of the peak.
 FLAT_SHARE = 0.9
 #: A later level whose throughput is below this share of the peak "drops" rather than flattens.
 DROP_SHARE = 0.8
-#: Linux's SYN retransmissions (initial RTO 1 s, doubling): a connection that waits for the n-th retry
-#: completes about 1, 3, 7, 15 s after its first SYN.
-SYN_RETRY_MS = (1000.0, 3000.0, 7000.0, 15000.0)
-#: Werkzeug's listen backlog (``werkzeug.serving.LISTEN_QUEUE``).
-WERKZEUG_BACKLOG = 128
-#: nginx's default listen backlog on Linux (``NGX_LISTEN_BACKLOG``).
-NGINX_BACKLOG = 511
-#: A fit with a lower R² explains too little of the data to be drawn or described.
-MIN_R2 = 0.5
 #: A clause is "near" its bound within this share of it (design §8's borderline).
 NEAR = 0.10
-
-
-def near_syn_retry(ms) -> float | None:
-    """The SYN retransmission time (ms) ``ms`` sits at (within -5 %/+20 %), or None."""
-    if ms is None or pd.isna(ms):
-        return None
-    for t in SYN_RETRY_MS:
-        if 0.95 * t <= ms <= 1.2 * t:
-            return t
-    return None
 
 
 def _pick(values: list, k: int) -> list:
@@ -210,19 +192,12 @@ def connections(df: pd.DataFrame) -> Connections:
     ab_keys = sorted({(int(n), int(c)) for n, c in zip(aborted["nodes"], aborted["concurrency"])})
     stalls = []
     for r in pts.itertuples(index=False):
-        backlog = WERKZEUG_BACKLOG if r.nodes == 1 else NGINX_BACKLOG
+        backlog = SERVER_BACKLOG if r.nodes == 1 else NGINX_BACKLOG
         cm = r.connect_mean_ms
         for what, v in (("connect_mean_ms", cm), ("max_ms", r.max_ms)):
             t = near_syn_retry(v)
             if t is not None:
-                if not pd.isna(cm) and cm >= 100:
-                    cause = "client"
-                elif r.nodes > 1 and r.concurrency / r.nodes > WERKZEUG_BACKLOG:
-                    cause = "upstream"
-                elif r.concurrency > backlog:
-                    cause = "client"
-                else:
-                    cause = ""
+                cause = syn_retry_cause(int(r.nodes), int(r.concurrency), cm)
                 stalls.append(Stall(int(r.nodes), int(r.concurrency), what, float(v), t / 1000,
                                     float(cm) if not pd.isna(cm) else math.nan, cause))
     def top_connect(p):
@@ -241,7 +216,7 @@ def connections(df: pd.DataFrame) -> Connections:
     return Connections(
         one_node_levels=tuple(int(c) for c in one["concurrency"]),
         one_node_aborted=tuple(c for n, c in ab_keys if n == 1),
-        above_backlog=tuple(int(c) for c in one["concurrency"] if c > WERKZEUG_BACKLOG),
+        above_backlog=tuple(int(c) for c in one["concurrency"] if c > SERVER_BACKLOG),
         one_node_max_connect=None if w1 is None else (int(w1["concurrency"]), float(w1["connect_mean_ms"]),
                                                       float(w1["max_ms"])),
         behind_levels=tuple((int(n), int(c)) for n, c in zip(behind["nodes"], behind["concurrency"])),
@@ -369,7 +344,7 @@ class UslFinding:
 
 
 def usl(df: pd.DataFrame) -> UslFinding:
-    from labkit.analysis.usl import describe_fit, fit_nodes, throughput_by_nodes
+    from labkit.analysis.usl import MIN_R2, describe_fit, fit_nodes, throughput_by_nodes
     from labkit.errors import ConfigError
 
     try:

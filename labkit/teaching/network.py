@@ -20,7 +20,7 @@ import pandas as pd
 
 from labkit import machine_types
 
-from labkit.teaching.findings import NGINX_BACKLOG, WERKZEUG_BACKLOG  # noqa: F401 - re-exported
+from labkit.analysis.connections import NGINX_BACKLOG, SERVER_BACKLOG  # noqa: F401 - re-exported
 
 #: ab's socket timeout in the handout's command line (``-s 10``).
 AB_TIMEOUT_S = 10
