@@ -152,7 +152,12 @@ def fit_usl(n, x) -> UslFit:
     sigma = 0.0 if sigma < 1e-9 else sigma
     kappa = 0.0 if kappa < 1e-12 else kappa
     sst = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse < 1e-12 else 0.0)
+    # y is scaled to a maximum of 1: a flat series (no variance to explain) that the curve follows
+    # within 0.1 % is a perfect fit, not R² 0
+    if sst > 1e-12 * float(np.sum(y ** 2)):
+        r2 = 1.0 - sse / sst
+    else:
+        r2 = 1.0 if math.sqrt(sse / y.size) <= 1e-3 else 0.0
     peak_n = math.sqrt((1.0 - sigma) / kappa) if kappa > 0 and sigma < 1.0 else math.inf
     # A peak ten thousand times beyond the data is numerical dust on κ = 0.
     if peak_n <= 1e4 * float(n.max()):
