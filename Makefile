@@ -56,14 +56,20 @@ setup-test: setup
 lab: setup
 	$(BIN)/labkit lab --profile $(PROFILE)
 
+# The suite runs on TEST_JOBS pytest-xdist workers (the cores, at most 4), a module per worker
+# (--dist loadscope: module fixtures run once); the session's tiny lab and release are built once
+# for all workers (tests/support/once.py). Tests marked `serial` (they assert a speed or a CPU
+# share another test's load would disturb) then run alone.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: setup-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadscope -m "not serial" --durations=30
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial --durations=10
 
 # Before every commit: everything that needs no nginx, ab, sshd, browser or Jupyter kernel
 # (markers set from the fixtures a test uses: tests/support/markers.py). LABKIT_TEST_FAST=1
 # fails a selected test that starts one of those programs anyway.
 test-fast: $(STAMP)
-	LABKIT_TEST_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not (nginx or ab or sshd or browser or kernel)"
+	LABKIT_TEST_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadscope -m "not (nginx or ab or sshd or browser or kernel)"
 
 jupyter: setup
 	$(BIN)/jupyter lab notebooks/

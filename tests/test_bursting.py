@@ -100,6 +100,7 @@ def test_this_kernel_takes_cfs_burst_and_refuses_more_than_the_quota():
 
 
 @pytest.mark.cgroups
+@pytest.mark.serial
 def test_a_local_f1_micro_bursts_unless_told_not_to_and_calibrate_scales_its_quota(local_env):
     settings = local_env["settings"]
     b = LocalBackend(settings, cpu_scale=1.5)

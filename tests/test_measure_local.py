@@ -13,6 +13,7 @@ FLASK_CPU_PER_REQUEST = 0.76e-3  # s, bench/RESULTS.md §4 (Flask dev server, fi
 
 
 @pytest.mark.cgroups
+@pytest.mark.serial
 def test_a_row_holds_the_cpu_each_role_used_and_the_machine_types(local_env):
     b = LocalBackend(local_env["settings"])
     b.up(ClusterSpec(nodes=2))

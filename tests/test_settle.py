@@ -91,6 +91,7 @@ def test_wait_responsive_needs_two_fast_answers_and_is_bounded(caplog):
 
 
 @pytest.mark.cgroups
+@pytest.mark.serial
 def test_settle_waits_out_an_aborted_point_on_a_real_lab(local_env, caplog):
     """The issue's case in small: one f1-micro server left a backlog by an aborted ab run."""
     b = LocalBackend(local_env["settings"], tester_machine_type="e2-standard-2")

@@ -7,6 +7,7 @@ files and locks only). Pure file tests: nothing is started.
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def _no_planted_files_left(tmp_path):
         os.chmod(path, 0o755)
         for f in path.glob("*.json"):
             f.unlink()
+        for d in path.glob("local-*"):  # a planted victim run folder (kept by the test, removed here)
+            shutil.rmtree(d)
 
 
 def _local_record(folder: Path, **change) -> dict:

@@ -25,6 +25,7 @@ def _rows(path) -> list[dict]:
 
 
 @pytest.mark.cgroups
+@pytest.mark.serial
 def test_cli_sweep_two_nodes_scale_and_nothing_is_left(local_env):
     """The design's check: 4 rows with the §7 columns; 2 nodes >= 1.6x one node at c=100."""
     out = local_env["tmp"] / "runs" / "x.csv"

@@ -15,6 +15,7 @@ from labkit import state
 from labkit.lab import run_lab
 from labkit.settings import Settings
 from tests.support.local import session_net
+from tests.support.once import once_per_run
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,10 @@ def lab_report(tmp_path_factory):
 
     The settings are passed, not put in the environment: the notebook kernels get them from run_lab.
     """
+    return once_per_run(tmp_path_factory, "lab_report", lambda: _run_tiny_lab(tmp_path_factory))
+
+
+def _run_tiny_lab(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("lab")
     settings = Settings.from_env().replace(state_dir=tmp / ".labkit", local_net=session_net(201), cgroups="off")
     with pytest.MonkeyPatch.context() as mp:

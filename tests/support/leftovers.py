@@ -18,7 +18,10 @@ every fixture has been torn down) it looks for:
   under ``basetemp`` (``down()`` removes both).
 
 Anything found fails the session (exit status 1) with a list of what was left;
-leftover processes are then stopped by PID so they cannot outlive the run.
+leftover processes are then stopped by PID so they cannot outlive the run. Under
+pytest-xdist each worker checks what it started and writes what it found to the run's
+temp folder, and the controller fails the run with those lists (a worker's own exit
+status does not become the run's).
 """
 
 from __future__ import annotations
@@ -172,8 +175,14 @@ def _stop(pid: int, start: int) -> None:
             pass
 
 
+_REPORT = "leftovers-{worker}.txt"
+
+
 def pytest_sessionfinish(session, exitstatus):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     if _baseline is None:
+        if worker is None:  # the xdist controller (it runs no test): the workers' reports, once they are done
+            _fail_with(session, _workers_reports(session))
         return
     left = find_leftovers()
     if not any(left.values()):
@@ -182,6 +191,27 @@ def pytest_sessionfinish(session, exitstatus):
     lines += [f"  process {pid} ({why}): {cmd}" for pid, _, cmd, why in left["processes"]]
     lines += [f"  cgroup {g}" for g in left["cgroups"]]
     lines += [f"  run folder or state {f}" for f in left["folders"]]
+    for pid, start, _, _ in left["processes"]:
+        _stop(pid, start)
+    if worker is not None:  # a worker's exit status does not reach the run's: the controller reports it
+        root = Path(_baseline["basetemp"]).parent
+        (root / _REPORT.format(worker=worker)).write_text("\n".join(lines) + "\n")
+    _fail_with(session, lines)
+
+
+def _workers_reports(session) -> list[str]:
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return []
+    lines: list[str] = []
+    for report in sorted(factory.getbasetemp().glob(_REPORT.format(worker="*"))):
+        lines += report.read_text().splitlines()
+    return lines
+
+
+def _fail_with(session, lines: list[str]) -> None:
+    if not lines:
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("")
@@ -189,6 +219,4 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write_line(line, red=True)
     else:
         print("\n".join(lines))
-    for pid, start, _, _ in left["processes"]:
-        _stop(pid, start)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
