@@ -60,16 +60,19 @@ lab: setup
 # (--dist loadscope: module fixtures run once); the session's tiny lab and release are built once
 # for all workers (tests/support/once.py). Tests marked `serial` (they assert a speed or a CPU
 # share another test's load would disturb) then run alone.
+# Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: pytest then rewrites each test
+# module's asserts once, not in every worker and phase (about 5 s of CPU a process here).
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST    := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -p no:cacheprovider
 test: setup-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadscope -m "not serial" --durations=30
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial --durations=10
+	$(PYTEST) -n $(TEST_JOBS) --dist loadscope -m "not serial" --durations=30
+	$(PYTEST) -m serial --durations=10
 
 # Before every commit: everything that needs no nginx, ab, sshd, browser or Jupyter kernel
 # (markers set from the fixtures a test uses: tests/support/markers.py). LABKIT_TEST_FAST=1
 # fails a selected test that starts one of those programs anyway.
 test-fast: $(STAMP)
-	LABKIT_TEST_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadscope -m "not (nginx or ab or sshd or browser or kernel)"
+	LABKIT_TEST_FAST=1 $(PYTEST) -n $(TEST_JOBS) --dist loadscope -m "not (nginx or ab or sshd or browser or kernel)"
 
 jupyter: setup
 	$(BIN)/jupyter lab notebooks/

@@ -68,7 +68,7 @@ def test_under_xdist_a_workers_leftover_fails_the_whole_run(tmp_path):
                                                          os.environ.get("PYTHONPATH", "")])}
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("LABKIT_TEST_SESSION", None)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1",
                           "--basetemp", str(tmp_path / "base"), "-c", os.devnull, "--rootdir", str(tmp_path),
                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert "2 passed" in run.stdout, run.stdout + run.stderr
