@@ -110,6 +110,13 @@ def one_lab(tmp: Path, i: int, tree: Path | None = None, label: str = "now") -> 
     for nb in sorted(report.glob("*.ipynb")):
         meta = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {})
         out[nb.stem] = meta.get("duration")
+    # what the run answered, and what the consistency check (sentences vs tables) found in its notebooks
+    summary = json.loads((report / "summary.json").read_text())
+    out["part1"] = summary["part1"]["max_concurrency"]
+    out["part2"] = summary["part2"]["answer"]
+    out["part2_source"] = summary["part2"]["answer_source"]
+    out["consistency_problems"] = len(summary.get("consistency") or [])
+    out["report"] = str(report)
     print(f"lab run {i + 1} ({label}): " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in out.items()), flush=True)
     return out
@@ -199,7 +206,13 @@ def main() -> None:
             C.table(lead + ["points", "wall s (min–max)", "Σ ab time s", "wall / Σ ab", "overhead s",
                             "aborted points (min–max)"], rows),
             "", "Per notebook (papermill's recorded duration, s, median):", "",
-            C.table(lead + nbs, nb_rows), ""]
+            C.table(lead + nbs, nb_rows), "",
+            "Each run: its wall, its answers and what the consistency check (every sentence's numbers against "
+            "the notebook's own tables, labkit/teaching/consistency.py) found in its five executed notebooks:", "",
+            C.table(["run", "wall s", "part 1", "part 2 (source)", "consistency problems"],
+                    [[f"{label} {i + 1}", r["wall_s"], r.get("part1", "-"),
+                      f"{r.get('part2', '-')} ({r.get('part2_source', '-')})", r.get("consistency_problems", "-")]
+                     for label, rs in runs.items() for i, r in enumerate(rs)]), ""]
     body = "\n".join(lines)
     C.publish(args.section, body)
 

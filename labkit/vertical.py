@@ -94,10 +94,10 @@ def vertical_points(df: pd.DataFrame, concurrency=None) -> pd.DataFrame:
     """Per single-node configuration at its highest clean concurrency (or ``concurrency``): ``machine_type``,
     ``server``, ``workers``, ``vcpu``, ``concurrency``, ``rps``, ``mean_ms``, ``cores_busy`` (server CPU
     seconds per second of ab's run: how many cores the server kept busy, NaN without the CPU column)."""
-    from labkit.teaching.interpret import _clean
+    from labkit.analysis.points import is_clean
     from labkit.machine_types import MACHINE_TYPES
 
-    one = df[(df["nodes"] == 1) & _clean(df)]
+    one = df[(df["nodes"] == 1) & is_clean(df)]
     if concurrency is not None:
         one = one[one["concurrency"].isin(list(concurrency))]
     recs = []

@@ -56,6 +56,23 @@ def test_littles_law_and_utilisation_per_point(tmp_path):
     assert t["server_cpu_ms_per_request"] == pytest.approx(0.64) and t["bottleneck"] == "server"
 
 
+def test_the_role_chart_plots_the_utilisation_the_tables_quote(tmp_path):
+    """One point, one value: a repeated point with one clean run and one with failed requests has
+    the clean run's utilisation in the per-point table and in the role-utilisation chart's data."""
+    from labkit.analysis.plots_roles import role_utilisation_table
+
+    kw = dict(mean=200.0, rps=500.0, time_taken_s=2.0, balancer_machine_type="f1-micro",
+              tester_machine_type="e2-medium", balancer_cpu_s=0.1, tester_cpu_s=0.02)
+    rows = [make_row(2, 100, server_cpu_s=0.64, repeat=0, **kw),
+            make_row(2, 100, server_cpu_s=0.16, repeat=1, failed=40, **kw)]
+    df = load_results(write_csv(tmp_path / "r.csv", rows))
+    t = points.points(df).iloc[0]
+    assert t["server_util"] == pytest.approx(0.8)  # the clean run only (the errored one would make it 0.5)
+    chart = role_utilisation_table(df).set_index("role")["utilisation"]
+    assert chart["server"] == pytest.approx(t["server_util"])
+    assert chart["balancer"] == pytest.approx(t["balancer_util"])
+
+
 @pytest.fixture(scope="module")
 def reference():
     return load_results(REFERENCE)

@@ -15,18 +15,21 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
-from labkit.analysis.capacity import ROLES, has_cpu_columns, utilisation
+from labkit.analysis.capacity import ROLES, has_cpu_columns
+from labkit.analysis.points import points
 from labkit.analysis.plots import PANEL_SIZE, _figure, _log_concurrency_axis, _margins
 
 ROLE_COLORS = {"server": "C0", "balancer": "C3", "tester": "C2"}
 
 
 def role_utilisation_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Long table: ``nodes``, ``concurrency``, ``role``, ``utilisation`` (mean over the point's completed rows)."""
-    done = df[~df["aborted"].astype(bool)]
-    u = utilisation(done)
-    u[["nodes", "concurrency"]] = done[["nodes", "concurrency"]]
-    mean = u.groupby(["nodes", "concurrency"], sort=True)[list(ROLES)].mean().reset_index()
+    """Long table: ``nodes``, ``concurrency``, ``role``, ``utilisation``: the analysis core's per-point
+    utilisation (:func:`labkit.analysis.points.points`, the mean over the point's clean rows), the
+    value the bottleneck tables quote."""
+    table = points(df)
+    mean = table[["nodes", "concurrency"]].copy()
+    for r in ROLES:
+        mean[r] = table[f"{r}_util"].astype("float64")
     long = mean.melt(id_vars=["nodes", "concurrency"], value_vars=list(ROLES), var_name="role",
                      value_name="utilisation")
     return long.dropna(subset=["utilisation"]).reset_index(drop=True)

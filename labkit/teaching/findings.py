@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from labkit.analysis import capacity
-from labkit.analysis.connections import NGINX_BACKLOG, SERVER_BACKLOG, SYN_RETRY_MS, near_syn_retry, syn_retry_cause
+from labkit.analysis.connections import SERVER_BACKLOG, near_syn_retry, syn_retry_cause
 
 #: A point is in the "flat" part of the throughput curve when its rps is at least this share of the peak.
 FLAT_SHARE = 0.9
@@ -40,13 +40,6 @@ def _pick(values: list, k: int) -> list:
         return list(values)
     idx = sorted({round(i * (len(values) - 1) / (k - 1)) for i in range(k)})
     return [values[i] for i in idx]
-
-
-def _clean(df: pd.DataFrame) -> pd.Series:
-    """Per row: completed without failed or non-2xx requests, with a throughput (only such rows measure the service)."""
-    from labkit.analysis.sla import is_ok
-
-    return is_ok(df) & df["rps"].notna()
 
 
 def points(df: pd.DataFrame) -> pd.DataFrame:
@@ -192,7 +185,6 @@ def connections(df: pd.DataFrame) -> Connections:
     ab_keys = sorted({(int(n), int(c)) for n, c in zip(aborted["nodes"], aborted["concurrency"])})
     stalls = []
     for r in pts.itertuples(index=False):
-        backlog = SERVER_BACKLOG if r.nodes == 1 else NGINX_BACKLOG
         cm = r.connect_mean_ms
         for what, v in (("connect_mean_ms", cm), ("max_ms", r.max_ms)):
             t = near_syn_retry(v)
@@ -286,7 +278,8 @@ class Run:
 
 def noise(df: pd.DataFrame, sla=None) -> Noise:
     """max vs p99 per clean point; repeated points and their spread; every clause near its bound."""
-    from labkit.analysis.sla import as_sla, is_ok
+    from labkit.analysis.points import is_clean
+    from labkit.analysis.sla import as_sla
 
     pts = _points(df)
     clean = pts[(pts["ok_runs"] > 0) & pts["p99_ms"].notna() & pts["max_ms"].notna()].copy()
@@ -298,7 +291,7 @@ def noise(df: pd.DataFrame, sla=None) -> Noise:
         gaps = tuple(g for g in allg if g.ratio >= 2)
         widest = None if gaps else allg[0]
     reps, runs = [], []
-    ok = is_ok(df) & df["rps"].notna()
+    ok = is_clean(df)  # the analysis core's one clean-row rule
     for r in pts[pts["runs"] > 1].itertuples(index=False):
         every = df[(df["nodes"] == r.nodes) & (df["concurrency"] == r.concurrency)]
         for i, (idx, row) in enumerate(every.iterrows()):

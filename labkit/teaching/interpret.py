@@ -25,7 +25,8 @@ import pandas as pd
 from labkit import machine_types
 from labkit.analysis import capacity
 from labkit.errors import ConfigError
-from labkit.teaching.findings import _clean, points  # noqa: F401 - the one read of per-point data, re-exported
+from labkit.analysis.points import is_clean
+from labkit.teaching.findings import points  # noqa: F401 - the one read of per-point data, re-exported
 
 #: A point is in the "flat" part of the throughput curve when its rps is at least this share of the peak.
 FLAT_SHARE = 0.9
@@ -86,7 +87,7 @@ def bottleneck_text(df: pd.DataFrame, sla=None, users: int | None = None):
                      "shown from them.")
     else:
         util = capacity.utilisation(df)
-        ok = _clean(df)
+        ok = is_clean(df)
         lines += ["| nodes | best clean point | req/s | " + " | ".join(f"{r} CPU" for r in capacity.ROLES)
                   + " | busiest |", "|---|---|---|" + "---|" * len(capacity.ROLES) + "---|"]
         for n in sorted(int(x) for x in df["nodes"].unique()):
