@@ -45,6 +45,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -e '.[all]'
+	@# rfc3987-syntax (jsonschema's optional IRI format checker, pulled in through jupyter-events) compiles
+	@# 39 grammars whenever nbformat is imported: 1.1 of nbformat's 1.3 s import, in every papermill,
+	@# nbgrader and kernel-driving process. Nothing here validates IRIs; jsonschema works without it.
+	@$(BIN)/python -m pip uninstall -y -q rfc3987-syntax 2>/dev/null || true
 	@touch $@
 
 setup: $(STAMP)
@@ -56,13 +60,14 @@ setup-test: setup
 lab: setup
 	$(BIN)/labkit lab --profile $(PROFILE)
 
-# The suite runs on TEST_JOBS pytest-xdist workers (the cores, at most 4), a module per worker
+# The suite runs on TEST_JOBS pytest-xdist workers (the cores + 1, at most 5: a test often waits on a
+# lab, a kernel or a subprocess, so one more worker than cores fills that time), a module per worker
 # (--dist loadscope: module fixtures run once); the session's tiny lab and release are built once
 # for all workers (tests/support/once.py). Tests marked `serial` (they assert a speed or a CPU
 # share another test's load would disturb) then run alone.
 # Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: pytest then rewrites each test
 # module's asserts once, not in every worker and phase (about 5 s of CPU a process here).
-TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+TEST_JOBS ?= $(shell n=$$(( $$(nproc 2>/dev/null || echo 2) + 1 )); [ $$n -gt 5 ] && n=5; echo $$n)
 PYTEST    := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -p no:cacheprovider
 test: setup-test
 	$(PYTEST) -n $(TEST_JOBS) --dist loadscope -m "not serial" --durations=30

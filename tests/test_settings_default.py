@@ -20,8 +20,18 @@ from labkit.setup_checks import doctor_table
 
 @pytest.fixture
 def fake_v2_root(tmp_path, monkeypatch):
-    """A writable cgroup v2 root with the cpu and memory controllers, named by LABKIT_CGROUP_ROOT."""
+    """A writable cgroup v2 root with the cpu and memory controllers, named by LABKIT_CGROUP_ROOT.
+
+    The doctor also reports the host's speed, which it measures with ab once per process; these
+    tests are about the cgroups row, so that measurement is given (whatever ran before in the
+    process, the doctor then starts no ab).
+    """
+    from labkit import calibration
     from labkit.backends.local import cgroups
+
+    monkeypatch.setattr(calibration, "_cached", calibration.Calibration(
+        cpu_ms_per_request=1.0, requests=500, concurrency=10, steal_pct=0.0,
+        measured_at="2026-12-05T00:00:00+00:00", wall_s=1.0))
 
     base = tmp_path / cgroups._own_path(None)
     base.mkdir(parents=True, exist_ok=True)
