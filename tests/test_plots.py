@@ -81,7 +81,7 @@ def test_throughput_chart_with_and_without_fit(df):
     labels = [ln.get_label() for ln in ax.get_lines()]
     # σ=0.05, κ=0.02: the fitted peak is at sqrt((1-σ)/κ) = 6.9 nodes, said in words, not as parameters
     assert any(lbl.startswith("USL fit (model): peaks at 6.9 nodes") for lbl in labels), labels
-    assert "extrapolation (USL fit)" in labels
+    assert any(lb.startswith("extrapolation (USL fit") for lb in labels)
     two = df[df["nodes"] <= 2]
     ax2 = plots.throughput_chart(two).axes[0]
     assert any("USL fit needs throughput at 3 or more" in t.get_text() for t in ax2.texts)
@@ -169,8 +169,13 @@ def test_throughput_chart_shows_what_the_users_need(tmp_path):
     assert need.startswith("needed: 6,667 req/s (2000 users") and lines[need].get_ydata()[0] == pytest.approx(6666.7, 0.01)
     assert any(k.startswith("balancer cap (f1-micro):") for k in lines)
     assert any(k.startswith("tester cap (f1-micro):") for k in lines)
-    model = next(k for k in lines if k.startswith("capacity model:"))
-    assert "→ 34 servers" in model and ax.get_xlim()[1] >= 34  # ceil(6,667 / 200): the curve reaches the answer
+    assert any(k.startswith("capacity model: 200 req/s per server") for k in lines)
+    # ceil(6,667 / 200): the lower bound, never the answer; the answer is the model plan's count, marked
+    bound = next(k for k in lines if k.startswith("lower bound:"))
+    assert bound == "lower bound: 34 servers (Little's law, mean clause only)"
+    plan = next(k for k in lines if k.startswith("model plan (the answer):"))
+    servers = int(plan.split(": ")[1].split()[0])
+    assert servers >= 34 and lines[plan].get_xdata()[0] == servers and ax.get_xlim()[1] >= servers
 
 
 def test_throughput_chart_does_not_draw_a_fit_that_explains_nothing(tmp_path):

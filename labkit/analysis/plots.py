@@ -295,8 +295,10 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     The USL fit is drawn only when it explains the peaks (R² ≥ 0.5), dashed past the largest
     tested node count. With ``sla`` and ``users`` the chart also shows the throughput the users
     need under the mean bound (Little's law, a model), each role's cap at its measured machine
-    type (vCPU / CPU per request, a model) and the capacity model's line (servers × best rps per
-    server, capped by the lowest role cap) out to the model's answer.
+    type (vCPU / CPU per request, a model), the Little's-law lower bound ``servers_min`` and the
+    capacity model's line (servers × rps per server) out to the model plan's server count, the
+    answer, marked with its balancer (without a plan: out to the lower bound, capped by the
+    lowest measured role cap).
     """
     import seaborn as sns
 
@@ -327,14 +329,29 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
                            linewidth=1.3, label=f"{role} cap ({r.get('measured_machine_type')}): "
                                                 f"{caps[role]:,.0f} req/s (model)")
         per = cap.get("per_server_rps")
-        answer = cap.get("servers_min")
-        if per and answer:
-            end = max(end, answer * 1.05)
-            n = np.linspace(1, answer, 200)
-            ceiling = min(caps.values()) if caps else np.inf
-            ax.plot(n, np.minimum(n * per, ceiling), color="C3", linewidth=1.2,
-                    label=f"capacity model: {per:,.0f} req/s per server → {answer} servers")
-            ax.axvline(answer, color="C3", linestyle="-.", linewidth=1)
+        smin = cap.get("servers_min")
+        plan = cap.get("plan") or {}
+        servers = plan.get("servers")
+        if per and smin:
+            if servers is not None:
+                # the answer: the model's plan, whose balancer and tester are sized for the need, so the
+                # line is not capped at the measured (smaller) balancer's or tester's cap
+                end = max(end, servers * 1.05)
+                n = np.linspace(1, servers, 200)
+                ax.plot(n, n * per, color="C3", linewidth=1.2,
+                        label=f"capacity model: {per:,.0f} req/s per server")
+                rps = (plan.get("predicted") or {}).get("rps")
+                ax.axvline(servers, color="C3", linestyle="-.", linewidth=1.2,
+                           label=f"model plan (the answer): {servers} servers + {plan['balancer']['machine_type']} "
+                                 "balancer" + (f", predicted {rps:,.0f} req/s" if rps else ""))
+            else:
+                end = max(end, smin * 1.05)
+                n = np.linspace(1, smin, 200)
+                ceiling = min(caps.values()) if caps else np.inf
+                ax.plot(n, np.minimum(n * per, ceiling), color="C3", linewidth=1.2,
+                        label=f"capacity model: {per:,.0f} req/s per server (capped by the measured roles)")
+            ax.axvline(smin, color="C3", linestyle=":", linewidth=1,
+                       label=f"lower bound: {smin} servers (Little's law, mean clause only)")
     try:
         fit = fit_usl(t["nodes"], t["rps"])
     except ConfigError as exc:
@@ -349,7 +366,8 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
         beyond = np.linspace(top, end, 60)
         short = re.split(r",\s|[:;]", describe_fit(fit))[0]  # "peaks at 2.7 nodes (498 req/s)", "linear so far"
         ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model): {short}, R² {fit.r2:.2f}")
-        ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--", label="extrapolation (USL fit)")
+        ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--",
+                label="extrapolation (USL fit: more servers behind the balancer and tester as measured)")
         if np.isfinite(fit.peak_n) and fit.peak_n <= end:
             ax.axvline(fit.peak_n, color="0.5", linestyle=":", label=f"fitted peak N≈{fit.peak_n:.1f}")
     ax.set_xlim(0.5, end + 0.5)
