@@ -105,11 +105,13 @@ def test_settle_waits_out_an_aborted_point_on_a_real_lab(local_env, caplog):
         assert 0.3 <= short < 1.0 and "did not go idle within 0 s" in caplog.text
     waited = b.settle(timeout=30)
     assert 0 <= waited < 30
-    # idle now: a second window shows (almost) no CPU
+    # idle now: the next second shows (almost) no CPU. A 1 s window, not 0.3 s: a last small drain
+    # wave after settle returned (17 ms of CPU in one run of the suite, 0.3 s after) must not decide
+    # it, while a server still working through its backlog (20-100 % of its quota) still does.
     before, t0 = b.cpu_seconds_by_role()["server"], time.monotonic()
-    time.sleep(0.3)
+    time.sleep(1.0)
     rate = (b.cpu_seconds_by_role()["server"] - before) / (time.monotonic() - t0)
-    assert rate < 0.05 * 0.2 * 2
+    assert rate < 0.15 * 0.2, f"{rate / 0.2:.0%} of the f1-micro's quota in the second after settle said idle"
     row = measure(b, AbCommand(b.url, 10, 200))
     assert row.settle_s is not None and 0 <= row.settle_s < 1.0
     b.down()
