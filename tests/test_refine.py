@@ -119,6 +119,7 @@ def _rows(path) -> list[dict]:
 
 
 @pytest.mark.ab
+@pytest.mark.serial  # its service's limit (about 40 users) is a speed: another test's load moves it
 def test_refine_converges_on_a_real_service_and_resume_reuses_its_probes(crowded, tmp_path):
     out = tmp_path / "refined.csv"
     grid = Grid(ClusterSpec(), nodes=(1,), concurrency=(10, 100), requests=150, retries=0, refine="mean<160")
