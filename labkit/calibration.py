@@ -54,7 +54,7 @@ from pathlib import Path
 
 from labkit.ab import AbCommand
 from labkit.ab_parse import parse_report
-from labkit.backends import cpu_accounting
+from labkit.backends.cpu_accounting import proc_tree_seconds
 from labkit.backends.local import cgroups, cpu_affinity
 from labkit import machine_types
 from labkit.errors import BackendError, ConfigError, MissingToolError
@@ -187,7 +187,7 @@ class _CpuMeter:
     def seconds(self) -> float | None:
         if self.made:
             return self.groups.cpu_seconds(self.rel)
-        return cpu_accounting.proc_tree_seconds(self.pid) if self.pid else None
+        return proc_tree_seconds(self.pid) if self.pid else None
 
     def close(self) -> None:
         if self.made:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 
-from labkit.backends import settle as settling
+from labkit.backends.settle import MAX_AGE, Sample, wait_answering, wait_idle, wait_responsive
 
 # (no import of labkit.backends.base, even for type checking: base imports this mixin)
 
@@ -43,7 +43,7 @@ class MeasurementHygiene:
         inner = getattr(self, "ssh", None)
         return inner if isinstance(inner, MeasurementHygiene) and inner is not self else None
 
-    def _cpu_sample(self) -> settling.Sample | None:
+    def _cpu_sample(self) -> Sample | None:
         """Cumulative CPU seconds of every running server and balancer *now*, with its vCPU quota:
         ``{"server:NAME" | "balancer:NAME": (seconds or None, vcpu)}``; None when this
         backend cannot read them (then :meth:`settle` falls back to ``/status`` latency)."""
@@ -68,7 +68,7 @@ class MeasurementHygiene:
         OSError on a 502), or None without a balancer. None by default."""
         return None
 
-    def _sampled(self) -> settling.Sample | None:
+    def _sampled(self) -> Sample | None:
         """:meth:`_cpu_sample`, remembered with its time (settle starts from the last one)."""
         s = self._cpu_sample()
         if s is not None:
@@ -102,14 +102,14 @@ class MeasurementHygiene:
                 # from the last sample (e.g. the one just after the previous ab run) when it
                 # covers the same machines: a quiet lab then costs no extra window
                 if (previous is None or set(previous[1]) != set(first)
-                        or time.monotonic() - previous[0] > settling.MAX_AGE):
+                        or time.monotonic() - previous[0] > MAX_AGE):
                     previous = self._last_sample
-                settling.wait_idle(self._sampled, left, previous=previous, pending=self._pending, what=what)
+                wait_idle(self._sampled, left, previous=previous, pending=self._pending, what=what)
             elif probes := self._status_probes():
-                settling.wait_responsive(lambda name, t: probes[name](t), list(probes), left, what=what)
+                wait_responsive(lambda name, t: probes[name](t), list(probes), left, what=what)
             if (balancer := self._balancer_probe()) is not None:
                 # after an overloaded point nginx keeps the servers marked down for its fail_timeout
-                settling.wait_answering(balancer, max(0.0, timeout - (time.monotonic() - start)),
+                wait_answering(balancer, max(0.0, timeout - (time.monotonic() - start)),
                                         what=f"the {self.name} lab's balancer")
         except Exception as exc:  # noqa: BLE001 - a counter that went away mid-wait: measure anyway
             log.warning("%s: could not tell whether it is idle (%s); measuring anyway", what, exc)

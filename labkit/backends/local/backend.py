@@ -38,7 +38,7 @@ from typing import Any
 
 from labkit.backends.local import bursting, cgroups as cg
 from labkit import machine_types, processes
-from labkit.backends import cpu_accounting
+from labkit.backends.cpu_accounting import pending_connections, proc_tree_seconds
 from labkit.backends.local import cpu_affinity
 from labkit.errors import BackendError, ConfigError
 from labkit.backends.local.nginx import LocalNginx
@@ -445,7 +445,7 @@ class LocalBackend(LocalAbRunner, Backend):
             except FileNotFoundError:
                 return None
         rec = self._record(role)
-        return cpu_accounting.proc_tree_seconds(rec.pid) if rec else None
+        return proc_tree_seconds(rec.pid) if rec else None
 
     def _cpu_sample(self):
         spec = self.spec
@@ -462,7 +462,7 @@ class LocalBackend(LocalAbRunner, Backend):
         spec = self.spec
         if spec is None:
             return None
-        return cpu_accounting.pending_connections(
+        return pending_connections(
             {f"restserver-{i}": (self.address(f"restserver-{i}"), spec.port) for i in range(spec.nodes)})
 
     def _status_probes(self) -> dict:

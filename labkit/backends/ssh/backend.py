@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from labkit.backends import cpu_accounting
+from labkit.backends.cpu_accounting import split_times, wrap_with_times
 from labkit.errors import BackendError, ConfigError
 from labkit.backends.ssh.hosts_file import HostSpec, load_hosts_file
 from labkit.backends.ssh.connection import Connection
@@ -434,12 +434,12 @@ class SshBackend(SshSampling, Backend):
             if barrier is not None:
                 barrier.wait()
             try:
-                r = c.run_bounded(cpu_accounting.wrap_with_times(AB_ULIMIT + shlex.join(argv)), timeout)
+                r = c.run_bounded(wrap_with_times(AB_ULIMIT + shlex.join(argv)), timeout)
                 ended = time.time()
             except BaseException:
                 self._ab_cpu = None  # unknown from here on
                 raise
-            stderr, used = cpu_accounting.split_times(r.stderr)
+            stderr, used = split_times(r.stderr)
             with self._ab_cpu_lock:
                 self._ab_cpu = None if used is None else (self._ab_cpu or 0.0) + used
             got = {k: c.get_text(files[k]) if c.exists(files[k]) else None for k in ("percentiles", "gnuplot")}

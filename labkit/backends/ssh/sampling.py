@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from labkit import machine_types
-from labkit.backends import cpu_accounting
+from labkit.backends.cpu_accounting import SS_COMMAND, parse_remote, pending_from_ss, remote_script
 from labkit.backends.ssh.service import hostport
 from labkit.service import get_status
 
@@ -51,8 +51,8 @@ class SshSampling:
 
         def read(item):
             h, entries = item
-            r = self.conn(h).run(cpu_accounting.remote_script(entries), check=False, timeout=SAMPLE_TIMEOUT)
-            return cpu_accounting.parse_remote(r.stdout)
+            r = self.conn(h).run(remote_script(entries), check=False, timeout=SAMPLE_TIMEOUT)
+            return parse_remote(r.stdout)
 
         found = {}
         for part in self._on_hosts(read, list(hosts.values())):
@@ -81,8 +81,8 @@ class SshSampling:
 
         def read(item):
             h, listening = item
-            r = self.conn(h).run(cpu_accounting.SS_COMMAND, check=False, timeout=SAMPLE_TIMEOUT)
-            return cpu_accounting.pending_from_ss(r.stdout, listening) if r.ok else {}
+            r = self.conn(h).run(SS_COMMAND, check=False, timeout=SAMPLE_TIMEOUT)
+            return pending_from_ss(r.stdout, listening) if r.ok else {}
 
         out: dict[str, int] = {}
         for part in self._on_hosts(read, list(hosts.values())):
