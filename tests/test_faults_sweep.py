@@ -69,9 +69,8 @@ def test_a_server_killed_mid_sweep_the_sweep_finishes_and_the_balancer_routes_ar
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ab = state.load(local_env["settings"], "local")["processes"].get("tester-0")
-            if ab and "20" in ab["argv"][ab["argv"].index("-c") + 1:][:1]:
-                if processes.ProcessRecord(**ab).alive():
-                    break
+            if ab and ab["argv"][ab["argv"].index("-c") + 1] == "20" and processes.ProcessRecord(**ab).alive():
+                break
             time.sleep(0.01)
         time.sleep(0.2)  # into the run (a point lasts about a second without CPU limits), so some are in flight on the server
         os.killpg(rec.pid, signal.SIGKILL)  # the whole "machine" dies at once

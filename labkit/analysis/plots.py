@@ -302,7 +302,6 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     """
     import seaborn as sns
 
-
     fig, ax = _figure()
     t = throughput_by_nodes(df)
     sns.scatterplot(data=t, x="nodes", y="rps", ax=ax, s=70, color="C0", label="measured (peak req/s)",

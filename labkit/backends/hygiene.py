@@ -110,7 +110,7 @@ class MeasurementHygiene:
             if (balancer := self._balancer_probe()) is not None:
                 # after an overloaded point nginx keeps the servers marked down for its fail_timeout
                 wait_answering(balancer, max(0.0, timeout - (time.monotonic() - start)),
-                                        what=f"the {self.name} lab's balancer")
+                               what=f"the {self.name} lab's balancer")
         except Exception as exc:  # noqa: BLE001 - a counter that went away mid-wait: measure anyway
             log.warning("%s: could not tell whether it is idle (%s); measuring anyway", what, exc)
         return time.monotonic() - start

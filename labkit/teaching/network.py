@@ -20,8 +20,6 @@ import pandas as pd
 
 from labkit import machine_types
 
-from labkit.analysis.connections import NGINX_BACKLOG, SERVER_BACKLOG  # noqa: F401 - re-exported
-
 #: ab's socket timeout in the handout's command line (``-s 10``).
 AB_TIMEOUT_S = 10
 BALANCER_ROLE = "loadbalancer-0"
