@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from labkit.lab import NOTEBOOKS_DIR
 from tests.support.analysis_data import grid_rows, write_csv
 from tests.support.ports import free_port
+from tests.support.processes import stop_group_and_descendants
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser, pytest.mark.kernel]
@@ -72,12 +72,7 @@ def voila(tmp_path):
                 raise RuntimeError(f"voila did not start: {(tmp_path / 'voila.log').read_text()[-2000:]}")
             time.sleep(0.3)
     yield url
-    os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started (voila and its kernel)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group_and_descendants(proc)  # voila, and its kernel (which Jupyter starts in a session of its own)
     log.close()
 
 

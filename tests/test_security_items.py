@@ -25,6 +25,7 @@ from labkit.grading.release import ReleaseError, build_release
 from labkit.results import load_results
 from tests.support.analysis_data import make_row, write_csv
 from tests.support.ports import free_port
+from tests.support.processes import stop_group_and_descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,8 +128,7 @@ def test_item9_the_dashboard_asks_for_its_token(tmp_path):
         assert get("/api/kernels")[0] in (302, 403)
         assert get(f"/?token={token}")[0] == 200
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        stop_group_and_descendants(proc)  # the CLI, voila and the kernel it started for the page
 
 
 def test_item10_provenance_names_the_notebook_not_the_kernel_or_host(monkeypatch):
