@@ -93,6 +93,38 @@ def reference(ref: Path) -> dict | None:
     return out
 
 
+def balancer_figures(report: Path) -> dict:
+    """Notebook 02's one node behind nginx vs reached directly (issue 20), from the run's two CSVs."""
+    path = report / "balancer.csv"
+    if not path.exists():
+        return {}
+    from labkit.analysis.balancer_cost import finding
+    from labkit.handout import load_handout
+    from labkit.results import load_results
+
+    f = finding(load_handout(report / "results.csv", "f1-micro"), load_results(path))
+    return {"hop_c": f.hop.concurrency if f.hop else None, "hop_added_ms": f.hop.added_mean_ms if f.hop else None,
+            "hop_direct_ms": f.hop.mean_direct_ms if f.hop else None,
+            "load_c": f.load.concurrency if f.load else None,
+            "load_rps": (f.load.rps_direct, f.load.rps_behind) if f.load else None,
+            "load_rps_change_pct": f.load.rps_change_pct if f.load else None,
+            "balancer_cpu_ms": f.load.balancer_cpu_ms_per_request if f.load else None,
+            "balancer_util": f.load.balancer_util if f.load else None,
+            "server_util": f.load.server_util_behind if f.load else None}
+
+
+def _behind(r: dict) -> str:
+    if r.get("hop_added_ms") is None:
+        return "-"
+    text = f"{r['hop_c']} user: {r['hop_added_ms']:+.1f} ms on {r['hop_direct_ms']:.1f} ms"
+    if r.get("load_rps"):
+        d, b = r["load_rps"]
+        text += (f"; {r['load_c']} users: {d:.1f} → {b:.1f} req/s ({r['load_rps_change_pct']:+.1f} %), balancer "
+                 f"{r['balancer_cpu_ms']:.2f} CPU ms/request, {r['balancer_util'] * 100:.0f} % busy vs server "
+                 f"{r['server_util'] * 100:.0f} %")
+    return text
+
+
 def one_lab(tmp: Path, i: int, tree: Path | None = None, label: str = "now") -> dict:
     work = tmp / f"lab{i}-{'base' if tree else 'now'}"
     work.mkdir(parents=True)
@@ -115,7 +147,8 @@ def one_lab(tmp: Path, i: int, tree: Path | None = None, label: str = "now") -> 
     out["part1"] = summary["part1"]["max_concurrency"]
     out["part2"] = summary["part2"]["answer"]
     out["part2_source"] = summary["part2"]["answer_source"]
-    out["consistency_problems"] = len(summary.get("consistency") or [])
+    out["consistency_problems"] = sum(len(v) for v in (summary.get("consistency") or {}).values())
+    out.update(balancer_figures(report))
     out["report"] = str(report)
     print(f"lab run {i + 1} ({label}): " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in out.items()), flush=True)
@@ -209,9 +242,11 @@ def main() -> None:
             C.table(lead + nbs, nb_rows), "",
             "Each run: its wall, its answers and what the consistency check (every sentence's numbers against "
             "the notebook's own tables, labkit/teaching/consistency.py) found in its five executed notebooks:", "",
-            C.table(["run", "wall s", "part 1", "part 2 (source)", "consistency problems"],
+            C.table(["run", "wall s", "part 1", "part 2 (source)", "consistency problems",
+                     "one node behind nginx vs direct (notebook 02)"],
                     [[f"{label} {i + 1}", r["wall_s"], r.get("part1", "-"),
-                      f"{r.get('part2', '-')} ({r.get('part2_source', '-')})", r.get("consistency_problems", "-")]
+                      f"{r.get('part2', '-')} ({r.get('part2_source', '-')})", r.get("consistency_problems", "-"),
+                      _behind(r)]
                      for label, rs in runs.items() for i, r in enumerate(rs)]), ""]
     body = "\n".join(lines)
     C.publish(args.section, body)

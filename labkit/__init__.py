@@ -50,7 +50,8 @@ _EXPORTS = {
     # "Interpret your results" (01-03): explanations printed from the student's own numbers
     "littles_law_text": "teaching.interpret", "bottleneck_text": "teaching.interpret", "noise_text": "teaching.interpret",
     "usl_text": "teaching.interpret", "backlog_text": "teaching.network", "round_robin_text": "teaching.network",
-    "nginx_limits_text": "teaching.network", "first_ab_run": "teaching.first_run",
+    "nginx_limits_text": "teaching.network", "balancer_cost_text": "teaching.network",
+    "balancer_cost": "analysis.balancer_cost", "balancer_grid": "sweep", "first_ab_run": "teaching.first_run",
     "payload_text": "teaching.first_run", "handout_bug_text": "teaching.first_run", "vertical_text": "vertical",
     # the handout's hands-on steps, one cell each (01, 02)
     "image_step": "teaching.steps", "internal_ip_test": "teaching.steps", "step14_curls": "teaching.steps",

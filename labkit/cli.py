@@ -100,10 +100,16 @@ def _backend(name: str, attach_only: bool = False, **options):
     return get_backend(name, settings=settings, **options)
 
 
-def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int):
+def _spec(nodes: int, machine_type: str, server: str, workers: int, port: int, balanced: bool = False):
     from labkit.backends.base import ClusterSpec
 
-    return ClusterSpec(nodes=nodes, machine_type=machine_type, server=server, workers=workers, port=port)
+    return ClusterSpec(nodes=nodes, machine_type=machine_type, server=server, workers=workers, port=port,
+                       balanced=balanced)
+
+
+_balanced_option = click.option("--balanced", is_flag=True,
+                                 help="Put the nginx balancer in front of a single node too (the point that "
+                                      "separates the balancer's cost; with more nodes it always is).")
 
 
 _backend_choice = click.option("--backend", default="local", show_default=True,
@@ -164,6 +170,7 @@ def _host_kwargs(backend: str, calibrate: str | None, no_burst: bool) -> dict:
 @cli.command()
 @backend_option
 @click.option("--nodes", default=1, show_default=True, help="Servers behind the balancer.")
+@_balanced_option
 @machine_option
 @server_option
 @workers_option
@@ -171,14 +178,14 @@ def _host_kwargs(backend: str, calibrate: str | None, no_burst: bool) -> dict:
 @click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (default: this machine's "
               "public address when it has one, else anywhere, with a warning).")
 @_host_options
-def up(backend, nodes, machine_type, server, workers, port, ssh_source, calibrate, no_burst):
-    """Start the servers (and the balancer when nodes > 1)."""
+def up(backend, nodes, balanced, machine_type, server, workers, port, ssh_source, calibrate, no_burst):
+    """Start the servers (and the balancer when nodes > 1, or with --balanced)."""
     options = _host_kwargs(backend, calibrate, no_burst)
     with lab_locked(_settings(), "labkit up"):  # one command changes the lab at a time (a sweep holds it too)
         b = _backend(backend, **options, **({"ssh_source_ranges": ssh_source} if backend == "gcp" and ssh_source
                                              else {}))
-        b.up(_spec(nodes, machine_type, server, workers, port))
-    shown = {"url": b.url, "nodes": nodes, "cpu_limited": b.cpu_limited}
+        b.up(_spec(nodes, machine_type, server, workers, port, balanced))
+    shown = {"url": b.url, "nodes": nodes, "balanced": b.spec.behind_balancer, "cpu_limited": b.cpu_limited}
     if backend == "local":
         shown.update(burst=b.burst, cpu_scale=b.cpu_scale)
     _echo_json(shown)
@@ -278,15 +285,17 @@ def bench(backend, concurrency, requests, timeout_s, retries, testers):
               help="ab processes per point, started together and merged exactly (one per core locally, "
                    "one per tester machine on ssh/gcp).")
 @click.option("--keep-up", is_flag=True, help="Leave the lab running afterwards.")
+@click.option("--balanced", is_flag=True, help="Measure one node behind nginx too (the balancer's cost; write "
+              "these rows to a CSV of their own: the analysis does not pool them with direct one-node rows).")
 @click.option("--ssh-source", help="gcp: who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
 @_host_options
 def sweep(backend, profile, nodes, concurrency, requests, timeout_s, machine_type, server, workers, port,
-          out, resume, repeats, refine_sla, testers, keep_up, ssh_source, calibrate, no_burst):
+          out, resume, repeats, refine_sla, testers, keep_up, balanced, ssh_source, calibrate, no_burst):
     """Measure a grid of node counts x concurrency levels into a results CSV."""
     from labkit.sweep import check_repeats, folder_locked, run_sweep, scale_grids
 
     # the profile's grids: its part-1 levels at one node, its other levels at more, 2,000 users at the largest
-    grids = scale_grids(profile or "quick", _spec(1, machine_type, server, workers, port),
+    grids = scale_grids(profile or "quick", _spec(1, machine_type, server, workers, port, balanced),
                         nodes=_ints(nodes, "--nodes") if nodes else None,
                         concurrency=_ints(concurrency, "--concurrency") if concurrency else None,
                         requests=requests, repeats=None if repeats is None else check_repeats(repeats),
@@ -365,19 +374,20 @@ def _project() -> str:
 @click.option("--zone", expose_value=False, callback=_override,
               help="Zone (the first of a comma-separated list) [env LABKIT_GCP_ZONE; default us-central1-a].")
 @click.option("--nodes", default=5, show_default=True, help="Servers to create.")
+@_balanced_option
 @machine_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--ssh-source", help="Who may SSH to the VMs, comma-separated CIDRs (as for `up`).")
 @click.option("--testers", default=1, show_default=True, type=click.IntRange(1, 16),
               help="Tester machines (tester-0..k-1), one ab process each.")
-def plan(backend, nodes, machine_type, as_json, ssh_source, testers):
+def plan(backend, nodes, balanced, machine_type, as_json, ssh_source, testers):
     """What a cloud run would create and cost per hour - without touching the cloud."""
     from labkit.backends.gcp.api_requests import plan as make_plan
     from labkit.backends.gcp.api_requests import ssh_source_ranges
 
     zone = (_settings().gcp_zone or "us-central1-a").split(",")[0].strip()
     _show(make_plan(project=_project(), zone=zone, nodes=nodes, machine_type=machine_type,
-                    ssh_source_ranges=ssh_source_ranges(ssh_source), testers=testers), as_json)
+                    ssh_source_ranges=ssh_source_ranges(ssh_source), testers=testers, balanced=balanced), as_json)
 
 
 @cli.command()

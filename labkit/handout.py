@@ -21,7 +21,7 @@ from labkit import profiles
 from labkit.backends.base import ClusterSpec
 from labkit.errors import ConfigError
 from labkit.analysis.report import build_report
-from labkit.analysis.points import DECIDING_NOTE, points
+from labkit.analysis.points import DECIDING_NOTE, one_node_behind_balancer, points
 from labkit.analysis.sla import as_sla, max_concurrency_of_table, point_table
 from labkit.results import load_results
 
@@ -41,9 +41,10 @@ PART2_QUESTION = ("Nodes needed for 2000 concurrent users with max response <= 1
 HANDOUT_SERVER = "flask"
 
 
-def handout_spec(machine_type: str, nodes: int = 1) -> ClusterSpec:
-    """The handout's cluster: ``nodes`` servers of ``machine_type`` running the Flask development server."""
-    return ClusterSpec(nodes=nodes, machine_type=machine_type, server=HANDOUT_SERVER)
+def handout_spec(machine_type: str, nodes: int = 1, balanced: bool = False) -> ClusterSpec:
+    """The handout's cluster: ``nodes`` servers of ``machine_type`` running the Flask development server
+    (``balanced``: behind the nginx balancer even with one node)."""
+    return ClusterSpec(nodes=nodes, machine_type=machine_type, server=HANDOUT_SERVER, balanced=balanced)
 
 
 class _Unanswered:
@@ -75,8 +76,14 @@ def handout_rows(df: pd.DataFrame, machine_type: str, server: str = HANDOUT_SERV
 
     Why: notebook 03 appends other machine types and gunicorn to the same CSV;
     pooling them with the handout's rows would count them as repeats of the
-    same (nodes, concurrency) point and change the SLA answers.
+    same (nodes, concurrency) point and change the SLA answers. Rows of one node
+    behind nginx (the balancer-cost point, normally in a CSV of their own) are not
+    the handout's single server either: they are left out, with a log line.
     """
+    via = one_node_behind_balancer(df)
+    if via.any():
+        log.info("left out %d row(s) of one node behind nginx: not the handout's single server", int(via.sum()))
+    df = df[~via]
     sub = df[(df["machine_type"] == machine_type) & (df["server"] == server)].reset_index(drop=True)
     if sub.empty:
         found = sorted({f"{m}/{s}" for m, s in zip(df["machine_type"], df["server"])})

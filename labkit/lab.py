@@ -102,7 +102,8 @@ def notebook_parameters(name: str, report: Path, profile: str, backend: str, mac
     """The papermill parameters for notebook ``name`` in a run writing into ``report``: of the run's
     values, only those the notebook declares (``declared``, default: every one)."""
     params = {"backend": backend, "profile": profile, "machine_type": machine_type,
-              "results_csv": str(report / "results.csv"), "charts_dir": str(report)}
+              "results_csv": str(report / "results.csv"), "balancer_csv": str(report / "balancer.csv"),
+              "charts_dir": str(report)}
     if name == "04_reanalysis":
         params["csv"] = str(report / "results.csv")
     return params if declared is None else {k: v for k, v in params.items() if k in declared}

@@ -8,7 +8,9 @@ boundary it refines at one node (design §8: the handout's levels jump from 20
 to 50 users); five requests per user at every level and at least 500 (ten
 requests above a p98 bound, so one stall does not decide it), so a level is
 not mostly ab's ramp-up; node counts 1, 2, 3 and 5 up to 1,000 users, and
-part 2's 2,000 users at 5 nodes; a 2-vCPU machine in the vertical part. What it
+part 2's 2,000 users at 5 nodes; one node behind nginx at 1 and 20 users (beside
+the same node reached directly: what the balancer itself costs); a 2-vCPU
+machine in the vertical part. What it
 skips of the handout's grid is said next to every table (:func:`skipped_text`).
 ``tiny`` exists for the test suite.
 """
@@ -48,6 +50,7 @@ class Profile:
     requests_per_user: int = 0  # a level c gets max(requests, requests_per_user * c) requests
     scale_concurrency: tuple[int, ...] | None = None  # levels at 2+ nodes (None: ``concurrency``)
     largest_concurrency: tuple[int, ...] = ()  # levels measured at the largest node count only
+    balancer_levels: tuple[int, ...] = ()  # one node behind nginx at these levels (notebook 02's balancer cost)
 
     def levels_at(self, nodes: int) -> tuple[int, ...]:
         """The concurrency levels this profile measures at ``nodes`` (notebooks 01 and 02)."""
@@ -60,18 +63,18 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
-        Profile("full", 10000, HANDOUT_CONCURRENCY, (1, 2, 3, 4, 5),
+        Profile("full", 10000, HANDOUT_CONCURRENCY, (1, 2, 3, 4, 5), balancer_levels=(10, 100),
                 vertical_concurrency=(10, 50, 100, 200, 500),
                 vertical=(("f1-micro", "flask", 1), ("e2-small", "flask", 1), ("e2-medium", "flask", 1),
                           ("e2-standard-2", "flask", 1), ("e2-small", "gunicorn", 2),
                           ("e2-medium", "gunicorn", 3), ("e2-standard-2", "gunicorn", 5))),
         Profile("quick", 500, (1, 2, 5, 10, 20, 50, 100, 200), (1, 2, 3, 5), retries=1,
                 refine=PART1_SLA, refine_nodes=(1,), requests_per_user=5,
-                scale_concurrency=(10, 50, 200, 500, 1000), largest_concurrency=(2000,),
+                scale_concurrency=(10, 50, 200, 500, 1000), largest_concurrency=(2000,), balancer_levels=(1, 20),
                 vertical_concurrency=(10, 100),
                 vertical=(("f1-micro", "flask", 1), ("e2-medium", "flask", 1), ("e2-standard-2", "flask", 1),
                           ("e2-standard-2", "gunicorn", 5))),
-        Profile("tiny", 100, (10, 50), (1, 2), retries=1, vertical_concurrency=(10,),
+        Profile("tiny", 100, (10, 50), (1, 2), retries=1, vertical_concurrency=(10,), balancer_levels=(10,),
                 vertical=(("f1-micro", "flask", 1), ("e2-medium", "gunicorn", 3))),
     ]
 }
@@ -123,7 +126,7 @@ def profiles_table():
 
         grid = [(n, c) for n in p.nodes for c in p.levels_at(n)]
         vertical = len(p.vertical) * len(p.vertical_concurrency)
-        total = (sum(n_at(c) for _, c in grid) * p.repeats
+        total = ((sum(n_at(c) for _, c in grid) + sum(n_at(c) for c in p.balancer_levels)) * p.repeats
                  + len(p.vertical) * sum(n_at(c) for c in p.vertical_concurrency))
         levels = ", ".join(map(str, p.concurrency))
         if p.scale_concurrency:
@@ -138,5 +141,6 @@ def profiles_table():
                      "refines": (f"{p.refine} at {', '.join(map(str, p.refine_nodes))} node(s)" if p.refine
                                  else ""),
                      "points (01+02)": len(grid),
+                     "1 node behind nginx": ", ".join(map(str, p.balancer_levels)),
                      "points (03)": vertical, "requests in total": total})
     return pd.DataFrame(rows)

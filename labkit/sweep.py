@@ -193,6 +193,20 @@ def scale_grids(profile: str | profiles.Profile, spec: ClusterSpec, nodes=None, 
     return grids
 
 
+def balancer_grid(profile: str | profiles.Profile, spec: ClusterSpec, concurrency=None, requests=None,
+                  repeats=None) -> Grid:
+    """Notebook 02's balancer-cost grid: one node **behind nginx** (``spec`` made ``balanced``) at the
+    profile's ``balancer_levels`` (or ``concurrency``), to set beside the same node reached directly.
+    Its rows record the balancer's machine type and CPU; they belong in a CSV of their own (the
+    per-point analysis refuses to pool them with the direct single-server rows)."""
+    p = profiles.get(profile) if isinstance(profile, str) else profile
+    levels = tuple(p.balancer_levels if concurrency is None else concurrency)
+    if not levels:
+        raise ConfigError(f"profile {p.name} measures no point of one node behind nginx; give concurrency levels")
+    return profiles_grid(p, dataclasses.replace(spec, nodes=1, balanced=True), [1], levels, requests, repeats,
+                         refine="")
+
+
 @contextlib.contextmanager
 def interrupt_noted():
     """Yield a list that records every interrupt while the sweep runs; the interrupt is still raised.

@@ -33,14 +33,16 @@ nodes = None  # node counts to measure, e.g. [1, 2, 3, 4, 5], or None for the pr
 concurrency = None  # concurrency levels (ab -c), e.g. [10, 100, 1000], or None for the profile's
 requests = None  # requests per level (ab -n), or None for the profile's
 results_csv = "../runs/lab.csv"  # results of notebooks 01-03 (one CSV, resumed, never overwritten)
+balancer_csv = "../runs/balancer.csv"  # one node behind nginx (the balancer's cost; kept apart from results_csv)
 charts_dir = "../runs/charts"  # where the PNG charts are saved
 cloud = {}  # gcp: {"project": "my-project", "zone": "us-central1-a"}; ssh: {"hosts": "hosts.toml"}; {}: from `labkit lab` / LABKIT_*
 
 # %%
 from IPython.display import Markdown, display
 
-from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, backlog_text, bottleneck_text, build_report,
-                    format_report, get_backend, handout_spec, internal_ip_test, justify_part2,
+from labkit import (PART2_SLA, PART2_USERS, UNANSWERED, backlog_text, balancer_cost_text, balancer_grid,
+                    bottleneck_text, build_report, format_report, get_backend, handout_spec,
+                    internal_ip_test, justify_part2,
                     littles_law_text, load_handout, mean_latency_chart, nginx_change,
                     nginx_limits_text, noise_text, part2_answer, require_answer,
                     role_utilisation_chart, round_robin_table, round_robin_text, run_sweep,
@@ -216,6 +218,34 @@ backlog_text(df)
 #   "queues the requests towards the servers" gets no credit for the mechanism — 1 point.
 #
 # Half credit for the mechanism without the student's own numbers.
+
+# %% [markdown]
+# ## What the balancer itself costs: one node behind nginx
+#
+# Every point behind nginx above also has more servers, so it mixes what the balancer costs with what
+# the servers add. One server measured both ways — directly (your one-node rows) and behind nginx, at
+# the same users — holds everything but the balancer fixed. The balancer is reconfigured with a single
+# upstream server; these rows go to `balancer_csv`, apart from `results_csv`, because they are not the
+# handout's single server (and the analysis refuses to pool the two).
+
+# %% tags=["measure"]
+run_sweep(lab, balancer_grid(profile, handout_spec(machine_type)), balancer_csv, resume=True)
+
+# %% [markdown]
+# Below the knee, the difference of the means is what the extra hop (tester → nginx → server) adds to
+# every request; where the server is saturated, the difference of the throughputs is what the balancer
+# takes from one server, and its CPU per request is the balancer's demand, which grows with the requests
+# of every server behind it (the capacity model reads the same demand from your rows at 2+ nodes).
+#
+# How a direct request ends matters here. ab (without `-k`) counts a request as done when the server
+# closes the connection, and the Flask development server closes it only after waiting up to 10 ms for
+# more request data (Werkzeug's `select(timeout=0.01)` after every response). nginx reads the response
+# by its `Content-Length`, answers ab and closes ab's connection at once, so that wait no longer delays
+# the response. If your one node answers *faster* behind nginx, this is why — and the table shows
+# whether the server also spent less CPU per request:
+
+# %%
+balancer_cost_text(df, balancer_csv)
 
 # %% [markdown]
 # **The bottleneck.** The bottleneck is the machine that is busy all the time first. Utilisation = CPU

@@ -160,6 +160,34 @@ def test_gc_deletes_only_expired(stub):
     assert list(stub.images) == ["img-fresh"] and list(stub.firewalls) == ["labkit-runfresh-http"]
 
 
+def test_one_node_behind_nginx_creates_the_balancer_but_no_image_then_grows_the_handouts_way(stub, tmp_path):
+    """``balanced``: the balancer with the first machines even for one server; no image until a second server."""
+    b = _backend(stub, tmp_path, key_dir=str(tmp_path / "keys"), deploy=False)
+    b.up(ClusterSpec(nodes=1, port=80, balanced=True))
+    assert sorted(stub.instances) == ["loadbalancer-0", "restserver-0", "tester-0"]
+    assert stub.images == {} and b.ssh.balancer.name == "loadbalancer-0" and len(b.ssh.servers) == 1
+    assert stub.instances["loadbalancer-0"]["tags"]["items"] == ["http-server", "labkit-balancer"]
+    b.scale(2)  # the balancer exists: only the image and restserver-1 are new
+    assert sorted(stub.instances) == ["loadbalancer-0", "restserver-0", "restserver-1", "tester-0"]
+    assert list(stub.images) == ["lab02-restserver-run1"]
+    inserts = [r["body"]["name"] for r in stub.requests if r["method"] == "POST" and r["path"].endswith("/instances")]
+    assert inserts.count("loadbalancer-0") == 1
+    b.down()
+    assert stub.empty()
+
+
+def test_plan_for_one_node_behind_nginx_lists_and_prices_the_balancer():
+    direct = req.plan(PROJECT, ZONE, 1, run_id="abc")
+    behind = req.plan(PROJECT, ZONE, 1, run_id="abc", balanced=True)
+    assert behind["instances"] == ["restserver-0", "loadbalancer-0", "tester-0"] and behind["image"] is None
+    assert [r["method"] for r in behind["requests"]].count("instances.insert") == 3
+    assert "instances.stop" not in [r["method"] for r in behind["requests"]]  # nothing to image
+    # one more f1-micro (0.0076/h), its 10 GB disk and its external address
+    assert behind["cost"]["instances_per_hour"] - direct["cost"]["instances_per_hour"] == pytest.approx(0.0076)
+    assert behind["cost"]["external_ipv4_per_hour"] - direct["cost"]["external_ipv4_per_hour"] == \
+        pytest.approx(0.005)
+
+
 def test_plan_is_offline_and_complete():
     p = req.plan(PROJECT, ZONE, 3, "e2-small", run_id="abc", now=1_800_000_000)
     assert set(p) >= {"project", "zone", "run_id", "expires", "instances", "image", "firewalls", "requests", "cost"}

@@ -187,6 +187,27 @@ def test_executed_02_gives_the_part2_answer_summary_gives(lab_report):
     assert (p2["headline"] or str(p2["answer"])) in text
 
 
+def test_executed_02_measures_one_node_behind_nginx_apart_and_explains_it(lab_report):
+    """Issue 20: the balancer-cost point is measured (tiny: c=10), written beside results.csv in its own CSV,
+    and 02 shows the table with the numbers of both CSVs."""
+    report = lab_report["dir"]
+    behind = load_results(report / "balancer.csv")
+    assert list(zip(behind["nodes"], behind["concurrency"])) == [(1, c) for c in profiles.get("tiny").balancer_levels]
+    assert (behind["balancer_machine_type"] == "f1-micro").all() and (behind["balancer_cpu_s"] >= 0).all()
+    assert not behind["aborted"].any() and (behind["complete"] == behind["requests"]).all()
+    direct = load_results(report / "results.csv")
+    one = direct[(direct["nodes"] == 1) & (direct["concurrency"] == 10) & (direct["machine_type"] == "f1-micro")]
+    assert len(one) == 1 and one["balancer_machine_type"].isna().all()
+    nb = nbformat.read(report / "02_load_balancer.ipynb", as_version=4)
+    shown = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    row = f"| 10 | {one['rps'].iloc[0]:,.1f} | {behind['rps'].iloc[0]:,.1f} |"
+    assert "reached directly and behind the f1-micro nginx balancer" in shown and row in shown, row
+    faster = behind["mean_ms"].iloc[0] < one["mean_ms"].iloc[0]  # the words follow the sign of the difference
+    assert ("**Faster behind nginx.** At 10 users" if faster else "**The hop.** At 10 users, going through nginx") \
+        in shown
+
+
 def test_lab_is_down_afterwards(lab_report):
     assert lab_report["left_up"] is None
 

@@ -10,8 +10,13 @@ from labkit.errors import ConfigError
 
 def test_profiles_table_counts_points_and_requests():
     t = profiles.profiles_table().set_index("profile")
-    assert t.loc["full", "points (01+02)"] == 65 and t.loc["full", "requests in total"] == (65 + 35) * 10000
+    # full: 65 grid points + 2 of one node behind nginx (c=10, 100) + 35 vertical, 10,000 requests each
+    assert t.loc["full", "points (01+02)"] == 65 and t.loc["full", "requests in total"] == (65 + 2 + 35) * 10000
+    assert t.loc["full", "1 node behind nginx"] == "10, 100" and t.loc["quick", "1 node behind nginx"] == "1, 20"
     assert t.loc["tiny", "points (01+02)"] == 4 and t.loc["tiny", "points (03)"] == 2
+    # quick: 1 user → max(500, 5) = 500 requests, 20 users → max(500, 100) = 500
+    quick = profiles.get("quick")
+    assert [max(quick.requests, quick.requests_per_user * c) for c in quick.balancer_levels] == [500, 500]
 
 
 def test_unknown_profile_names_the_known_ones():

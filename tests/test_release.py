@@ -67,6 +67,8 @@ def test_student_versions_replace_every_solution_and_hide_the_expected_answers(s
                     assert 'results_csv = "results.csv"' in text
                 if "\ncharts_dir = " in "\n" + src.source:
                     assert 'charts_dir = "charts"' in text
+                if "\nbalancer_csv = " in "\n" + src.source:  # 02: one node behind nginx, handed in too
+                    assert 'balancer_csv = "balancer.csv"' in text
                 assert "../runs" not in text, "the results live inside the assignment folder"
             else:
                 assert text == src.source

@@ -113,6 +113,33 @@ def test_deploy_balance_bench_and_down(backend, tmp_path):
     assert [p for p in pids if alive(p)] == []
 
 
+def test_one_node_behind_nginx_goes_through_the_balancer_and_back(backend, tmp_path):
+    """``balanced``: the balancer in front of one server (the balancer-cost point), then removed again;
+    the server runs on throughout."""
+    port = free_ports(1)[0]
+    backend.up(ClusterSpec(nodes=1, port=port))
+    assert backend.url == f"http://127.0.0.1:{port}" and backend.status()["balancer"] is None
+    server_pid = backend.status()["servers"][0]["pid"]
+    backend.up(ClusterSpec(nodes=1, port=port, balanced=True))
+    st = backend.status()
+    assert backend.url == f"http://127.0.0.1:{backend.balancer_port}" and st["balancer"]["mode"] == "process"
+    assert [s["pid"] for s in st["servers"]] == [server_pid]
+    conf = backend.balancer_config()
+    assert conf.count("server 127.0.0.1:") == 1 and f"server 127.0.0.1:{port};" in conf
+    assert {_get(backend.url + "/status")["node"] for _ in range(3)} == {"restserver-0"}
+    row = measure(backend, AbCommand(backend.url, 2, 100))
+    assert row.complete == 100 and not row.aborted and row.balancer_machine_type == "f1-micro"
+    assert row.balancer_cpu_s is not None and row.balancer_cpu_s >= 0  # /proc counts in 10 ms ticks
+    nginx_pid = st["balancer"]["pid"]
+    backend.up(ClusterSpec(nodes=1, port=port))  # direct again: nginx stopped, the server kept
+    assert backend.url == f"http://127.0.0.1:{port}" and backend.status()["balancer"] is None
+    assert backend.status()["servers"][0]["pid"] == server_pid
+    deadline = time.time() + 5
+    while alive(nginx_pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(nginx_pid)
+
+
 def test_run_ab_without_files_and_failing_ab(backend):
     """A server that accepts but never answers: ab aborts (70007) and writes neither -e nor -g file."""
     with socket.socket() as silent:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from labkit import profiles, results, state
@@ -196,3 +197,69 @@ def test_bad_repeats_is_one_line_and_nothing_is_measured(local_env, cli_run, bad
         f"labkit: error: --repeats must be a positive integer (times to measure each point), got {bad!r}"]
     assert not out.exists()
     assert state.load(local_env["settings"], "local") is None  # nothing was started
+
+
+def test_one_node_behind_nginx_measures_the_balancer_and_its_rows_stay_apart(local_env):
+    """Issue 20: the balancer-cost point — the same single server reached through nginx, beside it reached
+    directly. The server is not restarted, the rows record the balancer, and the analysis never pools
+    them with the direct rows."""
+    from labkit.analysis.balancer_cost import balancer_cost
+    from labkit.analysis.points import points
+    from labkit.handout import handout_rows, handout_spec
+    from labkit.sweep import balancer_grid
+
+    net = local_env["net"]
+    b = LocalBackend()
+    spec = handout_spec("f1-micro")
+    direct, behind = local_env["tmp"] / "direct.csv", local_env["tmp"] / "balancer.csv"
+    run_sweep(b, Grid(spec, nodes=(1,), concurrency=(5,), requests=150), direct, progress=False)
+    server_pid = state.load(local_env["settings"], "local")["processes"]["restserver-0"]["pid"]
+    run_sweep(b, balancer_grid("tiny", spec, concurrency=(5,), requests=150), behind, progress=False)
+    assert b.spec == handout_spec("f1-micro", balanced=True) and b.url == f"http://{net}.2:8080"
+    procs = state.load(local_env["settings"], "local")["processes"]
+    assert set(procs) == {"restserver-0", "loadbalancer-0"}
+    assert procs["restserver-0"]["pid"] == server_pid  # putting nginx in front restarts nothing
+    conf = b.balancer_config()
+    assert conf.count(f"server {net}.10:8080;") == 1 and f"{net}.11" not in conf  # one upstream server
+
+    d, v = _rows(direct)[0], _rows(behind)[0]
+    assert (d["nodes"], d["balancer_machine_type"], d["balancer_cpu_s"]) == ("1", "", "")
+    assert (v["nodes"], v["concurrency"], v["balancer_machine_type"]) == ("1", "5", "f1-micro")
+    assert v["complete"] == "150" and float(v["balancer_cpu_s"]) > 0 and float(v["server_cpu_s"]) > 0
+
+    dd, vv = results.load_results(direct), results.load_results(behind)
+    t = balancer_cost(dd, vv)
+    assert list(t["concurrency"]) == [5]
+    assert t.loc[0, "rps_direct"] == pytest.approx(float(d["rps"])) and t.loc[0, "rps_behind"] == pytest.approx(
+        float(v["rps"]))
+    assert t.loc[0, "added_mean_ms"] == pytest.approx(float(v["mean_ms"]) - float(d["mean_ms"]))
+    assert t.loc[0, "balancer_cpu_ms_per_request"] == pytest.approx(float(v["balancer_cpu_s"]) / 150 * 1000)
+    both = pd.concat([dd, vv], ignore_index=True)
+    with pytest.raises(ConfigError, match="one node reached directly and one node behind nginx are different"):
+        points(both)
+    assert len(handout_rows(both, "f1-micro")) == 1  # the handout's single server: the direct row only
+
+    b.ensure(spec)  # back to the server reached directly: nginx stopped, the server kept
+    procs = state.load(local_env["settings"], "local")["processes"]
+    assert set(procs) == {"restserver-0"} and procs["restserver-0"]["pid"] == server_pid
+    assert b.url == f"http://{net}.10:8080"
+    b.down()
+
+
+def test_cli_balanced_up_sweep_and_plan(local_env, cli_run):
+    """``--balanced`` on up, sweep and plan: one node behind nginx from the command line."""
+    res = cli_run("up", "--balanced")
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
+    assert shown["url"] == f"http://{local_env['net']}.2:8080" and shown["balanced"] is True
+    out = local_env["tmp"] / "balancer.csv"
+    res = cli_run("sweep", "--balanced", "--nodes", "1", "--concurrency", "3", "--requests", "30", "--out", out)
+    assert res.returncode == 0, res.stderr
+    row = _rows(out)[0]
+    assert (row["nodes"], row["concurrency"], row["complete"], row["balancer_machine_type"]) == ("1", "3", "30",
+                                                                                                 "f1-micro")
+    assert cli_run("down").returncode == 0
+    assert state.load(local_env["settings"], "local") is None
+    res = cli_run("plan", "--project", "p1", "--zone", "us-central1-a", "--nodes", "1", "--balanced", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["instances"] == ["restserver-0", "loadbalancer-0", "tester-0"]

@@ -118,6 +118,19 @@ def has_cpu_columns(df: pd.DataFrame, role: str | None = None) -> bool:
     return any(CPU_COLUMNS[r] in df.columns and df[CPU_COLUMNS[r]].notna().any() for r in roles)
 
 
+def behind_balancer(df: pd.DataFrame) -> pd.Series:
+    """Per row: the tester went through the balancer — more than one node, or one node with a balancer
+    recorded (``balancer_machine_type``: the point that separates the balancer's cost, issue 20)."""
+    typed = (df["balancer_machine_type"].fillna("").astype(str).str.strip() != "") \
+        if "balancer_machine_type" in df.columns else pd.Series(False, index=df.index)
+    return ((df["nodes"] > 1) | typed).rename("behind_balancer")
+
+
+def one_node_behind_balancer(df: pd.DataFrame) -> pd.Series:
+    """Per row: one node reached through the balancer — not the handout's single-server point."""
+    return (behind_balancer(df) & (df["nodes"] == 1)).rename("one_node_behind_balancer")
+
+
 def machines_of(df: pd.DataFrame, role: str) -> pd.Series:
     """Per row, how many machines the role had: ``nodes`` servers, one balancer, ``testers`` testers."""
     if role == "server":
@@ -184,9 +197,17 @@ def points(df: pd.DataFrame) -> pd.DataFrame:
       utilisation (``None`` without CPU columns).
 
     ``table.attrs["note"]`` is :data:`DECIDING_NOTE`. Empty ``df`` → an empty table with these columns.
+    One node reached directly and one node behind nginx are different points: rows of both at the
+    same level are refused (:mod:`labkit.analysis.balancer_cost` compares them).
     """
     if df.empty:
         return pd.DataFrame({c: pd.Series([], dtype="object") for c in COLUMNS})
+    single = df["nodes"] == 1
+    via = one_node_behind_balancer(df)
+    mixed = sorted(set(df.loc[via, "concurrency"].astype(int)) & set(df.loc[single & ~via, "concurrency"].astype(int)))
+    if mixed:
+        raise ConfigError(f"one node reached directly and one node behind nginx are different points (both at "
+                          f"c={', c='.join(map(str, mixed))}): analyse them apart, e.g. with labkit.balancer_cost")
     work = pd.DataFrame({"nodes": df["nodes"].astype("int64"), "concurrency": df["concurrency"].astype("int64")},
                         index=df.index)
     clean = is_clean(df)

@@ -2,7 +2,8 @@
 
 A backend turns a :class:`ClusterSpec` into running machines: ``nodes`` servers
 running the Fibonacci service, an nginx load balancer in front of them when
-``nodes > 1`` (the handout's single-server part talks to the server directly),
+``nodes > 1`` or ``balanced`` (the handout's single-server part talks to the
+server directly; one node behind nginx measures what the balancer itself costs),
 and a tester that runs ``ab``. Sweeps, notebooks and the CLI only talk to this
 interface, so the same lab runs on a laptop, on lab-room hosts or on GCE.
 
@@ -57,7 +58,12 @@ Server = Literal["flask", "gunicorn"]
 
 @dataclasses.dataclass(frozen=True)
 class ClusterSpec:
-    """The shape of a cluster. ``workers`` is forced to 1 for the flask dev server."""
+    """The shape of a cluster. ``workers`` is forced to 1 for the flask dev server.
+
+    ``balanced``: put the nginx balancer in front of a single node too (with more nodes it
+    always is). One node behind nginx, beside the same node reached directly, is the point
+    that separates what the balancer costs from what the servers deliver (issue 20).
+    """
 
     nodes: int = 1
     machine_type: str = "f1-micro"
@@ -65,6 +71,12 @@ class ClusterSpec:
     workers: int = 1
     port: int = 8080
     fib_max: int = 10000
+    balanced: bool = False
+
+    @property
+    def behind_balancer(self) -> bool:
+        """Whether the tester reaches the servers through nginx (more than one node, or ``balanced``)."""
+        return self.nodes > 1 or self.balanced
 
     def __post_init__(self):
         if self.server not in ("flask", "gunicorn"):
@@ -82,6 +94,8 @@ class ClusterSpec:
             raise ConfigError(f"port must be between 1 and 65535, not {self.port}")
         if self.fib_max < 1:
             raise ConfigError(f"fib_max must be at least 1, not {self.fib_max}")
+        if not isinstance(self.balanced, bool):
+            raise ConfigError(f"balanced must be true or false, not {self.balanced!r}")
         if self.server == "flask" and self.workers != 1:
             object.__setattr__(self, "workers", 1)
 
@@ -242,9 +256,9 @@ class Backend(MeasurementHygiene, abc.ABC):
     def up(self, spec: ClusterSpec) -> None:
         """Start (or reconfigure to) ``spec``. Idempotent.
 
-        Anything but ``nodes`` changed (server kind, workers, port, machine type)
-        restarts the servers; a change of ``nodes`` only starts or stops the
-        difference and re-points the balancer.
+        Anything but ``nodes`` and ``balanced`` changed (server kind, workers, port,
+        machine type) restarts the servers; a change of ``nodes`` only starts or stops
+        the difference and re-points the balancer (``balanced``: starts or stops it).
         """
         with self._locked(f"{self.name} up"):
             self._up(spec)
@@ -252,7 +266,7 @@ class Backend(MeasurementHygiene, abc.ABC):
     def _up(self, spec: ClusterSpec) -> None:
         self._check(spec)
         old = self.spec
-        if old is not None and dataclasses.replace(old, nodes=spec.nodes) != spec:
+        if old is not None and dataclasses.replace(old, nodes=spec.nodes, balanced=spec.balanced) != spec:
             log.info("%s: server configuration changed; restarting the servers", self.name)
             self._stop_servers()
         self._state.spec = spec

@@ -149,7 +149,7 @@ class MeasurementHygiene:
 
     def cpu_seconds_by_role(self) -> dict[str, float | None]:
         """Cumulative CPU seconds now: ``{"server": sum over the running servers, "balancer": ...
-        or None when nodes == 1, "tester": ...}`` (None where a counter cannot be read).
+        or None without a balancer in the path, "tester": ...}`` (None where a counter cannot be read).
 
         Cheap (a few file reads locally; one command per host, in parallel, over SSH), so
         :func:`labkit.measure.measure` reads it just before and after every ab run.
@@ -167,7 +167,7 @@ class MeasurementHygiene:
         for role in ("server", "balancer"):
             values = [cpu for key, (cpu, _) in sample.items() if key.startswith(role + ":")]
             out[role] = sum(values) if values and None not in values else None
-        if spec is None or spec.nodes == 1:
+        if spec is None or not spec.behind_balancer:
             out["balancer"] = None
         try:
             out["tester"] = self._tester_cpu_seconds()
@@ -185,13 +185,13 @@ class MeasurementHygiene:
         if spec is None:
             return None
         if role == "balancer":
-            return None if spec.nodes == 1 else self._balancer_type(spec)
+            return self._balancer_type(spec) if spec.behind_balancer else None
         return spec.machine_type
 
     def _balancer_type(self, spec) -> str:
         return spec.machine_type
 
     balancer_machine_type = property(lambda self: self._machine_type("balancer"), doc=(
-        "Machine type of the balancer; None when nodes == 1 (no balancer in the path)."))
+        "Machine type of the balancer; None without one in the path (one node, not ``balanced``)."))
     tester_machine_type = property(lambda self: self._machine_type("tester"), doc=(
         "Machine type of the machine that runs ab (by default the servers')."))

@@ -14,7 +14,7 @@ cells and records their checksums.
 
 - ``out/lab02/``: the student notebooks, the layout of nbgrader's own release
   folder. Their ``results_csv`` is ``results.csv`` (and ``charts_dir`` is
-  ``charts``) *inside* that folder, relative to the notebooks, so the
+  ``charts``, ``balancer_csv`` ``balancer.csv``) *inside* that folder, relative to the notebooks, so the
   student's sweeps write there and ``nbgrader submit``/``collect`` carry it;
 - ``out/course/``: an nbgrader course an instructor can adopt
   (``nbgrader_config.py`` and ``source/lab02/``): see :data:`NBGRADER_CONFIG`;
@@ -44,6 +44,8 @@ log = logging.getLogger("labkit")
 ASSIGNMENT = "lab02"
 #: Where the student's results and charts go, relative to the notebooks in the assignment folder.
 RESULTS_NAME = "results.csv"
+#: Notebook 02's rows of one node behind nginx (the balancer's cost), kept apart from the results.
+BALANCER_NAME = "balancer.csv"
 CHARTS_NAME = "charts"
 RUBRIC_NAME = f"{ASSIGNMENT}-rubric.md"
 #: Marks a folder ``labkit release`` wrote, so a re-run may replace its lab02/ and course/ (and nothing else).
@@ -112,7 +114,7 @@ def assignment_notebook(nb: dict) -> dict:
     """A source notebook as it goes into the course: results and charts inside the assignment folder.
 
     In the cell tagged ``parameters``, ``results_csv`` becomes
-    :data:`RESULTS_NAME` and ``charts_dir`` :data:`CHARTS_NAME` (relative to the
+    :data:`RESULTS_NAME`, ``balancer_csv`` :data:`BALANCER_NAME` and ``charts_dir`` :data:`CHARTS_NAME` (relative to the
     notebook, i.e. the assignment folder); the jupytext pairing is dropped
     (students get notebooks, not review scripts). Returns a new dict.
     """
@@ -124,6 +126,9 @@ def assignment_notebook(nb: dict) -> dict:
         src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         src = re.sub(r"(?m)^results_csv\s*=.*$", lambda _: _parameter_line(
             "results_csv", RESULTS_NAME, "your results, in this folder: nbgrader submit hands them in"), src)
+        src = re.sub(r"(?m)^balancer_csv\s*=.*$", lambda _: _parameter_line(
+            "balancer_csv", BALANCER_NAME, "one node behind nginx, in this folder: handed in with the results"),
+            src)
         src = re.sub(r"(?m)^charts_dir\s*=.*$", lambda _: _parameter_line(
             "charts_dir", CHARTS_NAME, "where the PNG charts are saved"), src)
         cell["source"] = src

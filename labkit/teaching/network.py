@@ -8,7 +8,9 @@
   nginx's round robin runs in each worker process, so with one worker (one per vCPU of a
   real f1-micro balancer) the nodes take strict turns;
 - :func:`nginx_limits_text`: handout step 7, ``cat /proc/<PID>/limits`` of nginx, read from
-  the running balancer (locally from /proc, on ssh/gcp over the backend's SSH connection).
+  the running balancer (locally from /proc, on ssh/gcp over the backend's SSH connection);
+- :func:`balancer_cost_text`: one node reached directly vs the same node behind nginx — the hop's
+  latency and the balancer's CPU per request (:mod:`labkit.analysis.balancer_cost`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,30 @@ def backlog_text(df: pd.DataFrame, solve: bool = False):
     from labkit.teaching.render import markdown
 
     return markdown("connections.md.j2", f=findings.connections(df), solve=solve)
+
+
+def balancer_cost_text(df: pd.DataFrame, balancer_csv):
+    """What the balancer itself costs, as Markdown: ``df``'s one-node points (reached directly) beside the
+    rows of ``balancer_csv`` (one node behind nginx, notebook 02's balancer-cost cell), level by level
+    (:func:`labkit.analysis.balancer_cost.finding`). A missing or empty file is said, not an error: a
+    submission graded without it still runs."""
+    from labkit.analysis.balancer_cost import finding
+    from labkit.results import load_results
+    from labkit.teaching.render import markdown
+
+    path = Path(balancer_csv)
+    behind = None
+    if path.is_file() and path.stat().st_size:
+        behind = load_results(path)
+        kinds = set(zip(df["machine_type"], df["server"]))
+        behind = behind[[(m, s) in kinds for m, s in zip(behind["machine_type"], behind["server"])]]
+    f = finding(df, behind)
+    if behind is None:
+        missing = f"No results of one node behind nginx at {path.name} (the measuring cell above writes them)."
+    else:
+        missing = (f"{path.name} and your one-node results share no concurrency level of this machine type: "
+                   "nothing to compare (not extrapolated).")
+    return markdown("balancer_cost.md.j2", f=f, missing=missing)
 
 
 # -- the balancer: its processes, round robin, open-file limit -----------------------------------------
@@ -161,7 +187,7 @@ def nginx_limits_text(backend) -> str:
             "holds two per proxied request (client and server side): the 'Max open files' of its worker "
             "processes must be at least 65536 (labkit sets worker_rlimit_nofile 65536; the handout sets "
             "LimitNOFILE=65536 in systemd).")
-    if backend.spec is None or backend.spec.nodes == 1:
+    if backend.spec is None or not backend.spec.behind_balancer:
         return head + "\n  No balancer is running (one node: the tester talks to the server directly)."
     if getattr(backend, "name", "") == "local":
         pid = _balancer_pid(backend)

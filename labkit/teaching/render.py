@@ -32,7 +32,18 @@ def where(nodes: int, c: int) -> str:
 
 
 def pct(v: float) -> str:
+    """A share as a percentage of its size ("42.0 %"); "—" when missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
     return f"{abs(v) * 100:.1f} %"
+
+
+def signed(v: float, unit: str = "") -> str:
+    """A difference with its sign, the minus typeset (U+2212): "+0.8 ms", "−3.1 %"; "—" when missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    text = f"{abs(v):,.1f}" + (f" {unit}" if unit else "")
+    return ("−" if v < 0 else "+") + text
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,7 +53,7 @@ def _env():
     env = jinja2.Environment(loader=jinja2.PackageLoader("labkit.teaching", "templates"),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=False, autoescape=False)
-    env.filters.update(ms=ms, num=num, pct=pct)
+    env.filters.update(ms=ms, num=num, pct=pct, signed=signed)
     env.globals.update(where=where)
     return env
 

@@ -159,22 +159,24 @@ def check_testers(testers) -> int:
     return testers
 
 
-def instance_names(nodes: int, prefix: str = "", testers: int = 1) -> dict[str, list[str]]:
-    """restserver-0..N-1, loadbalancer-0 (only with more than one server) and tester-0 (the handout's
-    names; tester-0..k-1 when a point is measured by k tester machines)."""
+def instance_names(nodes: int, prefix: str = "", testers: int = 1, balanced: bool = False) -> dict[str, list[str]]:
+    """restserver-0..N-1, loadbalancer-0 (only with more than one server, or ``balanced``: one server
+    behind nginx) and tester-0 (the handout's names; tester-0..k-1 when a point is measured by k
+    tester machines)."""
     return {"server": [f"{prefix}restserver-{i}" for i in range(nodes)],
-            "balancer": [f"{prefix}loadbalancer-0"] if nodes > 1 else [],
+            "balancer": [f"{prefix}loadbalancer-0"] if nodes > 1 or balanced else [],
             "tester": [f"{prefix}tester-{i}" for i in range(check_testers(testers))]}
 
 
 def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", run_id: str | None = None, *,
          now: float | None = None, ttl_hours: float = 4.0, ssh_user: str = "labkit", ssh_public_key: str = "",
          service_port: int = 80, tester_machine_type: str | None = None, name_prefix: str = "",
-         ssh_source_ranges: list[str] | None = None, testers: int = 1) -> dict:
+         ssh_source_ranges: list[str] | None = None, testers: int = 1, balanced: bool = False) -> dict:
     """What a gcp run would create, in order, and its estimated hourly cost. No network, no credentials.
 
     ``testers`` > 1: tester-0..k-1, one ab process each, for points measured by several
-    load generators (design §6; their rows are merged exactly).
+    load generators (design §6; their rows are merged exactly). ``balanced``: loadbalancer-0 even
+    for one server (the point that separates the balancer's cost; no image is needed for it).
 
     The order is the handout's: firewall rules, restserver-0 / loadbalancer-0 / tester-0
     (in parallel), then -- for more than one server -- restserver-0 stopped, imaged
@@ -187,7 +189,7 @@ def plan(project: str, zone: str, nodes: int, machine_type: str = "f1-micro", ru
     run_id = check_run_id(run_id or new_run_id())
     expires = expires_at(now, ttl_hours)
     prefix = check_prefix(name_prefix)
-    names = instance_names(nodes, prefix, testers)
+    names = instance_names(nodes, prefix, testers, balanced)
     tester_type = tester_machine_type or machine_type
     kw = dict(ssh_user=ssh_user, ssh_public_key=ssh_public_key)
     image_id = image_name(run_id, prefix)

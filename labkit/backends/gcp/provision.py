@@ -2,8 +2,9 @@
 
 :class:`GcpProvisioning` (a mixin of :class:`~labkit.backends.gcp.backend.GcpBackend`) grows the
 lab the handout's way, as far as the spec asks and no further: the first ``up`` creates
-the firewall rules, restserver-0 and tester-0 (and loadbalancer-0 when nodes > 1) in
-parallel; the balancer is created when nodes first exceed 1; the first time a second
+the firewall rules, restserver-0 and tester-0 (and loadbalancer-0 when the tester goes through
+a balancer: nodes > 1, or one node ``balanced``) in parallel; the balancer is created when it is
+first needed; the first time a second
 server is needed, restserver-0 is prepared over SSH, stopped, imaged
 (``lab02-restserver-<run id>``, steps 7-8) and started again, and ``restserver-N`` is
 cloned from that image when N is first needed (in parallel with the balancer).
@@ -193,12 +194,13 @@ class GcpProvisioning:
         return _generate_ssh_key(os.path.join(self.key_dir, self.run_id))
 
     def _provision_first(self, spec: ClusterSpec, key_path: str, pub: str) -> None:
-        """Firewall rules, restserver-0, tester-0 (and loadbalancer-0 when nodes > 1), all in parallel."""
+        """Firewall rules, restserver-0, tester-0 (and loadbalancer-0 when the spec is behind a balancer or
+        ``max_nodes`` > 1), all in parallel."""
         self._check_zones()
         s0, t0, lb = self.server_name(0), self.tester_name, self.balancer_name
         makers = {s0: self._maker(s0, "server", spec.machine_type, pub),
                   t0: self._maker(t0, "tester", self._state.tester_machine_type or spec.machine_type, pub)}
-        if max(spec.nodes, self.max_nodes or 1) > 1:
+        if spec.behind_balancer or (self.max_nodes or 1) > 1:
             makers[lb] = self._maker(lb, "balancer", spec.machine_type, pub)
         with ThreadPoolExecutor(max_workers=1) as pool:
             firewalls = pool.submit(self.create_firewalls, spec.port)
@@ -236,9 +238,10 @@ class GcpProvisioning:
         want = max(spec.nodes, self.max_nodes or 1)
         have = len(ssh.servers)
         lb = self.balancer_name
-        need_balancer = want > 1 and lb not in self.created
+        balancer_wanted = want > 1 or spec.behind_balancer
+        need_balancer = balancer_wanted and lb not in self.created
         if want <= have and not need_balancer:
-            if want > 1 and ssh.balancer.name != lb:
+            if balancer_wanted and ssh.balancer.name != lb:
                 self._use_balancer(key_path)
             self._grow_testers(spec, key_path, pub)
             return
@@ -255,7 +258,7 @@ class GcpProvisioning:
             finally:
                 if balancer is not None:
                     balancer.result()
-        if want > 1:
+        if balancer_wanted:
             self._use_balancer(key_path)
         self._grow_testers(spec, key_path, pub)
 

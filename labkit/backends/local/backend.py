@@ -13,7 +13,7 @@ tester-0            127.0.1.3 (nominal)    ab, with its open-file limit raised
 
 ab has no option to pick its source address, so the tester's address only
 names it; its CPU limit is real. With one node the tester talks to the server
-directly (the handout's first part); with more, to the balancer.
+directly (the handout's first part); with more, or with ``balanced``, to the balancer.
 How ab runs there (its cgroup, open-file limit, progress): :mod:`labkit.backends.local.ab_runner`.
 
 Everything started is recorded in ``.labkit/local.json`` as soon as it is
@@ -198,7 +198,7 @@ class LocalBackend(LocalAbRunner, Backend):
     @property
     def url(self) -> str:
         spec = self._require_spec()
-        role = "restserver-0" if spec.nodes == 1 else "loadbalancer-0"
+        role = "loadbalancer-0" if spec.behind_balancer else "restserver-0"
         return f"http://{self.address(role)}:{spec.port}"
 
     @property
@@ -353,14 +353,14 @@ class LocalBackend(LocalAbRunner, Backend):
             for role in booting:
                 self._set_quota(role, spec.machine_type)
         self._configure_balancer(spec)
-        if spec.nodes == 1:  # the tester talks to the server: it must be idle and answering
+        if not spec.behind_balancer:  # the tester talks to the server: it must be idle and answering
             self._wait_servers(spec, time.monotonic() + SERVING_TIMEOUT)
         log.info("local lab up: %d x %s (%s, %d workers) at %s, cgroups %s", spec.nodes,
                  spec.machine_type, spec.server, spec.workers, self.url, self._state.cgroups)
 
     def _configure_balancer(self, spec: ClusterSpec) -> None:
         role = "loadbalancer-0"
-        if spec.nodes == 1:
+        if not spec.behind_balancer:
             self._stop(role)
             return
         # one nginx worker per vCPU of the emulated balancer (f1-micro: one, so round robin alternates
@@ -406,7 +406,7 @@ class LocalBackend(LocalAbRunner, Backend):
     def balancer_config(self) -> str:
         """The nginx.conf the local balancer runs (generated in the run folder)."""
         conf = LocalNginx.conf_path(self.run_dir / "nginx")
-        if self.spec is None or self.spec.nodes == 1 or not conf.exists():
+        if self.spec is None or not self.spec.behind_balancer or not conf.exists():
             return "(no balancer is running: with one node the tester talks to the server directly)"
         return conf.read_text()
 
@@ -453,7 +453,7 @@ class LocalBackend(LocalAbRunner, Backend):
             return None
         vcpu = machine_types.get(spec.machine_type).vcpu
         sample = {f"server:restserver-{i}": (self._machine_cpu(f"restserver-{i}"), vcpu) for i in range(spec.nodes)}
-        if spec.nodes > 1:
+        if spec.behind_balancer:
             sample["balancer:loadbalancer-0"] = (self._machine_cpu("loadbalancer-0"),
                                                  machine_types.get(self._state.balancer_machine_type).vcpu)
         return sample
@@ -480,7 +480,7 @@ class LocalBackend(LocalAbRunner, Backend):
 
     def _balancer_probe(self):
         spec = self.spec
-        if spec is None or spec.nodes == 1:
+        if spec is None or not spec.behind_balancer:
             return None
         url = self.url
         return lambda timeout: get_status(url, timeout=timeout)

@@ -329,7 +329,7 @@ class SshBackend(SshSampling, Backend):
         if todo:  # servers on different hosts start in parallel
             with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
                 list(pool.map(self._start_server, todo))
-        if spec.nodes > 1:
+        if spec.behind_balancer:
             upstreams = [(servers[i].addr, self.server_port(i)) for i in want]
             self.nginx().apply(upstreams, record=self._record_nginx)
         else:
@@ -338,7 +338,7 @@ class SshBackend(SshSampling, Backend):
 
     def _wait_serving(self, spec: ClusterSpec) -> None:
         """Wait until the machines are idle, every server answers ``/status`` from its own host,
-        then (nodes > 1) until the balancer answers from exactly those servers, as the tester
+        then (behind the balancer) until the balancer answers from exactly those servers, as the tester
         sees it. After an overloaded point nginx keeps servers marked down for its
         ``fail_timeout`` (502s meanwhile): waited out, bounded, then a one-line BackendError."""
         deadline = time.monotonic() + SERVING_TIMEOUT
@@ -351,7 +351,7 @@ class SshBackend(SshSampling, Backend):
                 wait_until_up(url, timeout=max(1.0, deadline - time.monotonic()), via=self.conn(h))
             except BackendError as exc:
                 raise BackendError(f"{h.name} ({h.host}) does not answer at {url}: {exc}") from None
-        if spec.nodes == 1:
+        if not spec.behind_balancer:
             return
         wait_round_robin(self.url, [servers[i].name for i in range(spec.nodes)], deadline,
                          balancer=self.balancer.name, waited=SERVING_TIMEOUT, via=self.conn(self.tester))
@@ -365,7 +365,7 @@ class SshBackend(SshSampling, Backend):
     @property
     def url(self) -> str:
         spec = self._require_spec()
-        if spec.nodes > 1:
+        if spec.behind_balancer:
             return f"http://{hostport(self.balancer.addr, self.balancer_port)}"
         return f"http://{hostport(self.servers[0].addr, self.server_port(0))}"
 

@@ -36,7 +36,7 @@ class SshSampling:
             how = {"unit": info["unit"]} if "unit" in info else {"pidfile": info["pidfile"]}
             hosts.setdefault(h.key, (h, {}))[1][f"server:{h.name}"] = how
         nginx = self._state.nginx
-        if nginx and spec is not None and spec.nodes > 1:
+        if nginx and spec is not None and spec.behind_balancer:
             b = self.balancer
             how = {"unit": "nginx.service"} if nginx.get("mode") == "system" else {"pidfile": nginx["pidfile"]}
             hosts.setdefault(b.key, (b, {}))[1][f"balancer:{b.name}"] = how
@@ -109,7 +109,7 @@ class SshSampling:
 
     def _balancer_probe(self):
         spec = self.spec
-        if spec is None or spec.nodes == 1:
+        if spec is None or not spec.behind_balancer:
             return None
         url, via = self.url, self.conn(self.tester)
         return lambda timeout: get_status(url, timeout=timeout, via=via)
