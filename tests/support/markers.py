@@ -32,6 +32,7 @@ FIXTURE_MARKS = {
     "release": ("kernel",),  # nbgrader builds the student versions
     "release_dir": ("kernel",),
     "graded": ("kernel",),  # nbgrader autograde over submissions
+    "host_cal": ("ab",),  # test_calibration: the host's speed, measured with ab against the real service
 }
 FAST = "not (nginx or ab or sshd or browser or kernel)"
 # Program (argv[0]'s basename, or a module run with -m) -> the marker a test starting it needs.
