@@ -69,7 +69,10 @@ def test_the_words_quote_the_table_and_follow_the_numbers(data):
     assert ("At 20 users, throughput was 80.0 req/s behind nginx against 87.0 req/s direct (−8.0 %); the balancer "
             "used 0.25 CPU ms per request, 10.0 % of its f1-micro's vCPU, while the server was 100.0 % busy") in text
     assert "The server, not the balancer, was the busier machine" in text
-    assert "The server spent 2.50 CPU ms per request behind nginx against 2.30 direct." in text
+    # saturated both ways: the server's own CPU per request accounts for the throughput change
+    assert ("The server was saturated both ways (100.0 % and 100.0 % busy), and a saturated server answers its CPU "
+            "share divided by its CPU per request. Its CPU per request was 2.30 ms direct and 2.50 ms behind nginx; "
+            "that alone changes throughput by −8.0 % (direct ÷ behind nginx − 1), against −8.0 % measured; whether") in text
     assert "measured once each way" in text
 
 
@@ -89,8 +92,13 @@ def test_a_faster_path_behind_nginx_is_not_called_the_hops_cost(tmp_path):
             "direct, 6.4 ms less. A hop can only add time, so this is not the balancer's cost") in text
     assert "The hop" not in text and "added" not in text.split("**Faster")[1].split("**Under")[0]
     assert "throughput was 220.8 req/s behind nginx against 159.6 req/s direct (+38.3 %)" in text
-    assert ("The server spent 0.92 CPU ms per request behind nginx against 1.26 direct: it answered more requests "
-            "from the same CPU share") in text
+    assert f_saturated(d, b)
+    assert ("Its CPU per request was 1.26 ms direct and 0.92 ms behind nginx; that alone changes throughput by "
+            "+37.0 % (direct ÷ behind nginx − 1), against +38.3 % measured") in text
+
+
+def f_saturated(direct, behind_csv) -> bool:
+    return finding(direct, load_results(behind_csv)).load_saturated
 
 
 def test_a_saturated_hop_and_a_busier_balancer_are_said_as_such(tmp_path):
@@ -106,7 +114,9 @@ def test_a_saturated_hop_and_a_busier_balancer_are_said_as_such(tmp_path):
     assert "going through nginx added 0.5 ms to the mean request time" in text
     assert "the server was already busy there (90.0 %), so the difference includes its queue" in text
     assert "The balancer, not the server, was the busier machine" in text
-    assert "it answered more requests" not in text  # the same throughput both ways here
+    # the server was 50 % busy at 20 users (0.2 s of CPU for 1,000 requests): its CPU per request does not set its throughput, so no such claim
+    assert "saturated both ways" not in text and "alone changes throughput" not in text
+    assert "The server spent 0.20 CPU ms per request behind nginx against 0.20 direct." in text
 
 
 def test_errors_on_one_side_are_not_compared_and_a_missing_file_is_said(tmp_path):

@@ -100,6 +100,17 @@ class Level:
     server_cpu_ms_behind: float
     clean: bool  # both sides ok: only then do the differences measure the balancer
 
+    @property
+    def cpu_explained_change_pct(self) -> float:
+        """The throughput change, in percent, that the server's own CPU per request accounts for.
+
+        A saturated server answers its CPU share divided by its CPU per request, so when the server
+        is saturated both ways, ``server_cpu_ms_direct / server_cpu_ms_behind - 1`` is the part of
+        ``rps_change_pct`` that comes from the server doing more (or less) work per request rather
+        than from anything the balancer does in front of it.
+        """
+        return (self.server_cpu_ms_direct / self.server_cpu_ms_behind - 1.0) * 100.0
+
 
 @dataclasses.dataclass(frozen=True)
 class BalancerCost:
@@ -109,7 +120,9 @@ class BalancerCost:
     is not saturated there: ``hop_unsaturated``); ``load``: the highest clean level (its
     throughput change and the balancer's CPU). ``levels``: every level measured both ways;
     ``unclean``: levels where one side had errors or aborted (compared by nobody);
-    ``repeated``: whether every level has more than one run on both sides.
+    ``repeated``: whether every level has more than one run on both sides; ``load_saturated``:
+    the server was saturated at ``load`` both ways (then its throughput is its CPU share over its
+    CPU per request, :attr:`Level.cpu_explained_change_pct`).
     """
 
     levels: tuple[Level, ...]
@@ -121,6 +134,7 @@ class BalancerCost:
     unclean: tuple[int, ...]
     repeated: bool
     busier: str | None  # at ``load``: "balancer" or "server", whichever was busier behind nginx
+    load_saturated: bool = False
 
 
 #: A server this busy or more is saturated (its latency is queueing, not the hop).
@@ -153,4 +167,7 @@ def finding(direct: pd.DataFrame, behind: pd.DataFrame) -> BalancerCost:
         load=load, balancer_type=btype, balancer_vcpu=vcpu_of(btype),
         unclean=tuple(x.concurrency for x in levels if not x.clean),
         repeated=bool(len(t)) and bool((t["runs_direct"] > 1).all() and (t["runs_behind"] > 1).all()),
-        busier=busier)
+        busier=busier,
+        load_saturated=load is not None and load.server_util_direct >= SATURATED
+        and load.server_util_behind >= SATURATED
+        and not math.isnan(load.cpu_explained_change_pct))

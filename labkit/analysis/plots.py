@@ -77,23 +77,19 @@ NOT_PLOTTED = ("aborted", "refused")
 ERRORS_LABEL = "errors (failed or non-2xx requests)"
 
 
-def _point_statuses(df: pd.DataFrame) -> pd.Series:
-    """Status per (nodes, concurrency) point, from the analysis core (:func:`labkit.analysis.points.points`)."""
-    return points(df).set_index(["nodes", "concurrency"])["status"]
-
-
-def _plotted_points(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+def _plotted_points(df: pd.DataFrame, cols: list[str], table: pd.DataFrame | None = None) -> pd.DataFrame:
     """``cols`` per plotted (nodes, concurrency) point with its ``status``, read from the analysis
     core: with repeats, the worst run's latency (the value the tables print and the SLA
-    decides on), never an average of maxima. Aborted and refused points are left out."""
-    table = points(df)
+    decides on), never an average of maxima. Aborted and refused points are left out.
+    ``table`` is ``points(df)`` when the caller already has it (it is computed once per chart)."""
+    table = points(df) if table is None else table
     table = table[["nodes", "concurrency", *cols, "status"]].astype({c: "float64" for c in cols})
     return table[~table["status"].isin(NOT_PLOTTED)].reset_index(drop=True)
 
 
-def _left_out(df: pd.DataFrame) -> str:
-    """" (not plotted: 1 aborted point, 2 refused)" for the title, or ""."""
-    counts = _point_statuses(df).value_counts()
+def _left_out(table: pd.DataFrame) -> str:
+    """" (not plotted: 1 aborted point, 2 refused)" for the title, from a :func:`points` table, or ""."""
+    counts = table["status"].value_counts()
     parts = [f"{int(counts[s])} {s}" for s in NOT_PLOTTED if counts.get(s, 0)]
     if not parts:
         return ""
@@ -159,14 +155,15 @@ def _log_latency_axis(ax, values: pd.Series, sla, metrics) -> None:
 def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     """Mean request time vs concurrent users, one line per node count (handout part 2, step 3).
 
-    Points are the mean of ``mean_ms`` over completed repeats; aborted and refused
-    points (design §8) are left out (the title says how many) and points with
-    errors are marked with a red cross. With ``sla``, its ``mean`` bound is drawn.
+    Points are the analysis core's (:func:`points`: with repeats, the worst run's mean, the value
+    the tables print); aborted and refused points (design §8) are left out (the title says how
+    many) and points with errors are marked with a red cross. With ``sla``, its ``mean`` bound is drawn.
     """
     import seaborn as sns
 
     fig, ax = _figure()
-    data = _plotted_points(df, ["mean_ms"])
+    table = points(df)
+    data = _plotted_points(df, ["mean_ms"], table)
     data["nodes"] = data["nodes"].map(lambda n: f"{n} node" + ("s" if n != 1 else ""))
     order = sorted(data["nodes"].unique(), key=lambda s: int(s.split()[0]))
     sns.lineplot(data=data, x="concurrency", y="mean_ms", hue="nodes", hue_order=order,
@@ -177,7 +174,7 @@ def mean_latency_chart(df: pd.DataFrame, sla=None) -> Figure:
     # log y: the bound (300 ms) and the passing points are readable beside seconds-long overloaded points
     _log_latency_axis(ax, data["mean_ms"], sla, ("mean",))
     ax.set_ylabel("mean request time (ms), log scale")
-    ax.set_title("Mean request time vs concurrent users" + _left_out(df))
+    ax.set_title("Mean request time vs concurrent users" + _left_out(table))
     ax.legend(title=None)
     _margins(fig)
     return fig
@@ -242,7 +239,8 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
         raise ConfigError(f"no results for {nodes} node(s); tested: {tested}")
     panels = tested if nodes is None else [int(nodes)]
     cols = list(_METRIC_LABELS)
-    data = _plotted_points(df[df["nodes"].isin(panels)], cols).melt(
+    table = points(df[df["nodes"].isin(panels)])
+    data = _plotted_points(df, cols, table).melt(
         id_vars=["nodes", "concurrency", "status"], value_vars=cols, var_name="metric", value_name="ms")
     data["metric"] = data["metric"].map(_METRIC_LABELS)
     positive = data["ms"].dropna()
@@ -275,7 +273,7 @@ def percentiles_chart(df: pd.DataFrame, sla=None, nodes: int | None = None,
             ax.axvspan(ax.get_xlim()[0], answer, color=PASS_COLOR, alpha=0.12, zorder=0)
             ax.axvline(answer, color="0.2", linewidth=1.5, label=f"answer: {answer} users")
         ax.set_ylabel("request time (ms)" + (", log scale" if logy else ""))
-        ax.set_title(f"Latency vs concurrency, {n} node{'s' if n != 1 else ''}" + _left_out(df[df["nodes"] == n]))
+        ax.set_title(f"Latency vs concurrency, {n} node{'s' if n != 1 else ''}" + _left_out(table[table["nodes"] == n]))
         if ax is axes[0]:
             ax.legend(title=None, fontsize=8)
         elif ax.get_legend() is not None:

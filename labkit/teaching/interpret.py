@@ -28,9 +28,6 @@ from labkit.errors import ConfigError
 from labkit.analysis.points import is_clean
 from labkit.teaching.findings import points  # noqa: F401 - the one read of per-point data, re-exported
 
-#: A point is in the "flat" part of the throughput curve when its rps is at least this share of the peak.
-FLAT_SHARE = 0.9
-
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _num(v: float, digits: int = 0) -> str:
