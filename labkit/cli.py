@@ -341,15 +341,22 @@ def parse_ab(file, percentiles, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
 @click.option("--charts", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write the PNG charts into this folder.")
-def report(csv, sla_text, users, as_json, charts):
-    """Answer the SLA questions from results CSVs (files or globs)."""
+@click.option("--machine-type", default=None,
+              help="Analyse this server machine type's rows (default: the only one, or the one behind the balancer).")
+@click.option("--server", type=click.Choice(["flask", "gunicorn"]), default=None,
+              help="Analyse this server's rows (default: as for --machine-type).")
+def report(csv, sla_text, users, as_json, charts, machine_type, server):
+    """Answer the SLA questions from results CSVs (files or globs), one configuration at a time."""
+    from labkit.analysis.configurations import select
     from labkit.analysis.report import build_report, format_report
     from labkit.results import load_results
     from labkit.analysis.sla import Sla
 
     sla = Sla.parse(sla_text)
-    df = load_results(list(csv))
+    df, left_out = select(load_results(list(csv)), machine_type, server)
     answers = build_report(df, sla, users)
+    if left_out:
+        answers["notes"].insert(0, left_out)
     if charts:
         from labkit.analysis.plots import save_all
 

@@ -203,3 +203,22 @@ def test_with_repeats_a_chart_plots_the_value_the_table_prints(tmp_path):
     assert table["Longest request (ms)"].tolist() == [100.0, 1320.0]  # not 656.7
     assert [100.0, 1320.0] in plotted.values()
     assert [80.0, 160.0] in plotted.values()
+
+
+def test_the_extrapolation_says_where_it_passes_the_measured_balancers_cap():
+    """A linear fit drawn to 40 nodes beside an f1-micro balancer's 1,593 req/s cap (quick lab, 2026-12-07):
+    the legend said 'behind the balancer and tester as measured' while the line ran to 9,000 req/s."""
+    import math
+
+    from labkit.analysis.usl import UslFit
+
+    fit = UslFit(sigma=0.0, kappa=0.0, lam=227.0, peak_n=math.inf, peak_x=math.inf, r2=0.94, n_points=4)
+    cap = {"roles": {"server": {"capacity_rps": 267.0, "measured_machine_type": "f1-micro"},
+                     "balancer": {"capacity_rps": 1593.0, "measured_machine_type": "f1-micro"},
+                     "tester": {"capacity_rps": 2080.0, "measured_machine_type": "f1-micro"}}}
+    assert plots._extrapolation_label(fit, cap, 40.0) == (
+        "extrapolation (USL fit, servers only): passes the f1-micro balancer's cap at N≈7.1; beyond, only with a "
+        "bigger one")
+    within = "extrapolation (USL fit of your peaks, servers only: not measured)"
+    assert plots._extrapolation_label(fit, cap, 6.0) == within  # the chart ends before the cap is reached
+    assert plots._extrapolation_label(fit, None, 40.0) == within  # no CPU columns: no cap known

@@ -70,6 +70,9 @@ def test_dashboard_picks_overlays_filters_and_exports(tmp_path):
     d.machine.value = "e2-small"
     assert len(d.filtered) == 1 and d.explorer.max_concurrency == {1: 10}
     d.machine.value = reanalysis.ALL
+    # the reference now holds two configurations: no SLA answer pools them, the overlay draws each apart
+    assert d.explorer is None and "holds 2 configurations (e2-small/flask, f1-micro/flask)" in d.status.value
+    assert d.overlay.value[:4] == b"\x89PNG"
     path = d.export()
     out = pd.read_csv(path)
     assert len(out) == 7 and set(out["source"]) == {"runs/lab.csv", "data/reference.csv"}

@@ -169,3 +169,20 @@ def test_cli_report_json_gives_the_plan_and_the_holdout_errors(tmp_path):
     assert cap["model"]["calibrated_on"] == [1, 2, 3] and cap["model"]["checked_on"] == [4, 5]
     assert set(cap["model"]["errors"]) >= {"mean_median_abs_pct", "p98_median_abs_pct", "pass_fail_agreement"}
     assert plan["holdout_errors"] == cap["model"]["errors"]
+
+
+def test_an_extrapolation_past_the_measured_balancers_cap_says_it_scales_servers_only():
+    """A linear USL fit (227 req/s per node) extrapolated to 50 nodes behind an f1-micro balancer that caps at
+    1,593 req/s (the shape of a quick lab of 2026-12-07): the report says the fit knows no balancer."""
+    from labkit.analysis.report import _past_a_cap
+
+    report = {"usl": {"sigma": 0.0, "kappa": 0.0, "lambda": 227.0, "peak_n": None, "peak_throughput": None,
+                      "r2": 0.94, "points": 4},
+              "capacity": {"roles": {"server": {"capacity_rps": 267.0, "measured_machine_type": "f1-micro"},
+                                     "balancer": {"capacity_rps": 1593.0, "measured_machine_type": "f1-micro"},
+                                     "tester": {"capacity_rps": 16662.0, "measured_machine_type": "f1-micro"}}}}
+    assert _past_a_cap(report, {"nodes": 50}) == (
+        "it scales servers only: at 50 nodes the fit gives 11,350 req/s, past the measured f1-micro balancer's cap "
+        "of about 1,593 req/s (model; reached near 7.1 nodes), so that many nodes need a bigger balancer too")
+    assert _past_a_cap(report, {"nodes": 7}) == ""  # 1,589 req/s: within the cap
+    assert _past_a_cap({**report, "capacity": None}, {"nodes": 50}) == ""  # no CPU columns: no cap to compare

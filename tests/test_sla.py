@@ -139,11 +139,15 @@ def test_users_must_be_positive_int(tmp_path, users):
         nodes_needed(df, PART1, users)
 
 
-def test_mixed_configurations_are_warned(tmp_path, caplog):
-    df = load(tmp_path, [make_row(1, 10), make_row(1, 10, machine_type="e2-small")])
-    with caplog.at_level("WARNING", logger="labkit"):
+def test_mixed_configurations_are_refused_not_pooled(tmp_path):
+    """An e2-small at c=10 is not a repeat of the f1-micro at c=10 (it would lend it its throughput)."""
+    df = load(tmp_path, [make_row(1, 10), make_row(1, 20), make_row(1, 10, machine_type="e2-small")])
+    with pytest.raises(ConfigError, match=r"^these rows hold 2 configurations \(f1-micro/flask: 2 rows, "
+                                          r"e2-small/flask: 1 row\); a point of one is not a repeat"):
         point_table(df, PART1)
-    assert "mix several configurations" in caplog.text
+    gun = load(tmp_path, [make_row(1, 10), make_row(1, 10, server="gunicorn", workers=5)])
+    with pytest.raises(ConfigError, match="f1-micro/gunicorn×5: 1 row"):
+        point_table(gun, PART1)
 
 
 def test_point_status_from_rows(tmp_path):

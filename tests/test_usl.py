@@ -167,3 +167,12 @@ def test_extrapolation_method_is_in_words(tmp_path):
     df = _sweep(tmp_path, (1, 2, 3), sigma=0.0, kappa=0.0)
     ex = predict_nodes(df, "mean<=100", 1000)
     assert "linear so far: no contention measured" in ex.method and "σ=" not in ex.method
+
+
+def test_reaches_and_from_dict_round_trip():
+    from labkit.analysis.usl import UslFit
+
+    fit = UslFit(sigma=0.0, kappa=0.0, lam=227.0, peak_n=math.inf, peak_x=math.inf, r2=0.94, n_points=4)
+    assert fit.reaches(1593.0) == 7.1 and fit.reaches(227.0) == 1.0
+    assert fit.reaches(1e9, end=100.0) is None
+    assert UslFit.from_dict(fit.to_dict()) == fit

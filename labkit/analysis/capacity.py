@@ -98,7 +98,29 @@ def _servers_usl(df: pd.DataFrame, need: float, max_nodes: int = 1000) -> tuple[
     hit = np.flatnonzero(fit.predict(ns) >= need)
     if not hit.size:
         return None, f"USL fit: {words} — more than {max_nodes} nodes would be needed"
-    return int(ns[hit[0]]), f"smallest N with USL X(N) ≥ {need:,.0f} req/s (USL fit: {words})"
+    return int(ns[hit[0]]), (f"smallest N with USL X(N) ≥ {need:,.0f} req/s (USL fit: {words}); servers only: "
+                             "the balancer and tester sized to keep up, as in the plan")
+
+
+def measured_caps(answer: dict) -> dict[str, tuple[str | None, float]]:
+    """Role -> (its measured machine type, the req/s it caps at: vCPU / CPU per request, a model) for the
+    balancer and the tester of a :func:`capacity_answer`, where their CPU was measured.
+
+    A fit of server counts (the USL) knows nothing of these caps: past the lowest one, more servers
+    behind the measured balancer or tester cannot deliver what the fit says.
+    """
+    roles = answer.get("roles") or {}
+    return {role: (r.get("measured_machine_type"), float(r["capacity_rps"]))
+            for role, r in roles.items() if role != "server" and r.get("capacity_rps")}
+
+
+def lowest_cap(answer: dict | None) -> tuple[str, str | None, float] | None:
+    """(role, machine type, req/s) of the lowest :func:`measured_caps`, or None."""
+    caps = measured_caps(answer or {})
+    if not caps:
+        return None
+    role = min(caps, key=lambda r: caps[r][1])
+    return role, caps[role][0], caps[role][1]
 
 
 _CACHE: dict = {}

@@ -31,6 +31,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from labkit.errors import ConfigError
+from labkit.analysis.capacity import lowest_cap, measured_caps
 from labkit.analysis.sla import as_sla, max_concurrency, point_table
 from labkit.analysis.points import points
 from labkit.analysis.usl import MIN_R2, describe_fit, fit_usl, throughput_by_nodes
@@ -319,12 +320,10 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
         ax.axhline(need, color=FAIL_COLOR, linestyle="--", linewidth=1.2,
                    label=f"needed: {need:,.0f} req/s ({users} users, mean bound; model)")
         caps = {}
-        for role, r in (cap.get("roles") or {}).items():
-            if role != "server" and r.get("capacity_rps"):
-                caps[role] = float(r["capacity_rps"])
-                ax.axhline(caps[role], color={"balancer": "C2", "tester": "C4"}.get(role, "0.4"), linestyle=":",
-                           linewidth=1.3, label=f"{role} cap ({r.get('measured_machine_type')}): "
-                                                f"{caps[role]:,.0f} req/s (model)")
+        for role, (mtype, rps) in measured_caps(cap).items():
+            caps[role] = rps
+            ax.axhline(rps, color={"balancer": "C2", "tester": "C4"}.get(role, "0.4"), linestyle=":",
+                       linewidth=1.3, label=f"{role} cap ({mtype}): {rps:,.0f} req/s (model)")
         per = cap.get("per_server_rps")
         smin = cap.get("servers_min")
         plan = cap.get("plan") or {}
@@ -363,8 +362,7 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
         beyond = np.linspace(top, end, 60)
         short = re.split(r",\s|[:;]", describe_fit(fit))[0]  # "peaks at 2.7 nodes (498 req/s)", "linear so far"
         ax.plot(inside, fit.predict(inside), color="C1", label=f"USL fit (model): {short}, R² {fit.r2:.2f}")
-        ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--",
-                label="extrapolation (USL fit: more servers behind the balancer and tester as measured)")
+        ax.plot(beyond, fit.predict(beyond), color="C1", linestyle="--", label=_extrapolation_label(fit, cap, end))
         if np.isfinite(fit.peak_n) and fit.peak_n <= end:
             ax.axvline(fit.peak_n, color="0.5", linestyle=":", label=f"fitted peak N≈{fit.peak_n:.1f}")
     ax.set_xlim(0.5, end + 0.5)
@@ -377,6 +375,19 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
     ax.legend(loc="center right" if cap is not None else "lower right", fontsize=7)
     _margins(fig, bottom=0.75)
     return fig
+
+
+def _extrapolation_label(fit, cap: dict | None, end: float) -> str:
+    """The dashed USL line's legend: a fit of the measured peaks, which does not know the roles' caps;
+    where it passes the lowest measured one within the chart, at how many nodes."""
+    low = lowest_cap(cap)
+    if low is not None:
+        role, mtype, rps = low
+        at = fit.reaches(rps, 1.0, end)
+        if at is not None:
+            return (f"extrapolation (USL fit, servers only): passes the {mtype} {role}'s cap at N≈{at:.1f}; "
+                    "beyond, only with a bigger one")
+    return "extrapolation (USL fit of your peaks, servers only: not measured)"
 
 
 def vertical_chart(df: pd.DataFrame, concurrency=None) -> Figure:

@@ -178,6 +178,18 @@ def littles_law_rows(df: pd.DataFrame) -> pd.Series:
 
 
 # -- points ---------------------------------------------------------------------------------------
+def _refuse_pooled_configurations(df: pd.DataFrame) -> None:
+    """ConfigError when the rows hold more than one configuration (machine type, server, workers)."""
+    from labkit.analysis.configurations import config_labels
+
+    held = config_labels(df).value_counts()
+    if len(held) > 1:
+        listing = ", ".join(f"{label}: {int(n)} row{'s' if n != 1 else ''}" for label, n in held.items())
+        raise ConfigError(f"these rows hold {len(held)} configurations ({listing}); a point of one is not a "
+                          "repeat of another's: analyse one at a time (labkit.handout_rows(df, machine_type), "
+                          "or labkit report --machine-type/--server)")
+
+
 def points(df: pd.DataFrame) -> pd.DataFrame:
     """The one per-point table: one row per tested (nodes, concurrency), sorted by both.
 
@@ -198,7 +210,10 @@ def points(df: pd.DataFrame) -> pd.DataFrame:
 
     ``table.attrs["note"]`` is :data:`DECIDING_NOTE`. Empty ``df`` → an empty table with these columns.
     One node reached directly and one node behind nginx are different points: rows of both at the
-    same level are refused (:mod:`labkit.analysis.balancer_cost` compares them).
+    same level are refused (:mod:`labkit.analysis.balancer_cost` compares them). So are rows of
+    more than one configuration (machine type, server, workers) — notebook 03's bigger machines
+    beside the handout's f1-micro in one results.csv — whose rows at a level would otherwise count
+    as repeats of one point (:mod:`labkit.analysis.configurations` picks one).
     """
     if df.empty:
         return pd.DataFrame({c: pd.Series([], dtype="object") for c in COLUMNS})
@@ -208,6 +223,7 @@ def points(df: pd.DataFrame) -> pd.DataFrame:
     if mixed:
         raise ConfigError(f"one node reached directly and one node behind nginx are different points (both at "
                           f"c={', c='.join(map(str, mixed))}): analyse them apart, e.g. with labkit.balancer_cost")
+    _refuse_pooled_configurations(df)
     work = pd.DataFrame({"nodes": df["nodes"].astype("int64"), "concurrency": df["concurrency"].astype("int64")},
                         index=df.index)
     clean = is_clean(df)

@@ -166,6 +166,9 @@ def format_report(report: dict) -> str:
                 lines.append(f"    method: {ex['method']}")
                 if ex.get("note"):
                     lines.append(f"    {ex['note']}")
+                beyond = _past_a_cap(report, ex)
+                if beyond:
+                    lines.append(f"    {beyond}")
             if report.get("capacity"):
                 lines.append("    (another model, shown for comparison: the answer is the capacity plan below)")
     if report.get("capacity"):
@@ -209,6 +212,26 @@ def format_report(report: dict) -> str:
     for note in report.get("host_speed") or []:
         lines.append(f"host speed: {note}")
     return "\n".join(lines) + "\n"
+
+
+def _past_a_cap(report: dict, ex: dict) -> str:
+    """A sentence when the USL extrapolation's node count needs more throughput than the lowest measured
+    role cap (balancer or tester) delivers: the fit scales servers only. "" otherwise."""
+    from labkit.analysis.capacity import lowest_cap
+    from labkit.analysis.usl import UslFit
+
+    low = lowest_cap(report.get("capacity"))
+    if low is None or ex.get("nodes") is None or not report.get("usl"):
+        return ""
+    role, mtype, rps = low
+    fit = UslFit.from_dict(report["usl"])
+    x = float(fit.predict(ex["nodes"]))
+    if x <= rps:
+        return ""
+    at = fit.reaches(rps, 1.0, float(ex["nodes"]))
+    return (f"it scales servers only: at {ex['nodes']} nodes the fit gives {x:,.0f} req/s, past the measured "
+            f"{mtype} {role}'s cap of about {rps:,.0f} req/s (model; reached near {at:.1f} nodes), so that many "
+            f"nodes need a bigger {role} too")
 
 
 def _fit_line(fit: dict, what: str) -> str:

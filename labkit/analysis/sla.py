@@ -38,7 +38,6 @@ OPERATORS = ("<", "<=")
 
 _CLAUSE_RE = re.compile(r"(?P<metric>[A-Za-z]\w*)\s*(?P<op><=|>=|==|=<|<|>|=)\s*"
                         r"(?P<ms>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>ms)?$")
-_CONFIG_COLUMNS = ("backend", "machine_type", "server", "workers")
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,6 @@ def point_table(df: pd.DataFrame, sla) -> pd.DataFrame:
     ``table.attrs["note"]`` says what the latency columns are.
     """
     sla = as_sla(sla)
-    _warn_mixed(df)
     table = points(df)
     if table.empty:
         out = table.assign(passing=pd.Series([], dtype="int64"), meets=pd.Series([], dtype="bool"),
@@ -262,15 +260,6 @@ def _borderline(row, sla: Sla) -> str:
     if -rel >= BORDERLINE:
         return ""
     return f"{c.metric} {v:.0f} ms, {100 * -rel:.0f} % under {c.ms:g}: a repeat may decide differently"
-
-
-def _warn_mixed(df: pd.DataFrame) -> None:
-    """Say so when rows from different server configurations would be pooled as repeats."""
-    cols = [c for c in _CONFIG_COLUMNS if c in df.columns]
-    if cols and len(df) and len(df[cols].drop_duplicates()) > 1:
-        log.warning("results mix several configurations (%s); their rows at the same "
-                    "(nodes, concurrency) are treated as repeats — filter the DataFrame first "
-                    "to answer for one configuration", ", ".join(cols))
 
 
 def max_concurrency(df: pd.DataFrame, sla) -> dict[int, int | None]:

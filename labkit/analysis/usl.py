@@ -56,6 +56,19 @@ class UslFit:
         """Fitted throughput at ``n`` (scalar or array)."""
         return usl(n, self.sigma, self.kappa, self.lam)
 
+    def reaches(self, level: float, start: float = 1.0, end: float = 1000.0) -> float | None:
+        """The smallest N in [``start``, ``end``] (to 0.1) where the fitted throughput reaches ``level``, or None."""
+        ns = np.arange(start, end + 0.05, 0.1)
+        hit = np.flatnonzero(self.predict(ns) >= level)
+        return float(round(ns[hit[0]], 1)) if hit.size else None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UslFit":
+        """The fit :meth:`to_dict` wrote (a report's ``usl``)."""
+        inf = lambda v: math.inf if v is None else float(v)  # noqa: E731
+        return cls(float(d["sigma"]), float(d["kappa"]), float(d["lambda"]), inf(d.get("peak_n")),
+                   inf(d.get("peak_throughput")), float(d["r2"]), int(d.get("points") or 0))
+
     def to_dict(self, what: str = "nodes") -> dict:
         """JSON-ready: infinities become ``None``; ``summary`` says in words what the fit means."""
         d = self._numbers()

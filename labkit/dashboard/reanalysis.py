@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from labkit.analysis.configurations import config_labels
 from labkit.errors import ConfigError, LabkitError
 
 log = logging.getLogger("labkit")
@@ -130,14 +131,18 @@ def load_sources(paths, root="..") -> pd.DataFrame:
 
 
 def overlay_chart(df: pd.DataFrame, sla=None):
-    """Mean response time vs concurrency, one colour per ``source`` and one line style per node count."""
+    """Mean response time vs concurrency, one colour per ``source`` (and configuration, when the rows hold
+    several: :func:`labkit.analysis.configurations.config_labels`) and one line style per node count."""
     import seaborn as sns
 
     from labkit.analysis.plots import _plotted_points, _figure, _log_concurrency_axis, _margins, _threshold_lines
 
     fig, ax = _figure()
-    means = pd.concat([_plotted_points(g, ["mean_ms"]).assign(source=s) for s, g in df.groupby("source", sort=False)],
-                      ignore_index=True)
+    # one line per source and configuration: an e2-small's points are not a repeat of the f1-micro's
+    labels = config_labels(df)
+    several = labels.nunique() > 1
+    means = pd.concat([_plotted_points(g, ["mean_ms"]).assign(source=f"{s} · {cfg}" if several else s)
+                       for (s, cfg), g in df.groupby([df["source"], labels], sort=False)], ignore_index=True)
     means["nodes"] = means["nodes"].map(lambda n: f"{n} node{'s' if n != 1 else ''}")
     sns.lineplot(data=means, x="concurrency", y="mean_ms", hue="source", style="nodes", markers=True, ax=ax)
     _threshold_lines(ax, sla, {"mean": "0.3"})
@@ -281,6 +286,13 @@ class ReanalysisDashboard:
         mine = self.filtered[self.filtered["source"] == self.primary.value].drop(columns="source")
         if mine.empty:
             self.explorer_box.children, self.explorer = (), None
+            return
+        held = config_labels(mine).unique()
+        if len(held) > 1:  # the SLA answers are per configuration (labkit.analysis.points refuses to pool)
+            self.explorer_box.children, self.explorer = (), None
+            self.status.value += (f"<br><i>{html.escape(self.primary.value)} holds {len(held)} configurations "
+                                  f"({html.escape(', '.join(sorted(held)))}): choose one machine type and server "
+                                  "to answer the SLA</i>")
             return
         self.explorer = SlaExplorer(mine.reset_index(drop=True), sla=self.sla, users=self.users, all_percentiles=True)
         self.explorer_box.children = (self.explorer.widget,)
