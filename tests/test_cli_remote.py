@@ -107,7 +107,8 @@ def test_ssh_up_status_down_from_separate_processes(sshd, state_dir, tmp_path):
     try:
         rc, out, err = labkit("up", "--backend", "ssh", "--hosts", str(hosts), "--nodes", "2", "--port", str(base))
         assert rc == 0, err
-        assert json.loads(out) == {"url": f"http://127.0.0.1:{lb_port}", "nodes": 2, "cpu_limited": True}
+        assert json.loads(out) == {"url": f"http://127.0.0.1:{lb_port}", "nodes": 2, "balanced": True,
+                                   "cpu_limited": True}  # balanced: 2 nodes are behind nginx
 
         saved = json.loads((state_dir / "ssh.json").read_text())
         assert saved["hosts_file"] == str(hosts)
