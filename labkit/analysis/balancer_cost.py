@@ -127,14 +127,22 @@ class BalancerCost:
 
     levels: tuple[Level, ...]
     hop: Level | None
-    hop_unsaturated: bool
     load: Level | None
     balancer_type: str | None
     balancer_vcpu: float | None
     unclean: tuple[int, ...]
     repeated: bool
     busier: str | None  # at ``load``: "balancer" or "server", whichever was busier behind nginx
-    load_saturated: bool = False
+
+    @property
+    def hop_unsaturated(self) -> bool:
+        return self.hop is not None and not (self.hop.server_util_direct >= SATURATED)
+
+    @property
+    def load_saturated(self) -> bool:
+        x = self.load
+        return (x is not None and x.server_util_direct >= SATURATED and x.server_util_behind >= SATURATED
+                and not math.isnan(x.cpu_explained_change_pct))
 
 
 #: A server this busy or more is saturated (its latency is queueing, not the hop).
@@ -162,12 +170,7 @@ def finding(direct: pd.DataFrame, behind: pd.DataFrame) -> BalancerCost:
     if load is not None and not math.isnan(load.balancer_util) and not math.isnan(load.server_util_behind):
         busier = "balancer" if load.balancer_util > load.server_util_behind else "server"
     return BalancerCost(
-        levels=levels, hop=hop,
-        hop_unsaturated=hop is not None and not (hop.server_util_direct >= SATURATED),
-        load=load, balancer_type=btype, balancer_vcpu=vcpu_of(btype),
+        levels=levels, hop=hop, load=load, balancer_type=btype, balancer_vcpu=vcpu_of(btype),
         unclean=tuple(x.concurrency for x in levels if not x.clean),
         repeated=bool(len(t)) and bool((t["runs_direct"] > 1).all() and (t["runs_behind"] > 1).all()),
-        busier=busier,
-        load_saturated=load is not None and load.server_util_direct >= SATURATED
-        and load.server_util_behind >= SATURATED
-        and not math.isnan(load.cpu_explained_change_pct))
+        busier=busier)

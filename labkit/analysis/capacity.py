@@ -123,6 +123,16 @@ def lowest_cap(answer: dict | None) -> tuple[str, str | None, float] | None:
     return role, caps[role][0], caps[role][1]
 
 
+def cap_crossing(fit, answer: dict | None, end: float) -> tuple[str, str | None, float, float] | None:
+    """(role, machine type, req/s, N) where the USL ``fit`` first reaches the lowest :func:`measured_caps`
+    of ``answer`` within [1, ``end``] nodes (N to 0.1), or None (no cap known, or not reached)."""
+    low = lowest_cap(answer)
+    if low is None:
+        return None
+    at = fit.reaches(low[2], 1.0, end)
+    return None if at is None else (*low, at)
+
+
 _CACHE: dict = {}
 
 

@@ -47,24 +47,24 @@ def select(df: pd.DataFrame, machine_type: str | None = None, server: str | None
             return df, ""
         scaled = labels[df["nodes"] > 1].unique()
         if len(scaled) != 1:
-            raise ConfigError(f"these results hold {len(held)} configurations ({_listing(held)}): choose one "
+            raise ConfigError(f"these results hold {len(held)} configurations ({listing(held)}): choose one "
                               "with --machine-type and --server")
         keep = labels == scaled[0]
         why = f"{scaled[0]}, the configuration measured behind the balancer"
     else:
         if not keep.any():
             raise ConfigError(f"no {machine_type or '*'}/{server or '*'} rows in these results "
-                              f"(they hold: {_listing(held)})")
+                              f"(they hold: {listing(held)})")
         if labels[keep].nunique() > 1:
             raise ConfigError(f"{machine_type or '*'}/{server or '*'} still matches {labels[keep].nunique()} "
-                              f"configurations ({_listing(labels[keep].value_counts())}): give both options")
+                              f"configurations ({listing(labels[keep].value_counts())}): give both options")
         why = labels[keep].iloc[0]
     left = labels[~keep].value_counts()
-    note = (f"analysed {why}; left out {int(left.sum())} row(s) of other configurations ({_listing(left)}), "
+    note = (f"analysed {why}; left out {int(left.sum())} row(s) of other configurations ({listing(left)}), "
             "e.g. notebook 03's vertical scaling" if len(left) else "")
     return df[keep].reset_index(drop=True), note
 
 
-def _listing(counts: pd.Series) -> str:
-    """'f1-micro/flask: 31 rows, e2-medium/flask: 2 rows'."""
+def listing(counts: pd.Series) -> str:
+    """'f1-micro/flask: 31 rows, e2-medium/flask: 2 rows' from label counts (``value_counts()``)."""
     return ", ".join(f"{label}: {int(n)} row{'s' if n != 1 else ''}" for label, n in counts.items())

@@ -31,7 +31,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from labkit.errors import ConfigError
-from labkit.analysis.capacity import lowest_cap, measured_caps
+from labkit.analysis.capacity import cap_crossing, measured_caps
 from labkit.analysis.sla import as_sla, max_concurrency, point_table
 from labkit.analysis.points import points
 from labkit.analysis.usl import MIN_R2, describe_fit, fit_usl, throughput_by_nodes
@@ -380,13 +380,11 @@ def throughput_chart(df: pd.DataFrame, sla=None, users: int | None = None) -> Fi
 def _extrapolation_label(fit, cap: dict | None, end: float) -> str:
     """The dashed USL line's legend: a fit of the measured peaks, which does not know the roles' caps;
     where it passes the lowest measured one within the chart, at how many nodes."""
-    low = lowest_cap(cap)
-    if low is not None:
-        role, mtype, rps = low
-        at = fit.reaches(rps, 1.0, end)
-        if at is not None:
-            return (f"extrapolation (USL fit, servers only): passes the {mtype} {role}'s cap at N≈{at:.1f}; "
-                    "beyond, only with a bigger one")
+    hit = cap_crossing(fit, cap, end)
+    if hit is not None:
+        role, mtype, _, at = hit
+        return (f"extrapolation (USL fit, servers only): passes the {mtype} {role}'s cap at N≈{at:.1f}; "
+                "beyond, only with a bigger one")
     return "extrapolation (USL fit of your peaks, servers only: not measured)"
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from labkit import machine_types
+from labkit.analysis.configurations import config_labels, listing
 from labkit.errors import ConfigError
 from labkit.record import PERCENTILES
 
@@ -180,12 +181,9 @@ def littles_law_rows(df: pd.DataFrame) -> pd.Series:
 # -- points ---------------------------------------------------------------------------------------
 def _refuse_pooled_configurations(df: pd.DataFrame) -> None:
     """ConfigError when the rows hold more than one configuration (machine type, server, workers)."""
-    from labkit.analysis.configurations import config_labels
-
     held = config_labels(df).value_counts()
     if len(held) > 1:
-        listing = ", ".join(f"{label}: {int(n)} row{'s' if n != 1 else ''}" for label, n in held.items())
-        raise ConfigError(f"these rows hold {len(held)} configurations ({listing}); a point of one is not a "
+        raise ConfigError(f"these rows hold {len(held)} configurations ({listing(held)}); a point of one is not a "
                           "repeat of another's: analyse one at a time (labkit.handout_rows(df, machine_type), "
                           "or labkit report --machine-type/--server)")
 

@@ -217,18 +217,17 @@ def format_report(report: dict) -> str:
 def _past_a_cap(report: dict, ex: dict) -> str:
     """A sentence when the USL extrapolation's node count needs more throughput than the lowest measured
     role cap (balancer or tester) delivers: the fit scales servers only. "" otherwise."""
-    from labkit.analysis.capacity import lowest_cap
+    from labkit.analysis.capacity import cap_crossing
     from labkit.analysis.usl import UslFit
 
-    low = lowest_cap(report.get("capacity"))
-    if low is None or ex.get("nodes") is None or not report.get("usl"):
+    if ex.get("nodes") is None or not report.get("usl"):
         return ""
-    role, mtype, rps = low
     fit = UslFit.from_dict(report["usl"])
+    hit = cap_crossing(fit, report.get("capacity"), float(ex["nodes"]))
     x = float(fit.predict(ex["nodes"]))
-    if x <= rps:
+    if hit is None or x <= hit[2]:
         return ""
-    at = fit.reaches(rps, 1.0, float(ex["nodes"]))
+    role, mtype, rps, at = hit
     return (f"it scales servers only: at {ex['nodes']} nodes the fit gives {x:,.0f} req/s, past the measured "
             f"{mtype} {role}'s cap of about {rps:,.0f} req/s (model; reached near {at:.1f} nodes), so that many "
             f"nodes need a bigger {role} too")

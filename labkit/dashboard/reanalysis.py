@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.analysis.configurations import config_labels
+from labkit.analysis.points import one_node_behind_balancer
 from labkit.errors import ConfigError, LabkitError
 
 log = logging.getLogger("labkit")
@@ -86,8 +87,6 @@ def describe_results(df, source) -> str:
     """One line saying what a results DataFrame holds: file, rows, node counts, levels, configuration."""
     nodes = ", ".join(str(int(n)) for n in sorted(df["nodes"].unique()))
     levels = ", ".join(str(int(c)) for c in sorted(df["concurrency"].unique()))
-    from labkit.analysis.points import one_node_behind_balancer
-
     configs = ", ".join(sorted({f"{m}/{s}" for m, s in zip(df["machine_type"], df["server"])}))
     via = int(one_node_behind_balancer(df).sum())
     behind = f"; {via} row(s) of one node behind nginx (notebook 02's balancer cost)" if via else ""

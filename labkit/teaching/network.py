@@ -44,6 +44,7 @@ def balancer_cost_text(df: pd.DataFrame, balancer_csv):
     (:func:`labkit.analysis.balancer_cost.finding`). A missing or empty file is said, not an error: a
     submission graded without it still runs."""
     from labkit.analysis.balancer_cost import finding
+    from labkit.analysis.configurations import config_labels
     from labkit.results import load_results
     from labkit.teaching.render import markdown
 
@@ -51,8 +52,7 @@ def balancer_cost_text(df: pd.DataFrame, balancer_csv):
     behind = None
     if path.is_file() and path.stat().st_size:
         behind = load_results(path)
-        kinds = set(zip(df["machine_type"], df["server"]))
-        behind = behind[[(m, s) in kinds for m, s in zip(behind["machine_type"], behind["server"])]]
+        behind = behind[config_labels(behind).isin(set(config_labels(df)))]
     f = finding(df, behind)
     if behind is None:
         missing = f"No results of one node behind nginx at {path.name} (the measuring cell above writes them)."
